@@ -1,0 +1,65 @@
+"""Every tunable of a udptcp connection, with its default and why."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+#: UDP payload budget for a 1500-byte MTU path (DESIGN §2): 1500 - 20 (IPv4) - 8 (UDP).
+PAYLOAD_BUDGET_IPV4 = 1472
+#: 1500 - 40 (IPv6) - 8 (UDP).
+PAYLOAD_BUDGET_IPV6 = 1452
+TCP_HEADER_LEN = 20
+
+
+@dataclass
+class Config:
+    """Connection and endpoint settings. Times are in seconds, sizes in bytes.
+
+    One ``Config`` may be shared by many connections; it is never mutated by the stack.
+    """
+
+    #: Largest UDP payload this side sends and accepts; ``None`` picks 1472 (IPv4) or
+    #: 1452 (IPv6) from the socket family. The MSS advertised is this minus 20.
+    max_datagram: int | None = None
+    #: Receive buffer: the most in-order data held for a paused reader plus out-of-order
+    #: data held for reassembly. Without window scaling the advertised window is capped
+    #: at 65535 (RFC 9293 §3.1).
+    receive_buffer: int = 65535
+    #: Maximum segment lifetime; TIME-WAIT lasts ``2 * msl`` (RFC 9293 §3.4.1).
+    msl: float = 30.0
+    #: Nagle's algorithm (RFC 896). Off by default: asyncio sets TCP_NODELAY on its
+    #: TCP transports, and latency-sensitive users expect it.
+    nagle: bool = False
+    #: Longest an ACK for in-order data may be delayed (RFC 1122 §4.2.3.2 allows 0.5 s;
+    #: Linux uses 40 ms). An ACK is sent at least for every second full-sized segment.
+    #: 0 disables delayed ACKs.
+    delayed_ack: float = 0.04
+    #: Initial retransmission timeout (RFC 6298 §2.1 says 1 s).
+    rto_initial: float = 1.0
+    #: Floor of the retransmission timeout (Linux practice: 200 ms).
+    rto_min: float = 0.2
+    #: Ceiling of the backed-off retransmission timeout.
+    rto_max: float = 60.0
+    #: SYN retransmissions before ``connect`` fails with ``TimeoutError``.
+    syn_retries: int = 5
+    #: SYN-ACK retransmissions before a half-open passive connection is dropped.
+    synack_retries: int = 5
+    #: Give up (``TimeoutError``) when data stays unacknowledged this long
+    #: (RFC 9293 §3.8.3 "user timeout"; RFC 5482).
+    user_timeout: float = 120.0
+    #: How long a connection closed with ``close()`` waits in FIN-WAIT-2 for the peer's FIN.
+    fin_wait2_timeout: float = 60.0
+    #: Congestion control algorithm name (see ``udptcp.core.congestion``).
+    congestion_control: str = "newreno"
+    #: Initial congestion window in segments (RFC 6928).
+    initial_window: int = 10
+
+    def replace(self, **changes: object) -> Config:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def mss_for(self, family_budget: int) -> int:
+        """Data bytes per segment that fit the payload budget after the 20-byte header."""
+        budget = self.max_datagram if self.max_datagram is not None else family_budget
+        return budget - TCP_HEADER_LEN

@@ -1,0 +1,987 @@
+"""The RFC 9293 connection state machine, sans I/O.
+
+A :class:`Connection` is fed segments (:meth:`Connection.receive`), application calls
+(:meth:`send`, :meth:`shutdown`, :meth:`close`, :meth:`abort`) and timer expiries
+(:meth:`handle_timer`), each with the current time as an argument. It answers with segments to
+transmit (:meth:`take_segments`), events for the application (:meth:`take_events`) and its
+next deadline (:meth:`get_timer`). It never touches a socket, an event loop or a clock.
+
+Incoming segments are processed in the order of RFC 9293 §3.10.7.4 ("SEGMENT ARRIVES", other
+states): sequence check, RST, SYN, ACK, text, FIN. Section numbers in comments refer to RFC 9293
+unless another RFC is named.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .buffers import ReassemblyQueue, SendBuffer
+from .config import Config
+from .congestion import CongestionControl, create
+from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
+from .rtt import RttEstimator
+from .segment import ACK, FIN, PSH, RST, SYN, Options, Segment
+from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+
+_MASK = 0xFFFFFFFF
+# RFC 9293 §3.7.1: the MSS to assume when the peer sends no MSS option (IPv4).
+_DEFAULT_PEER_MSS = 536
+# The window field is 16 bits; window scaling is not negotiated yet.
+_MAX_WINDOW = 0xFFFF
+# RFC 5961 §7: bound challenge ACKs so they cannot be used as an amplifier.
+_CHALLENGE_ACKS_PER_SECOND = 10
+# Persist timer bounds (RFC 1122 §4.2.2.17 leaves them open; Linux uses RTO-based backoff).
+_PERSIST_MAX = 60.0
+
+
+class State(enum.Enum):
+    """The eleven connection states of RFC 9293 §3.3.2."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+
+S = State
+
+#: The legal transitions (RFC 9293 Figure 5, plus simultaneous open and the error paths of
+#: §3.10.7: any state may drop to CLOSED on RST, abort or timeout). A listener never becomes a
+#: connection here: the endpoint creates a connection in LISTEN and moves it to SYN-RECEIVED.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    S.CLOSED: frozenset({S.SYN_SENT}),
+    S.LISTEN: frozenset({S.SYN_RECEIVED, S.CLOSED}),
+    S.SYN_SENT: frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSED}),
+    S.SYN_RECEIVED: frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.CLOSED}),
+    S.ESTABLISHED: frozenset({S.FIN_WAIT_1, S.CLOSE_WAIT, S.CLOSED}),
+    S.FIN_WAIT_1: frozenset({S.FIN_WAIT_2, S.CLOSING, S.TIME_WAIT, S.CLOSED}),
+    S.FIN_WAIT_2: frozenset({S.TIME_WAIT, S.CLOSED}),
+    S.CLOSE_WAIT: frozenset({S.LAST_ACK, S.CLOSED}),
+    S.CLOSING: frozenset({S.TIME_WAIT, S.CLOSED}),
+    S.LAST_ACK: frozenset({S.CLOSED}),
+    S.TIME_WAIT: frozenset({S.CLOSED}),
+}
+
+# States in which the connection is synchronized (§3.5: both ISNs known and acknowledged).
+_SYNCHRONIZED = frozenset(
+    {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT}
+)
+# States in which an owed ACK is sent (SYN-RECEIVED repeats its SYN,ACK instead).
+_ACKS = _SYNCHRONIZED | {S.SYN_RECEIVED}
+# States whose incoming text is delivered (§3.10.7.4, seventh step).
+_RECEIVES_TEXT = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
+# States from which our own data (and FIN) may still be transmitted.
+_SENDS_DATA = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+# States in which the application may still queue data.
+_ACCEPTS_WRITES = frozenset({S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT})
+
+
+class LocalProtocolError(RuntimeError):
+    """The local caller asked for something the connection's state does not allow."""
+
+
+def rst_for(seg: Segment) -> Segment | None:
+    """The reset a CLOSED port answers ``seg`` with (§3.10.7.1), or ``None`` for a RST."""
+    if seg.flags & RST:
+        return None
+    if seg.flags & ACK:
+        return Segment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+    return Segment(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len), RST | ACK, 0)
+
+
+class Connection:
+    """One TCP connection: the transmission control block and its state machine."""
+
+    def __init__(self, config: Config, *, local_port: int, remote_port: int, iss: int, mss: int):
+        self.config = config
+        self.state = State.CLOSED
+        #: Every state entered, in order, starting with the initial one (for tests and tracing).
+        self.state_history: list[State] = [State.CLOSED]
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.passive = False
+
+        # Send sequence space (§3.3.1).
+        self.iss = iss & _MASK
+        self.snd_una = self.iss
+        self.snd_nxt = self.iss
+        self.snd_max = self.iss  # highest sequence number sent + 1 (snd_nxt rewinds on RTO)
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        # Receive sequence space.
+        self.irs = 0
+        self.rcv_nxt = 0
+        self._rcv_adv = 0  # right edge of the window last advertised (never moves left)
+
+        self.mss = mss  # largest payload we accept (advertised in our SYN)
+        self.peer_mss = _DEFAULT_PEER_MSS
+        self.nodelay = not config.nagle
+
+        self._sendbuf = SendBuffer()
+        self._fin_queued = False
+        self._reassembly = ReassemblyQueue()
+        self._rcv_off = 0  # stream offset of rcv_nxt (bytes received in order)
+        self._held = bytearray()  # in-order data held while reading is paused
+        self._reading = True
+        self._eof_pending = False  # FIN arrived while data was held
+        self._fin_off: int | None = None  # stream offset of an out-of-order FIN
+        self._discard_input = False  # set by close(): no more data for the application
+
+        self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
+        self.cc: CongestionControl = create(config.congestion_control, mss, config.initial_window)
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = self.iss  # RFC 6582 "recover"
+        self._rtt_seq: int | None = None  # Karn: one timed segment at a time
+        self._rtt_time = 0.0
+        self._retries = 0
+        self._una_since: float | None = None  # when the oldest unacknowledged data went out
+
+        self._rto_deadline: float | None = None
+        self._delack_deadline: float | None = None
+        self._persist_deadline: float | None = None
+        self._persist_backoff = 1
+        self._close_deadline: float | None = None  # TIME-WAIT or FIN-WAIT-2 timer
+        self._ack_now = False
+        self._unacked_bytes = 0  # in-order bytes received since our last ACK
+        self._challenge_window = 0.0
+        self._challenge_count = 0
+        self._closed_reported = False
+        self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
+        self.soft_error: str | None = None
+
+        self._out: list[Segment] = []
+        self._events: list[Event] = []
+        self.stats_counters: dict[str, int] = dict.fromkeys(
+            (
+                "segments_sent",
+                "segments_received",
+                "bytes_sent",
+                "bytes_received",
+                "bytes_acked",
+                "retransmits",
+                "timeouts",
+                "fast_retransmits",
+                "duplicate_bytes_received",
+                "out_of_order_segments",
+                "challenge_acks",
+                "window_probes",
+            ),
+            0,
+        )
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def connect(
+        cls, config: Config, *, local_port: int, remote_port: int, iss: int, mss: int, now: float
+    ) -> Connection:
+        """Active open (§3.10.1): send SYN, enter SYN-SENT."""
+        conn = cls(config, local_port=local_port, remote_port=remote_port, iss=iss, mss=mss)
+        conn._set_state(S.SYN_SENT)
+        conn._send_syn(now)
+        return conn
+
+    @classmethod
+    def accept(cls, config: Config, syn: Segment, *, iss: int, mss: int, now: float) -> Connection:
+        """Passive open from a listener receiving ``syn`` (§3.10.7.2): answer SYN-ACK."""
+        conn = cls(config, local_port=syn.dst_port, remote_port=syn.src_port, iss=iss, mss=mss)
+        conn.passive = True
+        conn.state = S.LISTEN
+        conn.state_history = [S.LISTEN]
+        conn._take_peer_syn(syn)
+        conn._set_state(S.SYN_RECEIVED)
+        conn._send_syn(now)
+        return conn
+
+    def _take_peer_syn(self, syn: Segment) -> None:
+        self.irs = syn.seq
+        self.rcv_nxt = seq_add(syn.seq, 1)
+        self._rcv_adv = self.rcv_nxt
+        opts = syn.options
+        if opts is not None and opts.mss:
+            self.peer_mss = opts.mss
+        # Unnegotiated options (window scale, SACK, timestamps) are simply not answered;
+        # RFC 7323 §2.2 and RFC 2018 §2 make the peer fall back to plain behaviour.
+        # The SYN's window is never scaled (RFC 7323 §2.2).
+        self.snd_wnd = syn.window
+        self.snd_wl1 = syn.seq
+        self.max_snd_wnd = syn.window
+
+    def _send_syn(self, now: float) -> None:
+        flags = SYN | ACK if self.state is S.SYN_RECEIVED else SYN
+        seg = Segment(
+            self.local_port,
+            self.remote_port,
+            self.iss,
+            self.rcv_nxt if flags & ACK else 0,
+            flags,
+            self._window_to_advertise(),
+            Options(mss=self.mss),
+        )
+        if self._retries == 0:
+            self._rtt_seq, self._rtt_time = self.iss, now
+        self.snd_nxt = seq_add(self.iss, 1)
+        self.snd_max = self.snd_nxt
+        self._emit(seg, now)
+        self._rto_deadline = now + self.rtt.rto
+
+    # ------------------------------------------------------------------ application calls
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Queue ``data``; it is never dropped, only delayed by the windows (§3.10.2)."""
+        if self.state not in _ACCEPTS_WRITES or self._fin_queued:
+            raise LocalProtocolError(f"cannot send in state {self.state.value}")
+        if not data:
+            return
+        self._sendbuf.append(data)
+        self._output(now)
+
+    def shutdown(self, now: float) -> None:
+        """Half-close: send FIN after the queued data; keep receiving (§3.10.4)."""
+        if self._fin_queued:
+            return
+        st = self.state
+        if st in (S.SYN_SENT, S.LISTEN, S.CLOSED):
+            # §3.10.4: no data could have been sent yet; there is nobody to tell.
+            self._enter_closed(None)
+            return
+        if st not in (S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT):
+            return
+        self._fin_queued = True
+        if st is S.CLOSE_WAIT:
+            self._set_state(S.LAST_ACK)
+        elif st is S.ESTABLISHED:
+            self._set_state(S.FIN_WAIT_1)
+        # In SYN-RECEIVED the FIN waits for ESTABLISHED (§3.10.4), then FIN-WAIT-1.
+        self._output(now)
+
+    def close(self, now: float) -> None:
+        """Close: FIN after queued data, and discard anything the peer sends from now on."""
+        self._app_closed = True
+        self._discard_input = True
+        self._held.clear()
+        self.shutdown(now)
+        if self.state is S.FIN_WAIT_2 and self._close_deadline is None:
+            self._close_deadline = now + self.config.fin_wait2_timeout
+
+    def abort(self, now: float) -> None:
+        """Reset the connection (§3.10.5): RST to the peer when synchronized, then CLOSED."""
+        if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
+            self._emit(Segment(self.local_port, self.remote_port, self.snd_nxt, 0, RST, 0), now)
+        self._enter_closed(None)
+
+    def pause_reading(self) -> None:
+        """Hold in-order data in the core; the advertised window shrinks as it fills."""
+        self._reading = False
+
+    def resume_reading(self, now: float) -> None:
+        """Deliver held data and reopen the window, telling the peer if it had closed."""
+        if self._reading:
+            return
+        self._reading = True
+        if self._held:
+            data = bytes(self._held)
+            self._held.clear()
+            self._events.append(DataReceived(data))
+        if self._eof_pending:
+            self._eof_pending = False
+            self._events.append(EofReceived())
+        # §3.8.6.2.2: tell the peer once the window has opened by a useful amount.
+        if self.state in _SYNCHRONIZED and self._window_update_due():
+            self._ack_now = True
+        self._output(now)
+
+    def set_nodelay(self, nodelay: bool) -> None:
+        """Turn Nagle's algorithm off (``True``) or on (``False``)."""
+        self.nodelay = nodelay
+
+    def icmp_unreachable(self, now: float) -> None:
+        """The path reported the peer unreachable: fatal while connecting, soft otherwise.
+
+        RFC 1122 §4.2.3.9 lets a port unreachable abort a connection being opened; on a
+        synchronized connection it is only remembered (RFC 5461).
+        """
+        if self.state is S.SYN_SENT:
+            self._enter_closed(ConnectionRefusedError("Connection refused (port unreachable)"))
+        else:
+            self.soft_error = "port unreachable"
+
+    # ------------------------------------------------------------------ outputs
+
+    def take_segments(self) -> list[Segment]:
+        """Segments to transmit, oldest first; the queue is emptied."""
+        out, self._out = self._out, []
+        return out
+
+    def take_events(self) -> list[Event]:
+        """Events for the application, oldest first; the queue is emptied."""
+        events, self._events = self._events, []
+        return events
+
+    def get_timer(self) -> float | None:
+        """The earliest pending deadline, or ``None`` when nothing is timed."""
+        best: float | None = None
+        for t in (
+            self._rto_deadline,
+            self._delack_deadline,
+            self._persist_deadline,
+            self._close_deadline,
+        ):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes written by the application and not yet transmitted once."""
+        if self.state not in _SYNCHRONIZED and self.state is not S.SYN_RECEIVED:
+            return len(self._sendbuf)
+        sent = max(self._stream_offset(self.snd_max) - self._sendbuf.start, 0)
+        return max(len(self._sendbuf) - sent, 0)
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection reached CLOSED and can be forgotten."""
+        return self.state is S.CLOSED
+
+    @property
+    def rcv_wnd(self) -> int:
+        """Receive window the connection would advertise now."""
+        return self._window_to_advertise(update=False)
+
+    def stats(self) -> dict[str, float | int | str | None]:
+        """Counters and estimator state, for ``get_extra_info`` and the demo."""
+        out: dict[str, float | int | str | None] = dict(self.stats_counters)
+        out.update(
+            state=self.state.value,
+            srtt=self.rtt.srtt,
+            rttvar=self.rtt.rttvar,
+            min_rtt=self.rtt.min_rtt,
+            rto=self.rtt.rto,
+            cwnd=self.cc.cwnd,
+            ssthresh=self.cc.ssthresh,
+            snd_wnd=self.snd_wnd,
+            rcv_wnd=self.rcv_wnd,
+            mss=self._eff_mss,
+            bytes_in_flight=self._flight,
+        )
+        return out
+
+    # ------------------------------------------------------------------ timers
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer whose deadline is at or before ``now``."""
+        if self._close_deadline is not None and now >= self._close_deadline:
+            self._close_deadline = None
+            if self.state is S.TIME_WAIT:
+                self._enter_closed(None)  # §3.10.8: 2 MSL elapsed
+                return
+            if self.state is S.FIN_WAIT_2:
+                self._enter_closed(None)  # the peer never sent its FIN
+                return
+        if self._rto_deadline is not None and now >= self._rto_deadline:
+            self._rto_deadline = None
+            self._on_retransmission_timeout(now)
+            if self.state is S.CLOSED:
+                return
+        if self._persist_deadline is not None and now >= self._persist_deadline:
+            self._persist_deadline = None
+            self._send_window_probe(now)
+        if self._delack_deadline is not None and now >= self._delack_deadline:
+            self._delack_deadline = None
+            self._ack_now = True
+        self._output(now)
+
+    def _on_retransmission_timeout(self, now: float) -> None:
+        st = self.state
+        self.stats_counters["timeouts"] += 1
+        self._rtt_seq = None  # Karn's rule: no sample from a retransmitted segment
+        if st in (S.SYN_SENT, S.SYN_RECEIVED):
+            limit = self.config.syn_retries if st is S.SYN_SENT else self.config.synack_retries
+            if self._retries >= limit:
+                self._enter_closed(TimeoutError("connection timed out (no answer to SYN)"))
+                return
+            self._retries += 1
+            self.rtt.back_off()
+            self.stats_counters["retransmits"] += 1
+            self._send_syn(now)
+            return
+        if self.snd_una == self.snd_max:
+            return  # everything was acknowledged meanwhile
+        if self._una_since is not None and now - self._una_since >= self.config.user_timeout:
+            self._enter_closed(TimeoutError("connection timed out (data unacknowledged)"))
+            return
+        # RFC 5681 §3.1: ssthresh is only reduced by the first timeout of a series.
+        if self._retries == 0:
+            self.cc.on_timeout(self._flight, now)
+        else:
+            self.cc.cwnd = self._eff_mss
+        self._retries += 1
+        self._in_recovery = False
+        self._dupacks = 0
+        self._recover = self.snd_max  # RFC 6582 §3.2 step 4 after a timeout
+        self.rtt.back_off()
+        # Go back N: everything outstanding is sent again as the window allows.
+        self.snd_nxt = self.snd_una
+        self._output(now)
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rtt.rto
+
+    def _send_window_probe(self, now: float) -> None:
+        """Persist timer expiry (§3.8.6.1): make the peer repeat its window.
+
+        The probe carries an already-acknowledged sequence number (SND.UNA - 1), which any
+        receiver must answer with an ACK stating its current window (§3.10.7.4 first step).
+        Unlike a byte sent beyond the window, it never becomes outstanding data, so it
+        cannot count as a duplicate ACK or a retransmission, and probing may go on for as
+        long as the peer keeps answering (RFC 1122 §4.2.2.17).
+        """
+        if self.state not in _SENDS_DATA or self.snd_wnd > 0:
+            self._persist_backoff = 1
+            return
+        self.stats_counters["window_probes"] += 1
+        self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
+        self._persist_backoff = min(self._persist_backoff * 2, 64)
+        self._persist_deadline = now + min(self.rtt.rto * self._persist_backoff, _PERSIST_MAX)
+
+    # ------------------------------------------------------------------ segment arrival
+
+    def receive(self, seg: Segment, now: float) -> None:
+        """Process one incoming segment addressed to this connection."""
+        self.stats_counters["segments_received"] += 1
+        st = self.state
+        if st is S.SYN_SENT:
+            self._receive_in_syn_sent(seg, now)
+        elif st is not S.CLOSED and st is not S.LISTEN:
+            self._receive_synchronizing(seg, now)
+        self._output(now)
+
+    def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
+        """§3.10.7.3."""
+        flags = seg.flags
+        # First: the ACK must acknowledge our SYN.
+        if flags & ACK and (seq_le(seg.ack, self.iss) or seq_gt(seg.ack, self.snd_nxt)):
+            if not flags & RST:
+                self._emit(Segment(self.local_port, self.remote_port, seg.ack, 0, RST, 0), now)
+            return
+        # Second: a reset with an acceptable ACK refuses the connection.
+        if flags & RST:
+            if flags & ACK:
+                self._enter_closed(ConnectionRefusedError("Connection refused"))
+            return
+        # Fourth: the SYN.
+        if not flags & SYN:
+            return
+        self._take_peer_syn(seg)
+        if flags & ACK:
+            self._ack_advances(seg.ack, now)
+            self.snd_wl2 = seg.ack
+            self._set_state(S.ESTABLISHED)
+            self._retries = 0
+            self._events.append(Connected())
+            self._ack_now = True  # third segment of the handshake: ACK ack=y+1
+        else:
+            # Simultaneous open (§3.5, Figure 8): SYN-RECEIVED, answer SYN,ACK with our ISS.
+            self._set_state(S.SYN_RECEIVED)
+            self._retries = 0
+            self._send_syn(now)
+
+    def _receive_synchronizing(self, seg: Segment, now: float) -> None:
+        """§3.10.7.4 for SYN-RECEIVED and the synchronized states."""
+        st = self.state
+        flags = seg.flags
+        seg_len = seg.seg_len
+        wnd = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
+
+        if st is S.SYN_RECEIVED and flags & SYN and seg.seq == self.irs:
+            if flags & ACK and seg.ack == self.snd_nxt and not flags & RST:
+                # Simultaneous open: the peer's SYN,ACK crossed ours; it acknowledges our SYN.
+                self._establish(seg, now)
+                self._ack_now = True
+            elif not flags & (ACK | RST):
+                # The peer's SYN again: our SYN,ACK was lost. Answer it again.
+                self._emit(self._syn_ack_again(), now)
+            return
+
+        # First: sequence number check (§3.10.7.4 table).
+        if not self._acceptable(seg.seq, seg_len, wnd):
+            if flags & RST:
+                return
+            if st is S.TIME_WAIT and flags & FIN and seq_add(seg.seq, seg_len) == self.rcv_nxt:
+                # A retransmitted FIN: the peer lost our last ACK. ACK again, restart 2 MSL.
+                self._close_deadline = now + 2 * self.config.msl
+            elif wnd == 0 and seg.seq == self.rcv_nxt and flags & ACK:
+                # Zero window: the ACK field is still processed (§3.10.7.4 "special allowance").
+                self._process_ack(seg, now)
+            self._ack_now = True
+            return
+
+        # Second: RST (RFC 5961 §3.2: only an exact match resets).
+        if flags & RST:
+            if seg.seq != self.rcv_nxt:
+                self._challenge_ack(now)
+                return
+            if st is S.TIME_WAIT:
+                return  # RFC 1337: ignore RST in TIME-WAIT
+            if st is S.SYN_RECEIVED:
+                self._enter_closed(ConnectionRefusedError("Connection refused"))
+            elif st in (S.CLOSING, S.LAST_ACK):
+                self._enter_closed(None)
+            else:
+                self._enter_closed(ConnectionResetError("Connection reset by peer"))
+            return
+
+        # Fourth: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+
+        # Fifth: ACK.
+        if not flags & ACK:
+            return
+        if st is S.SYN_RECEIVED:
+            if not (seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_nxt)):
+                self._emit(Segment(self.local_port, self.remote_port, seg.ack, 0, RST, 0), now)
+                return
+            self._establish(seg, now)
+            st = self.state
+        elif not self._process_ack(seg, now):
+            return
+        st = self.state
+        if st is S.CLOSED:
+            return
+
+        # Seventh: segment text. Eighth: FIN.
+        if st in _RECEIVES_TEXT:
+            self._receive_text(seg, now)
+        elif flags & FIN and st is S.TIME_WAIT:
+            self._close_deadline = now + 2 * self.config.msl
+            self._ack_now = True
+
+    def _syn_ack_again(self) -> Segment:
+        return Segment(
+            self.local_port,
+            self.remote_port,
+            self.iss,
+            self.rcv_nxt,
+            SYN | ACK,
+            self._window_to_advertise(),
+            Options(mss=self.mss),
+        )
+
+    def _establish(self, seg: Segment, now: float) -> None:
+        """SYN-RECEIVED -> ESTABLISHED on an ACK of our SYN (§3.10.7.4 fifth step)."""
+        self._ack_advances(seg.ack, now)
+        self.snd_wnd = seg.window
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        self.max_snd_wnd = max(self.max_snd_wnd, seg.window)
+        self._retries = 0
+        self._set_state(S.ESTABLISHED)
+        self._events.append(Connected())
+        if self._fin_queued:
+            self._set_state(S.FIN_WAIT_1)
+
+    def _acceptable(self, seq: int, seg_len: int, wnd: int) -> bool:
+        """The four-case acceptability test of §3.10.7.4."""
+        rcv_nxt = self.rcv_nxt
+        if seg_len == 0:
+            if wnd == 0:
+                return seq == rcv_nxt
+            return seq_le(rcv_nxt, seq) and seq_lt(seq, seq_add(rcv_nxt, wnd))
+        if wnd == 0:
+            return False
+        last = seq_add(seq, seg_len - 1)
+        end = seq_add(rcv_nxt, wnd)
+        return (seq_le(rcv_nxt, seq) and seq_lt(seq, end)) or (
+            seq_le(rcv_nxt, last) and seq_lt(last, end)
+        )
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2 challenge ACK, rate-limited per RFC 5961 §7."""
+        if now - self._challenge_window >= 1.0:
+            self._challenge_window = now
+            self._challenge_count = 0
+        if self._challenge_count < _CHALLENGE_ACKS_PER_SECOND:
+            self._challenge_count += 1
+            self.stats_counters["challenge_acks"] += 1
+            self._ack_now = True
+
+    def _process_ack(self, seg: Segment, now: float) -> bool:
+        """Fifth step for synchronized states; False when the segment must be dropped."""
+        ack = seg.ack
+        if seq_gt(ack, self.snd_max):
+            # §3.10.7.4: it acknowledges something not yet sent: ACK and drop.
+            self._ack_now = True
+            return False
+        if seq_lt(ack, seq_add(self.snd_una, -self.max_snd_wnd)):
+            # RFC 5961 §5.2: far too old to be from this connection.
+            self._ack_now = True
+            return False
+
+        window_changed = False
+        if seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack)):
+            window_changed = seg.window != self.snd_wnd
+            self.snd_wnd = seg.window
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = ack
+            if seg.window > self.max_snd_wnd:
+                self.max_snd_wnd = seg.window
+            if seg.window > 0:
+                self._persist_deadline = None
+                self._persist_backoff = 1
+
+        if seq_gt(ack, self.snd_una):
+            self._on_new_ack(ack, now)
+        elif (
+            ack == self.snd_una
+            and self.snd_max != self.snd_una
+            and not seg.payload
+            and not seg.flags & (SYN | FIN)
+            and not window_changed
+        ):
+            self._on_duplicate_ack(now)
+
+        st = self.state
+        fin_acked = self._fin_queued and seq_gt(self.snd_una, self._fin_seq)
+        if st is S.FIN_WAIT_1 and fin_acked:
+            self._set_state(S.FIN_WAIT_2)
+            if self._app_closed:
+                self._close_deadline = now + self.config.fin_wait2_timeout
+        elif st is S.CLOSING and fin_acked:
+            self._enter_time_wait(now)
+        elif st is S.LAST_ACK and fin_acked:
+            self._enter_closed(None)
+            return False
+        return True
+
+    def _ack_advances(self, ack: int, now: float) -> int:
+        """Move SND.UNA to ``ack``: free acknowledged data, take an RTT sample, re-arm RTO."""
+        acked = seq_diff(ack, self.snd_una)
+        self.snd_una = ack
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack  # after a go-back-N rewind, originals were acknowledged
+        self._sendbuf.acknowledge(self._stream_offset(ack))
+        if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
+            self.rtt.sample(now - self._rtt_time)
+            self._rtt_seq = None
+        self._retries = 0
+        # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
+        if self.snd_una == self.snd_max:
+            self._rto_deadline = None
+            self._una_since = None
+        else:
+            self._rto_deadline = now + self.rtt.rto
+            self._una_since = now
+        return acked
+
+    def _on_new_ack(self, ack: int, now: float) -> None:
+        acked = self._ack_advances(ack, now)
+        self.stats_counters["bytes_acked"] += acked
+        cc = self.cc
+        if self._in_recovery:
+            if seq_ge(ack, self._recover):
+                # RFC 6582 §3.2 step 3: full acknowledgment ends fast recovery.
+                self._in_recovery = False
+                cc.on_recovery_end(self._flight, now)
+            else:
+                # Partial acknowledgment: the next hole was lost too; repair it now and
+                # deflate the window by what was acknowledged (RFC 6582 §3.2 step 3).
+                self._retransmit_una(now)
+                mss = self._eff_mss
+                cc.cwnd = max(cc.cwnd - acked + (mss if acked >= mss else 0), mss)
+        else:
+            cc.on_ack(acked, self._flight, now)
+        self._dupacks = 0
+
+    def _on_duplicate_ack(self, now: float) -> None:
+        """RFC 5681 §3.2 fast retransmit, RFC 6582 fast recovery."""
+        self._dupacks += 1
+        if self._in_recovery:
+            self.cc.cwnd += self._eff_mss  # each further duplicate: a segment left the network
+            return
+        if self._dupacks == 3 and seq_gt(self.snd_una, self._recover):
+            self._in_recovery = True
+            self._recover = self.snd_max
+            self.cc.on_loss(self._flight, now)
+            self.stats_counters["fast_retransmits"] += 1
+            self._retransmit_una(now)
+
+    def _retransmit_una(self, now: float) -> None:
+        """Send the first unacknowledged segment again without moving SND.NXT."""
+        seq = self.snd_una
+        off = self._stream_offset(seq)
+        size = min(self._eff_mss, self._sendbuf.end - off)
+        if size > 0:
+            seg = self._segment(ACK | PSH, seq, self._sendbuf.get(off, size))
+        elif self._fin_queued and seq == self._fin_seq:
+            seg = self._segment(ACK | FIN, seq)
+        else:
+            return
+        self._rtt_seq = None
+        self.stats_counters["retransmits"] += 1
+        self._emit(seg, now)
+        self._rto_deadline = now + self.rtt.rto
+
+    def _receive_text(self, seg: Segment, now: float) -> None:
+        """Seventh and eighth steps: queue the data, then the FIN, in sequence order."""
+        payload = seg.payload
+        seq = seg.seq
+        fin = bool(seg.flags & FIN)
+        # Trim what we already have (§3.10.7.4: "already received" portion).
+        early = seq_diff(self.rcv_nxt, seq)
+        if early > 0:
+            dup = min(early, len(payload))
+            self.stats_counters["duplicate_bytes_received"] += dup
+            payload = payload[early:]
+            seq = self.rcv_nxt
+            if early > len(seg.payload):
+                fin = False  # the FIN itself was already processed
+            self._ack_now = True
+        # Trim what lies beyond the window; a FIN beyond it waits for a retransmission.
+        room = seq_diff(self._rcv_adv, seq)
+        if len(payload) > room:
+            payload = payload[: max(room, 0)]
+            fin = False
+        if not payload and not fin:
+            return
+        offset = self._rcv_off + seq_diff(seq, self.rcv_nxt)
+        if offset > self._rcv_off:
+            # Out of order: hold it and send a duplicate ACK at once (RFC 5681 §4.2).
+            self.stats_counters["out_of_order_segments"] += 1
+            self._reassembly.add(offset, payload)
+            if fin:
+                self._fin_off = offset + len(payload)
+            self._ack_now = True
+            return
+        filled_hole = len(self._reassembly) > 0
+        if payload:
+            more = self._reassembly.pop_from(offset + len(payload)) if filled_hole else b""
+            self._accept_in_order(payload + more if more else payload)
+            if filled_hole:
+                self._ack_now = True  # RFC 5681 §4.2: ACK at once when a gap is filled
+            else:
+                self._schedule_ack(len(payload), now)
+        if fin or (self._fin_off is not None and self._fin_off == self._rcv_off):
+            self._receive_fin(now)
+
+    def _accept_in_order(self, data: bytes) -> None:
+        n = len(data)
+        self.rcv_nxt = seq_add(self.rcv_nxt, n)
+        self._rcv_off += n
+        self.stats_counters["bytes_received"] += n
+        if self._discard_input:
+            return
+        if self._reading:
+            self._events.append(DataReceived(data))
+        else:
+            self._held += data
+
+    def _schedule_ack(self, nbytes: int, now: float) -> None:
+        """Delayed ACK (RFC 1122 §4.2.3.2, RFC 5681 §4.2): at least every second full segment."""
+        self._unacked_bytes += nbytes
+        if self.config.delayed_ack <= 0 or self._unacked_bytes >= 2 * self.mss:
+            self._ack_now = True
+        elif self._delack_deadline is None:
+            self._delack_deadline = now + self.config.delayed_ack
+
+    def _receive_fin(self, now: float) -> None:
+        """Eighth step: the peer's FIN, in sequence."""
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+        self._fin_off = None
+        self._ack_now = True
+        if not self._discard_input:
+            if self._held:
+                self._eof_pending = True
+            else:
+                self._events.append(EofReceived())
+        st = self.state
+        if st is S.ESTABLISHED:
+            self._set_state(S.CLOSE_WAIT)
+        elif st is S.FIN_WAIT_1:
+            if seq_gt(self.snd_una, self._fin_seq):
+                self._enter_time_wait(now)
+            else:
+                self._set_state(S.CLOSING)  # simultaneous close (§3.6, Figure 13)
+        elif st is S.FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    # ------------------------------------------------------------------ sending
+
+    def _output(self, now: float) -> None:
+        """Send what the windows allow, then any ACK still owed."""
+        if self.state in _SENDS_DATA:
+            self._send_data(now)
+        if self._ack_now and self.state in _ACKS:
+            if self.state is S.SYN_RECEIVED:
+                self._ack_now = False
+            else:
+                self._emit(self._segment(ACK, self.snd_nxt), now)
+
+    def _send_data(self, now: float) -> None:
+        buf = self._sendbuf
+        mss = self._eff_mss
+        while True:
+            off = self._stream_offset(self.snd_nxt)
+            unsent = buf.end - off
+            cwnd = self.cc.cwnd
+            if 0 < self._dupacks < 3 and not self._in_recovery:
+                # RFC 3042 limited transmit: each of the first two duplicate ACKs lets one
+                # new segment out, so a small window still produces three duplicates.
+                cwnd += self._dupacks * mss
+            wnd = min(self.snd_wnd, cwnd)
+            usable = wnd - seq_diff(self.snd_nxt, self.snd_una)
+            if unsent > 0:
+                size = min(unsent, mss, usable)
+                if size <= 0:
+                    break
+                if size < unsent and size < mss and size < self.max_snd_wnd // 2:
+                    break  # sender-side silly window avoidance (RFC 1122 §4.2.3.4)
+                if not self.nodelay and size < mss and self.snd_nxt != self.snd_una:
+                    break  # Nagle (RFC 896): one small segment outstanding at a time
+                flags = ACK
+                last = size == unsent
+                if last:
+                    flags |= PSH
+                    if self._fin_queued:
+                        flags |= FIN
+                self._transmit(flags, self.snd_nxt, buf.get(off, size), now)
+            elif self._fin_queued and self.snd_nxt == self._fin_seq:
+                self._transmit(ACK | FIN, self.snd_nxt, b"", now)
+            else:
+                break
+        # Persist timer (§3.8.6.1): data waits, nothing outstanding, and the window is shut.
+        if (
+            self.snd_wnd == 0
+            and self.snd_nxt == self.snd_una
+            and self._persist_deadline is None
+            and (buf.end > self._stream_offset(self.snd_nxt) or self._fin_unsent)
+        ):
+            self._persist_deadline = now + self.rtt.rto
+
+    def _transmit(self, flags: int, seq: int, payload: bytes, now: float) -> None:
+        seg = self._segment(flags, seq, payload)
+        end = seq_add(seq, seg.seg_len)
+        if seq_lt(seq, self.snd_max):
+            self.stats_counters["retransmits"] += 1
+        elif self._rtt_seq is None and self._retries == 0:
+            self._rtt_seq, self._rtt_time = seq, now
+        if self.snd_una == self.snd_max:
+            self._una_since = now
+        self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            self.snd_max = end
+        self._emit(seg, now)
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rtt.rto
+
+    def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
+        return Segment(
+            self.local_port,
+            self.remote_port,
+            seq,
+            self.rcv_nxt,
+            flags,
+            self._window_to_advertise(),
+            None,
+            payload,
+        )
+
+    def _emit(self, seg: Segment, now: float) -> None:
+        if seg.flags & ACK:
+            # Every segment carrying ACK settles what we owed (RFC 1122 §4.2.3.2).
+            self._ack_now = False
+            self._delack_deadline = None
+            self._unacked_bytes = 0
+        self.stats_counters["segments_sent"] += 1
+        self.stats_counters["bytes_sent"] += len(seg.payload)
+        self._out.append(seg)
+
+    # ------------------------------------------------------------------ windows
+
+    def _window_to_advertise(self, update: bool = True) -> int:
+        """Receive window with receiver-side silly window avoidance (RFC 1122 §4.2.3.3).
+
+        The right edge never moves left (§3.8.6.2.1); it moves right only in steps of at
+        least min(buffer/2, MSS).
+        """
+        free = min(self.config.receive_buffer - len(self._held), _MAX_WINDOW)
+        current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
+        if free - current < min(self.config.receive_buffer // 2, self.mss) and free != current:
+            wnd = min(current, _MAX_WINDOW)
+        else:
+            wnd = max(free, 0)
+        if update:
+            self._rcv_adv = seq_add(self.rcv_nxt, wnd)
+        return wnd
+
+    def _window_update_due(self) -> bool:
+        current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
+        return self._window_to_advertise(update=False) > current
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def _eff_mss(self) -> int:
+        return min(self.mss, self.peer_mss)
+
+    @property
+    def _flight(self) -> int:
+        return seq_diff(self.snd_max, self.snd_una)
+
+    @property
+    def _fin_seq(self) -> int:
+        """Sequence number of our FIN: just past the last data byte."""
+        return seq_add(self.iss, 1 + self._sendbuf.end)
+
+    @property
+    def _fin_unsent(self) -> bool:
+        return self._fin_queued and seq_le(self.snd_nxt, self._fin_seq)
+
+    def _stream_offset(self, seq: int) -> int:
+        """Stream offset of sequence number ``seq`` (data starts at ISS + 1)."""
+        return self._sendbuf.start + seq_diff(seq, seq_add(self.iss, 1 + self._sendbuf.start))
+
+    def _set_state(self, new: State) -> None:
+        assert new in TRANSITIONS[self.state], f"illegal {self.state.value} -> {new.value}"
+        self.state = new
+        self.state_history.append(new)
+
+    def _enter_time_wait(self, now: float) -> None:
+        """§3.10.7.4: TIME-WAIT for 2 MSL; the application is told it is closed now."""
+        self._set_state(S.TIME_WAIT)
+        self._rto_deadline = None
+        self._persist_deadline = None
+        self._close_deadline = now + 2 * self.config.msl
+        self._report_closed(None)
+
+    def _enter_closed(self, error: BaseException | None) -> None:
+        if self.state is not S.CLOSED:
+            self._set_state(S.CLOSED)
+        self._rto_deadline = self._delack_deadline = None
+        self._persist_deadline = self._close_deadline = None
+        self._ack_now = False
+        self._report_closed(error)
+
+    def _report_closed(self, error: BaseException | None) -> None:
+        if not self._closed_reported:
+            self._closed_reported = True
+            if not self._discard_input:
+                # Closing ends the pause: nothing the peer sent in order is lost.
+                if self._held:
+                    self._events.append(DataReceived(bytes(self._held)))
+                    self._held.clear()
+                if self._eof_pending:
+                    self._eof_pending = False
+                    self._events.append(EofReceived())
+            self._events.append(ConnectionClosed(error))
