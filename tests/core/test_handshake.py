@@ -1,0 +1,212 @@
+"""Opening a connection: the seed's three-way handshake, field by field, and its failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from udptcp.core.connection import State, rst_for
+from udptcp.core.events import Connected, ConnectionClosed
+from udptcp.core.segment import ACK, FIN, RST, SYN, Options, Segment
+from udptcp.core.seq import seq_add
+from udptcp.tools.simnet import Link, SimNet
+
+S = State
+
+
+def test_active_open_sends_syn_seq_x_and_acks_y_plus_1(script):
+    # Seed, first handshake: SYN=1, seq=x.
+    conn = script.active(iss=1000)
+    syn = script.one()
+    assert syn.flags == SYN
+    assert syn.seq == 1000
+    assert syn.options is not None and syn.options.mss == script.MSS
+    assert conn.state is S.SYN_SENT
+    # Second: SYN=1, ACK=1, ack=x+1, seq=y.  Third: ACK=1, ack=y+1 (seq=x+1).
+    script.feed(Segment(80, 4000, 5000, 1001, SYN | ACK, 65535, Options(mss=1200)))
+    ack = script.one()
+    assert ack.flags == ACK
+    assert (ack.seq, ack.ack) == (1001, 5001)
+    assert conn.state is S.ESTABLISHED
+    assert script.take_events() == [Connected()]
+    assert conn.peer_mss == 1200
+
+
+def test_passive_open_answers_syn_ack_with_ack_x_plus_1(script):
+    conn = script.passive(peer_iss=7000, iss=300)
+    synack = script.one()
+    assert synack.flags == SYN | ACK
+    assert (synack.seq, synack.ack) == (300, 7001)
+    assert conn.state is S.SYN_RECEIVED
+    assert script.take_events() == []  # not established until the third segment
+    script.peer(7001, 301)
+    assert conn.state is S.ESTABLISHED
+    assert script.take_events() == [Connected()]
+    assert conn.state_history == [S.LISTEN, S.SYN_RECEIVED, S.ESTABLISHED]
+
+
+def test_seed_handshake_on_the_wire_between_two_connections():
+    net = SimNet(seed=3)
+    a, b = net.host("a"), net.host("b", listening=True)
+    net.connect_hosts(a, b, Link(delay=0.01), Link(delay=0.01))
+    client = a.connect(b, 80, iss=4242)
+    net.run_until(lambda: client.state is S.ESTABLISHED and bool(b.accepted))
+    net.run_for(0.05)
+    server = b.accepted[0]
+    wire = [(e.sender, e.segment) for e in net.trace]
+    assert len(wire) == 3
+    (s1, syn), (s2, synack), (s3, ack) = wire
+    x, y = syn.seq, synack.seq
+    assert (s1, syn.flag_names(), x) == ("a", "SYN", 4242)
+    assert (s2, synack.has(SYN), synack.has(ACK), synack.ack) == ("b", True, True, x + 1)
+    assert (s3, ack.flags, ack.seq, ack.ack) == ("a", ACK, x + 1, y + 1)
+    assert server.state is S.ESTABLISHED
+    assert server.irs == x and client.irs == y
+
+
+def test_syn_is_retransmitted_with_backoff_then_times_out(script):
+    script.config = script.config.replace(syn_retries=3, rto_initial=1.0)
+    script.active(iss=10)
+    times = []
+    first = script.one()
+    for _ in range(3):
+        deadline = script.conn.get_timer()
+        script.advance(deadline - script.now)
+        again = script.one()
+        assert again == first  # same ISN each time
+        times.append(script.now)
+    assert times == [1.0, 3.0, 7.0]  # RFC 6298 §5.5: the timeout doubles
+    script.advance(script.conn.get_timer() - script.now)
+    assert script.conn.state is S.CLOSED
+    (closed,) = script.take_events()
+    assert isinstance(closed.error, TimeoutError)
+
+
+def test_rst_answering_syn_refuses_the_connection(script):
+    script.active(iss=10)
+    script.out()
+    script.feed(Segment(80, 4000, 0, 11, RST | ACK, 0))
+    assert script.conn.state is S.CLOSED
+    (closed,) = script.take_events()
+    assert isinstance(closed.error, ConnectionRefusedError)
+
+
+def test_rst_with_wrong_ack_in_syn_sent_is_ignored(script):
+    script.active(iss=10)
+    script.out()
+    script.feed(Segment(80, 4000, 0, 999, RST | ACK, 0))
+    assert script.conn.state is S.SYN_SENT
+    assert script.take_events() == []
+
+
+def test_syn_sent_answers_unacceptable_ack_with_rst_seq_ack(script):
+    script.active(iss=10)
+    script.out()
+    script.feed(Segment(80, 4000, 555, 77, SYN | ACK, 1000))
+    rst = script.one()
+    assert (rst.flags, rst.seq) == (RST, 77)
+    assert script.conn.state is S.SYN_SENT
+
+
+def test_lost_syn_ack_is_sent_again_on_a_repeated_syn(script):
+    script.passive(peer_iss=50, iss=900)
+    first = script.one()
+    script.feed(Segment(80, 4000, 50, 0, SYN, 65535, Options(mss=1452)))
+    assert script.one() == first
+    assert script.conn.state is S.SYN_RECEIVED
+
+
+def test_syn_ack_is_retransmitted_then_the_half_open_connection_dropped(script):
+    script.config = script.config.replace(synack_retries=2)
+    script.passive()
+    script.out()
+    script.advance(10)
+    sent = script.out()
+    assert len(sent) == 2 and all(s.flags == SYN | ACK for s in sent)
+    assert script.conn.state is S.CLOSED
+
+
+def test_bad_ack_in_syn_received_gets_rst(script):
+    script.passive(peer_iss=50, iss=900)
+    script.out()
+    script.peer(51, 12345)
+    rst = script.one()
+    assert (rst.flags, rst.seq) == (RST, 12345)
+    assert script.conn.state is S.SYN_RECEIVED
+
+
+def test_peer_without_mss_option_gets_536_byte_segments(script):
+    conn = script.active(iss=1)
+    script.out()
+    script.feed(Segment(80, 4000, 9, 2, SYN | ACK, 65535))
+    script.out()
+    conn.send(b"x" * 2000, script.now)
+    sizes = [len(s.payload) for s in script.out()]
+    assert sizes == [536, 536, 536, 392]
+
+
+def test_options_we_do_not_implement_are_not_answered(script):
+    offered = Options(mss=1400, wscale=7, sack_permitted=True, timestamps=(1, 0))
+    syn = Segment(80, 4000, 10, 0, SYN, 65535, offered)
+    from udptcp.core.connection import Connection
+
+    conn = Connection.accept(script.config, syn, iss=5, mss=1452, now=0.0)
+    (synack,) = conn.take_segments()
+    assert synack.options == Options(mss=1452)
+    conn.receive(Segment(80, 4000, 11, 6, ACK, 65535), 0.0)
+    conn.send(b"y" * 3000, 0.0)
+    assert [len(s.payload) for s in conn.take_segments()] == [1400, 1400, 200]
+
+
+def test_simultaneous_open_goes_through_syn_received_on_both_sides():
+    net = SimNet(seed=5)
+    a, b = net.host("a"), net.host("b")  # neither listens: both actively open
+    net.connect_hosts(a, b, Link(delay=0.02), Link(delay=0.02))
+    ca = a.connect(b, 7000, local_port=6000)
+    cb = b.connect(a, 6000, local_port=7000)
+    net.run_until(lambda: ca.state is S.ESTABLISHED and cb.state is S.ESTABLISHED)
+    for c in (ca, cb):
+        assert c.state_history == [S.CLOSED, S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED]
+    # Each side sent SYN, then SYN,ACK with the same ISN, and no RST anywhere.
+    flags = [(e.sender, e.segment.flag_names()) for e in net.trace]
+    assert ("a", "SYN") in flags and ("b", "SYN") in flags
+    assert ("a", "SYN,ACK") in flags and ("b", "SYN,ACK") in flags
+    assert not any(e.segment.has(RST) for e in net.trace)
+    ca.send(b"ping", net.now)
+    a.flush("b", ca)
+    net.run_until(lambda: bytes(b.received[cb]) == b"ping")
+
+
+def test_simultaneous_open_survives_a_lost_syn():
+    net = SimNet(seed=9)
+    a, b = net.host("a"), net.host("b")
+    net.connect_hosts(a, b, Link(delay=0.02, loss=1.0), Link(delay=0.02))
+    ca = a.connect(b, 7000, local_port=6000)
+    net.link("a", "b").loss = 0.0  # a's first SYN is gone
+    cb = b.connect(a, 6000, local_port=7000)
+    net.run_until(lambda: ca.state is S.ESTABLISHED and cb.state is S.ESTABLISHED)
+    assert S.ESTABLISHED in ca.state_history and S.ESTABLISHED in cb.state_history
+
+
+def test_rst_for_follows_the_closed_state_rules():
+    with_ack = Segment(1, 2, 10, 20, ACK, 0, None, b"abc")
+    rst = rst_for(with_ack)
+    assert (rst.src_port, rst.dst_port, rst.seq, rst.flags) == (2, 1, 20, RST)
+    syn = Segment(1, 2, 0xFFFFFFFF, 0, SYN, 0)
+    rst = rst_for(syn)
+    assert (rst.seq, rst.ack, rst.flags) == (0, 0, RST | ACK)  # ack wraps: seq + 1
+    fin = Segment(1, 2, 5, 0, FIN, 0, None, b"ab")
+    assert rst_for(fin).ack == seq_add(5, 3)
+    assert rst_for(Segment(1, 2, 0, 0, RST, 0)) is None
+
+
+@pytest.mark.parametrize("iss", [0, 0xFFFFFFFF, 0xFFFFFF00])
+def test_handshake_and_data_across_sequence_wrap(script, iss):
+    conn = script.established(iss=iss, peer_iss=0xFFFFFFF0)
+    conn.send(b"a" * 3000, script.now)
+    segs = script.out()
+    assert segs[0].seq == seq_add(iss, 1)
+    last = segs[-1]
+    script.peer(seq_add(0xFFFFFFF0, 1), seq_add(last.seq, len(last.payload)), payload=b"z" * 40)
+    assert conn.snd_una == seq_add(iss, 3001)
+    assert script.take_events()[0].data == b"z" * 40
+    assert not any(isinstance(e, ConnectionClosed) for e in script.events)
