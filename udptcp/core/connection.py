@@ -517,6 +517,8 @@ class Connection:
         if not self._acceptable(seg.seq, seg_len, wnd):
             if flags & RST:
                 return
+            if seg.payload and seq_lt(seg.seq, self.rcv_nxt):
+                self.stats_counters["duplicate_bytes_received"] += len(seg.payload)
             if st is S.TIME_WAIT and flags & FIN and seq_add(seg.seq, seg_len) == self.rcv_nxt:
                 # A retransmitted FIN: the peer lost our last ACK. ACK again, restart 2 MSL.
                 self._close_deadline = now + 2 * self.config.msl
@@ -723,7 +725,12 @@ class Connection:
         off = self._stream_offset(seq)
         size = min(self._eff_mss, self._sendbuf.end - off)
         if size > 0:
-            seg = self._segment(ACK | PSH, seq, self._sendbuf.get(off, size))
+            flags = ACK
+            if off + size == self._sendbuf.end:
+                flags |= PSH
+                if self._fin_queued and seq_gt(self.snd_max, self._fin_seq):
+                    flags |= FIN  # the FIN went out with this data originally
+            seg = self._segment(flags, seq, self._sendbuf.get(off, size))
         elif self._fin_queued and seq == self._fin_seq:
             seg = self._segment(ACK | FIN, seq)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 class Event:
     """Base class of connection events."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
