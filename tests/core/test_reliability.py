@@ -277,3 +277,16 @@ def test_fin_rides_on_data_held_back_by_the_window(script):
     script.peer(PEER + 1, _end(first), window=1000)
     (last,) = script.out()
     assert len(last.payload) == 500 and last.flags & FIN
+
+
+def test_a_window_too_small_to_use_is_filled_after_the_sws_override_timeout(script):
+    conn = script.established(window=65535)
+    conn.send(b"s" * 70000, script.now)
+    segs = script.out()
+    end = _end(segs[-1])
+    # The receiver acknowledges everything but has only 500 bytes of room left.
+    script.peer(PEER + 1, end, window=500)
+    assert script.out() == []  # silly window avoidance holds the small segment back
+    script.advance(conn.get_timer() - script.now)
+    (seg,) = script.out()
+    assert len(seg.payload) == 500 and seg.seq == end

@@ -446,8 +446,13 @@ class Connection:
         cannot count as a duplicate ACK or a retransmission, and probing may go on for as
         long as the peer keeps answering (RFC 1122 §4.2.2.17).
         """
-        if self.state not in _SENDS_DATA or self.snd_wnd > 0:
+        if self.state not in _SENDS_DATA:
+            return
+        if self.snd_wnd > 0:
+            # RFC 1122 §4.2.3.4 (d): the SWS override timeout. A window smaller than
+            # both a segment and half the largest window was held back; fill it now.
             self._persist_backoff = 1
+            self._send_data(now, override_sws=True)
             return
         self.stats_counters["window_probes"] += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
@@ -835,7 +840,7 @@ class Connection:
             else:
                 self._emit(self._segment(ACK, self.snd_nxt), now)
 
-    def _send_data(self, now: float) -> None:
+    def _send_data(self, now: float, override_sws: bool = False) -> None:
         buf = self._sendbuf
         mss = self._eff_mss
         while True:
@@ -852,7 +857,12 @@ class Connection:
                 size = min(unsent, mss, usable)
                 if size <= 0:
                     break
-                if size < unsent and size < mss and size < self.max_snd_wnd // 2:
+                if (
+                    size < unsent
+                    and size < mss
+                    and size < self.max_snd_wnd // 2
+                    and not override_sws
+                ):
                     break  # sender-side silly window avoidance (RFC 1122 §4.2.3.4)
                 if not self.nodelay and size < mss and self.snd_nxt != self.snd_una:
                     break  # Nagle (RFC 896): one small segment outstanding at a time
@@ -867,10 +877,11 @@ class Connection:
                 self._transmit(ACK | FIN, self.snd_nxt, b"", now)
             else:
                 break
-        # Persist timer (§3.8.6.1): data waits, nothing outstanding, and the window is shut.
+        # Persist timer (§3.8.6.1): data waits and nothing is outstanding, so no ACK will
+        # come to open the window. With a shut window it sends probes; with a window too
+        # small to use it is the SWS override timer.
         if (
-            self.snd_wnd == 0
-            and self.snd_nxt == self.snd_una
+            self.snd_nxt == self.snd_una
             and self._persist_deadline is None
             and (buf.end > self._stream_offset(self.snd_nxt) or self._fin_unsent)
         ):
