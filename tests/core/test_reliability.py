@@ -290,3 +290,38 @@ def test_a_window_too_small_to_use_is_filled_after_the_sws_override_timeout(scri
     script.advance(conn.get_timer() - script.now)
     (seg,) = script.out()
     assert len(seg.payload) == 500 and seg.seq == end
+
+
+def test_two_rewound_senders_do_not_trade_acks_forever():
+    """Both sides time out and rewind SND.NXT; their pure ACKs must still be acceptable."""
+    from udptcp.core.connection import Connection
+
+    cfg = Config(delayed_ack=0.0)
+    a = Connection.connect(cfg, local_port=1000, remote_port=2000, iss=100, mss=1452, now=0.0)
+    b = Connection.accept(cfg, a.take_segments()[0], iss=900_000, mss=1452, now=0.0)
+    for s in b.take_segments():
+        a.receive(s, 0.0)
+    for s in a.take_segments():
+        b.receive(s, 0.0)
+    a.send(b"a" * 4356, 0.0)
+    b.send(b"b" * 4356, 0.0)
+    to_b, to_a = a.take_segments(), b.take_segments()
+    for s in to_b:
+        b.receive(s, 0.0)
+    for s in to_a:
+        a.receive(s, 0.0)
+    a.take_segments()  # every ACK of that data is lost
+    b.take_segments()
+    a.handle_timer(1.5)  # both time out and go back to SND.UNA
+    b.handle_timer(1.5)
+    for exchanged in range(1000):
+        sa, sb = a.take_segments(), b.take_segments()
+        if not sa and not sb:
+            break
+        for s in sa:
+            b.receive(s, 1.5)
+        for s in sb:
+            a.receive(s, 1.5)
+    assert exchanged < 10  # quiet within a few exchanges
+    assert a.snd_una == a.snd_max and b.snd_una == b.snd_max
+    assert a.get_timer() is None and b.get_timer() is None

@@ -838,7 +838,7 @@ class Connection:
             if self.state is S.SYN_RECEIVED:
                 self._ack_now = False
             else:
-                self._emit(self._segment(ACK, self.snd_nxt), now)
+                self._emit(self._segment(ACK, self._ack_seq), now)
 
     def _send_data(self, now: float, override_sws: bool = False) -> None:
         buf = self._sendbuf
@@ -956,6 +956,18 @@ class Connection:
     @property
     def _flight(self) -> int:
         return seq_diff(self.snd_max, self.snd_una)
+
+    @property
+    def _ack_seq(self) -> int:
+        """Sequence number for a segment without data: SND.MAX, kept inside the peer's window.
+
+        After a timeout SND.NXT rewinds to SND.UNA for go-back-N, so it may lie below the
+        peer's RCV.NXT; an ACK carrying it would be unacceptable there (§3.10.7.4), answered
+        by another ACK, and two rewound peers would trade ACKs forever without either one
+        processing the other's acknowledgment. BSD sends SND.MAX for this reason.
+        """
+        right_edge = seq_add(self.snd_una, self.snd_wnd)
+        return self.snd_max if seq_le(self.snd_max, right_edge) else right_edge
 
     @property
     def _fin_seq(self) -> int:
