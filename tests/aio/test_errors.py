@@ -1,0 +1,168 @@
+"""The exceptions asyncio users already catch: refused, reset, timed out, cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import pytest
+from aio_helpers import FAST, Echo, Recorder, accepted, free_udp_port, recorders, serving
+
+import udptcp
+from udptcp.aio.endpoint import open_endpoints
+from udptcp.core.segment import ACK, RST, Segment, decode, encode
+
+
+async def test_abort_resets_the_peer() -> None:
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        transport.write(b"x")
+        await (await accepted(made)).received(1)
+        transport.abort()
+        assert transport.is_closing()
+        assert not client.lost.done()  # connection_lost comes soon, not inside abort()
+        assert await asyncio.wait_for(client.lost, 5) is None
+        error = await asyncio.wait_for(made[0].lost, 5)
+        assert isinstance(error, ConnectionResetError)
+        transport.abort()  # idempotent
+        await asyncio.sleep(0.01)
+        assert client.lost_calls == [None]
+
+
+async def test_no_listener_on_the_virtual_port_is_refused_promptly() -> None:
+    async with serving(Echo, vport=7000) as (server, port):
+        start = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            await udptcp.create_connection(Recorder, "127.0.0.1", port, vport=7001)
+        assert time.monotonic() - start < 1.0
+        # The listening virtual port itself works.
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port, vport=7000)
+        assert transport.get_extra_info("vports")[1] == 7000
+        transport.close()
+        await asyncio.wait_for(client.lost, 5)
+
+
+async def test_nothing_bound_on_the_udp_port_is_refused_by_icmp() -> None:
+    port = free_udp_port()
+    start = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        await udptcp.create_connection(Recorder, "127.0.0.1", port)
+    assert time.monotonic() - start < 1.0
+    assert open_endpoints() == []  # the client socket was released
+
+
+async def test_silent_peer_times_out() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))  # bound, never read: SYNs vanish
+        port = hole.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await udptcp.create_connection(Recorder, "127.0.0.1", port, config=FAST)
+        # Three SYNs, backed off: 0.05 + 0.1 + 0.2 s.
+        assert 0.3 <= time.monotonic() - start < 2.0
+        assert open_endpoints() == []
+
+
+async def test_cancelled_connect_leaves_nothing_behind() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))
+        port = hole.getsockname()[1]
+        task = asyncio.create_task(udptcp.create_connection(Recorder, "127.0.0.1", port))
+        await asyncio.sleep(0.05)
+        assert len(open_endpoints()) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert open_endpoints() == []
+
+
+async def test_protocol_factory_error_fails_create_connection() -> None:
+    def broken() -> asyncio.Protocol:
+        raise ZeroDivisionError("factory")
+
+    async with serving(Echo) as (server, port):
+        with pytest.raises(ZeroDivisionError):
+            await udptcp.create_connection(broken, "127.0.0.1", port)
+        await asyncio.sleep(0.05)
+        assert all(not ep.connections() for ep in server.endpoints)
+
+
+class Exploding(Recorder):
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if b"boom" in data:
+            raise ValueError("protocol bug")
+
+
+async def test_protocol_exception_resets_only_that_connection() -> None:
+    handled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: handled.append(ctx))
+    made: list[Exploding] = []
+
+    def factory() -> Exploding:
+        made.append(Exploding())
+        return made[-1]
+
+    async with serving(factory) as (server, port):
+        t1, c1 = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        t2, c2 = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        t1.write(b"boom")
+        assert isinstance(await asyncio.wait_for(c1.lost, 5), ConnectionResetError)
+        assert len(handled) == 1
+        assert isinstance(handled[0]["exception"], ValueError)
+        bad = next(p for p in made if b"boom" in p.data)
+        assert isinstance(await asyncio.wait_for(bad.lost, 5), ValueError)
+        # The other connection on the same endpoint is unharmed.
+        t2.write(b"fine")
+        good = next(p for p in made if p is not bad)
+        await good.received(4)
+        t2.close()
+        await asyncio.wait_for(c2.lost, 5)
+
+
+async def test_malformed_datagrams_are_counted_and_dropped() -> None:
+    async with serving(Echo) as (server, port):
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            junk.sendto(b"short", ("127.0.0.1", port))
+            junk.sendto(b"\x00" * 19 + b"\x01" * 21, ("127.0.0.1", port))
+        transport.write(b"still fine")
+        assert await client.received(10) == b"still fine"
+        stats = server.endpoints[0].stats
+        assert stats["malformed:short"] == 1
+        assert stats["malformed:checksum"] == 1
+        assert stats["malformed"] == 2
+        transport.close()
+        await asyncio.wait_for(client.lost, 5)
+
+
+async def test_unknown_segment_is_answered_with_rst() -> None:
+    async with serving(Echo) as (server, port):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.setblocking(False)
+            raw.connect(("127.0.0.1", port))
+            raw.send(encode(Segment(1234, port, 100, 5000, ACK, 1000)))
+            loop = asyncio.get_running_loop()
+            reply = decode(await asyncio.wait_for(loop.sock_recv(raw, 100), 2))
+        assert reply.flags == RST
+        assert (reply.src_port, reply.dst_port, reply.seq) == (port, 1234, 5000)
+
+
+async def test_ssl_is_not_supported_yet() -> None:
+    with pytest.raises(NotImplementedError):
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, ssl=True)
+    with pytest.raises(NotImplementedError):
+        await udptcp.create_server(Echo, "127.0.0.1", 0, ssl=True)
+
+
+async def test_bad_arguments_raise_value_error() -> None:
+    with pytest.raises(ValueError):
+        await udptcp.create_connection(Recorder)
+    with pytest.raises(ValueError):
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, vport=70000)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        with pytest.raises(ValueError):
+            await udptcp.create_server(Echo, sock=tcp)

@@ -1,0 +1,39 @@
+"""udptcp: real TCP semantics carried one segment per UDP datagram, for asyncio programs.
+
+Every segment is a byte-exact RFC 9293 TCP segment (virtual ports, sequence numbers, the
+three-way handshake, FIN release, TIME-WAIT, retransmission, flow and congestion control)
+inside one UDP datagram, so it works without root, kernel modules or raw sockets and crosses
+NATs like any UDP flow. Applications get the asyncio contract they already use::
+
+    import udptcp
+
+    transport, protocol = await udptcp.create_connection(MyProtocol, "example.org", 4433)
+    server = await udptcp.create_server(MyProtocol, "0.0.0.0", 4433)
+    reader, writer = await udptcp.open_connection("example.org", 4433)
+    server = await udptcp.start_server(handle_client, "0.0.0.0", 4433)
+
+Tunables live in :class:`Config`; ``udptcp.core`` is the sans-I/O protocol engine and
+``udptcp.aio`` the asyncio adapter built on it.
+"""
+
+from __future__ import annotations
+
+from udptcp.aio.api import create_connection, create_server, open_connection, start_server
+from udptcp.aio.server import Server
+from udptcp.aio.transport import Transport
+from udptcp.core.config import Config
+from udptcp.core.connection import State
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "Server",
+    "State",
+    "Transport",
+    "__version__",
+    "create_connection",
+    "create_server",
+    "open_connection",
+    "start_server",
+]

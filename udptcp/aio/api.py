@@ -1,0 +1,350 @@
+"""``create_connection``, ``create_server`` and the streams functions (DESIGN §6).
+
+They mirror ``loop.create_connection``, ``loop.create_server``, ``asyncio.open_connection``
+and ``asyncio.start_server``, with these udptcp additions and differences:
+
+* Addresses are UDP addresses, resolved with ``type=SOCK_DGRAM``.
+* ``vport`` names the destination virtual port of a connection (default: the UDP port given)
+  or the one virtual port a server listens on (default: any, DESIGN §4). ``local_vport``
+  fixes a connection's source virtual port (default: a random ephemeral one), which a
+  simultaneous open needs.
+* ``sock=`` is a UDP socket, bound and possibly connected; the endpoint takes ownership and
+  closes it when done, as asyncio does with a socket passed to it. Passing the same socket
+  again shares its endpoint. For ``create_connection`` the peer is ``host``/``port`` if given,
+  else the socket's connected peer.
+* ``ssl`` is not supported yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NoReturn, TypeVar
+
+from udptcp.core.config import Config
+
+from .endpoint import SOCKET_BUFFER, Address, Endpoint
+from .server import Server
+from .transport import Transport
+
+__all__ = ["create_connection", "create_server", "open_connection", "start_server"]
+
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
+STREAM_LIMIT = 2**16  # asyncio.streams._DEFAULT_LIMIT
+
+_NO_TLS = "TLS over udptcp lands with the drop-in issue"
+
+
+async def create_connection(
+    protocol_factory: Callable[[], _P],
+    host: str | None = None,
+    port: int | str | None = None,
+    *,
+    local_addr: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
+    ssl: Any = None,
+    server_hostname: str | None = None,
+    config: Config | None = None,
+    vport: int | None = None,
+    local_vport: int | None = None,
+    family: int = 0,
+) -> tuple[Transport, _P]:
+    """Open a udptcp connection; return ``(transport, protocol)`` once it is ESTABLISHED.
+
+    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN),
+    ``TimeoutError`` (no answer after ``config.syn_retries``) or another ``OSError``. If the
+    call is cancelled the half-open connection is reset and its socket released.
+    """
+    if ssl is not None:
+        raise NotImplementedError(_NO_TLS)
+    if server_hostname is not None:
+        raise ValueError("server_hostname is only meaningful with ssl")
+    _check_vport("vport", vport)
+    _check_vport("local_vport", local_vport)
+    loop = asyncio.get_running_loop()
+    config = config if config is not None else Config()
+
+    if sock is not None:
+        if local_addr is not None:
+            raise ValueError("local_addr and sock can not be specified at the same time")
+        _check_udp_socket(sock)
+        if host is None and port is None:
+            try:
+                peer: Address = sock.getpeername()
+            except OSError:
+                raise ValueError(
+                    "host and port were not specified and sock is not connected"
+                ) from None
+        else:
+            infos = await _resolve(loop, host, port, sock.family, 0)
+            peer = infos[0][4]
+        endpoint = Endpoint.for_socket(loop, sock)
+        return await _open(endpoint, peer, protocol_factory, config, vport, local_vport)
+
+    if host is None or port is None:
+        raise ValueError("host and port was not specified and no sock specified")
+    infos = await _resolve(loop, host, port, family, 0)
+    local_infos = None
+    if local_addr is not None:
+        local_infos = await _resolve(loop, local_addr[0], local_addr[1], family, 0)
+
+    exceptions: list[OSError] = []
+    for fam, _type, proto, _name, addr in infos:
+        try:
+            endpoint = _client_endpoint(loop, fam, proto, addr, local_infos)
+        except OSError as exc:
+            exceptions.append(exc)
+            continue
+        try:
+            return await _open(endpoint, addr, protocol_factory, config, vport, local_vport)
+        except OSError as exc:  # ConnectionRefusedError, TimeoutError, ...
+            exceptions.append(exc)
+    _raise_connect_errors(exceptions)
+
+
+async def _open(
+    endpoint: Endpoint,
+    peer: Address,
+    protocol_factory: Callable[[], _P],
+    config: Config,
+    vport: int | None,
+    local_vport: int | None,
+) -> tuple[Transport, _P]:
+    endpoint.acquire()
+    try:
+        transport = endpoint.connect(
+            peer,
+            protocol_factory,
+            config,
+            remote_vport=vport if vport is not None else peer[1],
+            local_vport=local_vport,
+        )
+        assert transport._waiter is not None
+        try:
+            await transport._waiter
+        except BaseException:
+            # Cancelled, or the handshake failed: leave nothing half-open behind.
+            if transport._protocol is None:
+                transport._abort_unowned()
+            else:
+                transport.abort()
+            raise
+        return transport, transport.get_protocol()  # type: ignore[return-value]
+    finally:
+        endpoint.release()
+
+
+def _client_endpoint(
+    loop: asyncio.AbstractEventLoop,
+    family: int,
+    proto: int,
+    peer: Address,
+    local_infos: list[Any] | None,
+) -> Endpoint:
+    """A fresh UDP socket for one outgoing connection, connected to ``peer`` so the kernel
+    reports ICMP port unreachable to it (DESIGN §8)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        sock.setblocking(False)
+        _enlarge_buffers(sock)
+        if local_infos is not None:
+            _bind_first(sock, family, local_infos)
+        sock.connect(peer)
+        return Endpoint.for_socket(loop, sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _bind_first(sock: socket.socket, family: int, local_infos: list[Any]) -> None:
+    candidates = [info[4] for info in local_infos if info[0] == family]
+    if not candidates:
+        raise OSError(f"no local address of family {family!r} in local_addr")
+    error: OSError | None = None
+    for laddr in candidates:
+        try:
+            sock.bind(laddr)
+            return
+        except OSError as exc:
+            error = OSError(
+                exc.errno,
+                f"error while attempting to bind on address {laddr!r}: {exc.strerror}",
+            )
+    assert error is not None
+    raise error
+
+
+def _raise_connect_errors(exceptions: list[OSError]) -> NoReturn:
+    """Raise as asyncio does when every address failed."""
+    if not exceptions:
+        raise OSError("getaddrinfo() returned empty list")
+    if len(exceptions) == 1 or all(str(e) == str(exceptions[0]) for e in exceptions):
+        raise exceptions[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in exceptions)}")
+
+
+async def create_server(
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    host: str | Iterable[str] | None = None,
+    port: int | str | None = None,
+    *,
+    sock: socket.socket | None = None,
+    backlog: int = 100,
+    ssl: Any = None,
+    config: Config | None = None,
+    start_serving: bool = True,
+    vport: int | None = None,
+    family: int = 0,
+) -> Server:
+    """Listen for udptcp connections on a UDP address; return a :class:`Server`.
+
+    With ``host`` None (or ``""``) every interface is used, one socket per address family,
+    as ``loop.create_server`` does. ``vport`` None accepts any destination virtual port.
+    """
+    if ssl is not None:
+        raise NotImplementedError(_NO_TLS)
+    _check_vport("vport", vport)
+    loop = asyncio.get_running_loop()
+    config = config if config is not None else Config()
+
+    created: list[Endpoint] = []
+    if sock is not None:
+        if host is not None or port is not None:
+            raise ValueError("host/port and sock can not be specified at the same time")
+        _check_udp_socket(sock)
+        endpoints = [Endpoint.for_socket(loop, sock)]
+    else:
+        if host == "" or host is None:
+            hosts: list[str | None] = [None]
+        elif isinstance(host, str):
+            hosts = [host]
+        else:
+            hosts = list(host)
+        infos: list[Any] = []
+        for h in hosts:
+            for info in await _resolve(loop, h, port, family, socket.AI_PASSIVE):
+                if info not in infos:
+                    infos.append(info)
+        try:
+            for fam, _type, proto, _name, addr in infos:
+                created.append(Endpoint.for_socket(loop, _bound_socket(fam, proto, addr)))
+        except BaseException:
+            for endpoint in created:
+                endpoint.close()
+            raise
+        endpoints = created
+
+    try:
+        server = Server(
+            loop, endpoints, protocol_factory, backlog=backlog, config=config, vport=vport
+        )
+    except BaseException:
+        for endpoint in created:
+            endpoint.close()
+        raise
+    if start_serving:
+        await server.start_serving()
+    return server
+
+
+def _bound_socket(family: int, proto: int, addr: Address) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        sock.setblocking(False)
+        _enlarge_buffers(sock)
+        if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+            # As asyncio: one socket per family, so IPv6 sockets do not take IPv4 too.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"error while attempting to bind on address {addr!r}: {exc.strerror}",
+            ) from None
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def open_connection(
+    host: str | None = None,
+    port: int | str | None = None,
+    *,
+    limit: int = STREAM_LIMIT,
+    **kwds: Any,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """``asyncio.open_connection`` over udptcp: a ``(StreamReader, StreamWriter)`` pair.
+
+    Keyword arguments are those of :func:`create_connection`.
+    """
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await create_connection(lambda: protocol, host, port, **kwds)
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return reader, writer
+
+
+async def start_server(
+    client_connected_cb: Callable[
+        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None
+    ],
+    host: str | Iterable[str] | None = None,
+    port: int | str | None = None,
+    *,
+    limit: int = STREAM_LIMIT,
+    **kwds: Any,
+) -> Server:
+    """``asyncio.start_server`` over udptcp; ``client_connected_cb(reader, writer)`` is
+    called (or scheduled, if a coroutine function) for each connection.
+
+    Keyword arguments are those of :func:`create_server`.
+    """
+    loop = asyncio.get_running_loop()
+
+    def factory() -> asyncio.StreamReaderProtocol:
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+    return await create_server(factory, host, port, **kwds)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+async def _resolve(
+    loop: asyncio.AbstractEventLoop,
+    host: str | None,
+    port: int | str | None,
+    family: int,
+    flags: int,
+) -> list[Any]:
+    infos = await loop.getaddrinfo(
+        host, port, family=family, type=socket.SOCK_DGRAM, proto=0, flags=flags
+    )
+    if not infos:
+        raise OSError("getaddrinfo() returned empty list")
+    return infos
+
+
+def _check_udp_socket(sock: socket.socket) -> None:
+    if sock.type != socket.SOCK_DGRAM:
+        raise ValueError(f"A UDP Socket was expected, got {sock!r}")
+
+
+def _check_vport(name: str, vport: int | None) -> None:
+    if vport is not None and not (isinstance(vport, int) and 1 <= vport <= 65535):
+        raise ValueError(f"{name} must be a port number in 1..65535, got {vport!r}")
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            if sock.getsockopt(socket.SOL_SOCKET, option) < SOCKET_BUFFER:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        except OSError:
+            pass

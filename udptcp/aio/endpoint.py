@@ -1,0 +1,547 @@
+"""The endpoint: one UDP socket, many connections, one timer (DESIGN §4, §5 layer 2).
+
+An :class:`Endpoint` reads its non-blocking UDP socket itself (``loop.add_reader``, draining
+up to :data:`READ_BATCH` datagrams per wake-up; a ``DatagramProtocol`` on the default loop
+reads one datagram per loop pass, which is several times slower), decodes each datagram and
+hands the segment to the connection it belongs to. Connections are keyed by (remote UDP
+address, local virtual port, remote virtual port). A SYN that belongs to no connection goes
+to a listener: the one on its exact destination virtual port, else the wildcard one, else
+it is answered with RST as a closed TCP port would be.
+
+All connections share one timer: a heap of ``(deadline, counter, transport)`` entries with
+lazy invalidation (an entry counts only while it equals the transport's current deadline)
+and a single ``loop.call_at`` handle armed at the earliest deadline.
+
+Ownership: an endpoint stays open while it has connections (TIME-WAIT included), listeners
+or holders (:meth:`Endpoint.acquire`); when the last of these goes it closes its socket.
+:meth:`Endpoint.close` (and :func:`close_endpoints`) close it at once: live connections are
+reset and TIME-WAIT connections are dropped silently (DESIGN §8). Shutting the loop down
+(``asyncio.run``, ``asyncio.Runner``, ``uvloop.run``: anything that calls
+``loop.shutdown_asyncgens()``) closes its endpoints the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import heapq
+import itertools
+import logging
+import random
+import socket
+import weakref
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
+from udptcp.core.connection import Connection, State, rst_for
+from udptcp.core.isn import IsnGenerator
+from udptcp.core.segment import ACK, RST, SYN, MalformedSegment, Segment, decode, encode
+from udptcp.core.seq import seq_gt
+
+from .transport import Transport
+
+if TYPE_CHECKING:
+    from .server import Listener
+
+__all__ = ["Address", "Endpoint", "close_endpoints", "open_endpoints"]
+
+logger = logging.getLogger("udptcp")
+
+Address = tuple[Any, ...]
+"""A UDP socket address as the socket module spells it: ``(host, port)`` for IPv4,
+``(host, port, flowinfo, scope_id)`` for IPv6."""
+Key = tuple[Address, int, int]
+"""(remote UDP address, local virtual port, remote virtual port)."""
+Tracer = Callable[[str, Address, Segment], None]
+
+#: Most datagrams read in one wake-up, so one busy endpoint cannot starve the loop.
+READ_BATCH = 256
+#: recvfrom() size: a whole UDP datagram, whatever the configured budget.
+RECV_SIZE = 65535
+#: Socket buffers asked for on sockets the endpoint creates (the kernel caps them at
+#: net.core.rmem_max / wmem_max): a burst on a fast path should queue, not be dropped.
+SOCKET_BUFFER = 2 * 1024 * 1024
+#: Ephemeral virtual ports (RFC 6335 §6 dynamic range), as a client picks them.
+EPHEMERAL_PORTS = (49152, 65535)
+#: uvloop runs timers with millisecond granularity and may fire one slightly early; a
+#: deadline this close to the clock counts as due (the core is told the deadline itself).
+TIMER_SLACK = 0.001
+
+# One endpoint per socket per loop, so a socket passed twice (``sock=``) is shared: a
+# hole-punched socket can carry a server and outgoing connections at once.
+_registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Endpoint]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+# One parked async generator per loop: asyncio.run(), asyncio.Runner, uvloop.run() and
+# pytest-asyncio all call loop.shutdown_asyncgens() before closing the loop, which closes it,
+# and its ``finally`` closes the loop's endpoints (DESIGN §8: closing the loop drops TIME-WAIT
+# connections silently instead of leaking their sockets).
+_shutdown_watchers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, AsyncGenerator[None, None]
+] = weakref.WeakKeyDictionary()
+
+
+async def _close_on_loop_shutdown() -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        close_endpoints(asyncio.get_running_loop())
+
+
+def _watch_loop_shutdown(loop: asyncio.AbstractEventLoop) -> None:
+    if loop in _shutdown_watchers:
+        return
+    watcher = _close_on_loop_shutdown()
+    # Run it to its ``yield`` now: its first iteration registers it with the loop (the
+    # loop's asyncgen "firstiter" hook), and aclose() then runs the ``finally``.
+    step = cast(Coroutine[Any, Any, None], watcher.asend(None))
+    try:
+        step.send(None)
+    except StopIteration:
+        pass
+    _shutdown_watchers[loop] = watcher
+
+
+def payload_budget(family: int) -> int:
+    """Default UDP payload budget for a socket family (DESIGN §2)."""
+    return PAYLOAD_BUDGET_IPV6 if family == socket.AF_INET6 else PAYLOAD_BUDGET_IPV4
+
+
+def open_endpoints(loop: asyncio.AbstractEventLoop | None = None) -> list[Endpoint]:
+    """Every endpoint still open on ``loop`` (the running loop by default)."""
+    loop = loop or asyncio.get_running_loop()
+    return list(_registry.get(loop, {}).values())
+
+
+def close_endpoints(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Close every endpoint of ``loop`` at once, as closing the loop should.
+
+    Live connections are reset; TIME-WAIT connections are dropped silently (DESIGN §8).
+    """
+    for endpoint in open_endpoints(loop):
+        endpoint.close()
+
+
+class Endpoint:
+    """One UDP socket and the connections and listeners multiplexed on it.
+
+    Build one with :meth:`for_socket`; the endpoint takes ownership of the socket and closes
+    it when it closes. ``stats`` counts datagrams in and out, malformed datagrams per reason
+    (``"malformed:<reason>"``), RSTs sent for unknown segments, SYNs dropped for a full
+    backlog, send errors and ICMP errors. ``trace``, when set, is called with
+    ``("in" | "out", peer address, segment)`` for every segment.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        if sock.type != socket.SOCK_DGRAM:
+            raise ValueError(f"A UDP socket was expected, got {sock!r}")
+        sock.setblocking(False)
+        self.loop = loop
+        self.sock = sock
+        self.family = sock.family
+        self._fd = sock.fileno()
+        self._sockname: Address = sock.getsockname()
+        try:
+            # A connected socket (a client endpoint) hears ICMP errors (DESIGN §8).
+            self.connected_peer: Address | None = sock.getpeername()
+        except OSError:
+            self.connected_peer = None
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.trace: Tracer | None = None
+        self.isn = IsnGenerator()
+        self._conns: dict[Key, Transport] = {}
+        self._listeners: dict[int | None, Listener] = {}
+        self._refs = 0
+        self._closing = False  # close() is running: nothing may re-enter it
+        self._closed = False
+        self._sendq: collections.deque[tuple[bytes, Address]] = collections.deque()
+        self._heap: list[tuple[float, int, Transport]] = []
+        self._counter = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        loop.add_reader(self._fd, self._on_readable)
+        _registry.setdefault(loop, {})[self._fd] = self
+        _watch_loop_shutdown(loop)
+
+    @classmethod
+    def for_socket(cls, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Endpoint:
+        """The endpoint on ``sock`` for ``loop``: the existing one, or a new one."""
+        existing = _registry.get(loop, {}).get(sock.fileno())
+        if existing is not None and not existing._closed:
+            return existing
+        return cls(loop, sock)
+
+    @property
+    def sockname(self) -> Address:
+        """Local UDP address of the socket."""
+        if self._sockname[1] == 0 and not self._closed:
+            # An unbound socket passed in is bound by its first send.
+            self._sockname = self.sock.getsockname()
+        return self._sockname
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._conns)} connections"
+        return f"<Endpoint {self.sockname!r} {state}>"
+
+    # ------------------------------------------------------------------ ownership
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the socket has been closed."""
+        return self._closed
+
+    def acquire(self) -> None:
+        """Keep the endpoint open until the matching :meth:`release`."""
+        self._refs += 1
+
+    def release(self) -> None:
+        """Drop a hold; the endpoint closes when nothing else keeps it open."""
+        self._refs -= 1
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self._refs <= 0 and not self._conns and not self._listeners:
+            self.close()
+
+    def close(self) -> None:
+        """Close the socket now: reset live connections, drop TIME-WAIT ones silently."""
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        for transport in list(self._conns.values()):
+            if transport._conn.state is not State.TIME_WAIT:
+                transport._endpoint_closing()  # RST, connection_lost(None) soon
+        self._flush_queue()
+        self._closed = True
+        self._conns.clear()
+        self._listeners.clear()
+        self._heap.clear()
+        self._sendq.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            self.loop.remove_reader(self._fd)
+            self.loop.remove_writer(self._fd)
+        except (RuntimeError, ValueError, OSError):
+            pass  # the loop is already closed
+        self.sock.close()
+        by_fd = _registry.get(self.loop)
+        if by_fd is not None and by_fd.get(self._fd) is self:
+            del by_fd[self._fd]
+
+    # ------------------------------------------------------------------ connections
+
+    def mss_for(self, config: Config) -> int:
+        """Data bytes per segment this endpoint accepts for a connection using ``config``."""
+        return config.mss_for(payload_budget(self.family))
+
+    def connect(
+        self,
+        peer: Address,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        config: Config,
+        *,
+        remote_vport: int,
+        local_vport: int | None = None,
+    ) -> Transport:
+        """Active open towards ``peer``: SYN sent, the transport's ``_waiter`` resolves on
+        ESTABLISHED (or fails with the connection's error)."""
+        if self._closed:
+            raise OSError(errno.EBADF, "udptcp endpoint is closed")
+        if local_vport is None:
+            local_vport = self._pick_vport(peer, remote_vport)
+        key = (peer, local_vport, remote_vport)
+        if key in self._conns:
+            raise OSError(
+                errno.EADDRINUSE,
+                f"virtual ports {local_vport} -> {remote_vport} to {peer!r} are already in use",
+            )
+        now = self.loop.time()
+        iss = self.isn.isn(self._local_id(local_vport), _remote_id(peer, remote_vport), now)
+        conn = Connection.connect(
+            config,
+            local_port=local_vport,
+            remote_port=remote_vport,
+            iss=iss,
+            mss=self.mss_for(config),
+            now=now,
+        )
+        transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
+        self._conns[key] = transport
+        transport._pump()
+        return transport
+
+    def _pick_vport(self, peer: Address, remote_vport: int) -> int:
+        low, high = EPHEMERAL_PORTS
+        used = {k[1] for k in self._conns if k[0] == peer}
+        for _ in range(64):
+            port = random.randint(low, high)
+            if port not in used:
+                return port
+        free = [p for p in range(low, high + 1) if p not in used]
+        if not free:
+            raise OSError(errno.EADDRNOTAVAIL, f"no free virtual port towards {peer!r}")
+        return random.choice(free)
+
+    def _local_id(self, vport: int) -> tuple[Any, ...]:
+        return (self.sockname[0], self.sockname[1], vport)
+
+    def _forget(self, transport: Transport) -> None:
+        """Remove a connection that reached CLOSED (or is being replaced)."""
+        if self._conns.get(transport._key) is transport:
+            del self._conns[transport._key]
+            transport._deadline = None
+            self._maybe_close()
+
+    def connections(self) -> list[Transport]:
+        """Transports of the connections on this endpoint (TIME-WAIT included)."""
+        return list(self._conns.values())
+
+    # ------------------------------------------------------------------ listeners
+
+    def add_listener(self, vport: int | None, listener: Listener) -> None:
+        """Accept SYNs for ``vport`` (``None``: any virtual port no other listener has)."""
+        if self._closed:
+            raise OSError(errno.EBADF, "udptcp endpoint is closed")
+        if vport in self._listeners:
+            where = "any virtual port" if vport is None else f"virtual port {vport}"
+            raise OSError(errno.EADDRINUSE, f"{self.sockname!r} already listens on {where}")
+        self._listeners[vport] = listener
+
+    def remove_listener(self, vport: int | None, listener: Listener) -> None:
+        """Stop accepting SYNs for ``vport``; existing connections are not touched."""
+        if self._listeners.get(vport) is listener:
+            del self._listeners[vport]
+
+    # ------------------------------------------------------------------ receiving
+
+    def _on_readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                # ICMP port unreachable, reported on a connected socket (DESIGN §8).
+                self._on_icmp_unreachable()
+                if self._closed:
+                    return
+                continue
+            except OSError as exc:
+                if self._closed:
+                    return
+                self.stats["recv_errors"] += 1
+                logger.debug("%r: recvfrom failed: %s", self, exc)
+                return
+            self._on_datagram(data, addr)
+            if self._closed:
+                return
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        self.stats["datagrams_in"] += 1
+        try:
+            seg = decode(data)
+        except MalformedSegment as exc:
+            self.stats["malformed"] += 1
+            self.stats["malformed:" + exc.reason] += 1
+            return
+        if self.trace is not None:
+            self._trace("in", addr, seg)
+        key = (addr, seg.dst_port, seg.src_port)
+        transport = self._conns.get(key)
+        is_syn = seg.flags & (SYN | ACK | RST) == SYN
+        if transport is not None:
+            conn = transport._conn
+            if is_syn and conn.state is State.TIME_WAIT and seq_gt(seg.seq, conn.rcv_nxt):
+                # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, DESIGN §8).
+                self.stats["time_wait_reopened"] += 1
+                self._forget(transport)
+            else:
+                self._guarded(transport, transport._receive, seg)
+                return
+        if is_syn:
+            self._on_syn(seg, addr, key)
+            return
+        self._reply_rst(seg, addr)
+
+    def _on_syn(self, seg: Segment, addr: Address, key: Key) -> None:
+        listener = self._listeners.get(seg.dst_port) or self._listeners.get(None)
+        if listener is None or not listener.serving:
+            self._reply_rst(seg, addr)  # a closed port (RFC 9293 §3.10.7.1)
+            return
+        if listener.pending >= listener.backlog:
+            # Like Linux with a full accept queue: drop, the client's SYN retry comes back.
+            self.stats["syn_dropped_backlog"] += 1
+            return
+        now = self.loop.time()
+        config = listener.config
+        iss = self.isn.isn(self._local_id(seg.dst_port), _remote_id(addr, seg.src_port), now)
+        conn = Connection.accept(config, seg, iss=iss, mss=self.mss_for(config), now=now)
+        transport = Transport(self, conn, addr, listener=listener)
+        listener.add_pending(transport)
+        self._conns[key] = transport
+        self._guarded(transport, transport._pump)
+
+    def _reply_rst(self, seg: Segment, addr: Address) -> None:
+        rst = rst_for(seg)
+        if rst is not None:
+            self.stats["rst_sent"] += 1
+            self.transmit(addr, [rst])
+
+    def _on_icmp_unreachable(self) -> None:
+        self.stats["icmp_unreachable"] += 1
+        peer = self.connected_peer
+        if peer is None:
+            return
+        now = self.loop.time()
+        for transport in list(self._conns.values()):
+            if transport._peer == peer:
+                self._guarded(transport, transport._icmp_unreachable, now)
+
+    def _guarded(self, transport: Transport, method: Callable[..., None], *args: Any) -> None:
+        """Run a call into one connection; an exception there must not hurt the others.
+
+        Protocol callbacks are already guarded by the transport, so what lands here is a
+        bug in udptcp itself: report it and reset that connection.
+        """
+        try:
+            method(*args)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            try:
+                transport._fatal_error(exc, "Fatal error in udptcp connection")
+            except Exception:
+                logger.exception("%r: could not reset %r", self, transport)
+            finally:
+                self._forget(transport)
+
+    # ------------------------------------------------------------------ sending
+
+    def transmit(self, addr: Address, segments: Iterable[Segment]) -> None:
+        """Encode and send ``segments`` to ``addr``, queueing what the kernel will not take.
+
+        Our own segments are never dropped for lack of socket buffer (DESIGN §8).
+        """
+        if self._closed:
+            return
+        trace = self.trace
+        for seg in segments:
+            if trace is not None:
+                self._trace("out", addr, seg)
+            self._send(encode(seg), addr)
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        self.stats["datagrams_out"] += 1
+        if self._sendq:
+            self._sendq.append((data, addr))
+            return
+        try:
+            if addr == self.connected_peer:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._sendq.append((data, addr))
+            self.stats["send_queued"] += 1
+            self.loop.add_writer(self._fd, self._on_writable)
+        except ConnectionRefusedError:
+            # A pending ICMP error surfaced on send; tell the connections outside the
+            # segment loop that is running now.
+            self.loop.call_soon(self._on_icmp_unreachable)
+        except OSError as exc:
+            self.stats["send_errors"] += 1
+            logger.debug("%r: sendto %r failed: %s", self, addr, exc)
+
+    def _on_writable(self) -> None:
+        self._flush_queue()
+        if not self._sendq and not self._closed:
+            self.loop.remove_writer(self._fd)
+
+    def _flush_queue(self) -> None:
+        queue = self._sendq
+        sock = self.sock
+        while queue:
+            data, addr = queue[0]
+            try:
+                if addr == self.connected_peer:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError:
+                self.loop.call_soon(self._on_icmp_unreachable)
+            except OSError as exc:
+                self.stats["send_errors"] += 1
+                logger.debug("%r: sendto %r failed: %s", self, addr, exc)
+            queue.popleft()
+
+    def _trace(self, direction: str, addr: Address, seg: Segment) -> None:
+        assert self.trace is not None
+        try:
+            self.trace(direction, addr, seg)
+        except Exception:
+            logger.exception("%r: trace hook failed", self)
+
+    # ------------------------------------------------------------------ the one timer
+
+    def _schedule(self, transport: Transport, deadline: float | None) -> None:
+        """Record ``transport``'s next deadline (called by the transport after each pump)."""
+        transport._deadline = deadline
+        if deadline is None or self._closed:
+            return
+        heapq.heappush(self._heap, (deadline, next(self._counter), transport))
+        if self._timer_when is None or deadline < self._timer_when:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._on_timer)
+        self._timer_when = when
+
+    def _is_live(self, entry: tuple[float, int, Transport]) -> bool:
+        deadline, _, transport = entry
+        return transport._deadline == deadline and self._conns.get(transport._key) is transport
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        now = self.loop.time()
+        heap = self._heap
+        due: list[tuple[float, Transport]] = []
+        # Collect first, then run: a deadline a connection sets while running waits for the
+        # next wake-up instead of spinning here.
+        while heap and heap[0][0] <= now + TIMER_SLACK:
+            entry = heapq.heappop(heap)
+            if self._is_live(entry):
+                entry[2]._deadline = None
+                due.append((entry[0], entry[2]))
+        for deadline, transport in due:
+            if self._closed:
+                return
+            if self._conns.get(transport._key) is transport:
+                self._guarded(transport, transport._on_timer, max(now, deadline))
+        self._rearm()
+
+    def _rearm(self) -> None:
+        heap = self._heap
+        while heap and not self._is_live(heap[0]):
+            heapq.heappop(heap)
+        if len(heap) > 64 and len(heap) > 4 * len(self._conns):
+            # Drop the stale entries every moved deadline left behind.
+            self._heap = heap = [e for e in heap if self._is_live(e)]
+            heapq.heapify(heap)
+        if heap and (self._timer_when is None or heap[0][0] < self._timer_when):
+            self._arm(heap[0][0])
+
+
+def _remote_id(addr: Address, vport: int) -> tuple[Any, ...]:
+    return (addr[0], addr[1], vport)

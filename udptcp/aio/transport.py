@@ -1,0 +1,556 @@
+"""``asyncio.Transport`` over one udptcp connection (DESIGN §6).
+
+The transport drives a sans-I/O :class:`~udptcp.core.connection.Connection`: after every call
+into it (a segment, a write, a close, a timer) it *pumps*: sends the segments the connection
+queued, turns its events into protocol calls, and hands its next deadline to the endpoint's
+single timer. The contract follows CPython's ``selector_events._SelectorSocketTransport``:
+
+* ``write`` takes bytes-like objects only; after ``write_eof`` it raises ``RuntimeError``;
+  once the transport is closing it ignores data (and logs a warning after a few tries).
+* ``close`` sends FIN after the queued data. ``connection_lost`` follows when the connection
+  is done: the active closer reports it on entering TIME-WAIT (DESIGN §8).
+* ``abort`` resets (RST) and reports ``connection_lost(None)`` via ``call_soon``.
+* The write buffer is the data not yet transmitted once (``Connection.unsent_bytes``);
+  ``pause_writing`` / ``resume_writing`` fire at the high / low water marks.
+* ``pause_reading`` holds data inside the connection, so its advertised window really
+  shrinks and the peer is flow-controlled.
+* ``eof_received`` returning a false value closes the transport; a true one keeps it
+  half-open.
+* ``connection_lost`` is called exactly once, with ``None`` or the connection's error.
+
+A protocol callback that raises is reported to ``loop.call_exception_handler`` and resets
+that connection, as asyncio's ``_fatal_error`` does; the endpoint and its other
+connections carry on. Protocol calls are never re-entered: a callback that writes or closes
+only queues segments, and events it causes are delivered after it returns. Nor is a protocol
+called from inside an application call (``write``, ``close``, ``resume_reading``, ...): what
+those cause is delivered from ``call_soon``, as asyncio's own transports behave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from udptcp.core.connection import Connection, State
+from udptcp.core.events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
+from udptcp.core.segment import Segment
+
+from .connsocket import ConnectionSocket
+
+if TYPE_CHECKING:
+    from .endpoint import Address, Endpoint
+    from .server import Listener, Server
+
+__all__ = ["Transport"]
+
+logger = logging.getLogger("udptcp")
+
+#: Writes on a closed transport tolerated before a warning is logged (as asyncio's
+#: ``constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES``).
+LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+#: asyncio's default write buffer limits.
+DEFAULT_HIGH_WATER = 64 * 1024
+
+
+class Transport(asyncio.Transport):
+    """A udptcp connection seen as an ``asyncio.Transport``.
+
+    Transports are made by the endpoint: by ``create_connection`` for an active open, by a
+    listener for a passive one. ``get_extra_info`` knows ``peername`` (remote UDP address),
+    ``sockname`` (local UDP address), ``socket`` (a per-connection
+    :class:`~udptcp.aio.connsocket.ConnectionSocket`), ``vports`` (local and remote virtual
+    ports), ``udptcp_stats`` (the connection's counters and estimators, computed on call)
+    and ``udptcp_connection`` (the core connection itself, for tests and tools).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        conn: Connection,
+        peer: Address,
+        *,
+        protocol_factory: Callable[[], asyncio.BaseProtocol] | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        super().__init__(extra={"peername": peer})
+        self._loop = endpoint.loop
+        self._endpoint = endpoint
+        self._conn = conn
+        self._peer = peer
+        self._key = (peer, conn.local_port, conn.remote_port)
+        self._deadline: float | None = None
+        # Active open: the factory is called on ESTABLISHED, as asyncio calls it once the
+        # socket connected; create_connection awaits the waiter.
+        self._protocol_factory = protocol_factory
+        self._waiter: asyncio.Future[None] | None = (
+            self._loop.create_future() if protocol_factory is not None else None
+        )
+        # Passive open: the listener hands the connection to the server on ESTABLISHED.
+        self._listener = listener
+        self._server: Server | None = None
+        self._protocol: asyncio.BaseProtocol | None = None
+        self._buffered = False
+        self._closing = False  # close() or abort() called, or the connection ended
+        self._eof = False  # write_eof() called
+        self._paused = False  # pause_reading() in effect
+        self._conn_lost = False  # connection_lost scheduled (or nobody to tell)
+        self._ignored_writes = 0  # writes dropped because the transport was closing
+        self._protocol_paused = False  # pause_writing() in effect
+        self._high_water = DEFAULT_HIGH_WATER
+        self._low_water = DEFAULT_HIGH_WATER // 4
+        self._events: collections.deque[Event] = collections.deque()
+        self._dispatching = False
+        self._dispatch_handle: asyncio.Handle | None = None
+        self._socket: ConnectionSocket | None = None
+
+    def __repr__(self) -> str:
+        info = [type(self).__name__, f"{self._conn.state.value}"]
+        if self._closing:
+            info.append("closing")
+        info.append(f"peer={self._peer!r}")
+        info.append(f"vports={self._conn.local_port}->{self._conn.remote_port}")
+        return f"<udptcp.{' '.join(info)}>"
+
+    # ------------------------------------------------------------------ BaseTransport
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Transport information; see the class docstring for the keys."""
+        if name == "socket":
+            if self._socket is None:
+                self._socket = ConnectionSocket(self)
+            return self._socket
+        if name == "sockname":
+            return self._endpoint.sockname
+        if name == "udptcp_stats":
+            return self._conn.stats()
+        if name == "vports":
+            return (self._conn.local_port, self._conn.remote_port)
+        if name == "udptcp_connection":
+            return self._conn
+        return super().get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        """True once ``close()`` or ``abort()`` was called or the connection ended."""
+        return self._closing
+
+    def close(self) -> None:
+        """Send FIN after the queued data; incoming data is discarded from now on."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._conn_lost or self._conn.state in _FINISHED:
+            return
+        self._conn.close(self._loop.time())
+        self._flush()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Switch the protocol; later data goes to ``protocol``."""
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """The current protocol."""
+        return self._protocol  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ ReadTransport
+
+    def is_reading(self) -> bool:
+        """True unless reading is paused or the transport is closing."""
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        """Stop delivering data; the connection holds it and its window shrinks."""
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Deliver held data and reopen the window."""
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._conn.resume_reading(self._loop.time())
+        self._flush()
+
+    # ------------------------------------------------------------------ WriteTransport
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks; defaults as asyncio: high 64 KiB, low high // 4."""
+        if high is None:
+            high = 4 * low if low is not None else DEFAULT_HIGH_WATER
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """``(low, high)``, as asyncio returns them."""
+        return (self._low_water, self._high_water)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes written but not yet transmitted once."""
+        if self._conn_lost:
+            return 0
+        return self._conn.unsent_bytes
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
+        """Queue ``data`` for sending; never blocks, never drops (DESIGN §8)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._conn_lost or self._closing or self._conn.state is State.CLOSED:
+            # asyncio drops writes on a lost connection and warns after a few of them.
+            self._ignored_writes += 1
+            if self._ignored_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning("udptcp: write() on a closed transport is ignored.")
+            return
+        self._conn.send(data, self._loop.time())
+        self._flush()
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:  # type: ignore[override]
+        """Write every buffer in ``list_of_data``, in order, as one write."""
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        """Half-close: FIN after the queued data; data from the peer still arrives."""
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        if self._conn_lost or self._conn.state in _FINISHED:
+            return
+        self._conn.shutdown(self._loop.time())
+        self._flush()
+
+    def can_write_eof(self) -> bool:
+        """Always True: TCP half-close."""
+        return True
+
+    def abort(self) -> None:
+        """Reset the connection (RST); ``connection_lost(None)`` follows soon."""
+        self._force_close(None)
+
+    # ------------------------------------------------------------------ driving the core
+
+    def _receive(self, seg: Segment) -> None:
+        self._conn.receive(seg, self._loop.time())
+        self._pump()
+
+    def _on_timer(self, now: float) -> None:
+        self._conn.handle_timer(now)
+        self._pump()
+
+    def _icmp_unreachable(self, now: float) -> None:
+        self._conn.icmp_unreachable(now)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send what the connection queued, deliver its events, re-arm its deadline.
+
+        Called for what the network and the timer do. Safe inside a protocol callback: the
+        inner call only transmits; the outer one delivers what the callback caused, in order.
+        """
+        conn = self._conn
+        endpoint = self._endpoint
+        segments = conn.take_segments()
+        if segments:
+            endpoint.transmit(self._peer, segments)
+        if not self._dispatching:
+            self._dispatching = True
+            try:
+                if self._events:
+                    self._dispatch()  # held while reading was paused
+                while True:
+                    events = conn.take_events()
+                    if not events:
+                        break
+                    self._events.extend(events)
+                    self._dispatch()
+                    segments = conn.take_segments()
+                    if segments:
+                        endpoint.transmit(self._peer, segments)
+            finally:
+                self._dispatching = False
+        deadline = conn.get_timer()
+        if deadline != self._deadline:
+            endpoint._schedule(self, deadline)
+        if conn.state is State.CLOSED:
+            endpoint._forget(self)
+        elif self._protocol_paused:
+            self._maybe_resume_protocol()
+
+    def _flush(self) -> None:
+        """After an application call: transmit and re-arm, but deliver events later.
+
+        asyncio never calls a protocol from inside ``write()``, ``resume_reading()`` and
+        friends (``StreamReader`` relies on it: it resumes reading and only then creates
+        the future that data wakes), so events are delivered from a ``call_soon``.
+        """
+        conn = self._conn
+        segments = conn.take_segments()
+        if segments:
+            self._endpoint.transmit(self._peer, segments)
+        if not self._dispatching:
+            events = conn.take_events()
+            if events:
+                self._events.extend(events)
+            if self._events and self._dispatch_handle is None:
+                self._dispatch_handle = self._loop.call_soon(self._deferred_dispatch)
+        deadline = conn.get_timer()
+        if deadline != self._deadline:
+            self._endpoint._schedule(self, deadline)
+        if conn.state is State.CLOSED:
+            self._endpoint._forget(self)
+
+    def _deferred_dispatch(self) -> None:
+        self._dispatch_handle = None
+        try:
+            self._pump()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # a bug in udptcp: do not leave it half-done
+            self._fatal_error(exc, "Fatal error in udptcp connection")
+
+    def _dispatch(self) -> None:
+        """Deliver queued events in order; data and EOF wait while reading is paused."""
+        queue = self._events
+        while queue:
+            ev = queue[0]
+            kind = type(ev)
+            if kind is DataReceived or kind is EofReceived:
+                if self._closing:
+                    # asyncio stops reading once the transport is closing.
+                    queue.popleft()
+                    continue
+                if self._paused and type(queue[-1]) is not ConnectionClosed:
+                    return  # resume_reading() delivers it
+                # (The end of the connection ends the pause, as the core decides.)
+            queue.popleft()
+            self._deliver(ev)
+
+    def _deliver(self, ev: Event) -> None:
+        kind = type(ev)
+        if kind is DataReceived:
+            data = ev.data  # type: ignore[attr-defined]
+            try:
+                if self._buffered:
+                    _feed_buffered(self._protocol, data)  # type: ignore[arg-type]
+                else:
+                    self._protocol.data_received(data)  # type: ignore[union-attr]
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        elif kind is EofReceived:
+            try:
+                keep_open = self._protocol.eof_received()  # type: ignore[union-attr]
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+                return
+            if not keep_open:
+                self.close()
+        elif kind is Connected:
+            if self._listener is not None:
+                self._hand_over()
+            else:
+                self._connected()
+        elif kind is ConnectionClosed:
+            self._connection_closed(ev.error)  # type: ignore[attr-defined]
+
+    def _connected(self) -> None:
+        """Active open reached ESTABLISHED: make the protocol, wake create_connection."""
+        assert self._protocol_factory is not None and self._waiter is not None
+        waiter = self._waiter
+        if waiter.done():
+            # create_connection gave up (cancelled) just before the handshake completed.
+            self._abort_unowned()
+            return
+        try:
+            protocol = self._protocol_factory()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._abort_unowned()
+            waiter.set_exception(exc)
+            return
+        self.set_protocol(protocol)
+        waiter.set_result(None)
+        self._connection_made()
+
+    def _hand_over(self) -> None:
+        """Passive open reached ESTABLISHED: the server's protocol takes it."""
+        listener = self._listener
+        assert listener is not None
+        try:
+            protocol = listener.hand_over(self)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                    "transport": self,
+                }
+            )
+            self._abort_unowned()
+            return
+        if protocol is None:  # the server closed meanwhile
+            self._abort_unowned()
+            return
+        self.set_protocol(protocol)
+        self._server = listener.server
+        self._server._attach(self)
+        self._connection_made()
+
+    def _connection_made(self) -> None:
+        try:
+            self._protocol.connection_made(self)  # type: ignore[union-attr]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.connection_made() call failed.")
+
+    def _connection_closed(self, error: BaseException | None) -> None:
+        """The connection is over for the application: report it exactly once."""
+        if self._conn_lost:
+            return
+        self._conn_lost = True
+        self._closing = True
+        self._events.clear()
+        if self._listener is not None:
+            self._listener.discard_pending(self)
+        if self._protocol is not None:
+            self._loop.call_soon(self._call_connection_lost, error)
+        elif self._waiter is not None and not self._waiter.done():
+            if error is None:
+                error = ConnectionAbortedError("udptcp connection closed during the handshake")
+            self._waiter.set_exception(error)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            if self._protocol is not None:
+                self._protocol.connection_lost(exc)  # type: ignore[arg-type]
+        finally:
+            self._protocol = None
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach(self)
+
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
+        """Report ``exc`` and reset the connection, as asyncio's transports do."""
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._conn_lost:
+            return
+        self._closing = True
+        self._connection_closed(exc)
+        if self._conn.state is not State.CLOSED:
+            self._conn.abort(self._loop.time())
+        self._flush()
+
+    def _abort_unowned(self) -> None:
+        """Reset a connection no protocol has seen: nobody is told."""
+        self._conn_lost = True
+        self._closing = True
+        self._events.clear()
+        if self._listener is not None:
+            self._listener.discard_pending(self)
+        if self._conn.state is not State.CLOSED:
+            self._conn.abort(self._loop.time())
+        self._flush()
+
+    def _endpoint_closing(self) -> None:
+        """The endpoint closes under the connection: reset it."""
+        if self._protocol is None:
+            self._abort_unowned()
+        else:
+            self._force_close(None)
+
+    # ------------------------------------------------------------------ flow control
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._protocol_paused or self.get_write_buffer_size() <= self._high_water:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()  # type: ignore[union-attr]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": "protocol.pause_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    def _maybe_resume_protocol(self) -> None:
+        if (
+            not self._protocol_paused
+            or self._conn_lost
+            or self.get_write_buffer_size() > self._low_water
+        ):
+            return
+        self._protocol_paused = False
+        try:
+            self._protocol.resume_writing()  # type: ignore[union-attr]
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": "protocol.resume_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+
+# States after which the application has nothing left to close.
+_FINISHED = frozenset({State.CLOSED, State.TIME_WAIT})
+
+
+def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Copy ``data`` into a BufferedProtocol's buffers, chunk by chunk (as asyncio's
+    ``protocols._feed_data_to_buffered_proto`` does for SSL)."""
+    view = memoryview(data)
+    while view:
+        buf = protocol.get_buffer(len(view))
+        size = len(buf)  # type: ignore[arg-type]
+        if not size:
+            raise RuntimeError("get_buffer() returned an empty buffer")
+        n = min(size, len(view))
+        memoryview(buf)[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
