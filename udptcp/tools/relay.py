@@ -1,0 +1,999 @@
+"""Impairment relay: a UDP middlebox with seeded, per-direction network conditions.
+
+The relay listens on one UDP address and behaves like a NAT towards a single target: every
+distinct client address gets its own upstream UDP socket (an ephemeral port on loopback when
+the target is on loopback), so the target sees one address per client. Datagrams travelling
+client -> target form the *forward* direction, target -> client the *backward* direction; each
+direction has its own `Impairment` and its own `random.Random`, so a direction's fate pattern
+depends only on the seed and on the datagrams that crossed that direction.
+
+The relay carries any UDP protocol and deliberately imports nothing from `udptcp.core` or
+`udptcp.aio`.
+
+Per datagram, a direction applies (random draws are taken only for non-zero settings, in this
+order, which is what makes a run reproducible):
+
+1. MTU: a UDP payload longer than `mtu` bytes is dropped.
+2. Loss: dropped with probability `loss`.
+3. Corruption: with probability `corrupt` one uniformly chosen bit is flipped.
+4. Duplication: with probability `duplicate` a second copy follows; each copy then goes
+   through steps 5-6 on its own.
+5. Link: with a `rate`, the copy waits for the link to be free and is then serialised at
+   `rate` bytes per second (payload bytes; no header overhead). Copies waiting for the link
+   beyond `queue_limit` are dropped (drop-tail).
+6. Propagation: `delay` plus a uniform `[0, jitter]` draw, plus `reorder_delay` with
+   probability `reorder` (so later datagrams overtake it). Jitter alone can reorder too, as
+   it does on a real path with per-packet jitter.
+
+A datagram with no delay and no link to wait for is sent on at once, inside the receive
+callback; everything else sits in one heap per direction served by a single timer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import heapq
+import ipaddress
+import logging
+import math
+import random
+import re
+import signal
+import socket
+import sys
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
+
+__all__ = ["Impairment", "Record", "Relay", "RelayStats", "main"]
+
+logger = logging.getLogger(__name__)
+
+Address = tuple[Any, ...]
+Sender = Callable[[bytes], None]
+
+# Socket buffers asked for on every relay socket: a burst on loopback should queue in the
+# kernel, not be dropped there (the kernel caps this at net.core.rmem_max / wmem_max).
+_SOCKET_BUFFER = 4 * 1024 * 1024
+# Largest UDP payload (IPv6 without jumbograms: 65535 - 8), i.e. a receive buffer that
+# never truncates.
+_MAX_DATAGRAM = 65535
+# Datagrams kept per client while its upstream socket is still being opened.
+_PENDING_LIMIT = 1024
+# uvloop's clock and timers have millisecond granularity; a timer that fires before its
+# deadline is re-armed at least this far ahead instead of spinning.
+_MIN_REARM = 0.001
+
+
+# --------------------------------------------------------------------------------------------
+# Impairment description and parser
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not (0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+
+
+def _check_duration(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be a finite, non-negative number of seconds, got {value!r}")
+
+
+@dataclass
+class Impairment:
+    """Network conditions applied to one direction of the relay.
+
+    Times are in seconds, `rate` in bytes per second of UDP payload, `mtu` in bytes of UDP
+    payload. The default instance is a perfect link. Values are validated on construction
+    (`ValueError`).
+    """
+
+    loss: float = 0.0
+    """Probability that a datagram is dropped."""
+    duplicate: float = 0.0
+    """Probability that a datagram is sent twice (the copy is delayed independently)."""
+    reorder: float = 0.0
+    """Probability that a datagram is held back `reorder_delay` extra seconds."""
+    reorder_delay: float = 0.01
+    """Extra hold-back of a reordered datagram, in seconds."""
+    delay: float = 0.0
+    """One-way base delay in seconds."""
+    jitter: float = 0.0
+    """Uniform extra delay in [0, jitter] seconds, drawn per datagram."""
+    corrupt: float = 0.0
+    """Probability that one random bit of the datagram is flipped."""
+    rate: float | None = None
+    """Link rate in bytes per second (serialisation delay and queueing); None = unlimited."""
+    queue_limit: int = 1000
+    """Datagrams waiting for the link beyond this many are dropped (drop-tail)."""
+    mtu: int | None = None
+    """Datagrams whose UDP payload is longer than this are dropped; None = no limit."""
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "duplicate", "reorder", "corrupt"):
+            _check_probability(name, getattr(self, name))
+        for name in ("reorder_delay", "delay", "jitter"):
+            _check_duration(name, getattr(self, name))
+        if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(
+                f"rate must be a positive number of bytes/s or None, got {self.rate!r}"
+            )
+        if self.queue_limit < 0:
+            raise ValueError(f"queue_limit must be >= 0, got {self.queue_limit!r}")
+        if self.mtu is not None and self.mtu < 0:
+            raise ValueError(f"mtu must be >= 0 or None, got {self.mtu!r}")
+
+    @property
+    def is_perfect(self) -> bool:
+        """True when this impairment changes nothing (every datagram goes straight through)."""
+        return (
+            self.loss == 0.0
+            and self.duplicate == 0.0
+            and self.reorder == 0.0
+            and self.delay == 0.0
+            and self.jitter == 0.0
+            and self.corrupt == 0.0
+            and self.rate is None
+            and self.mtu is None
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> Impairment:
+        """Parse a netem-like description such as ``"loss=5%,dup=0.02,delay=10ms,rate=10mbit"``.
+
+        Items are ``key=value`` separated by commas (or whitespace); a later item overrides an
+        earlier one with the same key, so descriptions can be concatenated. Keys: ``loss``,
+        ``duplicate``/``dup``, ``reorder``, ``reorder_delay``/``reorder-delay``, ``delay``,
+        ``jitter``, ``corrupt``, ``rate``, ``queue_limit``/``queue``/``limit``, ``mtu``.
+        Probabilities are fractions or percentages (``0.05``, ``5%``). Times take ``us``,
+        ``ms`` or ``s`` (bare numbers are seconds). Rates take ``bit``, ``kbit``, ``mbit``,
+        ``gbit`` (bits/s) or ``b``, ``kb``, ``mb``, ``gb`` (bytes/s; bare numbers are bytes/s),
+        decimal multiples, optionally followed by ``/s`` or ``ps``; ``none`` means unlimited.
+        An empty string is a perfect link. Raises `ValueError` naming the offending item.
+        """
+        values: dict[str, Any] = {}
+        for item in re.split(r"[,\s]+", text.strip()):
+            if not item:
+                continue
+            key, sep, raw = item.partition("=")
+            if not sep or not key or not raw:
+                raise ValueError(f"impairment item {item!r} is not of the form key=value")
+            name = _ALIASES.get(key.strip().lower().replace("-", "_"))
+            if name is None:
+                known = ", ".join(sorted(set(_ALIASES)))
+                raise ValueError(f"unknown impairment parameter {key!r} (known: {known})")
+            try:
+                values[name] = _PARSERS[name](raw.strip().lower())
+            except ValueError as exc:
+                raise ValueError(f"bad value in impairment item {item!r}: {exc}") from None
+        return cls(**values)
+
+    def __str__(self) -> str:
+        parts = [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if getattr(self, f.name) != f.default
+        ]
+        return ",".join(parts) or "perfect"
+
+
+def _parse_number(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
+
+
+def _parse_probability(raw: str) -> float:
+    if raw.endswith("%"):
+        value = _parse_number(raw[:-1]) / 100.0
+    else:
+        value = _parse_number(raw)
+    _check_probability("probability", value)
+    return value
+
+
+_TIME_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+_RATE_UNITS = {
+    "": 1.0,
+    "b": 1.0,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "bit": 1 / 8,
+    "kbit": 1e3 / 8,
+    "mbit": 1e6 / 8,
+    "gbit": 1e9 / 8,
+}
+_NUMBER_AND_UNIT = re.compile(r"([0-9.]+(?:e[+-]?[0-9]+)?)\s*([a-zµ]*)")
+
+
+def _split_unit(raw: str, units: dict[str, float], what: str) -> float:
+    match = _NUMBER_AND_UNIT.fullmatch(raw)
+    if match is None:
+        raise ValueError(f"{raw!r} is not a {what}")
+    number, unit = match.groups()
+    if unit not in units:
+        choices = ", ".join(u for u in units if u)
+        raise ValueError(f"unknown unit {unit!r} in {raw!r} (use one of: {choices})")
+    return _parse_number(number) * units[unit]
+
+
+def _parse_time(raw: str) -> float:
+    value = _split_unit(raw, _TIME_UNITS, "time such as 10ms")
+    _check_duration("time", value)
+    return value
+
+
+def _parse_rate(raw: str) -> float | None:
+    if raw in ("none", "off", "unlimited", "inf"):
+        return None
+    for suffix in ("/s", "ps"):
+        if raw.endswith(suffix):
+            raw = raw[: -len(suffix)]
+            break
+    value = _split_unit(raw, _RATE_UNITS, "rate such as 10mbit")
+    if value <= 0:
+        raise ValueError(f"rate must be positive, got {raw!r}")
+    return value
+
+
+def _parse_count(raw: str) -> int:
+    if not raw.isdigit():
+        raise ValueError(f"{raw!r} is not a non-negative integer")
+    return int(raw)
+
+
+def _parse_mtu(raw: str) -> int | None:
+    if raw in ("none", "off"):
+        return None
+    return _parse_count(raw)
+
+
+_ALIASES = {
+    "loss": "loss",
+    "drop": "loss",
+    "duplicate": "duplicate",
+    "dup": "duplicate",
+    "reorder": "reorder",
+    "reorder_delay": "reorder_delay",
+    "delay": "delay",
+    "latency": "delay",
+    "jitter": "jitter",
+    "corrupt": "corrupt",
+    "corruption": "corrupt",
+    "rate": "rate",
+    "queue_limit": "queue_limit",
+    "queue": "queue_limit",
+    "limit": "queue_limit",
+    "mtu": "mtu",
+}
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "loss": _parse_probability,
+    "duplicate": _parse_probability,
+    "reorder": _parse_probability,
+    "corrupt": _parse_probability,
+    "reorder_delay": _parse_time,
+    "delay": _parse_time,
+    "jitter": _parse_time,
+    "rate": _parse_rate,
+    "queue_limit": _parse_count,
+    "mtu": _parse_mtu,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and records
+
+
+@dataclass
+class RelayStats:
+    """Counters for one direction. `sent` and `bytes_sent` include duplicate copies."""
+
+    received: int = 0
+    sent: int = 0
+    dropped_loss: int = 0
+    dropped_queue: int = 0
+    dropped_mtu: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+    corrupted: int = 0
+    bytes_sent: int = 0
+    errors: int = 0
+    """Socket errors reported while sending this direction (e.g. ICMP port unreachable)."""
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in asdict(self).items())
+
+
+@dataclass(frozen=True)
+class Record:
+    """What happened to one datagram (or one duplicate copy) at the relay.
+
+    `fate` is one of ``"sent"``, ``"duplicate"`` (the extra copy, sent), ``"dropped-loss"``,
+    ``"dropped-queue"`` or ``"dropped-mtu"``. `flags` holds ``"corrupted"`` and/or
+    ``"reordered"`` for datagrams that were altered on the way.
+    """
+
+    time: float
+    """loop.time() when it was sent on (or dropped)."""
+    direction: str
+    """``"forward"`` (client -> target) or ``"backward"`` (target -> client)."""
+    client: Address
+    """The client address the datagram came from or went to."""
+    data: bytes
+    """The datagram as forwarded (after corruption) or as it was when dropped."""
+    fate: str
+    flags: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# One direction: impairment pipeline, link model and delay line
+
+
+class _Direction:
+    """Applies one direction's impairment and sends datagrams on when they are due."""
+
+    def __init__(
+        self,
+        name: str,
+        impairment: Impairment,
+        rng: random.Random,
+        stats: RelayStats,
+    ) -> None:
+        self.name = name
+        self.rng = rng
+        self.stats = stats
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.emit: Callable[[Record], None] | None = None
+        self.closed = False
+        self._heap: list[tuple[float, int, bytes, Sender, Address, str, tuple[str, ...]]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._timer_when = 0.0
+        self._link_free_at = 0.0
+        self._link_waiting: deque[float] = deque()  # start times of copies waiting for the link
+        self.set_impairment(impairment)
+
+    def set_impairment(self, impairment: Impairment) -> None:
+        self.impairment = impairment
+        self._perfect = impairment.is_perfect
+
+    def submit(self, data: bytes, client: Address, send: Sender) -> None:
+        """Take one datagram received for this direction."""
+        if self.closed:
+            return
+        stats = self.stats
+        stats.received += 1
+        if self._perfect and self.emit is None:
+            # Fast path: nothing to decide, nothing to record.
+            send(data)
+            stats.sent += 1
+            stats.bytes_sent += len(data)
+            return
+        self._impair(data, client, send)
+
+    def _impair(self, data: bytes, client: Address, send: Sender) -> None:
+        assert self.loop is not None
+        imp = self.impairment
+        rng = self.rng
+        stats = self.stats
+        now = self.loop.time()
+        if imp.mtu is not None and len(data) > imp.mtu:
+            stats.dropped_mtu += 1
+            self._record(now, client, data, "dropped-mtu", ())
+            return
+        if imp.loss and rng.random() < imp.loss:
+            stats.dropped_loss += 1
+            self._record(now, client, data, "dropped-loss", ())
+            return
+        flags: tuple[str, ...] = ()
+        if imp.corrupt and data and rng.random() < imp.corrupt:
+            bit = rng.randrange(len(data) * 8)
+            corrupted = bytearray(data)
+            corrupted[bit >> 3] ^= 0x80 >> (bit & 7)
+            data = bytes(corrupted)
+            stats.corrupted += 1
+            flags = ("corrupted",)
+        self._transmit(now, data, client, send, "sent", flags)
+        if imp.duplicate and rng.random() < imp.duplicate:
+            stats.duplicated += 1
+            self._transmit(now, data, client, send, "duplicate", flags)
+
+    def _transmit(
+        self,
+        now: float,
+        data: bytes,
+        client: Address,
+        send: Sender,
+        fate: str,
+        flags: tuple[str, ...],
+    ) -> None:
+        """Put one copy on the link and the delay line (or send it at once)."""
+        imp = self.impairment
+        due = now
+        if imp.rate is not None:
+            waiting = self._link_waiting
+            while waiting and waiting[0] <= now:
+                waiting.popleft()
+            start = max(now, self._link_free_at)
+            if start > now:
+                if len(waiting) >= imp.queue_limit:
+                    self.stats.dropped_queue += 1
+                    self._record(now, client, data, "dropped-queue", flags)
+                    return
+                waiting.append(start)
+            # Serialisation: the copy is on the far side once its last byte has left.
+            self._link_free_at = due = start + len(data) / imp.rate
+        due += imp.delay
+        if imp.jitter:
+            due += self.rng.random() * imp.jitter
+        if imp.reorder and self.rng.random() < imp.reorder:
+            due += imp.reorder_delay
+            self.stats.reordered += 1
+            flags = (*flags, "reordered")
+        if due <= now:
+            self._send(data, client, send, fate, flags)
+            return
+        heapq.heappush(self._heap, (due, self._seq, data, send, client, fate, flags))
+        self._seq += 1
+        if self._timer is None or due < self._timer_when:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._arm(due, now)
+
+    def _arm(self, when: float, now: float, fired_early: bool = False) -> None:
+        assert self.loop is not None
+        self._timer_when = when
+        if fired_early:
+            # uvloop rounds timers to whole milliseconds and may run one before its time;
+            # wait at least a millisecond rather than spin until the deadline.
+            self._timer = self.loop.call_later(max(when - now, _MIN_REARM), self._on_timer)
+        else:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self.loop is not None
+        self._timer = None
+        now = self.loop.time()
+        heap = self._heap
+        sent = False
+        # Never early: a datagram leaves once loop.time() has reached its due time.
+        while heap and heap[0][0] <= now:
+            _due, _seq, data, send, client, fate, flags = heapq.heappop(heap)
+            self._send(data, client, send, fate, flags)
+            sent = True
+        if heap and not self.closed:
+            self._arm(heap[0][0], now, fired_early=not sent)
+
+    def _send(
+        self, data: bytes, client: Address, send: Sender, fate: str, flags: tuple[str, ...]
+    ) -> None:
+        send(data)
+        self.stats.sent += 1
+        self.stats.bytes_sent += len(data)
+        if self.emit is not None:
+            assert self.loop is not None
+            self._record(self.loop.time(), client, data, fate, flags)
+
+    def _record(
+        self, now: float, client: Address, data: bytes, fate: str, flags: tuple[str, ...]
+    ) -> None:
+        if self.emit is not None:
+            self.emit(Record(now, self.name, client, data, fate, flags))
+
+    @property
+    def pending(self) -> int:
+        """Copies waiting on the link or in the delay line."""
+        return len(self._heap)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._heap.clear()
+        self._link_waiting.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Sockets
+
+
+def _udp_socket(family: int, local: Address, remote: Address | None = None) -> socket.socket:
+    """A bound (and optionally connected) non-blocking UDP socket with large buffers.
+
+    The relay creates its sockets itself and keeps them: both loops' `sendto` silently skip
+    zero-length datagrams, which are legal UDP, so those are written to the socket directly.
+    """
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            except OSError:  # pragma: no cover - platform limits
+                pass
+        sock.bind(local)
+        if remote is not None:
+            # Connected: the kernel filters datagrams from anyone but the target, and ICMP
+            # port unreachable surfaces in error_received.
+            sock.connect(remote)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _tune_transport(transport: asyncio.BaseTransport) -> None:
+    """Make the default loop's datagram transport read into a smaller buffer.
+
+    CPython's selector transport calls ``recvfrom(256 KiB)`` per datagram; a buffer that large
+    is mmap'ed, shrunk and unmapped every time (three extra system calls per datagram, a
+    third of the relay's time at loopback speeds). 64 KiB holds any UDP payload and comes
+    from the ordinary heap. uvloop's transport has no such attribute and needs nothing.
+    """
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = _MAX_DATAGRAM  # type: ignore[attr-defined]
+
+
+def _send_empty(sock: socket.socket, addr: Address | None, stats: RelayStats) -> None:
+    try:
+        if addr is None:
+            sock.send(b"")
+        else:
+            sock.sendto(b"", addr)
+    except OSError:
+        stats.errors += 1
+
+
+class _ListenProtocol(asyncio.DatagramProtocol):
+    """The client-facing socket: datagrams in are forward traffic."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.relay._from_client(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # This socket only sends backward traffic; errors are counted, never fatal.
+        self.relay.backward_stats.errors += 1
+        logger.debug("relay: backward send error: %r", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Upstream(asyncio.DatagramProtocol):
+    """The NAT mapping of one client: its own socket towards the target."""
+
+    def __init__(self, relay: Relay, client: Address) -> None:
+        self.relay = relay
+        self.client = client
+        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        self.pending: list[bytes] | None = []  # None once the socket is open
+        self.task: asyncio.Task[None] | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def open(self, family: int, local: Address, target: Address) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            sock = _udp_socket(family, local, target)
+            try:
+                transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+            except BaseException:
+                # A loop may have made the transport before failing (or being cancelled).
+                if self.transport is not None:
+                    self.transport.close()
+                    self.transport = None
+                else:
+                    sock.close()
+                raise
+        except OSError as exc:
+            logger.warning("relay: cannot open upstream socket for %s: %r", self.client, exc)
+            self.relay.forward_stats.errors += 1
+            self.relay._upstreams.pop(self.client, None)
+            self.pending = None
+            self.closed.set_result(None)
+            return
+        _tune_transport(transport)
+        self.sock = sock
+        pending, self.pending = self.pending or [], None
+        if self.relay._closed:
+            transport.close()
+            return
+        for data in pending:
+            self.send_forward(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (The default loop's datagram transport does not subclass DatagramTransport.)
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def send_forward(self, data: bytes) -> None:
+        transport = self.transport
+        if self.pending is not None:  # socket still opening
+            if len(self.pending) < _PENDING_LIMIT:
+                self.pending.append(data)
+        elif transport is None:
+            return
+        elif data:
+            transport.sendto(data)
+        elif self.sock is not None:
+            _send_empty(self.sock, None, self.relay.forward_stats)
+
+    def send_backward(self, data: bytes) -> None:
+        relay = self.relay
+        if relay._listen is None or relay._listen_sock is None:
+            return
+        if data:
+            relay._listen.sendto(data, self.client)
+        else:
+            _send_empty(relay._listen_sock, self.client, relay.backward_stats)
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.relay._backward.submit(data, self.client, self.send_backward)
+
+    def error_received(self, exc: Exception) -> None:
+        # This socket only sends forward traffic; a connected UDP socket surfaces ICMP port
+        # unreachable as ConnectionRefusedError here. Counted, never fatal.
+        self.relay.forward_stats.errors += 1
+        logger.debug("relay: forward send error for %s: %r", self.client, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+# --------------------------------------------------------------------------------------------
+# The relay
+
+
+class Relay:
+    """A UDP relay between clients and one target applying seeded impairments per direction.
+
+    Usage::
+
+        async with Relay(("127.0.0.1", 9001), forward=Impairment(loss=0.05), seed=1) as relay:
+            host, port = relay.address   # point clients here
+    """
+
+    def __init__(
+        self,
+        target: tuple[str, int],
+        *,
+        forward: Impairment | None = None,
+        backward: Impairment | None = None,
+        seed: int = 0,
+        record: bool = False,
+        on_record: Callable[[Record], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.seed = seed
+        self.record = record
+        self.on_record = on_record
+        self.records: list[Record] = []
+        self.forward_stats = RelayStats()
+        self.backward_stats = RelayStats()
+        # One generator per direction, seeded from `seed`: each direction is reproducible
+        # whatever happens in the other one. (str seeds are hashed with SHA-512, so this is
+        # stable across processes and PYTHONHASHSEED.)
+        self._forward = _Direction(
+            "forward",
+            forward or Impairment(),
+            random.Random(f"udptcp.relay:{seed}:forward"),
+            self.forward_stats,
+        )
+        self._backward = _Direction(
+            "backward",
+            backward or Impairment(),
+            random.Random(f"udptcp.relay:{seed}:backward"),
+            self.backward_stats,
+        )
+        self._listen: asyncio.DatagramTransport | None = None
+        self._listen_protocol: _ListenProtocol | None = None
+        self._listen_sock: socket.socket | None = None
+        self._address: tuple[str, int] | None = None
+        self._upstreams: dict[Address, _Upstream] = {}
+        self._target_family = socket.AF_INET
+        self._target_addr: Address = target
+        self._upstream_local: Address = ("0.0.0.0", 0)
+        self._closed = False
+        self._close_done: asyncio.Event | None = None
+
+    # -- conditions ---------------------------------------------------------------------------
+
+    @property
+    def forward(self) -> Impairment:
+        """The impairment currently applied client -> target."""
+        return self._forward.impairment
+
+    @property
+    def backward(self) -> Impairment:
+        """The impairment currently applied target -> client."""
+        return self._backward.impairment
+
+    def set_impairment(
+        self, *, forward: Impairment | None = None, backward: Impairment | None = None
+    ) -> None:
+        """Change conditions while running; a direction given as None keeps its impairment.
+
+        Datagrams already in flight keep the fate they were given; the random generators and
+        the link state carry on.
+        """
+        if forward is not None:
+            self._forward.set_impairment(forward)
+        if backward is not None:
+            self._backward.set_impairment(backward)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Resolve the target, bind the listening socket and return its address."""
+        if self._closed:
+            raise RuntimeError("relay is closed")
+        if self._listen is not None:
+            raise RuntimeError("relay already started")
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(*self.target, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve target {self.target!r}")
+        family, _, _, _, sockaddr = infos[0]
+        self._target_family = family
+        self._target_addr = (sockaddr[0], sockaddr[1])
+        v6 = family == socket.AF_INET6
+        if ipaddress.ip_address(sockaddr[0]).is_loopback:
+            self._upstream_local = ("::1" if v6 else "127.0.0.1", 0)
+        else:  # let the kernel pick the route's source address when connecting
+            self._upstream_local = ("::" if v6 else "0.0.0.0", 0)
+
+        emit = self._emit if (self.record or self.on_record is not None) else None
+        for direction in (self._forward, self._backward):
+            direction.loop = loop
+            direction.emit = emit
+
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        if not infos:
+            raise OSError(f"cannot resolve listening address {(host, port)!r}")
+        family, _, _, _, sockaddr = infos[0]
+        sock = _udp_socket(family, sockaddr)
+        try:
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: _ListenProtocol(self), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        _tune_transport(transport)
+        self._listen = transport
+        self._listen_sock = sock
+        self._listen_protocol = protocol
+        sockname = transport.get_extra_info("sockname")
+        self._address = (sockname[0], sockname[1])
+        return self._address
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The listening address (host, port); clients send here."""
+        if self._address is None:
+            raise RuntimeError("relay not started")
+        return self._address
+
+    @property
+    def clients(self) -> list[Address]:
+        """Client addresses seen so far, in order of first appearance."""
+        return list(self._upstreams)
+
+    def upstream_address(self, client: Address) -> Address | None:
+        """The address the target sees for `client` (None while its socket is opening)."""
+        upstream = self._upstreams.get(client)
+        if upstream is None or upstream.transport is None:
+            return None
+        sockname: Address = upstream.transport.get_extra_info("sockname")
+        return sockname
+
+    @property
+    def pending(self) -> int:
+        """Datagrams (both directions) waiting on a link or in a delay line."""
+        return self._forward.pending + self._backward.pending
+
+    async def close(self) -> None:
+        """Close every socket and drop every datagram still in flight. Idempotent."""
+        if self._closed:
+            if self._close_done is not None:
+                await self._close_done.wait()
+            return
+        self._closed = True
+        self._close_done = done = asyncio.Event()
+        try:
+            self._forward.close()
+            self._backward.close()
+            upstreams = list(self._upstreams.values())
+            # Let sockets still opening finish (it takes one loop iteration), so that every
+            # transport is closed below rather than abandoned half-made.
+            opening = [u.task for u in upstreams if u.task is not None and not u.task.done()]
+            if opening:
+                _, stuck = await asyncio.wait(opening, timeout=1.0)
+                for task in stuck:
+                    task.cancel()
+            waiters: list[asyncio.Future[Any]] = []
+            for upstream in upstreams:
+                if upstream.transport is not None:
+                    upstream.transport.close()
+                    waiters.append(upstream.closed)
+            if self._listen is not None and self._listen_protocol is not None:
+                self._listen.close()
+                waiters.append(self._listen_protocol.closed)
+            if waiters:
+                await asyncio.wait(waiters, timeout=1.0)
+        finally:
+            done.set()
+
+    async def __aenter__(self) -> Relay:
+        if self._listen is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- datagram paths -----------------------------------------------------------------------
+
+    def _from_client(self, data: bytes, client: Address) -> None:
+        upstream = self._upstreams.get(client)
+        if upstream is None:
+            if self._closed:
+                return
+            upstream = self._upstreams[client] = _Upstream(self, client)
+            upstream.task = asyncio.get_running_loop().create_task(
+                upstream.open(self._target_family, self._upstream_local, self._target_addr)
+            )
+        self._forward.submit(data, client, upstream.send_forward)
+
+    def _emit(self, record: Record) -> None:
+        if self.record:
+            self.records.append(record)
+        if self.on_record is not None:
+            try:
+                self.on_record(record)
+            except Exception:  # a broken observer must not kill the relay
+                logger.exception("relay: on_record callback failed")
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` or ``PORT`` (host defaults to loopback)."""
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]*):(\d+)|(\d+)", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT or [IPV6]:PORT, got {text!r}")
+    v6_host, v6_port, host, port, bare_port = match.groups()
+    if v6_host is not None:
+        host, port = v6_host, v6_port
+    elif bare_port is not None:
+        host, port = "", bare_port
+    number = int(port)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
+    return (host or "127.0.0.1", number)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m udptcp.tools.relay",
+        description="UDP relay applying seeded loss/duplication/reordering/delay/corruption/"
+        "rate/MTU impairments, separately per direction.",
+        epilog='Impairments look like "loss=5%%,dup=0.02,reorder=0.05,delay=10ms,jitter=5ms,'
+        'rate=10mbit,mtu=1200". --both applies to both directions; --forward/--backward '
+        "items are added after it and override it.",
+    )
+    parser.add_argument("--listen", type=_host_port, default=("127.0.0.1", 0), metavar="HOST:PORT")
+    parser.add_argument("--target", type=_host_port, required=True, metavar="HOST:PORT")
+    parser.add_argument("--forward", default="", metavar="SPEC", help="client -> target")
+    parser.add_argument("--backward", default="", metavar="SPEC", help="target -> client")
+    parser.add_argument("--both", default="", metavar="SPEC", help="both directions")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--stats-every", type=float, default=0.0, metavar="SECONDS", help="print stats periodically"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    return parser
+
+
+def _print_stats(relay: Relay, label: str) -> None:
+    print(f"{label} forward:  {relay.forward_stats}", flush=True)
+    print(f"{label} backward: {relay.backward_stats}", flush=True)
+
+
+async def _report_every(relay: Relay, every: float) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        await asyncio.sleep(every)
+        _print_stats(relay, f"[{loop.time() - started:.1f}s]")
+
+
+async def _serve(args: argparse.Namespace, forward: Impairment, backward: Impairment) -> None:
+    relay = Relay(args.target, forward=forward, backward=backward, seed=args.seed)
+    host, port = await relay.start(*args.listen)
+    print(
+        f"relay {host}:{port} -> {args.target[0]}:{args.target[1]} "
+        f"forward[{forward}] backward[{backward}] seed={args.seed}",
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # SIGTERM (a harness stopping the relay) ends the run like --duration; Ctrl-C cancels us.
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reporter = None
+    if args.stats_every > 0:
+        reporter = loop.create_task(_report_every(relay, args.stats_every))
+    try:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.duration)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGTERM)
+        if reporter is not None:
+            reporter.cancel()
+        await relay.close()
+        _print_stats(relay, "[final]")
+
+
+def _run(coro: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
+    """Run `coro` on a fresh loop; on Ctrl-C it is cancelled (so it can clean up), then
+    KeyboardInterrupt propagates."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if use_uvloop:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(coro)
+    else:  # pragma: no cover - Python 3.10
+        loop = factory() if factory is not None else asyncio.new_event_loop()
+        task = loop.create_task(coro)
+        try:
+            loop.run_until_complete(task)
+        except KeyboardInterrupt:
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+            raise
+        finally:
+            loop.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; runs until Ctrl-C or ``--duration`` and prints stats."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        forward = Impairment.parse(f"{args.both},{args.forward}")
+        backward = Impairment.parse(f"{args.both},{args.backward}")
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        _run(_serve(args, forward, backward), args.uvloop)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is the normal way to stop; stats were printed on the way out
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
