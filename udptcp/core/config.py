@@ -55,6 +55,33 @@ class Config:
     #: Initial congestion window in segments (RFC 6928).
     initial_window: int = 10
 
+    def __post_init__(self) -> None:
+        def positive(name: str, value: float, zero_ok: bool = False) -> None:
+            if value < 0 or (value == 0 and not zero_ok):
+                raise ValueError(
+                    f"Config.{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}"
+                )
+
+        if self.max_datagram is not None and not 20 + 64 <= self.max_datagram <= 65507:
+            raise ValueError(f"Config.max_datagram must be in 84..65507, got {self.max_datagram!r}")
+        if self.receive_buffer < 1:
+            raise ValueError(f"Config.receive_buffer must be >= 1, got {self.receive_buffer!r}")
+        for name in (
+            "msl",
+            "rto_initial",
+            "rto_min",
+            "rto_max",
+            "user_timeout",
+            "fin_wait2_timeout",
+        ):
+            positive(name, getattr(self, name))
+        positive("delayed_ack", self.delayed_ack, zero_ok=True)
+        positive("syn_retries", self.syn_retries, zero_ok=True)
+        positive("synack_retries", self.synack_retries, zero_ok=True)
+        positive("initial_window", self.initial_window)
+        if self.rto_min > self.rto_max:
+            raise ValueError("Config.rto_min must not exceed Config.rto_max")
+
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
