@@ -144,6 +144,7 @@ class Connection:
         self._rtt_seq: int | None = None  # Karn: one timed segment at a time
         self._rtt_time = 0.0
         self._retries = 0
+        self._handshake_lost = False  # a SYN or SYN,ACK had to be sent again
         self._una_since: float | None = None  # when the oldest unacknowledged data went out
 
         self._rto_deadline: float | None = None
@@ -216,6 +217,8 @@ class Connection:
         self.snd_wnd = syn.window
         self.snd_wl1 = syn.seq
         self.max_snd_wnd = syn.window
+        # Now the segment size is known: the congestion window counts in it (RFC 5681 SMSS).
+        self.cc = create(self.config.congestion_control, self._eff_mss, self.config.initial_window)
 
     def _send_syn(self, now: float) -> None:
         flags = SYN | ACK if self.state is S.SYN_RECEIVED else SYN
@@ -277,7 +280,8 @@ class Connection:
     def abort(self, now: float) -> None:
         """Reset the connection (§3.10.5): RST to the peer when synchronized, then CLOSED."""
         if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
-            self._emit(Segment(self.local_port, self.remote_port, self.snd_nxt, 0, RST, 0), now)
+            # SND.MAX, not the possibly rewound SND.NXT, so the peer finds it in its window.
+            self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
         self._enter_closed(None)
 
     def pause_reading(self) -> None:
@@ -412,6 +416,7 @@ class Connection:
                 self._enter_closed(TimeoutError("connection timed out (no answer to SYN)"))
                 return
             self._retries += 1
+            self._handshake_lost = True
             self.rtt.back_off()
             self.stats_counters["retransmits"] += 1
             self._send_syn(now)
@@ -491,9 +496,7 @@ class Connection:
         if flags & ACK:
             self._ack_advances(seg.ack, now)
             self.snd_wl2 = seg.ack
-            self._set_state(S.ESTABLISHED)
-            self._retries = 0
-            self._events.append(Connected())
+            self._enter_established()
             self._ack_now = True  # third segment of the handshake: ACK ack=y+1
         else:
             # Simultaneous open (§3.5, Figure 8): SYN-RECEIVED, answer SYN,ACK with our ISS.
@@ -515,6 +518,7 @@ class Connection:
                 self._ack_now = True
             elif not flags & (ACK | RST):
                 # The peer's SYN again: our SYN,ACK was lost. Answer it again.
+                self._handshake_lost = True
                 self._emit(self._syn_ack_again(), now)
             return
 
@@ -593,11 +597,21 @@ class Connection:
         self.snd_wl1 = seg.seq
         self.snd_wl2 = seg.ack
         self.max_snd_wnd = max(self.max_snd_wnd, seg.window)
-        self._retries = 0
-        self._set_state(S.ESTABLISHED)
-        self._events.append(Connected())
+        self._enter_established()
         if self._fin_queued:
             self._set_state(S.FIN_WAIT_1)
+
+    def _enter_established(self) -> None:
+        self._set_state(S.ESTABLISHED)
+        self._retries = 0
+        self._events.append(Connected())
+        if self._handshake_lost:
+            # RFC 5681 §3.1: the initial window is one segment when the SYN or SYN,ACK was
+            # lost. RFC 6298 §5.7: without an RTT sample, restart from a 3 s timeout (here
+            # three times the configured initial RTO, which is 1 s by default).
+            self.cc.cwnd = self._eff_mss
+            if self.rtt.srtt is None:
+                self.rtt.reinitialize(3 * self.config.rto_initial)
 
     def _acceptable(self, seq: int, seg_len: int, wnd: int) -> bool:
         """The four-case acceptability test of §3.10.7.4."""
@@ -605,7 +619,10 @@ class Connection:
         if seg_len == 0:
             if wnd == 0:
                 return seq == rcv_nxt
-            return seq_le(rcv_nxt, seq) and seq_lt(seq, seq_add(rcv_nxt, wnd))
+            # §3.10.7.4 says SEG.SEQ < RCV.NXT+RCV.WND; like Linux and BSD we also accept a
+            # bare ACK at the right edge itself, which is where a sender that filled the
+            # window puts it (our own ``_ack_seq`` does the same).
+            return seq_le(rcv_nxt, seq) and seq_le(seq, seq_add(rcv_nxt, wnd))
         if wnd == 0:
             return False
         last = seq_add(seq, seg_len - 1)
@@ -709,6 +726,10 @@ class Connection:
                 cc.cwnd = max(cc.cwnd - acked + (mss if acked >= mss else 0), mss)
         else:
             cc.on_ack(acked, self._flight, now)
+            if seq_gt(ack, self._recover):
+                # Keep "recover" trailing SND.UNA so it never falls 2^31 behind and flips
+                # the comparison above (FreeBSD pulls snd_recover forward the same way).
+                self._recover = ack
         self._dupacks = 0
 
     def _on_duplicate_ack(self, now: float) -> None:
@@ -717,7 +738,9 @@ class Connection:
         if self._in_recovery:
             self.cc.cwnd += self._eff_mss  # each further duplicate: a segment left the network
             return
-        if self._dupacks == 3 and seq_gt(self.snd_una, self._recover):
+        # RFC 6582 §3.2 step 2: only when the ACK covers more than "recover" (our
+        # ``_recover`` is one past it: SND.MAX at the time, hence >=).
+        if self._dupacks == 3 and seq_ge(self.snd_una, self._recover):
             self._in_recovery = True
             self._recover = self.snd_max
             self.cc.on_loss(self._flight, now)
@@ -802,7 +825,7 @@ class Connection:
     def _schedule_ack(self, nbytes: int, now: float) -> None:
         """Delayed ACK (RFC 1122 §4.2.3.2, RFC 5681 §4.2): at least every second full segment."""
         self._unacked_bytes += nbytes
-        if self.config.delayed_ack <= 0 or self._unacked_bytes >= 2 * self.mss:
+        if self.config.delayed_ack <= 0 or self._unacked_bytes >= 2 * self._eff_mss:
             self._ack_now = True
         elif self._delack_deadline is None:
             self._delack_deadline = now + self.config.delayed_ack
@@ -873,7 +896,9 @@ class Connection:
                     if self._fin_queued:
                         flags |= FIN
                 self._transmit(flags, self.snd_nxt, buf.get(off, size), now)
-            elif self._fin_queued and self.snd_nxt == self._fin_seq:
+            elif self._fin_queued and self.snd_nxt == self._fin_seq and usable > 0:
+                # The FIN takes a sequence number, so it waits for window like a data byte
+                # (a shut window is probed by the persist timer instead).
                 self._transmit(ACK | FIN, self.snd_nxt, b"", now)
             else:
                 break

@@ -63,3 +63,8 @@ class RttEstimator:
 
     def reset_backoff(self) -> None:
         self._backoff = 1
+
+    def reinitialize(self, rto: float) -> None:
+        """Start over from ``rto`` with no backoff (RFC 6298 §5.7, after a lost SYN)."""
+        self._base_rto = rto
+        self._backoff = 1
