@@ -171,8 +171,7 @@ def test_simultaneous_open_goes_through_syn_received_on_both_sides():
     assert ("a", "SYN") in flags and ("b", "SYN") in flags
     assert ("a", "SYN,ACK") in flags and ("b", "SYN,ACK") in flags
     assert not any(e.segment.has(RST) for e in net.trace)
-    ca.send(b"ping", net.now)
-    a.flush("b", ca)
+    a.send(ca, b"ping")
     net.run_until(lambda: bytes(b.received[cb]) == b"ping")
 
 

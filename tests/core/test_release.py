@@ -24,21 +24,26 @@ def _pair(seed=1, msl=30.0, delay=0.01):
     return net, a, b, client, server
 
 
+def _release(net, a, b, client, server):
+    """The client closes first, then the server: the client ends up in TIME-WAIT."""
+    a.close(client)
+    net.run_until(lambda: server.state is S.CLOSE_WAIT)
+    b.close(server)
+    net.run_until(lambda: client.state is S.TIME_WAIT)
+
+
 def test_seed_four_way_release_field_by_field_and_time_wait_lasts_2msl():
     net, a, b, client, server = _pair(msl=30.0)
     start = len(net.trace)
     # First: the client's application is done sending: FIN=1, seq=u. (The seed's client
     # still receives while half-closed, so this is shutdown(), asyncio's write_eof().)
-    client.shutdown(net.now)
-    a.flush("b", client)
+    a.shutdown(client)
     net.run_until(lambda: server.state is S.CLOSE_WAIT)
     net.run_for(0.1)
     # The server may still send (half-closed): then it closes too.
-    server.send(b"last words", net.now)
-    b.flush("a", server)
+    b.send(server, b"last words")
     net.run_for(0.1)
-    server.close(net.now)
-    b.flush("a", server)
+    b.close(server)
     net.run_until(lambda: client.state is S.TIME_WAIT)
     time_wait_at = net.now
     net.run_until(lambda: server.state is S.CLOSED)
@@ -68,12 +73,7 @@ def test_seed_four_way_release_field_by_field_and_time_wait_lasts_2msl():
 
 def test_time_wait_reacknowledges_a_replayed_fin_and_restarts_the_timer():
     net, a, b, client, server = _pair(msl=30.0)
-    client.close(net.now)
-    a.flush("b", client)
-    net.run_until(lambda: server.state is S.CLOSE_WAIT)
-    server.close(net.now)
-    b.flush("a", server)
-    net.run_until(lambda: client.state is S.TIME_WAIT)
+    _release(net, a, b, client, server)
     entered = net.now
     final_ack = net.trace[-1].segment
     net.run_for(20.0)  # part way into TIME-WAIT
@@ -95,10 +95,8 @@ def test_time_wait_reacknowledges_a_replayed_fin_and_restarts_the_timer():
 
 def test_simultaneous_close_goes_through_closing_on_both_sides():
     net, a, b, client, server = _pair(delay=0.05)
-    client.close(net.now)
-    server.close(net.now)  # both FINs cross in flight
-    a.flush("b", client)
-    b.flush("a", server)
+    a.close(client)
+    b.close(server)  # both FINs cross in flight
     net.run_until(lambda: client.state is S.TIME_WAIT and server.state is S.TIME_WAIT)
     for c in (client, server):
         assert c.state_history[-4:] == [S.ESTABLISHED, S.FIN_WAIT_1, S.CLOSING, S.TIME_WAIT]
@@ -108,20 +106,17 @@ def test_simultaneous_close_goes_through_closing_on_both_sides():
 def test_half_close_keeps_the_other_direction_flowing():
     net, a, b, client, server = _pair()
     client.send(b"request", net.now)
-    client.shutdown(net.now)  # write_eof
-    a.flush("b", client)
+    a.shutdown(client)  # write_eof
     net.run_until(lambda: b.got_eof(server) and client.state is S.FIN_WAIT_2)
     assert bytes(b.received[server]) == b"request"
     assert client.state is S.FIN_WAIT_2
     reply = bytes(range(256)) * 400
-    server.send(reply, net.now)
-    b.flush("a", server)
+    b.send(server, reply)
     net.run_until(lambda: bytes(a.received[client]) == reply)
     assert client.state is S.FIN_WAIT_2  # still reading, no timeout while half-closed
     net.run_for(120.0)
     assert client.state is S.FIN_WAIT_2
-    server.close(net.now)
-    b.flush("a", server)
+    b.close(server)
     net.run_until(lambda: client.state is S.TIME_WAIT)
     events = a.events[client]
     assert isinstance(events[-2], EofReceived) and events[-1] == ConnectionClosed(None)
@@ -206,12 +201,7 @@ def test_challenge_acks_are_rate_limited(script):
 
 def test_rst_in_time_wait_is_ignored_rfc1337():
     net, a, b, client, server = _pair()
-    client.close(net.now)
-    a.flush("b", client)
-    net.run_until(lambda: server.state is S.CLOSE_WAIT)
-    server.close(net.now)
-    b.flush("a", server)
-    net.run_until(lambda: client.state is S.TIME_WAIT)
+    _release(net, a, b, client, server)
     client.receive(Segment(80, client.local_port, client.rcv_nxt, 0, RST, 0), net.now)
     assert client.state is S.TIME_WAIT
 
@@ -219,11 +209,9 @@ def test_rst_in_time_wait_is_ignored_rfc1337():
 def test_a_new_syn_with_higher_sequence_reopens_a_time_wait_pair():
     net, a, b, client, server = _pair()
     port = client.local_port
-    server.close(net.now)  # the server closes first: it holds TIME-WAIT
-    b.flush("a", server)
+    b.close(server)  # the server closes first: it holds TIME-WAIT
     net.run_until(lambda: client.state is S.CLOSE_WAIT)
-    client.close(net.now)
-    a.flush("b", client)
+    a.close(client)
     net.run_until(lambda: server.state is S.TIME_WAIT and client.is_closed)
     again = a.connect(b, 80, local_port=port, iss=(server.rcv_nxt + 100000) & 0xFFFFFFFF)
     net.run_until(lambda: again.state is S.ESTABLISHED and b.accepted[-1] is not server)
@@ -233,8 +221,7 @@ def test_a_new_syn_with_higher_sequence_reopens_a_time_wait_pair():
 
 def test_abort_sends_rst_and_the_peer_sees_a_reset():
     net, a, b, client, server = _pair()
-    client.abort(net.now)
-    a.flush("b", client)
+    a.abort(client)
     assert client.state is S.CLOSED
     assert a.closed_with(client) == ConnectionClosed(None)
     net.run_until(lambda: server.is_closed)

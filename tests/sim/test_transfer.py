@@ -34,12 +34,10 @@ def _transfer(net, a, b, size, seed):
     client = a.connect(b, 80)
     net.run_until(lambda: client.state is S.ESTABLISHED)
     client.send(data, net.now)
-    client.close(net.now)
-    a.flush("b", client)
+    a.close(client)
     net.run_until(lambda: bool(b.accepted) and b.got_eof(b.accepted[0]), timeout=5000)
     server = b.accepted[0]
-    server.close(net.now)
-    b.flush("a", server)
+    b.close(server)
     net.run_until(lambda: client.state is S.TIME_WAIT and server.is_closed, timeout=5000)
     got = bytes(b.received[server])
     assert len(got) == size, f"seed={seed}"
@@ -83,10 +81,8 @@ def test_both_directions_at_once_through_loss():
     net.run_until(lambda: client.state is S.ESTABLISHED and bool(b.accepted))
     server = b.accepted[0]
     net.run_until(lambda: server.state is S.ESTABLISHED)
-    client.send(up, net.now)
-    server.send(down, net.now)
-    a.flush("b", client)
-    b.flush("a", server)
+    a.send(client, up)
+    b.send(server, down)
     net.run_until(
         lambda: len(b.received[server]) == len(up) and len(a.received[client]) == len(down),
         timeout=5000,
@@ -106,8 +102,7 @@ def test_many_connections_share_one_listening_host():
         payloads[c.local_port] = random.Random(i).randbytes(20_000)
     net.run_until(lambda: all(c.state is S.ESTABLISHED for c in clients))
     for c in clients:
-        c.send(payloads[c.local_port], net.now)
-        a.flush("b", c)
+        a.send(c, payloads[c.local_port])
     net.run_until(
         lambda: len(b.accepted) == 50 and all(len(b.received[s]) == 20_000 for s in b.accepted),
         timeout=1000,

@@ -500,19 +500,7 @@ class Transport(asyncio.Transport):
         if self._protocol_paused or self.get_write_buffer_size() <= self._high_water:
             return
         self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()  # type: ignore[union-attr]
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": "protocol.pause_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        self._flow_control_callback("pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
         if (
@@ -522,14 +510,18 @@ class Transport(asyncio.Transport):
         ):
             return
         self._protocol_paused = False
+        self._flow_control_callback("resume_writing")
+
+    def _flow_control_callback(self, name: str) -> None:
+        """Call ``protocol.pause_writing`` / ``resume_writing``; report, don't raise, errors."""
         try:
-            self._protocol.resume_writing()  # type: ignore[union-attr]
+            getattr(self._protocol, name)()
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._loop.call_exception_handler(
                 {
-                    "message": "protocol.resume_writing() failed",
+                    "message": f"protocol.{name}() failed",
                     "exception": exc,
                     "transport": self,
                     "protocol": self._protocol,

@@ -301,6 +301,25 @@ class SimHost:
                 if self.on_event is not None:
                     self.on_event(conn, ev)
 
+    # -- application calls, each followed by a flush ------------------------------------
+
+    def send(self, conn: Connection, data: bytes) -> None:
+        conn.send(data, self.net.now)
+        self.flush(self.peer_of(conn), conn)
+
+    def shutdown(self, conn: Connection) -> None:
+        conn.shutdown(self.net.now)
+        self.flush(self.peer_of(conn), conn)
+
+    def close(self, conn: Connection) -> None:
+        conn.close(self.net.now)
+        self.flush(self.peer_of(conn), conn)
+
+    def abort(self, conn: Connection) -> None:
+        peer = self.peer_of(conn)
+        conn.abort(self.net.now)
+        self.flush(peer, conn)
+
     def next_deadline(self) -> float | None:
         best = None
         for c in self.conns.values():
