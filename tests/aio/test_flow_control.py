@@ -25,6 +25,10 @@ async def wait_for_condition(check: object, timeout: float = 5.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
+# A receiver with a plain 64 KiB buffer, so a few hundred KB really fill its window.
+SMALL_BUFFER = udptcp.Config(receive_buffer=65535)
+
+
 async def paused_receiver(
     port: int, made: list[PausedAtStart], size: int
 ) -> tuple[udptcp.Transport, PausedAtStart, bytes]:
@@ -50,7 +54,7 @@ async def test_pause_reading_closes_the_advertised_window() -> None:
         made.append(PausedAtStart())
         return made[-1]
 
-    async with serving(factory) as (server, port):
+    async with serving(factory, config=SMALL_BUFFER) as (server, port):
         transport, receiver, payload = await paused_receiver(port, made, 400_000)
         assert receiver.transport is not None
         assert not receiver.transport.is_reading()
@@ -132,7 +136,7 @@ async def test_stream_writer_drain_waits_for_the_window() -> None:
         made.append(PausedAtStart())
         return made[-1]
 
-    async with serving(factory) as (server, port):
+    async with serving(factory, config=SMALL_BUFFER) as (server, port):
         reader, writer = await udptcp.open_connection("127.0.0.1", port)
         writer.write(os.urandom(300_000))
         drain = asyncio.ensure_future(writer.drain())

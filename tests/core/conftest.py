@@ -87,7 +87,10 @@ class Script:
 
 @pytest.fixture
 def config() -> Config:
-    return Config(delayed_ack=0.0)
+    """Plain RFC 9293 behaviour for scripted exchanges: no delayed ACKs, and no window
+    scaling or timestamps, so segments carry exactly the fields a test writes down.
+    (test_options.py covers the options.)"""
+    return Config(delayed_ack=0.0, window_scaling=False, timestamps=False, receive_buffer=65535)
 
 
 @pytest.fixture

@@ -26,8 +26,11 @@ from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 _MASK = 0xFFFFFFFF
 # RFC 9293 §3.7.1: the MSS to assume when the peer sends no MSS option (IPv4).
 _DEFAULT_PEER_MSS = 536
-# The window field is 16 bits; window scaling is not negotiated yet.
-_MAX_WINDOW = 0xFFFF
+# The window field is 16 bits; RFC 7323 §2.3 caps the scale shift at 14.
+_MAX_WINDOW_FIELD = 0xFFFF
+_MAX_WSCALE = 14
+# NOP, NOP, timestamps: what RFC 7323 Appendix A lays out on every segment once agreed.
+_TIMESTAMPS_LEN = 12
 # RFC 5961 §7: bound challenge ACKs so they cannot be used as an amplifier.
 _CHALLENGE_ACKS_PER_SECOND = 10
 # Persist timer bounds (RFC 1122 §4.2.2.17 leaves them open; Linux uses RTO-based backoff).
@@ -124,6 +127,18 @@ class Connection:
 
         self.mss = mss  # largest payload we accept (advertised in our SYN)
         self.peer_mss = _DEFAULT_PEER_MSS
+        # RFC 7323 window scaling: the shift we apply to our window field, and the one the
+        # peer applies to its own. Both stay 0 unless both SYNs carried the option.
+        self._wscale_offer = _wscale_for(config.receive_buffer)
+        self.wscale_ok = False
+        self.rcv_wscale = 0
+        self.snd_wscale = 0
+        # RFC 7323 timestamps.
+        self.ts_enabled = False
+        self.ts_recent = 0
+        self._ts_offset = iss & _MASK  # TSval = ms clock + a per-connection offset (§5.4)
+        self._last_ack_sent = 0
+        self._now = 0.0  # time of the call being processed (every entry point sets it)
         self.nodelay = not config.nagle
 
         self._sendbuf = SendBuffer()
@@ -176,6 +191,7 @@ class Connection:
                 "out_of_order_segments",
                 "challenge_acks",
                 "window_probes",
+                "paws_rejected",
             ),
             0,
         )
@@ -188,6 +204,7 @@ class Connection:
     ) -> Connection:
         """Active open (§3.10.1): send SYN, enter SYN-SENT."""
         conn = cls(config, local_port=local_port, remote_port=remote_port, iss=iss, mss=mss)
+        conn._now = now
         conn._set_state(S.SYN_SENT)
         conn._send_syn(now)
         return conn
@@ -196,6 +213,7 @@ class Connection:
     def accept(cls, config: Config, syn: Segment, *, iss: int, mss: int, now: float) -> Connection:
         """Passive open from a listener receiving ``syn`` (§3.10.7.2): answer SYN-ACK."""
         conn = cls(config, local_port=syn.dst_port, remote_port=syn.src_port, iss=iss, mss=mss)
+        conn._now = now
         conn.passive = True
         conn.state = S.LISTEN
         conn.state_history = [S.LISTEN]
@@ -209,10 +227,20 @@ class Connection:
         self.rcv_nxt = seq_add(syn.seq, 1)
         self._rcv_adv = self.rcv_nxt
         opts = syn.options
-        if opts is not None and opts.mss:
-            self.peer_mss = opts.mss
-        # Unnegotiated options (window scale, SACK, timestamps) are simply not answered;
-        # RFC 7323 §2.2 and RFC 2018 §2 make the peer fall back to plain behaviour.
+        cfg = self.config
+        if opts is not None:
+            if opts.mss:
+                self.peer_mss = opts.mss
+            # An option is in use only when both SYNs carried it (RFC 7323 §2.2, §3.2). On
+            # the active side our SYN offered what the config enables; on the passive side
+            # our SYN,ACK will answer exactly what is agreed here.
+            if opts.wscale is not None and cfg.window_scaling:
+                self.wscale_ok = True
+                self.snd_wscale = min(opts.wscale, _MAX_WSCALE)
+                self.rcv_wscale = self._wscale_offer
+            if opts.timestamps is not None and cfg.timestamps:
+                self.ts_enabled = True
+                self.ts_recent = opts.timestamps[0]
         # The SYN's window is never scaled (RFC 7323 §2.2).
         self.snd_wnd = syn.window
         self.snd_wl1 = syn.seq
@@ -228,8 +256,8 @@ class Connection:
             self.iss,
             self.rcv_nxt if flags & ACK else 0,
             flags,
-            self._window_to_advertise(),
-            Options(mss=self.mss),
+            self._window_field(syn=True),
+            self._syn_options(),
         )
         if self._retries == 0:
             self._rtt_seq, self._rtt_time = self.iss, now
@@ -242,6 +270,7 @@ class Connection:
 
     def send(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Queue ``data``; it is never dropped, only delayed by the windows (§3.10.2)."""
+        self._now = now
         if self.state not in _ACCEPTS_WRITES or self._fin_queued:
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
         if not data:
@@ -251,6 +280,7 @@ class Connection:
 
     def shutdown(self, now: float) -> None:
         """Half-close: send FIN after the queued data; keep receiving (§3.10.4)."""
+        self._now = now
         if self._fin_queued:
             return
         st = self.state
@@ -270,6 +300,7 @@ class Connection:
 
     def close(self, now: float) -> None:
         """Close: FIN after queued data, and discard anything the peer sends from now on."""
+        self._now = now
         self._app_closed = True
         self._discard_input = True
         self._held.clear()
@@ -279,6 +310,7 @@ class Connection:
 
     def abort(self, now: float) -> None:
         """Reset the connection (§3.10.5): RST to the peer when synchronized, then CLOSED."""
+        self._now = now
         if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
             # SND.MAX, not the possibly rewound SND.NXT, so the peer finds it in its window.
             self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
@@ -290,6 +322,7 @@ class Connection:
 
     def resume_reading(self, now: float) -> None:
         """Deliver held data and reopen the window, telling the peer if it had closed."""
+        self._now = now
         if self._reading:
             return
         self._reading = True
@@ -361,7 +394,7 @@ class Connection:
     @property
     def rcv_wnd(self) -> int:
         """Receive window the connection would advertise now."""
-        return self._window_to_advertise(update=False)
+        return self._receive_window()
 
     def stats(self) -> dict[str, float | int | str | None]:
         """Counters and estimator state, for ``get_extra_info`` and the demo."""
@@ -385,6 +418,7 @@ class Connection:
 
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline is at or before ``now``."""
+        self._now = now
         if self._close_deadline is not None and now >= self._close_deadline:
             self._close_deadline = None
             if self.state is S.TIME_WAIT:
@@ -468,6 +502,7 @@ class Connection:
 
     def receive(self, seg: Segment, now: float) -> None:
         """Process one incoming segment addressed to this connection."""
+        self._now = now
         self.stats_counters["segments_received"] += 1
         st = self.state
         if st is S.SYN_SENT:
@@ -522,6 +557,14 @@ class Connection:
                 self._emit(self._syn_ack_again(), now)
             return
 
+        ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
+        if ts is not None and not flags & RST and seq_lt(ts[0], self.ts_recent):
+            # RFC 7323 §5.3 PAWS: an old duplicate from an earlier pass over the sequence
+            # space (or an earlier incarnation); acknowledge and drop it.
+            self.stats_counters["paws_rejected"] += 1
+            self._ack_now = True
+            return
+
         # First: sequence number check (§3.10.7.4 table).
         if not self._acceptable(seg.seq, seg_len, wnd):
             if flags & RST:
@@ -536,6 +579,9 @@ class Connection:
                 self._process_ack(seg, now)
             self._ack_now = True
             return
+
+        if ts is not None and seq_le(seg.seq, self._last_ack_sent):
+            self.ts_recent = ts[0]  # RFC 7323 §4.3 (TSval >= TS.Recent: PAWS passed)
 
         # Second: RST (RFC 5961 §3.2: only an exact match resets).
         if flags & RST:
@@ -586,17 +632,30 @@ class Connection:
             self.iss,
             self.rcv_nxt,
             SYN | ACK,
-            self._window_to_advertise(),
-            Options(mss=self.mss),
+            self._window_field(syn=True),
+            self._syn_options(),
         )
+
+    def _syn_options(self) -> Options:
+        """Our SYN offers every option the config enables; a SYN,ACK answers only the ones
+        the peer's SYN offered (which ``_take_peer_syn`` recorded)."""
+        cfg = self.config
+        answering = self.state is S.SYN_RECEIVED
+        wscale = None
+        if cfg.window_scaling and (not answering or self.wscale_ok):
+            wscale = self._wscale_offer
+        timestamps = None
+        if cfg.timestamps and (not answering or self.ts_enabled):
+            timestamps = (self._tsval(), self.ts_recent if answering else 0)
+        return Options(mss=self.mss, wscale=wscale, timestamps=timestamps)
 
     def _establish(self, seg: Segment, now: float) -> None:
         """SYN-RECEIVED -> ESTABLISHED on an ACK of our SYN (§3.10.7.4 fifth step)."""
         self._ack_advances(seg.ack, now)
-        self.snd_wnd = seg.window
+        self.snd_wnd = seg.window << self.snd_wscale
         self.snd_wl1 = seg.seq
         self.snd_wl2 = seg.ack
-        self.max_snd_wnd = max(self.max_snd_wnd, seg.window)
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
         self._enter_established()
         if self._fin_queued:
             self._set_state(S.FIN_WAIT_1)
@@ -655,18 +714,20 @@ class Connection:
 
         window_changed = False
         if seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack)):
-            window_changed = seg.window != self.snd_wnd
-            self.snd_wnd = seg.window
+            window = seg.window << self.snd_wscale  # RFC 7323 §2.3
+            window_changed = window != self.snd_wnd
+            self.snd_wnd = window
             self.snd_wl1 = seg.seq
             self.snd_wl2 = ack
-            if seg.window > self.max_snd_wnd:
-                self.max_snd_wnd = seg.window
-            if seg.window > 0:
+            if window > self.max_snd_wnd:
+                self.max_snd_wnd = window
+            if window > 0:
                 self._persist_deadline = None
                 self._persist_backoff = 1
 
         if seq_gt(ack, self.snd_una):
-            self._on_new_ack(ack, now)
+            ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
+            self._on_new_ack(ack, now, ts[1] if ts is not None else 0)
         elif (
             ack == self.snd_una
             and self.snd_max != self.snd_una
@@ -689,7 +750,7 @@ class Connection:
             return False
         return True
 
-    def _ack_advances(self, ack: int, now: float) -> int:
+    def _ack_advances(self, ack: int, now: float, tsecr: int = 0) -> int:
         """Move SND.UNA to ``ack``: free acknowledged data, take an RTT sample, re-arm RTO."""
         acked = seq_diff(ack, self.snd_una)
         self.snd_una = ack
@@ -699,6 +760,13 @@ class Connection:
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self._rtt_seq = None
+        elif tsecr:
+            # RFC 7323 §4: the echoed timestamp names the transmission being acknowledged,
+            # so it measures RTT even for retransmitted data, where Karn's rule stops the
+            # sequence-timed sample.
+            elapsed = ((self._tsval() - tsecr) & _MASK) / 1000
+            if elapsed < self.config.rto_max:
+                self.rtt.sample(elapsed)
         self._retries = 0
         # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
         if self.snd_una == self.snd_max:
@@ -709,8 +777,8 @@ class Connection:
             self._una_since = now
         return acked
 
-    def _on_new_ack(self, ack: int, now: float) -> None:
-        acked = self._ack_advances(ack, now)
+    def _on_new_ack(self, ack: int, now: float, tsecr: int = 0) -> None:
+        acked = self._ack_advances(ack, now, tsecr)
         self.stats_counters["bytes_acked"] += acked
         cc = self.cc
         if self._in_recovery:
@@ -929,20 +997,29 @@ class Connection:
             self._rto_deadline = now + self.rtt.rto
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
+        options = None
+        if self.ts_enabled:
+            # RFC 7323 §3.2: once agreed, every segment carries a timestamp.
+            options = Options(timestamps=(self._tsval(), self.ts_recent))
         return Segment(
             self.local_port,
             self.remote_port,
             seq,
             self.rcv_nxt,
             flags,
-            self._window_to_advertise(),
-            None,
+            self._window_field(),
+            options,
             payload,
         )
+
+    def _tsval(self) -> int:
+        """Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 §5.4)."""
+        return (int(self._now * 1000) + self._ts_offset) & _MASK
 
     def _emit(self, seg: Segment, now: float) -> None:
         if seg.flags & ACK:
             # Every segment carrying ACK settles what we owed (RFC 1122 §4.2.3.2).
+            self._last_ack_sent = seg.ack
             self._ack_now = False
             self._delack_deadline = None
             self._unacked_bytes = 0
@@ -952,31 +1029,42 @@ class Connection:
 
     # ------------------------------------------------------------------ windows
 
-    def _window_to_advertise(self, update: bool = True) -> int:
-        """Receive window with receiver-side silly window avoidance (RFC 1122 §4.2.3.3).
+    def _receive_window(self) -> int:
+        """Bytes of window to offer now, with receiver-side SWS avoidance (RFC 1122 §4.2.3.3).
 
         The right edge never moves left (§3.8.6.2.1); it moves right only in steps of at
         least min(buffer/2, MSS).
         """
-        free = min(self.config.receive_buffer - len(self._held), _MAX_WINDOW)
+        limit = _MAX_WINDOW_FIELD << self.rcv_wscale
+        free = min(self.config.receive_buffer - len(self._held), limit)
         current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
         if free - current < min(self.config.receive_buffer // 2, self.mss) and free != current:
-            wnd = min(current, _MAX_WINDOW)
-        else:
-            wnd = max(free, 0)
-        if update:
-            self._rcv_adv = seq_add(self.rcv_nxt, wnd)
-        return wnd
+            return min(current, limit)
+        return max(free, 0)
+
+    def _window_field(self, syn: bool = False) -> int:
+        """The window field of an outgoing segment; records the right edge it advertises.
+
+        Scaled by RFC 7323 except in SYNs. Scaling rounds down, so when the right edge must
+        hold still the field rounds up instead (as Linux does): the edge never moves left.
+        """
+        shift = 0 if syn else self.rcv_wscale
+        current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
+        field = min(max(self._receive_window() >> shift, -(-current >> shift)), _MAX_WINDOW_FIELD)
+        self._rcv_adv = seq_add(self.rcv_nxt, max(field << shift, current))
+        return field
 
     def _window_update_due(self) -> bool:
         current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
-        return self._window_to_advertise(update=False) > current
+        return self._receive_window() > current
 
     # ------------------------------------------------------------------ helpers
 
     @property
     def _eff_mss(self) -> int:
-        return min(self.mss, self.peer_mss)
+        """Data bytes per full segment: the smaller MSS, less the options every segment
+        carries (DESIGN §8: options shrink the data, the datagram stays within budget)."""
+        return min(self.mss, self.peer_mss) - (_TIMESTAMPS_LEN if self.ts_enabled else 0)
 
     @property
     def _flight(self) -> int:
@@ -1040,3 +1128,11 @@ class Connection:
                     self._eof_pending = False
                     self._events.append(EofReceived())
             self._events.append(ConnectionClosed(error))
+
+
+def _wscale_for(buffer: int) -> int:
+    """The smallest shift that lets the 16-bit window field cover ``buffer`` bytes."""
+    shift = 0
+    while (_MAX_WINDOW_FIELD << shift) < buffer and shift < _MAX_WSCALE:
+        shift += 1
+    return shift
