@@ -90,7 +90,13 @@ def config() -> Config:
     """Plain RFC 9293 behaviour for scripted exchanges: no delayed ACKs, and no window
     scaling or timestamps, so segments carry exactly the fields a test writes down.
     (test_options.py covers the options.)"""
-    return Config(delayed_ack=0.0, window_scaling=False, timestamps=False, receive_buffer=65535)
+    return Config(
+        delayed_ack=0.0,
+        window_scaling=False,
+        timestamps=False,
+        receive_buffer=65535,
+        congestion_control="newreno",
+    )
 
 
 @pytest.fixture

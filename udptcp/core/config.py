@@ -56,8 +56,9 @@ class Config:
     user_timeout: float = 120.0
     #: How long a connection closed with ``close()`` waits in FIN-WAIT-2 for the peer's FIN.
     fin_wait2_timeout: float = 60.0
-    #: Congestion control algorithm name (see ``udptcp.core.congestion``).
-    congestion_control: str = "newreno"
+    #: Congestion control algorithm name (see ``udptcp.core.congestion``): "cubic"
+    #: (RFC 9438, as Linux) or "newreno" (RFC 5681/6582), or one you registered.
+    congestion_control: str = "cubic"
     #: Initial congestion window in segments (RFC 6928).
     initial_window: int = 10
 

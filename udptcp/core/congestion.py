@@ -21,6 +21,8 @@ class CongestionControl:
         # RFC 6928: IW = min(10*MSS, max(2*MSS, 14600)) for 10 segments; generalised here.
         self.cwnd = initial_window * mss
         self.ssthresh = 1 << 30
+        #: Smoothed RTT in seconds, kept current by the connection (None before a sample).
+        self.srtt: float | None = None
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         """New data was acknowledged outside loss recovery."""
@@ -76,7 +78,76 @@ class NewReno(CongestionControl):
         self._ca_acked = 0
 
 
-_ALGORITHMS: dict[str, Callable[[int, int], CongestionControl]] = {"newreno": NewReno}
+class Cubic(NewReno):
+    """CUBIC (RFC 9438): window growth as a cubic function of time since the last loss.
+
+    Slow start, fast recovery and the timeout response are Reno's; congestion avoidance
+    follows W_cubic(t) = C (t - K)^3 + W_max, never falling below the Reno-friendly
+    estimate W_est (RFC 9438 §4.3), with fast convergence (§4.7). Windows are kept in
+    segments inside the formulas, in bytes outside.
+    """
+
+    name = "cubic"
+    C = 0.4
+    BETA = 0.7
+
+    def __init__(self, mss: int, initial_window: int) -> None:
+        super().__init__(mss, initial_window)
+        self._w_max = 0.0  # segments
+        self._k = 0.0
+        self._epoch: float | None = None  # start of the current avoidance epoch
+        self._w_est = 0.0  # segments
+
+    def on_ack(self, acked: int, flight: int, now: float) -> None:
+        if self.cwnd < self.ssthresh:
+            self.cwnd += min(acked, self.mss)
+            return
+        mss = self.mss
+        cwnd = self.cwnd / mss
+        if self._epoch is None:
+            # §4.2: a new epoch starts at the first ACK in congestion avoidance.
+            self._epoch = now
+            if self._w_max < cwnd:
+                self._w_max = cwnd  # no loss seen yet at this size: the plateau is here
+                self._k = 0.0
+            else:
+                self._k = ((self._w_max - cwnd) / self.C) ** (1 / 3)
+            self._w_est = cwnd
+        rtt = self.srtt or 0.1
+        t = now - self._epoch
+        target = self.C * (t + rtt - self._k) ** 3 + self._w_max  # W_cubic(t + RTT), §4.2
+        target = min(max(target, cwnd), 1.5 * cwnd)
+        # §4.3 Reno-friendly region: alpha = 3 (1 - beta) / (1 + beta).
+        alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
+        self._w_est += alpha * (acked / mss) / cwnd
+        if self._w_est > target:
+            new = self._w_est
+        else:
+            new = cwnd + (target - cwnd) / cwnd * (acked / mss)  # §4.4
+        self.cwnd = max(int(new * mss), self.cwnd)
+
+    def on_loss(self, flight: int, now: float) -> None:
+        cwnd = self.cwnd / self.mss
+        # §4.7 fast convergence: release bandwidth to newer flows.
+        if cwnd < self._w_max:
+            self._w_max = cwnd * (1 + self.BETA) / 2
+        else:
+            self._w_max = cwnd
+        self.ssthresh = max(int(self.cwnd * self.BETA), 2 * self.mss)  # §4.6
+        self.cwnd = self.ssthresh + 3 * self.mss
+        self._epoch = None
+
+    def on_timeout(self, flight: int, now: float) -> None:
+        self._w_max = self.cwnd / self.mss
+        super().on_timeout(flight, now)
+        self.ssthresh = max(int(self._w_max * self.mss * self.BETA), 2 * self.mss)
+        self._epoch = None
+
+
+_ALGORITHMS: dict[str, Callable[[int, int], CongestionControl]] = {
+    "newreno": NewReno,
+    "cubic": Cubic,
+}
 
 
 def register(name: str, factory: Callable[[int, int], CongestionControl]) -> None:

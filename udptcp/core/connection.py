@@ -247,6 +247,7 @@ class Connection:
         self.max_snd_wnd = syn.window
         # Now the segment size is known: the congestion window counts in it (RFC 5681 SMSS).
         self.cc = create(self.config.congestion_control, self._eff_mss, self.config.initial_window)
+        self.cc.srtt = self.rtt.srtt
 
     def _send_syn(self, now: float) -> None:
         flags = SYN | ACK if self.state is S.SYN_RECEIVED else SYN
@@ -759,6 +760,7 @@ class Connection:
         self._sendbuf.acknowledge(self._stream_offset(ack))
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
+            self.cc.srtt = self.rtt.srtt
             self._rtt_seq = None
         elif tsecr:
             # RFC 7323 §4: the echoed timestamp names the transmission being acknowledged,
@@ -767,6 +769,7 @@ class Connection:
             elapsed = ((self._tsval() - tsecr) & _MASK) / 1000
             if elapsed < self.config.rto_max:
                 self.rtt.sample(elapsed)
+                self.cc.srtt = self.rtt.srtt
         self._retries = 0
         # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
         if self.snd_una == self.snd_max:

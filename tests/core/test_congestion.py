@@ -1,0 +1,76 @@
+"""Congestion control algorithms driven directly with a synthetic ACK clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from udptcp.core.congestion import Cubic, NewReno, create
+
+MSS = 1000
+
+
+def _rounds_to_regain(cc, w_max_bytes: int, rtt: float = 0.1, limit: int = 2000) -> list[int]:
+    """After a loss, ACK one window per RTT; return cwnd (in segments) at each round."""
+    cc.srtt = rtt
+    now = 0.0
+    trace = []
+    for _ in range(limit):
+        for _ in range(cc.cwnd // MSS):
+            cc.on_ack(MSS, cc.cwnd, now)
+        now += rtt
+        trace.append(cc.cwnd // MSS)
+        if cc.cwnd >= 0.95 * w_max_bytes:
+            break
+    return trace
+
+
+def _after_loss(cc, segments: int):
+    cc.cwnd = segments * MSS
+    cc.ssthresh = cc.cwnd  # in congestion avoidance
+    cc.on_loss(cc.cwnd, 0.0)
+    cc.on_recovery_end(cc.ssthresh, 0.0)
+
+
+def test_cubic_backs_off_by_beta_and_newreno_by_half():
+    cubic, reno = Cubic(MSS, 10), NewReno(MSS, 10)
+    _after_loss(cubic, 1000)
+    _after_loss(reno, 1000)
+    assert cubic.ssthresh == 700 * MSS and cubic.cwnd == 700 * MSS  # RFC 9438 §4.6
+    assert reno.ssthresh == 500 * MSS
+
+
+def test_cubic_regains_a_large_window_far_sooner_than_newreno():
+    cubic, reno = Cubic(MSS, 10), NewReno(MSS, 10)
+    _after_loss(cubic, 1000)
+    _after_loss(reno, 1000)
+    cubic_rounds = _rounds_to_regain(cubic, 1000 * MSS)
+    reno_rounds = _rounds_to_regain(reno, 1000 * MSS)
+    assert len(reno_rounds) > 250  # one segment per RTT from 500 to 950
+    # K = cbrt(W_max (1 - beta) / C) = cbrt(750) = 9.1 s = 91 rounds of 100 ms.
+    assert len(cubic_rounds) < 100
+
+
+def test_cubic_growth_is_concave_below_the_old_maximum_and_convex_beyond():
+    cubic = Cubic(MSS, 10)
+    _after_loss(cubic, 1000)
+    trace = _rounds_to_regain(cubic, 1600 * MSS)
+    steps = [b - a for a, b in zip(trace, trace[1:])]
+    plateau = next(i for i, w in enumerate(trace) if w >= 990)
+    assert steps[2] > steps[plateau - 2] >= 0  # slowing down towards W_max
+    assert steps[-1] > steps[plateau]  # speeding up again past it (probing)
+
+
+def test_cubic_fast_convergence_lowers_the_plateau_after_a_smaller_loss():
+    cubic = Cubic(MSS, 10)
+    _after_loss(cubic, 1000)
+    cubic.cwnd = 800 * MSS
+    cubic.on_loss(cubic.cwnd, 1.0)  # a loss below the previous maximum
+    assert cubic._w_max == pytest.approx(800 * (1 + 0.7) / 2)  # RFC 9438 §4.7
+
+
+def test_timeout_drops_to_one_segment_for_both():
+    for name in ("cubic", "newreno"):
+        cc = create(name, MSS, 10)
+        cc.cwnd = 100 * MSS
+        cc.on_timeout(cc.cwnd, 0.0)
+        assert cc.cwnd == MSS and cc.ssthresh >= 2 * MSS
