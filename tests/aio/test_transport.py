@@ -197,3 +197,23 @@ def test_loop_shutdown_closes_time_wait_endpoints(run: str) -> None:
         warnings.simplefilter("error", ResourceWarning)
         (uvloop.run if run == "uvloop.run" else asyncio.run)(main())
     assert endpoints[0].is_closed  # not left to the garbage collector
+
+
+async def test_keepalive_socket_options_reach_the_connection() -> None:
+    import socket
+
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        sock = transport.get_extra_info("socket")
+        conn = transport.get_extra_info("udptcp_connection")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
+        assert not conn.keepalive and sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 7)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 2)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        assert conn.keepalive
+        assert (conn.keepalive_idle, conn.keepalive_interval, conn.keepalive_count) == (7, 2, 3)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7
+        transport.close()

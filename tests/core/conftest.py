@@ -87,7 +87,7 @@ class Script:
 
 @pytest.fixture
 def config() -> Config:
-    """Plain RFC 9293 behaviour for scripted exchanges: no delayed ACKs, and no window
+    """Plain RFC 9293 behaviour for scripted exchanges: no delayed ACKs, keepalive, window
     scaling or timestamps, so segments carry exactly the fields a test writes down.
     (test_options.py covers the options.)"""
     return Config(
@@ -96,6 +96,7 @@ def config() -> Config:
         timestamps=False,
         receive_buffer=65535,
         congestion_control="newreno",
+        keepalive=False,  # RFC 1122's default; test_keepalive.py covers it
     )
 
 

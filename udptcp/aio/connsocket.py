@@ -62,14 +62,24 @@ class ConnectionSocket:
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
         """Set an option; TCP_NODELAY reaches the connection, the rest is remembered."""
         self._options[(level, optname)] = value
+        conn = self._transport._conn
         if level == _TCP and optname == socket.TCP_NODELAY:
-            self._transport._conn.set_nodelay(bool(_as_int(value)))
+            conn.set_nodelay(bool(_as_int(value)))
+        elif level == _SOL and optname == socket.SO_KEEPALIVE:
+            conn.set_keepalive(bool(_as_int(value)))
+        elif level == _TCP and optname in _KEEPALIVE_TIMING:
+            setting = {_KEEPALIVE_TIMING[optname]: _as_int(value)}
+            conn.set_keepalive(conn.keepalive, **setting)
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         """Read an option back: what was set, or a sensible default."""
         conn = self._transport._conn
         if level == _TCP and optname == socket.TCP_NODELAY:
             value: Any = int(conn.nodelay)
+        elif level == _SOL and optname == socket.SO_KEEPALIVE:
+            value = int(conn.keepalive)
+        elif level == _TCP and optname in _KEEPALIVE_TIMING:
+            value = int(getattr(conn, "keepalive_" + _KEEPALIVE_TIMING[optname]))
         elif (level, optname) in self._options:
             value = self._options[(level, optname)]
         elif level == _SOL and optname == socket.SO_TYPE:
@@ -113,6 +123,18 @@ class ConnectionSocket:
             f"<udptcp.ConnectionSocket laddr={self.getsockname()!r} vport={local} "
             f"raddr={self.getpeername()!r} vport={remote}>"
         )
+
+
+# TCP-level keepalive timing options (Linux names; absent elsewhere) -> set_keepalive argument.
+_KEEPALIVE_TIMING: dict[int, str] = {
+    getattr(socket, name): arg
+    for name, arg in (
+        ("TCP_KEEPIDLE", "idle"),
+        ("TCP_KEEPINTVL", "interval"),
+        ("TCP_KEEPCNT", "count"),
+    )
+    if hasattr(socket, name)
+}
 
 
 def _as_int(value: Any) -> int:

@@ -54,6 +54,18 @@ class Config:
     #: Give up (``TimeoutError``) when data stays unacknowledged this long
     #: (RFC 9293 §3.8.3 "user timeout"; RFC 5482).
     user_timeout: float = 120.0
+    #: Keepalive probes on an idle connection (RFC 1122 §4.2.3.6). On by default, unlike
+    #: kernel TCP: UDP bindings in NATs expire after tens of seconds of silence (RFC 4787
+    #: asks for 2 minutes, many keep 30 s), and a keepalive every 25 s keeps the path open
+    #: as well as detecting a dead peer. ``SO_KEEPALIVE`` on the transport's socket object
+    #: turns it on or off per connection.
+    keepalive: bool = True
+    #: Idle time before the first probe.
+    keepalive_idle: float = 25.0
+    #: Time between unanswered probes.
+    keepalive_interval: float = 5.0
+    #: Unanswered probes before the connection fails with ``TimeoutError``.
+    keepalive_count: int = 4
     #: How long a connection closed with ``close()`` waits in FIN-WAIT-2 for the peer's FIN.
     fin_wait2_timeout: float = 60.0
     #: Congestion control algorithm name (see ``udptcp.core.congestion``): "cubic"
@@ -80,6 +92,9 @@ class Config:
             "rto_max",
             "user_timeout",
             "fin_wait2_timeout",
+            "keepalive_idle",
+            "keepalive_interval",
+            "keepalive_count",
         ):
             positive(name, getattr(self, name))
         positive("delayed_ack", self.delayed_ack, zero_ok=True)

@@ -76,6 +76,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 _SYNCHRONIZED = frozenset(
     {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT}
 )
+# States in which an idle connection is probed (RFC 1122 §4.2.3.6).
+_KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2})
 # States in which an owed ACK is sent (SYN-RECEIVED repeats its SYN,ACK instead).
 _ACKS = _SYNCHRONIZED | {S.SYN_RECEIVED}
 # States whose incoming text is delivered (§3.10.7.4, seventh step).
@@ -167,6 +169,12 @@ class Connection:
         self._persist_deadline: float | None = None
         self._persist_backoff = 1
         self._close_deadline: float | None = None  # TIME-WAIT or FIN-WAIT-2 timer
+        self._keepalive_deadline: float | None = None
+        self._keepalive_unanswered = 0
+        self.keepalive = config.keepalive
+        self.keepalive_idle = config.keepalive_idle
+        self.keepalive_interval = config.keepalive_interval
+        self.keepalive_count = config.keepalive_count
         self._ack_now = False
         self._unacked_bytes = 0  # in-order bytes received since our last ACK
         self._challenge_window = 0.0
@@ -192,6 +200,7 @@ class Connection:
                 "challenge_acks",
                 "window_probes",
                 "paws_rejected",
+                "keepalive_probes",
             ),
             0,
         )
@@ -339,6 +348,27 @@ class Connection:
             self._ack_now = True
         self._output(now)
 
+    def set_keepalive(
+        self,
+        enabled: bool,
+        idle: float | None = None,
+        interval: float | None = None,
+        count: int | None = None,
+    ) -> None:
+        """Turn keepalive on or off and change its timing (``SO_KEEPALIVE``, ``TCP_KEEPIDLE``,
+        ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``); takes effect from the next segment or timer."""
+        self.keepalive = enabled
+        if idle is not None:
+            self.keepalive_idle = idle
+        if interval is not None:
+            self.keepalive_interval = interval
+        if count is not None:
+            self.keepalive_count = count
+        if not enabled:
+            self._keepalive_deadline = None
+        elif self._keepalive_deadline is None and self.state in _KEEPALIVE_STATES:
+            self._keepalive_deadline = self._now + self.keepalive_idle
+
     def set_nodelay(self, nodelay: bool) -> None:
         """Turn Nagle's algorithm off (``True``) or on (``False``)."""
         self.nodelay = nodelay
@@ -374,6 +404,7 @@ class Connection:
             self._delack_deadline,
             self._persist_deadline,
             self._close_deadline,
+            self._keepalive_deadline,
         ):
             if t is not None and (best is None or t < best):
                 best = t
@@ -439,7 +470,30 @@ class Connection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
+            self._on_keepalive_timer(now)
+            if self.state is S.CLOSED:
+                return
         self._output(now)
+
+    def _on_keepalive_timer(self, now: float) -> None:
+        """RFC 1122 §4.2.3.6: probe an idle peer; fail after enough silence."""
+        self._keepalive_deadline = None
+        if not self.keepalive or self.state not in _KEEPALIVE_STATES:
+            return
+        if self.snd_una != self.snd_max or self.unsent_bytes:
+            # Data is outstanding: the retransmission or persist timer speaks for us.
+            self._keepalive_deadline = now + self.keepalive_idle
+            return
+        if self._keepalive_unanswered >= self.keepalive_count:
+            self._enter_closed(TimeoutError("connection timed out (keepalive unanswered)"))
+            return
+        # An already-acknowledged sequence number with no data: any live peer answers with
+        # an ACK (§3.10.7.4), and the probe needs no window.
+        self._keepalive_unanswered += 1
+        self.stats_counters["keepalive_probes"] += 1
+        self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
+        self._keepalive_deadline = now + self.keepalive_interval
 
     def _on_retransmission_timeout(self, now: float) -> None:
         st = self.state
@@ -505,11 +559,14 @@ class Connection:
         """Process one incoming segment addressed to this connection."""
         self._now = now
         self.stats_counters["segments_received"] += 1
+        self._keepalive_unanswered = 0
         st = self.state
         if st is S.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
         elif st is not S.CLOSED and st is not S.LISTEN:
             self._receive_synchronizing(seg, now)
+        if self.keepalive and self.state in _KEEPALIVE_STATES:
+            self._keepalive_deadline = now + self.keepalive_idle
         self._output(now)
 
     def _receive_in_syn_sent(self, seg: Segment, now: float) -> None:
@@ -1108,6 +1165,7 @@ class Connection:
         self._set_state(S.TIME_WAIT)
         self._rto_deadline = None
         self._persist_deadline = None
+        self._keepalive_deadline = None
         self._close_deadline = now + 2 * self.config.msl
         self._report_closed(None)
 
@@ -1116,6 +1174,7 @@ class Connection:
             self._set_state(S.CLOSED)
         self._rto_deadline = self._delack_deadline = None
         self._persist_deadline = self._close_deadline = None
+        self._keepalive_deadline = None
         self._ack_now = False
         self._report_closed(error)
 
