@@ -88,12 +88,13 @@ class Script:
 @pytest.fixture
 def config() -> Config:
     """Plain RFC 9293 behaviour for scripted exchanges: no delayed ACKs, keepalive, window
-    scaling or timestamps, so segments carry exactly the fields a test writes down.
+    scaling, timestamps or SACK, so segments carry exactly the fields a test writes down.
     (test_options.py covers the options.)"""
     return Config(
         delayed_ack=0.0,
         window_scaling=False,
         timestamps=False,
+        sack=False,
         receive_buffer=65535,
         congestion_control="newreno",
         keepalive=False,  # RFC 1122's default; test_keepalive.py covers it

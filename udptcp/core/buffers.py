@@ -109,6 +109,17 @@ class ReassemblyQueue:
         self._data.insert(i, data)
         self.size += len(data)
 
+    def runs(self) -> list[tuple[int, int]]:
+        """The held data as merged ``(start, end)`` offset ranges, lowest first."""
+        out: list[tuple[int, int]] = []
+        for start, data in zip(self._starts, self._data):
+            end = start + len(data)
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], end)
+            else:
+                out.append((start, end))
+        return out
+
     def pop_from(self, offset: int) -> bytes:
         """Remove and return the contiguous bytes starting at ``offset`` (may be empty).
 

@@ -32,6 +32,9 @@ class Config:
     #: Offer RFC 7323 timestamps (RTT measurement on every ACK, PAWS). They cost 12 bytes
     #: of every segment.
     timestamps: bool = True
+    #: Offer selective acknowledgments (RFC 2018, with D-SACK, RFC 2883), so loss
+    #: recovery (RFC 6675) repairs several holes per round trip.
+    sack: bool = True
     #: Maximum segment lifetime; TIME-WAIT lasts ``2 * msl`` (RFC 9293 §3.4.1).
     msl: float = 30.0
     #: Nagle's algorithm (RFC 896). Off by default: asyncio sets TCP_NODELAY on its

@@ -20,8 +20,9 @@ from .config import Config
 from .congestion import CongestionControl, create
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from .rtt import RttEstimator
+from .sack import Scoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, Options, Segment
-from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, seq_min
 
 _MASK = 0xFFFFFFFF
 # RFC 9293 §3.7.1: the MSS to assume when the peer sends no MSS option (IPv4).
@@ -135,6 +136,12 @@ class Connection:
         self.wscale_ok = False
         self.rcv_wscale = 0
         self.snd_wscale = 0
+        # RFC 2018 selective acknowledgments.
+        self.sack_ok = False
+        self._sb = Scoreboard()  # sender: what the peer SACKed (stream offsets)
+        self._high_rxt = 0  # sender: end of what this recovery retransmitted (offset)
+        self._ooo_latest = 0  # receiver: offset of the newest out-of-order arrival
+        self._dsack: tuple[int, int] | None = None  # receiver: duplicate to report (seqs)
         # RFC 7323 timestamps.
         self.ts_enabled = False
         self.ts_recent = 0
@@ -201,6 +208,8 @@ class Connection:
                 "window_probes",
                 "paws_rejected",
                 "keepalive_probes",
+                "dsacks_received",
+                "sack_recoveries",
             ),
             0,
         )
@@ -247,6 +256,8 @@ class Connection:
                 self.wscale_ok = True
                 self.snd_wscale = min(opts.wscale, _MAX_WSCALE)
                 self.rcv_wscale = self._wscale_offer
+            if opts.sack_permitted and cfg.sack:
+                self.sack_ok = True
             if opts.timestamps is not None and cfg.timestamps:
                 self.ts_enabled = True
                 self.ts_recent = opts.timestamps[0]
@@ -520,6 +531,9 @@ class Connection:
             self.cc.on_timeout(self._flight, now)
         else:
             self.cc.cwnd = self._eff_mss
+            # RFC 2018 §8: a receiver may renege on what it SACKed; after repeated timeouts
+            # stop trusting the scoreboard so go-back-N resends everything.
+            self._sb.clear()
         self._retries += 1
         self._in_recovery = False
         self._dupacks = 0
@@ -629,6 +643,7 @@ class Connection:
                 return
             if seg.payload and seq_lt(seg.seq, self.rcv_nxt):
                 self.stats_counters["duplicate_bytes_received"] += len(seg.payload)
+                self._dsack = (seg.seq, seq_add(seg.seq, len(seg.payload)))  # RFC 2883
             if st is S.TIME_WAIT and flags & FIN and seq_add(seg.seq, seg_len) == self.rcv_nxt:
                 # A retransmitted FIN: the peer lost our last ACK. ACK again, restart 2 MSL.
                 self._close_deadline = now + 2 * self.config.msl
@@ -705,7 +720,10 @@ class Connection:
         timestamps = None
         if cfg.timestamps and (not answering or self.ts_enabled):
             timestamps = (self._tsval(), self.ts_recent if answering else 0)
-        return Options(mss=self.mss, wscale=wscale, timestamps=timestamps)
+        sack_permitted = cfg.sack and (not answering or self.sack_ok)
+        return Options(
+            mss=self.mss, wscale=wscale, sack_permitted=sack_permitted, timestamps=timestamps
+        )
 
     def _establish(self, seg: Segment, now: float) -> None:
         """SYN-RECEIVED -> ESTABLISHED on an ACK of our SYN (§3.10.7.4 fifth step)."""
@@ -783,15 +801,19 @@ class Connection:
                 self._persist_deadline = None
                 self._persist_backoff = 1
 
+        newly_sacked = 0
+        if self.sack_ok and seg.options is not None and seg.options.sack_blocks:
+            newly_sacked = self._take_sack_blocks(seg.options.sack_blocks, ack)
         if seq_gt(ack, self.snd_una):
             ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
             self._on_new_ack(ack, now, ts[1] if ts is not None else 0)
         elif (
             ack == self.snd_una
             and self.snd_max != self.snd_una
-            and not seg.payload
-            and not seg.flags & (SYN | FIN)
-            and not window_changed
+            and (
+                newly_sacked > 0  # RFC 6675 §2: an ACK bringing new SACK information
+                or (not seg.payload and not seg.flags & (SYN | FIN) and not window_changed)
+            )
         ):
             self._on_duplicate_ack(now)
 
@@ -815,6 +837,8 @@ class Connection:
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack  # after a go-back-N rewind, originals were acknowledged
         self._sendbuf.acknowledge(self._stream_offset(ack))
+        if self._sb:
+            self._sb.prune(self._stream_offset(ack))
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self.cc.srtt = self.rtt.srtt
@@ -837,15 +861,40 @@ class Connection:
             self._una_since = now
         return acked
 
+    def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> int:
+        """Merge the peer's SACK blocks into the scoreboard; return the bytes newly SACKed.
+
+        A first block below the cumulative ACK, or inside the second block, is a D-SACK
+        (RFC 2883 §4): a report of a duplicate, not of new data.
+        """
+        new = 0
+        una_off = self._stream_offset(self.snd_una)
+        max_off = self._stream_offset(self.snd_max)
+        for i, (left, right) in enumerate(blocks):
+            if i == 0 and (
+                seq_le(right, ack)
+                or (len(blocks) > 1 and seq_ge(left, blocks[1][0]) and seq_le(right, blocks[1][1]))
+            ):
+                self.stats_counters["dsacks_received"] += 1
+                continue
+            start, end = self._stream_offset(left), self._stream_offset(right)
+            # Ignore blocks that do not lie within what is outstanding (RFC 2018 §3).
+            start, end = max(start, una_off), min(end, max_off)
+            if start < end:
+                new += self._sb.add(start, end)
+        return new
+
     def _on_new_ack(self, ack: int, now: float, tsecr: int = 0) -> None:
         acked = self._ack_advances(ack, now, tsecr)
         self.stats_counters["bytes_acked"] += acked
         cc = self.cc
         if self._in_recovery:
             if seq_ge(ack, self._recover):
-                # RFC 6582 §3.2 step 3: full acknowledgment ends fast recovery.
+                # RFC 6582 §3.2 step 3 / RFC 6675 §5: full acknowledgment ends recovery.
                 self._in_recovery = False
                 cc.on_recovery_end(self._flight, now)
+            elif self.sack_ok:
+                pass  # RFC 6675: the scoreboard decides; _output sends by pipe
             else:
                 # Partial acknowledgment: the next hole was lost too; repair it now and
                 # deflate the window by what was acknowledged (RFC 6582 §3.2 step 3).
@@ -861,8 +910,11 @@ class Connection:
         self._dupacks = 0
 
     def _on_duplicate_ack(self, now: float) -> None:
-        """RFC 5681 §3.2 fast retransmit, RFC 6582 fast recovery."""
+        """RFC 5681 §3.2 fast retransmit, RFC 6582 fast recovery, RFC 6675 SACK recovery."""
         self._dupacks += 1
+        if self.sack_ok:
+            self._maybe_enter_sack_recovery(now)
+            return
         if self._in_recovery:
             self.cc.cwnd += self._eff_mss  # each further duplicate: a segment left the network
             return
@@ -874,6 +926,88 @@ class Connection:
             self.cc.on_loss(self._flight, now)
             self.stats_counters["fast_retransmits"] += 1
             self._retransmit_una(now)
+
+    def _maybe_enter_sack_recovery(self, now: float) -> None:
+        """RFC 6675 §5: enter loss recovery on DupThresh duplicates or once the first
+        unacknowledged byte is deemed lost by the scoreboard."""
+        if self._in_recovery or not seq_ge(self.snd_una, self._recover):
+            return
+        una_off = self._stream_offset(self.snd_una)
+        if self._dupacks < 3 and self._sb.lost_below(self._eff_mss) <= una_off:
+            return
+        self._in_recovery = True
+        self._recover = self.snd_max
+        self.cc.on_loss(self._flight, now)
+        self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
+        self._high_rxt = una_off
+        self.stats_counters["fast_retransmits"] += 1
+        self.stats_counters["sack_recoveries"] += 1
+        # Step 4.3: the first segment presumed lost goes out whatever pipe says.
+        self._retransmit_range(una_off, now)
+
+    def _sack_send(self, now: float) -> None:
+        """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
+        mss = self._eff_mss
+        while True:
+            una = self._stream_offset(self.snd_una)
+            sent = self._stream_offset(self.snd_max)
+            pipe = self._sb.pipe(una, sent, self._high_rxt, mss)
+            if self.cc.cwnd - pipe < mss or not self._next_segment(una, sent, now):
+                return
+
+    def _next_segment(self, una: int, sent: int, now: float) -> bool:
+        """RFC 6675 §4 NextSeg(), rules 1-3; sends the segment and returns True."""
+        sb = self._sb
+        mss = self._eff_mss
+        highest = sb.highest
+        start = max(una, self._high_rxt)
+        if highest is not None:
+            lost = sb.lost_below(mss)
+            # Rule 1: the first unSACKed byte above HighRxt that is deemed lost.
+            for hole_start, _ in sb.holes(start, min(lost, highest)):
+                return self._retransmit_range(hole_start, now)
+        # Rule 2: new data, if the receiver's window allows.
+        buf_end = self._sendbuf.end + (1 if self._fin_queued else 0)
+        room = self.snd_wnd - (sent - una)
+        if sent < buf_end and room > 0:
+            size = min(mss, self._sendbuf.end - sent, room)
+            if size > 0 or sent == self._sendbuf.end:
+                flags = ACK
+                if sent + size == self._sendbuf.end:
+                    flags |= PSH | (FIN if self._fin_queued else 0)
+                self._transmit(flags, self.snd_max, self._sendbuf.get(sent, size), now)
+                return True
+        # Rule 3: an unSACKed byte below the highest SACKed one, not yet deemed lost.
+        if highest is not None:
+            for hole_start, _ in sb.holes(start, highest):
+                return self._retransmit_range(hole_start, now)
+        return False
+
+    def _retransmit_range(self, off: int, now: float) -> bool:
+        """Send again the data from stream offset ``off``, up to one segment, stopping at
+        the next SACKed range; the FIN rides along when the data ends there."""
+        buf = self._sendbuf
+        limit = self._sb.next_sacked(off)
+        size = min(self._eff_mss, buf.end - off, (limit - off) if limit is not None else 1 << 62)
+        seq = seq_add(self.iss, 1 + off)
+        if size > 0:
+            flags = ACK
+            if off + size == buf.end:
+                flags |= PSH
+                if self._fin_queued and seq_gt(self.snd_max, self._fin_seq):
+                    flags |= FIN
+            seg = self._segment(flags, seq, buf.get(off, size))
+        elif self._fin_queued and off == buf.end and seq_gt(self.snd_max, self._fin_seq):
+            seg = self._segment(ACK | FIN, seq)
+        else:
+            return False
+        self._high_rxt = max(self._high_rxt, off + max(size, 1))
+        self._rtt_seq = None
+        self.stats_counters["retransmits"] += 1
+        self._emit(seg, now)
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rtt.rto
+        return True
 
     def _retransmit_una(self, now: float) -> None:
         """Send the first unacknowledged segment again without moving SND.NXT."""
@@ -906,6 +1040,8 @@ class Connection:
         if early > 0:
             dup = min(early, len(payload))
             self.stats_counters["duplicate_bytes_received"] += dup
+            if dup:
+                self._dsack = (seq, seq_add(seq, dup))  # RFC 2883: report the duplicate
             payload = payload[early:]
             seq = self.rcv_nxt
             if early > len(seg.payload):
@@ -922,7 +1058,9 @@ class Connection:
         if offset > self._rcv_off:
             # Out of order: hold it and send a duplicate ACK at once (RFC 5681 §4.2).
             self.stats_counters["out_of_order_segments"] += 1
-            self._reassembly.add(offset, payload)
+            if payload and not self._reassembly.add(offset, payload):
+                self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
+            self._ooo_latest = offset
             if fin:
                 self._fin_off = offset + len(payload)
             self._ack_now = True
@@ -984,7 +1122,10 @@ class Connection:
     def _output(self, now: float) -> None:
         """Send what the windows allow, then any ACK still owed."""
         if self.state in _SENDS_DATA:
-            self._send_data(now)
+            if self._in_recovery and self.sack_ok:
+                self._sack_send(now)
+            else:
+                self._send_data(now)
         if self._ack_now and self.state in _ACKS:
             if self.state is S.SYN_RECEIVED:
                 self._ack_now = False
@@ -993,10 +1134,21 @@ class Connection:
 
     def _send_data(self, now: float, override_sws: bool = False) -> None:
         buf = self._sendbuf
-        mss = self._eff_mss
+        mss = self._eff_mss - (self._sack_option_len() if self.sack_ok else 0)
+        sb = self._sb
         while True:
             off = self._stream_offset(self.snd_nxt)
             unsent = buf.end - off
+            run = unsent  # contiguous bytes this segment may take
+            if sb and seq_lt(self.snd_nxt, self.snd_max):
+                # Go-back-N after a timeout passes over what the peer already SACKed.
+                skip = sb.skip_sacked(off)
+                if skip > off:
+                    self.snd_nxt = seq_min(seq_add(self.iss, 1 + skip), self.snd_max)
+                    continue
+                limit = sb.next_sacked(off)
+                if limit is not None:
+                    run = min(unsent, limit - off)
             cwnd = self.cc.cwnd
             if 0 < self._dupacks < 3 and not self._in_recovery:
                 # RFC 3042 limited transmit: each of the first two duplicate ACKs lets one
@@ -1005,15 +1157,10 @@ class Connection:
             wnd = min(self.snd_wnd, cwnd)
             usable = wnd - seq_diff(self.snd_nxt, self.snd_una)
             if unsent > 0:
-                size = min(unsent, mss, usable)
+                size = min(run, mss, usable)
                 if size <= 0:
                     break
-                if (
-                    size < unsent
-                    and size < mss
-                    and size < self.max_snd_wnd // 2
-                    and not override_sws
-                ):
+                if size < run and size < mss and size < self.max_snd_wnd // 2 and not override_sws:
                     break  # sender-side silly window avoidance (RFC 1122 §4.2.3.4)
                 if not self.nodelay and size < mss and self.snd_nxt != self.snd_una:
                     break  # Nagle (RFC 896): one small segment outstanding at a time
@@ -1058,9 +1205,12 @@ class Connection:
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
         options = None
-        if self.ts_enabled:
+        blocks = self._sack_blocks() if self.sack_ok else ()
+        if self.ts_enabled or blocks:
             # RFC 7323 §3.2: once agreed, every segment carries a timestamp.
-            options = Options(timestamps=(self._tsval(), self.ts_recent))
+            ts = (self._tsval(), self.ts_recent) if self.ts_enabled else None
+            options = Options(timestamps=ts, sack_blocks=blocks)
+            self._dsack = None
         return Segment(
             self.local_port,
             self.remote_port,
@@ -1071,6 +1221,32 @@ class Connection:
             options,
             payload,
         )
+
+    def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
+        """SACK blocks for the next segment (RFC 2018 §4, RFC 2883 §4).
+
+        A D-SACK block comes first when a duplicate arrived; then the block holding the
+        newest out-of-order data; then the others, highest first. Three fit beside
+        timestamps in the 40 option bytes, four without.
+        """
+        runs = self._reassembly.runs() if len(self._reassembly) else []
+        if not runs and self._dsack is None:
+            return ()
+        limit = 3 if self.ts_enabled else 4
+        blocks: list[tuple[int, int]] = []
+        if self._dsack is not None:
+            blocks.append(self._dsack)
+        base_off, base_seq = self._rcv_off, self.rcv_nxt
+        runs.sort(key=lambda r: (not r[0] <= self._ooo_latest < r[1], -r[0]))
+        for start, end in runs[: limit - len(blocks)]:
+            blocks.append((seq_add(base_seq, start - base_off), seq_add(base_seq, end - base_off)))
+        return tuple(blocks)
+
+    def _sack_option_len(self) -> int:
+        """Bytes the SACK blocks add to a segment (NOP, NOP, kind, length, 8 per block)."""
+        n = (1 if self._dsack is not None else 0) + len(self._reassembly.runs())
+        n = min(n, 3 if self.ts_enabled else 4)
+        return 4 + 8 * n if n else 0
 
     def _tsval(self) -> int:
         """Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 §5.4)."""

@@ -1,0 +1,154 @@
+"""Selective acknowledgments: the receiver's blocks (RFC 2018, RFC 2883) and the sender's
+scoreboard-driven recovery (RFC 6675)."""
+
+from __future__ import annotations
+
+from udptcp.core.config import Config
+from udptcp.core.connection import Connection, State
+from udptcp.core.sack import Scoreboard
+from udptcp.core.segment import ACK, SYN, Options, Segment
+
+S = State
+ISS, PEER = 100, 900_000
+CFG = Config(delayed_ack=0.0, timestamps=False, keepalive=False)
+
+
+def _pair(cfg: Config = CFG, sack: bool = True) -> tuple[Connection, Connection]:
+    a_cfg = cfg if sack else cfg.replace(sack=False)
+    a = Connection.connect(a_cfg, local_port=1000, remote_port=2000, iss=ISS, mss=1452, now=0.0)
+    b = Connection.accept(cfg, a.take_segments()[0], iss=PEER, mss=1452, now=0.0)
+    for s in b.take_segments():
+        a.receive(s, 0.0)
+    for s in a.take_segments():
+        b.receive(s, 0.0)
+    a.take_events()
+    b.take_events()
+    return a, b
+
+
+def test_scoreboard_merges_prunes_and_finds_holes():
+    sb = Scoreboard()
+    assert sb.add(10, 20) == 10
+    assert sb.add(30, 40) == 10
+    assert sb.add(15, 32) == 10  # bridges both: only [20, 30) is new
+    assert sb.ranges() == [(10, 40)]
+    sb.add(50, 60)
+    assert list(sb.holes(0, 70)) == [(0, 10), (40, 50), (60, 70)]
+    sb.prune(35)
+    assert sb.ranges() == [(35, 40), (50, 60)]
+    assert sb.skip_sacked(36) == 40 and sb.skip_sacked(45) == 45
+    assert sb.next_sacked(41) == 50
+
+
+def test_loss_is_declared_below_three_ranges_or_more_than_two_segments_sacked():
+    sb = Scoreboard()
+    sb.add(1000, 2000)
+    assert sb.lost_below(1000) == -1  # one segment SACKed: nothing lost yet
+    sb.add(3000, 4000)
+    sb.add(5000, 6000)
+    assert sb.lost_below(1000) == 1000  # three ranges above: bytes below 1000 are lost
+    sb2 = Scoreboard()
+    sb2.add(1000, 4500)  # more than 2 SMSS SACKed in one range
+    assert sb2.lost_below(1000) == 1000
+
+
+def test_pipe_counts_unsacked_unlost_data_and_retransmissions():
+    sb = Scoreboard()
+    for start in (1000, 2000, 3000):
+        sb.add(start, start + 500)
+    # Outstanding [0, 4000): holes [0,1000) lost, [1500,2000) and [2500,3000) lost
+    # (three ranges above them? only 2 above 1500 -> not lost by count, 1000 bytes SACKed
+    # above -> not lost by bytes), tail [3500,4000) in flight.
+    pipe = sb.pipe(0, 4000, high_rxt=0, smss=1000)
+    assert pipe == 500 + 500 + 500
+    assert sb.pipe(0, 4000, high_rxt=1000, smss=1000) == 1500 + 1000  # [0,1000) resent
+
+
+def test_sack_permitted_is_answered_only_when_offered():
+    syn = Segment(2000, 1000, 5, 0, SYN, 65535, Options(mss=1452, sack_permitted=True))
+    conn = Connection.accept(CFG, syn, iss=ISS, mss=1452, now=0.0)
+    assert conn.take_segments()[0].options.sack_permitted
+    syn = Segment(2000, 1000, 5, 0, SYN, 65535, Options(mss=1452))
+    conn = Connection.accept(CFG, syn, iss=ISS, mss=1452, now=0.0)
+    assert not conn.take_segments()[0].options.sack_permitted
+    assert not conn.sack_ok
+
+
+def test_receiver_reports_holes_newest_first_and_duplicates_as_dsack():
+    a, b = _pair()
+    a.send(b"x" * 1452 * 6, 0.0)
+    segs = a.take_segments()
+    b.receive(segs[0], 0.0)
+    b.take_segments()
+    b.receive(segs[2], 0.0)
+    (ack,) = b.take_segments()
+    assert ack.options.sack_blocks == ((segs[2].seq, segs[3].seq),)
+    b.receive(segs[4], 0.0)
+    (ack,) = b.take_segments()
+    # RFC 2018 §4: the block with the newest segment first, then the earlier one.
+    assert ack.options.sack_blocks == ((segs[4].seq, segs[5].seq), (segs[2].seq, segs[3].seq))
+    b.receive(segs[0], 0.0)  # an old duplicate
+    (ack,) = b.take_segments()
+    assert ack.options.sack_blocks[0] == (segs[0].seq, segs[1].seq)  # RFC 2883 D-SACK
+    b.receive(segs[2], 0.0)  # a duplicate of held out-of-order data
+    (ack,) = b.take_segments()
+    assert ack.options.sack_blocks[0] == (segs[2].seq, segs[3].seq)
+
+
+def _deliver_rounds(a, b, first_drop, limit=50):
+    """Exchange at one instant (so no timer can fire); drop chosen first transmissions."""
+    dropped = set()
+    for rounds in range(1, limit):
+        sa, sb = a.take_segments(), b.take_segments()
+        if not sa and not sb:
+            return rounds - 1
+        for s in sa:
+            if s.payload and s.seq in first_drop and s.seq not in dropped:
+                dropped.add(s.seq)
+                continue
+            b.receive(s, 0.0)
+        for s in sb:
+            a.receive(s, 0.0)
+    return limit
+
+
+def test_a_burst_of_ten_lost_segments_is_repaired_in_one_recovery_without_timeout():
+    a, b = _pair(CFG.replace(initial_window=40))
+    a.send(bytes(range(256)) * 200, 0.0)  # 51200 bytes: 36 segments
+    first = a.take_segments()
+    lost = {s.seq for s in first[5:15]}
+    a._out = first  # put them back: the exchange below carries them
+    _deliver_rounds(a, b, lost)
+    got = b"".join(e.data for e in b.take_events())
+    assert got == bytes(range(256)) * 200
+    st = a.stats()
+    assert st["timeouts"] == 0
+    assert st["sack_recoveries"] == 1
+    assert st["retransmits"] == 10  # exactly the lost ones: nothing SACKed was resent
+
+
+def test_without_sack_the_same_burst_needs_many_more_round_trips():
+    a, b = _pair(CFG.replace(initial_window=40), sack=False)
+    a.send(bytes(range(256)) * 200, 0.0)
+    first = a.take_segments()
+    lost = {s.seq for s in first[5:15]}
+    a._out = first
+    _deliver_rounds(a, b, lost)
+    # NewReno repairs one hole per round trip (partial ACKs), and stays in recovery.
+    assert a.stats()["retransmits"] >= 10
+    assert not a.sack_ok
+
+
+def test_go_back_n_after_a_timeout_skips_what_was_sacked():
+    a, b = _pair(CFG.replace(initial_window=10))
+    a.send(b"y" * 1452 * 10, 0.0)
+    segs = a.take_segments()
+    for s in segs[3:]:  # 0, 1, 2 lost; 3.. SACKed
+        b.receive(s, 0.0)
+    for s in b.take_segments():
+        a.receive(s, 0.0)
+    a.take_segments()  # whatever recovery sent is lost too
+    a.handle_timer(a.get_timer())
+    resent = a.take_segments()
+    for s in resent:
+        assert s.seq < segs[3].seq  # nothing SACKed goes out again
