@@ -6,7 +6,7 @@ from __future__ import annotations
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.sack import Scoreboard
-from udptcp.core.segment import ACK, SYN, Options, Segment
+from udptcp.core.segment import SYN, Options, Segment
 
 S = State
 ISS, PEER = 100, 900_000
