@@ -152,3 +152,31 @@ def test_go_back_n_after_a_timeout_skips_what_was_sacked():
     resent = a.take_segments()
     for s in resent:
         assert s.seq < segs[3].seq  # nothing SACKed goes out again
+
+
+def test_a_lost_tail_segment_is_repaired_by_a_probe_well_before_the_rto():
+    a, b = _pair(CFG.replace(initial_window=10))
+    # An RTT sample first, so the probe timeout (2 x SRTT) is known: 40 ms.
+    a.send(b"r" * 100, 0.0)
+    for s in a.take_segments():
+        b.receive(s, 0.02)
+    for s in b.take_segments():
+        a.receive(s, 0.04)
+    a.send(b"t" * 1452 * 4, 0.04)
+    segs = a.take_segments()
+    for s in segs[:-1]:  # the last segment of the flight is lost: no duplicate ACKs follow
+        b.receive(s, 0.06)
+    for s in b.take_segments():
+        a.receive(s, 0.08)
+    rto_at = a._rto_deadline
+    probe_at = a.get_timer()
+    assert probe_at < rto_at
+    a.handle_timer(probe_at)
+    (probe,) = a.take_segments()
+    assert probe.seq == segs[-1].seq and probe.payload == segs[-1].payload
+    b.receive(probe, probe_at + 0.02)
+    for s in b.take_segments():
+        a.receive(s, probe_at + 0.04)
+    assert a.snd_una == a.snd_max  # repaired
+    assert a.stats()["timeouts"] == 0 and a.stats()["tail_loss_probes"] == 1
+    assert probe_at + 0.04 < rto_at  # well before the retransmission timeout

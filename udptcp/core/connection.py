@@ -34,6 +34,9 @@ _MAX_WSCALE = 14
 _TIMESTAMPS_LEN = 12
 # RFC 5961 §7: bound challenge ACKs so they cannot be used as an amplifier.
 _CHALLENGE_ACKS_PER_SECOND = 10
+# RFC 8985 §7.2 adds a worst-case delayed-ACK time to a lone segment's probe timeout; it
+# suggests 200 ms, but both udptcp (Config.delayed_ack) and Linux acknowledge within 40 ms.
+_WC_DELACK = 0.04
 # Persist timer bounds (RFC 1122 §4.2.2.17 leaves them open; Linux uses RTO-based backoff).
 _PERSIST_MAX = 60.0
 
@@ -174,6 +177,8 @@ class Connection:
         self._rto_deadline: float | None = None
         self._delack_deadline: float | None = None
         self._persist_deadline: float | None = None
+        self._pto_deadline: float | None = None  # RFC 8985 tail loss probe
+        self._tlp_out = False  # a probe is outstanding: one per tail episode
         self._persist_backoff = 1
         self._close_deadline: float | None = None  # TIME-WAIT or FIN-WAIT-2 timer
         self._keepalive_deadline: float | None = None
@@ -210,6 +215,7 @@ class Connection:
                 "keepalive_probes",
                 "dsacks_received",
                 "sack_recoveries",
+                "tail_loss_probes",
             ),
             0,
         )
@@ -416,6 +422,7 @@ class Connection:
             self._persist_deadline,
             self._close_deadline,
             self._keepalive_deadline,
+            self._pto_deadline,
         ):
             if t is not None and (best is None or t < best):
                 best = t
@@ -481,6 +488,8 @@ class Connection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        if self._pto_deadline is not None and now >= self._pto_deadline:
+            self._send_tlp(now)
         if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
             self._on_keepalive_timer(now)
             if self.state is S.CLOSED:
@@ -853,12 +862,15 @@ class Connection:
                 self.cc.srtt = self.rtt.srtt
         self._retries = 0
         # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
+        self._tlp_out = False
         if self.snd_una == self.snd_max:
             self._rto_deadline = None
             self._una_since = None
+            self._pto_deadline = None
         else:
             self._rto_deadline = now + self.rtt.rto
             self._una_since = now
+            self._arm_tlp(now)
         return acked
 
     def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> int:
@@ -936,6 +948,7 @@ class Connection:
         if self._dupacks < 3 and self._sb.lost_below(self._eff_mss) <= una_off:
             return
         self._in_recovery = True
+        self._pto_deadline = None
         self._recover = self.snd_max
         self.cc.on_loss(self._flight, now)
         self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
@@ -1202,6 +1215,50 @@ class Connection:
         self._emit(seg, now)
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rtt.rto
+        self._arm_tlp(now)
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 §7.2: schedule a tail loss probe about two round trips out.
+
+        If the last segments of a flight are lost, no duplicate ACK or SACK will ever
+        announce it; the probe draws an ACK (with SACK information) that lets recovery
+        start long before the retransmission timeout.
+        """
+        srtt = self.rtt.srtt
+        if not self.sack_ok or srtt is None or self._in_recovery or self._tlp_out or self._retries:
+            self._pto_deadline = None
+            return
+        if self.snd_una == self.snd_max:
+            self._pto_deadline = None
+            return
+        pto = 2 * srtt
+        if self._flight <= self._eff_mss:
+            pto += _WC_DELACK  # a lone segment may be waiting on a delayed ACK
+        pto = max(pto, 0.01)
+        deadline = now + pto
+        if self._rto_deadline is not None and deadline >= self._rto_deadline:
+            self._pto_deadline = None  # the RTO comes first anyway
+        else:
+            self._pto_deadline = deadline
+
+    def _send_tlp(self, now: float) -> None:
+        """RFC 8985 §7.3: send one new segment if allowed, else the last one again."""
+        self._pto_deadline = None
+        if self.state not in _SENDS_DATA or self.snd_una == self.snd_max or self._in_recovery:
+            return
+        self._tlp_out = True
+        self.stats_counters["tail_loss_probes"] += 1
+        sent = self._stream_offset(self.snd_max)
+        room = self.snd_wnd - self._flight
+        if sent < self._sendbuf.end and room > 0:
+            size = min(self._eff_mss, self._sendbuf.end - sent, room)
+            flags = ACK | (PSH if sent + size == self._sendbuf.end else 0)
+            self._transmit(flags, self.snd_max, self._sendbuf.get(sent, size), now)
+        else:
+            # The highest segment again: its ACK (or SACK, D-SACK) says what the tail needs.
+            last = max(self._sendbuf.end - self._eff_mss, self._stream_offset(self.snd_una))
+            self._retransmit_range(last, now)
+        self._rto_deadline = now + self.rtt.rto  # §7.3: restart the RTO
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
         options = None
@@ -1341,7 +1398,7 @@ class Connection:
         self._set_state(S.TIME_WAIT)
         self._rto_deadline = None
         self._persist_deadline = None
-        self._keepalive_deadline = None
+        self._keepalive_deadline = self._pto_deadline = None
         self._close_deadline = now + 2 * self.config.msl
         self._report_closed(None)
 
@@ -1350,7 +1407,7 @@ class Connection:
             self._set_state(S.CLOSED)
         self._rto_deadline = self._delack_deadline = None
         self._persist_deadline = self._close_deadline = None
-        self._keepalive_deadline = None
+        self._keepalive_deadline = self._pto_deadline = None
         self._ack_now = False
         self._report_closed(error)
 
