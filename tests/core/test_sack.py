@@ -180,3 +180,76 @@ def test_a_lost_tail_segment_is_repaired_by_a_probe_well_before_the_rto():
     assert a.snd_una == a.snd_max  # repaired
     assert a.stats()["timeouts"] == 0 and a.stats()["tail_loss_probes"] == 1
     assert probe_at + 0.04 < rto_at  # well before the retransmission timeout
+
+
+def _warm_rtt(a, b, rtt=0.04):
+    """One exchange with a real round trip, so RACK and the probe timer know the RTT."""
+    a.send(b"w" * 100, 0.0)
+    for s in a.take_segments():
+        b.receive(s, rtt / 2)
+    for s in b.take_segments():
+        a.receive(s, rtt)
+    b.take_events()
+    return rtt
+
+
+def test_rack_finds_a_lost_retransmission_without_waiting_for_the_rto():
+    a, b = _pair(CFG.replace(initial_window=20))
+    t = _warm_rtt(a, b)
+    a.send(b"L" * 1452 * 12, t)
+    segs = a.take_segments()
+    victim = segs[2].seq
+    for s in segs:
+        if s.seq != victim:
+            b.receive(s, t + 0.02)
+    for s in b.take_segments():
+        a.receive(s, t + 0.04)
+    (retx,) = [s for s in a.take_segments() if s.seq == victim]  # recovery resends it
+    # ...and the resend is lost too. New data keeps flowing and gets SACKed.
+    a.send(b"N" * 1452 * 4, t + 0.05)
+    for s in a.take_segments():
+        if s.seq != victim:
+            b.receive(s, t + 0.07)
+    for s in b.take_segments():
+        a.receive(s, t + 0.09)
+    # RACK: the resend went out before data now SACKed, and a round trip plus the
+    # reordering window has passed, so it is lost again: resent long before any RTO.
+    now = t + 0.09
+    while not any(s.seq == victim for s in a._out):
+        now = a.get_timer()
+        assert now < a._rto_deadline
+        a.handle_timer(now)
+    again = [s for s in a.take_segments() if s.seq == victim]
+    assert again and a.stats()["timeouts"] == 0
+    for s in again:
+        b.receive(s, now + 0.02)
+    for s in b.take_segments():
+        a.receive(s, now + 0.04)
+    assert a.snd_una == a.snd_max
+
+
+def test_a_multi_segment_tail_loss_is_repaired_by_probe_and_rack_before_the_rto():
+    a, b = _pair(CFG.replace(initial_window=20))
+    t = _warm_rtt(a, b)
+    a.send(b"T" * 1452 * 8, t)
+    segs = a.take_segments()
+    for s in segs[:5]:  # the last three segments of the flight are lost
+        b.receive(s, t + 0.02)
+    for s in b.take_segments():
+        a.receive(s, t + 0.04)
+    now = t + 0.04
+    rto_at = a._rto_deadline
+    for _ in range(20):  # let the probe and RACK do their work, delivering everything
+        if a.snd_una == a.snd_max:
+            break
+        if not a._out:
+            now = a.get_timer()
+            a.handle_timer(now)
+        for s in a.take_segments():
+            b.receive(s, now + 0.02)
+        for s in b.take_segments():
+            a.receive(s, now + 0.04)
+        now += 0.04
+    assert a.snd_una == a.snd_max
+    assert a.stats()["tail_loss_probes"] == 1 and a.stats()["timeouts"] == 0
+    assert now < rto_at + 0.2

@@ -19,6 +19,7 @@ from .buffers import ReassemblyQueue, SendBuffer
 from .config import Config
 from .congestion import CongestionControl, create
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
+from .rack import SentLog
 from .rtt import RttEstimator
 from .sack import Scoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, Options, Segment
@@ -142,7 +143,8 @@ class Connection:
         # RFC 2018 selective acknowledgments.
         self.sack_ok = False
         self._sb = Scoreboard()  # sender: what the peer SACKed (stream offsets)
-        self._high_rxt = 0  # sender: end of what this recovery retransmitted (offset)
+        self._log = SentLog()  # sender: outstanding segments and their send times (RACK)
+        self._rack_deadline: float | None = None  # RACK reordering-window timer
         self._ooo_latest = 0  # receiver: offset of the newest out-of-order arrival
         self._dsack: tuple[int, int] | None = None  # receiver: duplicate to report (seqs)
         # RFC 7323 timestamps.
@@ -423,6 +425,7 @@ class Connection:
             self._close_deadline,
             self._keepalive_deadline,
             self._pto_deadline,
+            self._rack_deadline,
         ):
             if t is not None and (best is None or t < best):
                 best = t
@@ -488,6 +491,9 @@ class Connection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        if self._rack_deadline is not None and now >= self._rack_deadline:
+            self._rack_deadline = None
+            self._detect_losses(now)  # RFC 8985 §6.3 reordering timer
         if self._pto_deadline is not None and now >= self._pto_deadline:
             self._send_tlp(now)
         if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
@@ -543,6 +549,9 @@ class Connection:
             # RFC 2018 §8: a receiver may renege on what it SACKed; after repeated timeouts
             # stop trusting the scoreboard so go-back-N resends everything.
             self._sb.clear()
+            self._log.forget_sacks()
+        self._log.mark_all_lost()  # RFC 8985 §6.3
+        self._rack_deadline = None
         self._retries += 1
         self._in_recovery = False
         self._dupacks = 0
@@ -813,6 +822,8 @@ class Connection:
         newly_sacked = 0
         if self.sack_ok and seg.options is not None and seg.options.sack_blocks:
             newly_sacked = self._take_sack_blocks(seg.options.sack_blocks, ack)
+            if newly_sacked:
+                self._log.sack(self._sb, now, self.rtt.min_rtt or 0.0)
         if seq_gt(ack, self.snd_una):
             ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
             self._on_new_ack(ack, now, ts[1] if ts is not None else 0)
@@ -825,6 +836,8 @@ class Connection:
             )
         ):
             self._on_duplicate_ack(now)
+        if self.sack_ok:
+            self._detect_losses(now)
 
         st = self.state
         fin_acked = self._fin_queued and seq_gt(self.snd_una, self._fin_seq)
@@ -848,6 +861,8 @@ class Connection:
         self._sendbuf.acknowledge(self._stream_offset(ack))
         if self._sb:
             self._sb.prune(self._stream_offset(ack))
+        if self._log:
+            self._log.acknowledge(self._stream_offset(ack), now, self.rtt.min_rtt or 0.0)
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self.cc.srtt = self.rtt.srtt
@@ -925,8 +940,7 @@ class Connection:
         """RFC 5681 §3.2 fast retransmit, RFC 6582 fast recovery, RFC 6675 SACK recovery."""
         self._dupacks += 1
         if self.sack_ok:
-            self._maybe_enter_sack_recovery(now)
-            return
+            return  # _process_ack runs loss detection on every ACK
         if self._in_recovery:
             self.cc.cwnd += self._eff_mss  # each further duplicate: a segment left the network
             return
@@ -939,68 +953,73 @@ class Connection:
             self.stats_counters["fast_retransmits"] += 1
             self._retransmit_una(now)
 
-    def _maybe_enter_sack_recovery(self, now: float) -> None:
-        """RFC 6675 §5: enter loss recovery on DupThresh duplicates or once the first
-        unacknowledged byte is deemed lost by the scoreboard."""
-        if self._in_recovery or not seq_ge(self.snd_una, self._recover):
+    def _detect_losses(self, now: float) -> None:
+        """Deem outstanding segments lost (RACK, RFC 8985 §6; DupThresh, RFC 6675 §4) and
+        enter recovery when something is (RFC 6675 §5, with RFC 6582's "recover" guard)."""
+        log = self._log
+        if not log:
+            self._rack_deadline = None
             return
-        una_off = self._stream_offset(self.snd_una)
-        if self._dupacks < 3 and self._sb.lost_below(self._eff_mss) <= una_off:
+        srtt = self.rtt.srtt or 0.0
+        reo_wnd = min((self.rtt.min_rtt or 0.0) / 4, srtt)  # RFC 8985 §6.2 step 4
+        newly, wait = log.detect_losses(now, reo_wnd)
+        self._rack_deadline = wait
+        if self._sb:
+            newly += log.mark_lost_below(self._sb.lost_below(self._eff_mss))
+        if self._dupacks >= 3:
+            newly += log.mark_lost_below(self._stream_offset(self.snd_una) + 1)
+        if log.first_lost() is None:
             return
-        self._in_recovery = True
-        self._pto_deadline = None
-        self._recover = self.snd_max
-        self.cc.on_loss(self._flight, now)
-        self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
-        self._high_rxt = una_off
-        self.stats_counters["fast_retransmits"] += 1
-        self.stats_counters["sack_recoveries"] += 1
-        # Step 4.3: the first segment presumed lost goes out whatever pipe says.
-        self._retransmit_range(una_off, now)
+        if not self._in_recovery and seq_ge(self.snd_una, self._recover):
+            self._in_recovery = True
+            self._pto_deadline = None
+            self._recover = self.snd_max
+            self.cc.on_loss(self._flight, now)
+            self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
+            self.stats_counters["fast_retransmits"] += 1
+            self.stats_counters["sack_recoveries"] += 1
+            # Step 4.3: the first segment deemed lost goes out whatever pipe says.
+            first = log.first_lost()
+            if first is not None:
+                self._retransmit_range(first.start, now, first.end)
 
     def _sack_send(self, now: float) -> None:
         """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
         mss = self._eff_mss
-        while True:
-            una = self._stream_offset(self.snd_una)
-            sent = self._stream_offset(self.snd_max)
-            pipe = self._sb.pipe(una, sent, self._high_rxt, mss)
-            if self.cc.cwnd - pipe < mss or not self._next_segment(una, sent, now):
-                return
+        while self.cc.cwnd - self._log.pipe() >= mss and self._next_segment(now):
+            pass
 
-    def _next_segment(self, una: int, sent: int, now: float) -> bool:
-        """RFC 6675 §4 NextSeg(), rules 1-3; sends the segment and returns True."""
-        sb = self._sb
-        mss = self._eff_mss
-        highest = sb.highest
-        start = max(una, self._high_rxt)
-        if highest is not None:
-            lost = sb.lost_below(mss)
-            # Rule 1: the first unSACKed byte above HighRxt that is deemed lost.
-            for hole_start, _ in sb.holes(start, min(lost, highest)):
-                return self._retransmit_range(hole_start, now)
-        # Rule 2: new data, if the receiver's window allows.
+    def _next_segment(self, now: float) -> bool:
+        """RFC 6675 §4 NextSeg() with RACK's notion of lost; sends it and returns True.
+
+        Rule 1: the lowest segment deemed lost (a lost retransmission included, which
+        RACK finds and DupThresh cannot). Rule 2: new data the peer's window allows.
+        (Rule 3's speculative retransmission is left to RACK's reordering timer.)
+        """
+        lost = self._log.first_lost()
+        if lost is not None:
+            return self._retransmit_range(lost.start, now, lost.end)
+        una = self._stream_offset(self.snd_una)
+        sent = self._stream_offset(self.snd_max)
         buf_end = self._sendbuf.end + (1 if self._fin_queued else 0)
         room = self.snd_wnd - (sent - una)
         if sent < buf_end and room > 0:
-            size = min(mss, self._sendbuf.end - sent, room)
+            size = min(self._eff_mss, self._sendbuf.end - sent, room)
             if size > 0 or sent == self._sendbuf.end:
                 flags = ACK
                 if sent + size == self._sendbuf.end:
                     flags |= PSH | (FIN if self._fin_queued else 0)
                 self._transmit(flags, self.snd_max, self._sendbuf.get(sent, size), now)
                 return True
-        # Rule 3: an unSACKed byte below the highest SACKed one, not yet deemed lost.
-        if highest is not None:
-            for hole_start, _ in sb.holes(start, highest):
-                return self._retransmit_range(hole_start, now)
         return False
 
-    def _retransmit_range(self, off: int, now: float) -> bool:
-        """Send again the data from stream offset ``off``, up to one segment, stopping at
-        the next SACKed range; the FIN rides along when the data ends there."""
+    def _retransmit_range(self, off: int, now: float, end: int | None = None) -> bool:
+        """Send again the data from stream offset ``off``, up to one segment (or ``end``),
+        stopping at the next SACKed range; the FIN rides along when the data ends there."""
         buf = self._sendbuf
         limit = self._sb.next_sacked(off)
+        if end is not None:
+            limit = end if limit is None else min(limit, end)
         size = min(self._eff_mss, buf.end - off, (limit - off) if limit is not None else 1 << 62)
         seq = seq_add(self.iss, 1 + off)
         if size > 0:
@@ -1014,7 +1033,7 @@ class Connection:
             seg = self._segment(ACK | FIN, seq)
         else:
             return False
-        self._high_rxt = max(self._high_rxt, off + max(size, 1))
+        self._log.record(off, off + size, now)
         self._rtt_seq = None
         self.stats_counters["retransmits"] += 1
         self._emit(seg, now)
@@ -1212,6 +1231,9 @@ class Connection:
         self.snd_nxt = end
         if seq_gt(end, self.snd_max):
             self.snd_max = end
+        if payload:
+            off = self._stream_offset(seq)
+            self._log.record(off, off + len(payload), now)
         self._emit(seg, now)
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rtt.rto
@@ -1398,7 +1420,7 @@ class Connection:
         self._set_state(S.TIME_WAIT)
         self._rto_deadline = None
         self._persist_deadline = None
-        self._keepalive_deadline = self._pto_deadline = None
+        self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
         self._close_deadline = now + 2 * self.config.msl
         self._report_closed(None)
 
@@ -1407,7 +1429,7 @@ class Connection:
             self._set_state(S.CLOSED)
         self._rto_deadline = self._delack_deadline = None
         self._persist_deadline = self._close_deadline = None
-        self._keepalive_deadline = self._pto_deadline = None
+        self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
         self._ack_now = False
         self._report_closed(error)
 

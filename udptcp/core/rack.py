@@ -1,0 +1,175 @@
+"""Time-based loss detection: RACK (RFC 8985 §6) over a log of outstanding segments.
+
+Every data segment sent is logged with its stream-offset range and the time of its latest
+transmission. When the peer acknowledges or SACKs a segment, every unSACKed segment that was
+sent *before* it, and has had a round trip plus a reordering window to arrive, is deemed
+lost. Unlike duplicate-ACK counting this also catches a lost retransmission and losses at
+the tail of a flight, and it tolerates reordering shorter than the window.
+
+The log also yields RFC 6675's ``pipe`` directly: the bytes sent that are neither SACKed nor
+deemed lost.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from .sack import Scoreboard
+
+
+class Sent:
+    """One logged transmission."""
+
+    __slots__ = ("start", "end", "time", "order", "retransmitted", "lost", "sacked")
+
+    def __init__(self, start: int, end: int, time: float, order: int) -> None:
+        self.start = start
+        self.end = end
+        self.time = time
+        self.order = order  # transmission count: orders sends that share a clock tick
+        self.retransmitted = False
+        self.lost = False
+        self.sacked = False
+
+    def __repr__(self) -> str:
+        flags = "".join(
+            c for c, on in (("R", self.retransmitted), ("L", self.lost), ("S", self.sacked)) if on
+        )
+        return f"<Sent [{self.start},{self.end}) t={self.time:.4f} {flags}>"
+
+
+class SentLog:
+    """Outstanding segments, ordered by offset, with RACK's view of which are lost."""
+
+    __slots__ = ("_segs", "_starts", "_sends", "rack_time", "rack_order", "rack_rtt")
+
+    def __init__(self) -> None:
+        self._segs: list[Sent] = []
+        self._starts: list[int] = []
+        self._sends = 0
+        #: Transmission time and order of the most recently *sent* segment known delivered.
+        #: (RFC 8985 breaks ties in time by sequence number; a send counter also orders a
+        #: retransmission after the data it follows when both fall in one clock tick.)
+        self.rack_time = -1.0
+        self.rack_order = -1
+        #: RTT measured on that segment.
+        self.rack_rtt = 0.0
+
+    def __len__(self) -> int:
+        return len(self._segs)
+
+    def segments(self) -> list[Sent]:
+        return list(self._segs)
+
+    def record(self, start: int, end: int, now: float) -> None:
+        """Log a transmission of ``[start, end)``: new data at the top, or a resend."""
+        if end <= start:
+            return
+        self._sends += 1
+        order = self._sends
+        if not self._segs or start >= self._segs[-1].end:
+            self._segs.append(Sent(start, end, now, order))
+            self._starts.append(start)
+            return
+        i = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        while i < len(self._segs) and self._segs[i].start < end:
+            seg = self._segs[i]
+            if seg.end > start:
+                seg.time = now
+                seg.order = order
+                seg.retransmitted = True
+                seg.lost = False
+            i += 1
+        if end > self._segs[-1].end:  # a resend that also carries new bytes
+            self._segs.append(Sent(self._segs[-1].end, end, now, order))
+            self._starts.append(self._segs[-1].start)
+
+    def acknowledge(self, una: int, now: float, min_rtt: float) -> None:
+        """Drop what the cumulative ACK covers, letting RACK learn from it."""
+        n = 0
+        for seg in self._segs:
+            if seg.end > una:
+                break
+            if not seg.sacked:
+                self._delivered(seg, now, min_rtt)
+            n += 1
+        if n:
+            del self._segs[:n]
+            del self._starts[:n]
+        if self._segs and self._segs[0].start < una:
+            self._segs[0].start = una
+            self._starts[0] = una
+
+    def sack(self, sb: Scoreboard, now: float, min_rtt: float) -> None:
+        """Mark segments the scoreboard now covers as SACKed, letting RACK learn."""
+        for seg in self._segs:
+            if not seg.sacked and sb.covers(seg.start, seg.end):
+                seg.sacked = True
+                seg.lost = False
+                self._delivered(seg, now, min_rtt)
+
+    def _delivered(self, seg: Sent, now: float, min_rtt: float) -> None:
+        # RFC 8985 §6.2 step 2: an ACK arriving sooner than min_RTT after a retransmission
+        # acknowledges the original, so it says nothing about this transmission's time.
+        if seg.retransmitted and now - seg.time < min_rtt:
+            return
+        if (seg.time, seg.order) > (self.rack_time, self.rack_order):
+            self.rack_time, self.rack_order = seg.time, seg.order
+            self.rack_rtt = now - seg.time
+
+    def detect_losses(self, now: float, reo_wnd: float) -> tuple[int, float | None]:
+        """RFC 8985 §6.2 step 5: mark segments sent before the RACK segment as lost once
+        RACK.rtt + reo_wnd has passed; return (how many newly lost, when to look again)."""
+        newly = 0
+        wait: float | None = None
+        horizon = self.rack_rtt + reo_wnd
+        for seg in self._segs:
+            if seg.sacked or seg.lost:
+                continue
+            if (seg.time, seg.order) >= (self.rack_time, self.rack_order):
+                continue  # sent after the newest delivered segment: no evidence yet
+            due = seg.time + horizon
+            if due <= now:
+                seg.lost = True
+                newly += 1
+            elif wait is None or due < wait:
+                wait = due
+        return newly, wait
+
+    def mark_lost_below(self, offset: int) -> int:
+        """Deem lost every unSACKed segment ending at or below ``offset`` (the RFC 6675
+        DupThresh rule, kept beside RACK for the first round of a connection). A segment
+        already sent again is left to RACK: only time tells whether the resend was lost."""
+        newly = 0
+        for seg in self._segs:
+            if seg.end > offset:
+                break
+            if not seg.sacked and not seg.lost and not seg.retransmitted:
+                seg.lost = True
+                newly += 1
+        return newly
+
+    def mark_all_lost(self) -> None:
+        """RFC 8985 §6.3: after a retransmission timeout everything unSACKed is lost."""
+        for seg in self._segs:
+            if not seg.sacked:
+                seg.lost = True
+
+    def first_lost(self) -> Sent | None:
+        for seg in self._segs:
+            if seg.lost and not seg.sacked:
+                return seg
+        return None
+
+    def pipe(self) -> int:
+        """Bytes in flight: sent, neither SACKed nor deemed lost (RFC 6675 §4 via RACK)."""
+        return sum(s.end - s.start for s in self._segs if not s.sacked and not s.lost)
+
+    def clear(self) -> None:
+        self._segs.clear()
+        self._starts.clear()
+
+    def forget_sacks(self) -> None:
+        """The scoreboard was dropped (the peer may have reneged): nothing counts as SACKed."""
+        for seg in self._segs:
+            seg.sacked = False
