@@ -21,7 +21,7 @@ from .congestion import CongestionControl, create
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from .rack import SentLog
 from .rtt import RttEstimator
-from .sack import Scoreboard
+from .sack import DUP_THRESH, Scoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, Options, Segment
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, seq_min
 
@@ -960,14 +960,20 @@ class Connection:
         if not log:
             self._rack_deadline = None
             return
-        srtt = self.rtt.srtt or 0.0
-        reo_wnd = min((self.rtt.min_rtt or 0.0) / 4, srtt)  # RFC 8985 §6.2 step 4
-        newly, wait = log.detect_losses(now, reo_wnd)
+        # RFC 8985 §6.2 step 4: until reordering has been seen, a loss is declared as soon
+        # as DupThresh segments are SACKed (or during recovery); once it has, wait a
+        # quarter of the minimum RTT for stragglers.
+        if not log.reordering_seen and (
+            self._in_recovery or log.sacked_segments() >= DUP_THRESH
+        ):
+            reo_wnd = 0.0
+        else:
+            reo_wnd = min((self.rtt.min_rtt or 0.0) / 4, self.rtt.srtt or 0.0)
+        _newly, wait = log.detect_losses(now, reo_wnd)
         self._rack_deadline = wait
-        if self._sb:
-            newly += log.mark_lost_below(self._sb.lost_below(self._eff_mss))
-        if self._dupacks >= 3:
-            newly += log.mark_lost_below(self._stream_offset(self.snd_una) + 1)
+        if self._dupacks >= 3 and not self._sb:
+            # A peer that agreed to SACK but sends no blocks: classic fast retransmit.
+            log.mark_lost_below(self._stream_offset(self.snd_una) + 1)
         if log.first_lost() is None:
             return
         if not self._in_recovery and seq_ge(self.snd_una, self._recover):

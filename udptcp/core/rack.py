@@ -41,7 +41,16 @@ class Sent:
 class SentLog:
     """Outstanding segments, ordered by offset, with RACK's view of which are lost."""
 
-    __slots__ = ("_segs", "_starts", "_sends", "rack_time", "rack_order", "rack_rtt")
+    __slots__ = (
+        "_segs",
+        "_starts",
+        "_sends",
+        "rack_time",
+        "rack_order",
+        "rack_rtt",
+        "reordering_seen",
+        "_delivered_end",
+    )
 
     def __init__(self) -> None:
         self._segs: list[Sent] = []
@@ -54,6 +63,9 @@ class SentLog:
         self.rack_order = -1
         #: RTT measured on that segment.
         self.rack_rtt = 0.0
+        #: RFC 8985 §6.2 step 3: a segment never resent arrived after one sent later.
+        self.reordering_seen = False
+        self._delivered_end = -1
 
     def __len__(self) -> int:
         return len(self._segs)
@@ -108,7 +120,13 @@ class SentLog:
                 seg.lost = False
                 self._delivered(seg, now, min_rtt)
 
+    def sacked_segments(self) -> int:
+        return sum(1 for s in self._segs if s.sacked)
+
     def _delivered(self, seg: Sent, now: float, min_rtt: float) -> None:
+        if not seg.retransmitted and seg.end < self._delivered_end:
+            self.reordering_seen = True
+        self._delivered_end = max(self._delivered_end, seg.end)
         # RFC 8985 §6.2 step 2: an ACK arriving sooner than min_RTT after a retransmission
         # acknowledges the original, so it says nothing about this transmission's time.
         if seg.retransmitted and now - seg.time < min_rtt:
