@@ -253,3 +253,28 @@ def test_a_multi_segment_tail_loss_is_repaired_by_probe_and_rack_before_the_rto(
     assert a.snd_una == a.snd_max
     assert a.stats()["tail_loss_probes"] == 1 and a.stats()["timeouts"] == 0
     assert now < rto_at + 0.2
+
+
+def test_a_recovery_caused_by_reordering_is_undone_when_dsacks_report_it():
+    a, b = _pair(CFG.replace(initial_window=20))
+    t = _warm_rtt(a, b)
+    a.send(b"O" * 1452 * 10, t)
+    segs = a.take_segments()
+    late = segs[1]  # delayed on the path, not lost
+    for s in segs:
+        if s is not late:
+            b.receive(s, t + 0.02)
+    for s in b.take_segments():
+        a.receive(s, t + 0.04)
+    assert a._in_recovery  # three SACKed segments above it: deemed lost and resent
+    cwnd_before = a._undo_cwnd
+    assert a.cc.cwnd < cwnd_before
+    resent = [s for s in a.take_segments() if s.seq == late.seq]
+    b.receive(late, t + 0.05)  # the original arrives after all ...
+    for s in resent:
+        b.receive(s, t + 0.06)  # ... so the resend is a duplicate: D-SACK
+    for s in b.take_segments():
+        a.receive(s, t + 0.08)
+    assert a.stats()["dsacks_received"] >= 1
+    assert a.stats()["spurious_recoveries_undone"] == 1
+    assert a.cc.cwnd >= cwnd_before  # RFC 3708: the cut is undone

@@ -145,6 +145,12 @@ class Connection:
         self._sb = Scoreboard()  # sender: what the peer SACKed (stream offsets)
         self._log = SentLog()  # sender: outstanding segments and their send times (RACK)
         self._rack_deadline: float | None = None  # RACK reordering-window timer
+        # Undoing a congestion response to reordering (RFC 3708 D-SACK detection): the
+        # window before the response, and the retransmissions not yet reported as duplicates.
+        self._undo_cwnd: int | None = None
+        self._undo_ssthresh = 0
+        self._undo_retrans = 0
+        self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
         self._ooo_latest = 0  # receiver: offset of the newest out-of-order arrival
         self._dsack: tuple[int, int] | None = None  # receiver: duplicate to report (seqs)
         # RFC 7323 timestamps.
@@ -218,6 +224,7 @@ class Connection:
                 "dsacks_received",
                 "sack_recoveries",
                 "tail_loss_probes",
+                "spurious_recoveries_undone",
             ),
             0,
         )
@@ -552,6 +559,7 @@ class Connection:
             self._log.forget_sacks()
         self._log.mark_all_lost()  # RFC 8985 §6.3
         self._rack_deadline = None
+        self._undo_cwnd = None  # a timeout is not undone
         self._retries += 1
         self._in_recovery = False
         self._dupacks = 0
@@ -903,6 +911,7 @@ class Connection:
                 or (len(blocks) > 1 and seq_ge(left, blocks[1][0]) and seq_le(right, blocks[1][1]))
             ):
                 self.stats_counters["dsacks_received"] += 1
+                self._on_dsack()
                 continue
             start, end = self._stream_offset(left), self._stream_offset(right)
             # Ignore blocks that do not lie within what is outstanding (RFC 2018 §3).
@@ -910,6 +919,23 @@ class Connection:
             if start < end:
                 new += self._sb.add(start, end)
         return new
+
+    def _on_dsack(self) -> None:
+        """A duplicate reached the peer: the path reorders, or a retransmission was spurious.
+
+        RFC 8985 §6.2: widen the reordering window. RFC 3708: once every retransmission of
+        the last recovery has come back as a duplicate, nothing had been lost; restore
+        the congestion window the recovery cut.
+        """
+        self._reo_mult = min(self._reo_mult + 1, 16)
+        if self._undo_cwnd is None or self._undo_retrans <= 0:
+            return
+        self._undo_retrans -= 1
+        if self._undo_retrans == 0:
+            self.cc.cwnd = max(self.cc.cwnd, self._undo_cwnd)
+            self.cc.ssthresh = max(self.cc.ssthresh, self._undo_ssthresh)
+            self._undo_cwnd = None
+            self.stats_counters["spurious_recoveries_undone"] += 1
 
     def _on_new_ack(self, ack: int, now: float, tsecr: int = 0) -> None:
         acked = self._ack_advances(ack, now, tsecr)
@@ -963,12 +989,11 @@ class Connection:
         # RFC 8985 §6.2 step 4: until reordering has been seen, a loss is declared as soon
         # as DupThresh segments are SACKed (or during recovery); once it has, wait a
         # quarter of the minimum RTT for stragglers.
-        if not log.reordering_seen and (
-            self._in_recovery or log.sacked_segments() >= DUP_THRESH
-        ):
+        if not log.reordering_seen and (self._in_recovery or log.sacked_segments() >= DUP_THRESH):
             reo_wnd = 0.0
         else:
-            reo_wnd = min((self.rtt.min_rtt or 0.0) / 4, self.rtt.srtt or 0.0)
+            min_rtt = self.rtt.min_rtt or 0.0
+            reo_wnd = min(min_rtt / 4 * self._reo_mult, self.rtt.srtt or 0.0)
         _newly, wait = log.detect_losses(now, reo_wnd)
         self._rack_deadline = wait
         if self._dupacks >= 3 and not self._sb:
@@ -980,6 +1005,8 @@ class Connection:
             self._in_recovery = True
             self._pto_deadline = None
             self._recover = self.snd_max
+            self._undo_cwnd, self._undo_ssthresh = self.cc.cwnd, self.cc.ssthresh
+            self._undo_retrans = 0
             self.cc.on_loss(self._flight, now)
             self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
             self.stats_counters["fast_retransmits"] += 1
@@ -1040,6 +1067,8 @@ class Connection:
         else:
             return False
         self._log.record(off, off + size, now)
+        if self._undo_cwnd is not None:
+            self._undo_retrans += 1
         self._rtt_seq = None
         self.stats_counters["retransmits"] += 1
         self._emit(seg, now)
