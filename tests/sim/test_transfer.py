@@ -64,7 +64,9 @@ def test_ten_megabytes_arrive_intact_through_loss_duplication_reordering_corrupt
 def test_transfer_over_a_rate_limited_queue_with_heavy_reordering(seed):
     # A 10 Mbit/s bottleneck whose 10-datagram queue is smaller than the window: the
     # sender must back off on the drops the queue makes, as on a real bottleneck.
-    fwd = Link(rate=1_250_000, queue_limit=10, delay=0.02, jitter=0.01, reorder=0.2)
+    # (queue_limit counts datagrams waiting, not the one being serialized: nine waiting
+    # plus one on the wire is the ten-datagram queue.)
+    fwd = Link(rate=1_250_000, queue_limit=9, delay=0.02, jitter=0.01, reorder=0.2)
     net, a, b = _setup(seed, fwd, Link(delay=0.02))
     client, _ = _transfer(net, a, b, 2_000_000, seed)
     assert net.link("a", "b").stats["queue-full"] > 0
