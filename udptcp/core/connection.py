@@ -828,6 +828,8 @@ class Connection:
                 self._persist_backoff = 1
 
         newly_sacked = 0
+        if self._log:
+            self._log.start_ack()
         if self.sack_ok and seg.options is not None and seg.options.sack_blocks:
             newly_sacked = self._take_sack_blocks(seg.options.sack_blocks, ack)
             if newly_sacked:

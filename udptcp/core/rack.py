@@ -50,6 +50,7 @@ class SentLog:
         "rack_rtt",
         "reordering_seen",
         "_delivered_end",
+        "_delivered_end_before",
     )
 
     def __init__(self) -> None:
@@ -66,6 +67,7 @@ class SentLog:
         #: RFC 8985 §6.2 step 3: a segment never resent arrived after one sent later.
         self.reordering_seen = False
         self._delivered_end = -1
+        self._delivered_end_before = -1
 
     def __len__(self) -> int:
         return len(self._segs)
@@ -123,8 +125,13 @@ class SentLog:
     def sacked_segments(self) -> int:
         return sum(1 for s in self._segs if s.sacked)
 
+    def start_ack(self) -> None:
+        """Call before the SACK blocks and cumulative ACK of one incoming segment: what it
+        reports arrived together, so only earlier ACKs can reveal reordering."""
+        self._delivered_end_before = self._delivered_end
+
     def _delivered(self, seg: Sent, now: float, min_rtt: float) -> None:
-        if not seg.retransmitted and seg.end < self._delivered_end:
+        if not seg.retransmitted and seg.end < self._delivered_end_before:
             self.reordering_seen = True
         self._delivered_end = max(self._delivered_end, seg.end)
         # RFC 8985 §6.2 step 2: an ACK arriving sooner than min_RTT after a retransmission
