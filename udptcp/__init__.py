@@ -12,6 +12,15 @@ NATs like any UDP flow. Applications get the asyncio contract they already use::
     reader, writer = await udptcp.open_connection("example.org", 4433)
     server = await udptcp.start_server(handle_client, "0.0.0.0", 4433)
 
+or, without changing a line of an asyncio program written for TCP, run it on the drop-in
+loop (``loop.create_connection``, ``loop.create_server``, ``asyncio.open_connection`` and
+``asyncio.start_server`` then go over udptcp)::
+
+    asyncio.run(main(), loop_factory=udptcp.loop_factory())  # Python 3.12+
+    udptcp.install(); asyncio.run(main())  # any version, via an event loop policy
+
+``ssl=`` runs asyncio's own TLS over a udptcp connection.
+
 Tunables live in :class:`Config`; ``udptcp.core`` is the sans-I/O protocol engine and
 ``udptcp.aio`` the asyncio adapter built on it.
 """
@@ -19,7 +28,9 @@ Tunables live in :class:`Config`; ``udptcp.core`` is the sans-I/O protocol engin
 from __future__ import annotations
 
 from udptcp.aio.api import create_connection, create_server, open_connection, start_server
+from udptcp.aio.loop import EventLoopPolicy, install, loop_factory, uvloop_factory
 from udptcp.aio.server import Server
+from udptcp.aio.tls import start_tls
 from udptcp.aio.transport import Transport
 from udptcp.core.config import Config
 from udptcp.core.connection import State
@@ -28,12 +39,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "EventLoopPolicy",
     "Server",
     "State",
     "Transport",
     "__version__",
     "create_connection",
     "create_server",
+    "install",
+    "loop_factory",
     "open_connection",
     "start_server",
+    "start_tls",
+    "uvloop_factory",
 ]

@@ -151,11 +151,12 @@ async def test_unknown_segment_is_answered_with_rst() -> None:
         assert (reply.src_port, reply.dst_port, reply.seq) == (port, 1234, 5000)
 
 
-async def test_ssl_is_not_supported_yet() -> None:
-    with pytest.raises(NotImplementedError):
-        await udptcp.create_connection(Recorder, "127.0.0.1", 9, ssl=True)
-    with pytest.raises(NotImplementedError):
+async def test_ssl_arguments_are_checked_as_asyncio_checks_them() -> None:
+    # TLS itself is tested in tests/dropin/test_tls_api.py and tests/conformance/test_tls.py.
+    with pytest.raises(TypeError, match="must be an SSLContext"):
         await udptcp.create_server(Echo, "127.0.0.1", 0, ssl=True)
+    with pytest.raises(ValueError, match="only meaningful with ssl"):
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, server_hostname="x")
 
 
 async def test_bad_arguments_raise_value_error() -> None:

@@ -12,18 +12,22 @@ and ``asyncio.start_server``, with these udptcp additions and differences:
   closes it when done, as asyncio does with a socket passed to it. Passing the same socket
   again shares its endpoint. For ``create_connection`` the peer is ``host``/``port`` if given,
   else the socket's connected peer.
-* ``ssl`` is not supported yet.
+* ``ssl``, ``server_hostname``, ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` mean
+  what they mean to asyncio: TLS runs on the udptcp connection through asyncio's own TLS
+  protocol (:mod:`udptcp.aio.tls`), so certificates and verification behave as over TCP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 from udptcp.core.config import Config
 
+from . import tls
 from .endpoint import SOCKET_BUFFER, Address, Endpoint
 from .server import Server
 from .transport import Transport
@@ -31,10 +35,9 @@ from .transport import Transport
 __all__ = ["create_connection", "create_server", "open_connection", "start_server"]
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
+_Q = TypeVar("_Q", bound=asyncio.BaseProtocol)
 
 STREAM_LIMIT = 2**16  # asyncio.streams._DEFAULT_LIMIT
-
-_NO_TLS = "TLS over udptcp lands with the drop-in issue"
 
 
 async def create_connection(
@@ -46,21 +49,77 @@ async def create_connection(
     sock: socket.socket | None = None,
     ssl: Any = None,
     server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     config: Config | None = None,
     vport: int | None = None,
     local_vport: int | None = None,
     family: int = 0,
-) -> tuple[Transport, _P]:
+    all_errors: bool = False,
+) -> tuple[asyncio.Transport, _P]:
     """Open a udptcp connection; return ``(transport, protocol)`` once it is ESTABLISHED.
 
+    With ``ssl`` (an ``ssl.SSLContext``, or True for asyncio's default client context) the
+    TLS handshake runs on the connection before the call returns, and the transport is
+    asyncio's TLS transport over it; ``server_hostname`` defaults to ``host``.
+
     Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN),
-    ``TimeoutError`` (no answer after ``config.syn_retries``) or another ``OSError``. If the
+    ``TimeoutError`` (no answer after ``config.syn_retries``) or another ``OSError``
+    (``ssl.SSLError`` and its subclasses for a failed TLS handshake). With ``all_errors``
+    every address's error is raised in an ``ExceptionGroup``, as asyncio does. If the
     call is cancelled the half-open connection is reset and its socket released.
     """
-    if ssl is not None:
-        raise NotImplementedError(_NO_TLS)
-    if server_hostname is not None:
-        raise ValueError("server_hostname is only meaningful with ssl")
+    options = tls.tls_options(
+        ssl,
+        server_side=False,
+        host=host,
+        server_hostname=server_hostname,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
+    )
+
+    def open_plain(
+        factory: Callable[[], _Q],
+    ) -> Awaitable[tuple[Transport, _Q]]:
+        return _create_connection(
+            factory,
+            host,
+            port,
+            local_addr=local_addr,
+            sock=sock,
+            config=config,
+            vport=vport,
+            local_vport=local_vport,
+            family=family,
+            all_errors=all_errors,
+        )
+
+    if options is None:
+        return await open_plain(protocol_factory)
+    sslcontext, server_hostname = options
+    return await tls.client_handshake(
+        open_plain,
+        protocol_factory,
+        sslcontext,
+        server_hostname,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
+    )
+
+
+async def _create_connection(
+    protocol_factory: Callable[[], _Q],
+    host: str | None,
+    port: int | str | None,
+    *,
+    local_addr: tuple[str, int] | None,
+    sock: socket.socket | None,
+    config: Config | None,
+    vport: int | None,
+    local_vport: int | None,
+    family: int,
+    all_errors: bool,
+) -> tuple[Transport, _Q]:
     _check_vport("vport", vport)
     _check_vport("local_vport", local_vport)
     loop = asyncio.get_running_loop()
@@ -101,17 +160,17 @@ async def create_connection(
             return await _open(endpoint, addr, protocol_factory, config, vport, local_vport)
         except OSError as exc:  # ConnectionRefusedError, TimeoutError, ...
             exceptions.append(exc)
-    _raise_connect_errors(exceptions)
+    _raise_connect_errors(exceptions, all_errors)
 
 
 async def _open(
     endpoint: Endpoint,
     peer: Address,
-    protocol_factory: Callable[[], _P],
+    protocol_factory: Callable[[], _Q],
     config: Config,
     vport: int | None,
     local_vport: int | None,
-) -> tuple[Transport, _P]:
+) -> tuple[Transport, _Q]:
     endpoint.acquire()
     try:
         transport = endpoint.connect(
@@ -176,10 +235,12 @@ def _bind_first(sock: socket.socket, family: int, local_infos: list[Any]) -> Non
     raise error
 
 
-def _raise_connect_errors(exceptions: list[OSError]) -> NoReturn:
+def _raise_connect_errors(exceptions: list[OSError], all_errors: bool = False) -> NoReturn:
     """Raise as asyncio does when every address failed."""
     if not exceptions:
         raise OSError("getaddrinfo() returned empty list")
+    if all_errors and sys.version_info >= (3, 11):
+        raise ExceptionGroup("create_connection failed", exceptions)  # noqa: F821 (3.11+)
     if len(exceptions) == 1 or all(str(e) == str(exceptions[0]) for e in exceptions):
         raise exceptions[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in exceptions)}")
@@ -193,21 +254,41 @@ async def create_server(
     sock: socket.socket | None = None,
     backlog: int = 100,
     ssl: Any = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     config: Config | None = None,
     start_serving: bool = True,
     vport: int | None = None,
     family: int = 0,
+    reuse_port: bool | None = None,
 ) -> Server:
     """Listen for udptcp connections on a UDP address; return a :class:`Server`.
 
     With ``host`` None (or ``""``) every interface is used, one socket per address family,
     as ``loop.create_server`` does. ``vport`` None accepts any destination virtual port.
+    With ``ssl`` (an ``ssl.SSLContext``) every connection runs the TLS server handshake
+    before its protocol sees ``connection_made``. ``reuse_port`` sets ``SO_REUSEPORT`` on
+    the UDP sockets (Linux then spreads peers over the processes sharing the port, each
+    peer address always to the same socket, which is what udptcp needs).
     """
-    if ssl is not None:
-        raise NotImplementedError(_NO_TLS)
+    options = tls.tls_options(
+        ssl,
+        server_side=True,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
+    )
     _check_vport("vport", vport)
     loop = asyncio.get_running_loop()
     config = config if config is not None else Config()
+    if options is not None:
+        sslcontext, _ = options
+        assert sslcontext is not None
+        protocol_factory = tls.server_protocol_factory(
+            protocol_factory,
+            sslcontext,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
 
     created: list[Endpoint] = []
     if sock is not None:
@@ -229,7 +310,8 @@ async def create_server(
                     infos.append(info)
         try:
             for fam, _type, proto, _name, addr in infos:
-                created.append(Endpoint.for_socket(loop, _bound_socket(fam, proto, addr)))
+                bound = _bound_socket(fam, proto, addr, reuse_port=bool(reuse_port))
+                created.append(Endpoint.for_socket(loop, bound))
         except BaseException:
             for endpoint in created:
                 endpoint.close()
@@ -249,11 +331,17 @@ async def create_server(
     return server
 
 
-def _bound_socket(family: int, proto: int, addr: Address) -> socket.socket:
+def _bound_socket(
+    family: int, proto: int, addr: Address, *, reuse_port: bool = False
+) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM, proto)
     try:
         sock.setblocking(False)
         _enlarge_buffers(sock)
+        if reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                raise ValueError("reuse_port not supported by socket module")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
             # As asyncio: one socket per family, so IPv6 sockets do not take IPv4 too.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, True)

@@ -20,7 +20,8 @@ single timer. The contract follows CPython's ``selector_events._SelectorSocketTr
 
 A protocol callback that raises is reported to ``loop.call_exception_handler`` and resets
 that connection, as asyncio's ``_fatal_error`` does; the endpoint and its other
-connections carry on. Protocol calls are never re-entered: a callback that writes or closes
+connections carry on. The exception is ``connection_made``: as on asyncio's transports, its
+exception is only reported and the connection stays open. Protocol calls are never re-entered: a callback that writes or closes
 only queues segments, and events it causes are delivered after it returns. Nor is a protocol
 called from inside an application call (``write``, ``close``, ``resume_reading``, ...): what
 those cause is delivered from ``call_soon``, as asyncio's own transports behave.
@@ -65,6 +66,9 @@ class Transport(asyncio.Transport):
     ports), ``udptcp_stats`` (the connection's counters and estimators, computed on call)
     and ``udptcp_connection`` (the core connection itself, for tests and tools).
     """
+
+    # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
+    _start_tls_compatible = True
 
     def __init__(
         self,
@@ -418,12 +422,22 @@ class Transport(asyncio.Transport):
         self._connection_made()
 
     def _connection_made(self) -> None:
+        protocol = self._protocol
         try:
-            self._protocol.connection_made(self)  # type: ignore[union-attr]
+            protocol.connection_made(self)  # type: ignore[union-attr]
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.connection_made() call failed.")
+            # asyncio calls connection_made from a plain callback: an exception there is
+            # reported and the connection carries on (both loops' TCP transports do so).
+            self._loop.call_exception_handler(
+                {
+                    "message": f"Exception in callback {protocol!r}.connection_made()",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": protocol,
+                }
+            )
 
     def _connection_closed(self, error: BaseException | None) -> None:
         """The connection is over for the application: report it exactly once."""
