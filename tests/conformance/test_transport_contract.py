@@ -93,10 +93,6 @@ async def test_a_reset_reports_connection_reset_error_once() -> None:
         assert await asyncio.wait_for(p.accepted.lost, 5) is None
 
 
-@pytest.mark.udptcp_core_bug(
-    "close() with unread data sends FIN, not RST (RFC 9293 §3.6 / RFC 2525 §2.17: SHOULD "
-    "reset to show that data was lost)"
-)
 async def test_close_with_unread_data_resets_the_peer() -> None:
     async with pair() as p:
         p.ct.pause_reading()
@@ -108,10 +104,6 @@ async def test_close_with_unread_data_resets_the_peer() -> None:
         assert "eof_received" not in p.accepted.calls
 
 
-@pytest.mark.udptcp_core_bug(
-    "data arriving after close() is acknowledged and dropped instead of answered with RST "
-    "(RFC 9293 §3.6, RFC 1122 §4.2.2.13), so the sender never learns it was lost"
-)
 async def test_data_arriving_after_close_resets_the_sender() -> None:
     async with pair(accepted=lambda: Recorder(keep_open=True)) as p:
         p.ct.close()

@@ -230,11 +230,24 @@ def test_abort_sends_rst_and_the_peer_sees_a_reset():
     assert net.trace[-1].segment.flags == RST
 
 
-def test_data_after_close_is_acknowledged_but_not_delivered(script):
+def test_data_after_close_is_answered_with_rst(script):
     conn = script.established(iss=100, peer_iss=300)
     conn.close(script.now)
-    script.out()
+    (fin,) = script.out()
     script.peer(301, 101, payload=b"too late")
-    ack = script.one()
-    assert ack.ack == 309
+    rst = script.one()
+    assert rst.flags == RST and rst.seq == fin.seq + 1
+    assert conn.state is S.CLOSED
     assert not any(isinstance(e, DataReceived) for e in script.take_events())
+
+
+def test_close_with_unread_data_resets_instead_of_fin(script):
+    conn = script.established(iss=100, peer_iss=300)
+    conn.pause_reading()
+    script.peer(301, 101, payload=b"unread")
+    script.out()
+    conn.close(script.now)
+    (rst,) = script.out()
+    assert rst.flags == RST
+    assert conn.state is S.CLOSED
+    assert script.take_events()[-1] == ConnectionClosed(None)

@@ -335,10 +335,19 @@ class Connection:
         self._output(now)
 
     def close(self, now: float) -> None:
-        """Close: FIN after queued data, and discard anything the peer sends from now on."""
+        """Close: FIN after queued data; the application reads nothing more.
+
+        Closing with received data still unread resets the connection instead, and so does
+        new data arriving after the close: the peer must learn that what it sent was not
+        read (RFC 9293 §3.10.4 and RFC 2525 §2.17; RFC 1122 §4.2.2.13), as kernel TCP does.
+        """
         self._now = now
         self._app_closed = True
         self._discard_input = True
+        if self._held and self.state in _SYNCHRONIZED | {S.SYN_RECEIVED}:
+            self._held.clear()
+            self.abort(now)
+            return
         self._held.clear()
         self.shutdown(now)
         if self.state is S.FIN_WAIT_2 and self._close_deadline is None:
@@ -1101,6 +1110,16 @@ class Connection:
 
     def _receive_text(self, seg: Segment, now: float) -> None:
         """Seventh and eighth steps: queue the data, then the FIN, in sequence order."""
+        if (
+            self._discard_input
+            and seg.payload
+            and seq_gt(seq_add(seg.seq, len(seg.payload)), self.rcv_nxt)
+        ):
+            # New data for an application that closed: nobody will read it. Reset, so
+            # the sender's writes fail rather than vanish (RFC 1122 §4.2.2.13; Linux too).
+            self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
+            self._enter_closed(None)
+            return
         payload = seg.payload
         seq = seg.seq
         fin = bool(seg.flags & FIN)
