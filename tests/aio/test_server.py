@@ -210,3 +210,40 @@ async def test_simultaneous_open_with_both_virtual_ports_named() -> None:
     ta.close()
     tb.close()
     await asyncio.wait_for(asyncio.gather(pa.lost, pb.lost), 5)
+
+
+async def test_a_server_restarts_on_its_port_while_its_closed_connections_wait_in_time_wait() -> (
+    None
+):
+    class CloseFirst(asyncio.Protocol):
+        """Answers one message and closes first, so the server side ends in TIME-WAIT."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[attr-defined]
+            self.transport.close()
+
+    server = await udptcp.create_server(CloseFirst, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await udptcp.open_connection("127.0.0.1", port)
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.read(), 5) == b"ping"
+    writer.close()
+    await asyncio.wait_for(writer.wait_closed(), 5)
+    server.close()
+    await asyncio.wait_for(server.wait_closed(), 5)
+    # The old connection holds the UDP port in TIME-WAIT (2 MSL); a new server on the same
+    # port must still start at once, as asyncio's TCP servers do with SO_REUSEADDR.
+    again = await udptcp.create_server(CloseFirst, "127.0.0.1", port)
+    assert again.sockets[0].getsockname()[1] == port
+    reader, writer = await udptcp.open_connection("127.0.0.1", port)
+    writer.write(b"pong")
+    assert await asyncio.wait_for(reader.read(), 5) == b"pong"
+    writer.close()
+    # A second live listener on the same port and virtual port is still refused.
+    with pytest.raises(OSError):
+        await udptcp.create_server(CloseFirst, "127.0.0.1", port)
+    again.close()
+    await asyncio.wait_for(again.wait_closed(), 5)

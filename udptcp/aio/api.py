@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeVar
 from udptcp.core.config import Config
 
 from . import tls
-from .endpoint import SOCKET_BUFFER, Address, Endpoint
+from .endpoint import SOCKET_BUFFER, Address, Endpoint, open_endpoints
 from .server import Server
 from .transport import Transport
 
@@ -308,15 +308,20 @@ async def create_server(
             for info in await _resolve(loop, h, port, family, socket.AI_PASSIVE):
                 if info not in infos:
                     infos.append(info)
+        endpoints = []
         try:
             for fam, _type, proto, _name, addr in infos:
+                existing = _listening_endpoint(loop, fam, addr)
+                if existing is not None:
+                    endpoints.append(existing)
+                    continue
                 bound = _bound_socket(fam, proto, addr, reuse_port=bool(reuse_port))
                 created.append(Endpoint.for_socket(loop, bound))
+                endpoints.append(created[-1])
         except BaseException:
             for endpoint in created:
                 endpoint.close()
             raise
-        endpoints = created
 
     try:
         server = Server(
@@ -329,6 +334,23 @@ async def create_server(
     if start_serving:
         await server.start_serving()
     return server
+
+
+def _listening_endpoint(loop: asyncio.AbstractEventLoop, family: int, addr: Any) -> Endpoint | None:
+    """An endpoint of this loop still bound to ``addr`` (kept open by TIME-WAIT connections
+    of a server that was closed), which a new server may share: udptcp's equivalent of the
+    SO_REUSEADDR that asyncio sets on TCP listeners, so a server restarts on its port at
+    once. A second listener on the same virtual port is still refused (EADDRINUSE)."""
+    if addr[1] == 0:
+        return None
+    for endpoint in open_endpoints(loop):
+        if (
+            endpoint.family == family
+            and endpoint.connected_peer is None
+            and tuple(endpoint.sockname[:2]) == tuple(addr[:2])
+        ):
+            return endpoint
+    return None
 
 
 def _bound_socket(
