@@ -68,19 +68,33 @@ from udptcp.tools.simtopo import (
 #: are always asserted; these are asserted only once switched on.
 EFFICIENCY_TARGETS_ENFORCED: dict[str, bool] = {
     # 0 % loss: goodput >= 90 % of the bottleneck rate once past slow start.
-    "zero_loss_goodput": False,
+    "zero_loss_goodput": True,
     # Random loss: goodput >= half the Mathis estimate (capped at the link rate).
-    "mathis": False,
+    "mathis": True,
     # 0 % loss with reordering jitter of a quarter RTT: spurious retransmissions < 1 %.
-    "spurious_retransmissions": False,
+    "spurious_retransmissions": True,
     # Two and four CUBIC flows on a shared bottleneck: Jain's index >= 0.9 (steady state).
-    "fairness": False,
+    "fairness": True,
     # A NewReno flow beside a CUBIC flow keeps >= 25 % of the bottleneck.
-    "newreno_share": False,
+    "newreno_share": True,
     # A tail loss is repaired by a probe well before the RTO would fire.
-    "tail_loss_probe": False,
+    "tail_loss_probe": True,
     # Ten consecutive lost segments are repaired within two round trips (SACK).
-    "sack_burst_repair": False,
+    "sack_burst_repair": True,
+}
+
+#: Cells that still miss an enforced target, and why. Each runs as a strict xfail, so the day
+#: the core meets it the test says so.
+KNOWN_MISSES: dict[str, str] = {
+    "10M-1ms-rand15%": (
+        "mathis: at 1 ms RTT a retransmission timeout costs 200 RTTs (the 200 ms RTO floor of "
+        "DESIGN §8); the few timeouts 15% loss still causes halve the goodput"
+    ),
+    "jitter-reorders": (
+        "spurious_retransmissions: 1.7% measured; RACK declares a loss as soon as DupThresh "
+        "segments are SACKed until it has seen reordering, and its min_RTT/4 window only "
+        "widens as D-SACKs return, so the first reordered bursts are resent"
+    ),
 }
 
 ZERO_LOSS_GOODPUT = 0.90  # of the link rate

@@ -13,6 +13,7 @@ from matrix import (
     CELLS,
     FAIRNESS_CELLS,
     FAIRNESS_RESULTS,
+    KNOWN_MISSES,
     RESULTS,
     Cell,
     FairnessCell,
@@ -23,7 +24,13 @@ from matrix import (
 )
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=lambda c: c.name)
+def _cell_param(cell: Cell) -> object:
+    reason = KNOWN_MISSES.get(cell.name)
+    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+    return pytest.param(cell, id=cell.name, marks=marks)
+
+
+@pytest.mark.parametrize("cell", [_cell_param(c) for c in CELLS])
 def test_cell(cell: Cell) -> None:
     result = run_cell(cell)
     RESULTS.append(result)
