@@ -157,6 +157,7 @@ class Connection:
         self.ts_enabled = False
         self.ts_recent = 0
         self._ts_offset = iss & _MASK  # TSval = ms clock + a per-connection offset (§5.4)
+        self._retx_tsval = self._ts_offset  # our TSval at the latest retransmission
         self._last_ack_sent = 0
         self._now = 0.0  # time of the call being processed (every entry point sets it)
         self.nodelay = not config.nagle
@@ -886,10 +887,12 @@ class Connection:
             self.rtt.sample(now - self._rtt_time)
             self.cc.srtt = self.rtt.srtt
             self._rtt_seq = None
-        elif tsecr:
+        elif tsecr and seq_ge(tsecr, self._retx_tsval):
             # RFC 7323 §4: the echoed timestamp names the transmission being acknowledged,
             # so it measures RTT even for retransmitted data, where Karn's rule stops the
-            # sequence-timed sample.
+            # sequence-timed sample. An echo older than our last retransmission is skipped:
+            # it answers an original whose ACK was lost, and would count our whole backoff
+            # wait as path delay (seen as 4 s samples on a 200 ms path at 10% loss).
             elapsed = ((self._tsval() - tsecr) & _MASK) / 1000
             if elapsed < self.config.rto_max:
                 self.rtt.sample(elapsed)
@@ -1078,6 +1081,7 @@ class Connection:
         else:
             return False
         self._log.record(off, off + size, now)
+        self._retx_tsval = self._tsval()
         if self._undo_cwnd is not None:
             self._undo_retrans += 1
         self._rtt_seq = None
@@ -1280,6 +1284,7 @@ class Connection:
         end = seq_add(seq, seg.seg_len)
         if seq_lt(seq, self.snd_max):
             self.stats_counters["retransmits"] += 1
+            self._retx_tsval = self._tsval()
         elif self._rtt_seq is None and self._retries == 0:
             self._rtt_seq, self._rtt_time = seq, now
         if self.snd_una == self.snd_max:
