@@ -98,6 +98,7 @@ def config() -> Config:
         receive_buffer=65535,
         congestion_control="newreno",
         keepalive=False,  # RFC 1122's default; test_keepalive.py covers it
+        pacing=False,  # whole windows at once, as RFC 9293 describes (test_pacing.py)
     )
 
 

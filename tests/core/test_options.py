@@ -13,7 +13,7 @@ from udptcp.tools.simnet import Link, SimNet
 
 S = State
 ISS, PEER = 1000, 5000
-FULL = Config(delayed_ack=0.0, receive_buffer=4 * 1024 * 1024)
+FULL = Config(delayed_ack=0.0, receive_buffer=4 * 1024 * 1024, pacing=False)
 
 
 def _accept(offer: Options, config: Config = FULL) -> Connection:

@@ -11,7 +11,7 @@ ISS, PEER = 100, 300
 
 
 def _pair(cfg: Config | None = None) -> tuple[Connection, Connection]:
-    cfg = cfg or Config(delayed_ack=0.0)
+    cfg = cfg or Config(delayed_ack=0.0, pacing=False)
     a = Connection.connect(cfg, local_port=1000, remote_port=2000, iss=ISS, mss=1452, now=0.0)
     b = Connection.accept(cfg, a.take_segments()[0], iss=900_000, mss=1452, now=0.0)
     for s in b.take_segments():

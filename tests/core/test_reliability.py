@@ -296,7 +296,7 @@ def test_two_rewound_senders_do_not_trade_acks_forever():
     """Both sides time out and rewind SND.NXT; their pure ACKs must still be acceptable."""
     from udptcp.core.connection import Connection
 
-    cfg = Config(delayed_ack=0.0, keepalive=False)
+    cfg = Config(delayed_ack=0.0, keepalive=False, pacing=False)
     a = Connection.connect(cfg, local_port=1000, remote_port=2000, iss=100, mss=1452, now=0.0)
     b = Connection.accept(cfg, a.take_segments()[0], iss=900_000, mss=1452, now=0.0)
     for s in b.take_segments():

@@ -145,6 +145,9 @@ class Connection:
         self._sb = Scoreboard()  # sender: what the peer SACKed (stream offsets)
         self._log = SentLog()  # sender: outstanding segments and their send times (RACK)
         self._rack_deadline: float | None = None  # RACK reordering-window timer
+        self._pace_deadline: float | None = None  # next paced send (token bucket refill)
+        self._pace_credit = 0.0  # bytes that may go out now
+        self._pace_time = 0.0  # when the credit was last topped up
         # Undoing a congestion response to reordering (RFC 3708 D-SACK detection): the
         # window before the response, and the retransmissions not yet reported as duplicates.
         self._undo_cwnd: int | None = None
@@ -443,6 +446,7 @@ class Connection:
             self._keepalive_deadline,
             self._pto_deadline,
             self._rack_deadline,
+            self._pace_deadline,
         ):
             if t is not None and (best is None or t < best):
                 best = t
@@ -508,6 +512,8 @@ class Connection:
         if self._delack_deadline is not None and now >= self._delack_deadline:
             self._delack_deadline = None
             self._ack_now = True
+        if self._pace_deadline is not None and now >= self._pace_deadline:
+            self._pace_deadline = None  # the credit has grown: _output below sends
         if self._rack_deadline is not None and now >= self._rack_deadline:
             self._rack_deadline = None
             self._detect_losses(now)  # RFC 8985 §6.3 reordering timer
@@ -1033,8 +1039,31 @@ class Connection:
     def _sack_send(self, now: float) -> None:
         """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
         mss = self._eff_mss
-        while self.cc.cwnd - self._log.pipe() >= mss and self._next_segment(now):
+        while (
+            self.cc.cwnd - self._log.pipe() >= mss
+            and self._may_send(mss, now)
+            and self._next_segment(now)
+        ):
             pass
+
+    def _may_send(self, size: int, now: float) -> bool:
+        """Pacing: a token bucket filled at gain x cwnd / SRTT; False (with the refill time
+        armed as a timer) when a ``size``-byte segment must wait."""
+        srtt = self.rtt.srtt
+        if not self.config.pacing or not srtt:
+            return True
+        gain = 2.0 if self.cc.cwnd < self.cc.ssthresh else 1.2
+        rate = gain * self.cc.cwnd / srtt
+        burst = max(2 * self._eff_mss, rate * 0.001)
+        self._pace_credit = min(burst, self._pace_credit + (now - self._pace_time) * rate)
+        self._pace_time = now
+        if self._pace_credit >= size or self._pace_credit >= burst:
+            self._pace_credit -= size
+            return True
+        if self._pace_deadline is None:
+            # At least 100 µs: a wait shorter than the clock's resolution would spin.
+            self._pace_deadline = now + max((size - self._pace_credit) / rate, 1e-4)
+        return False
 
     def _next_segment(self, now: float) -> bool:
         """RFC 6675 §4 NextSeg() with RACK's notion of lost; sends it and returns True.
@@ -1256,6 +1285,8 @@ class Connection:
                     break  # sender-side silly window avoidance (RFC 1122 §4.2.3.4)
                 if not self.nodelay and size < mss and self.snd_nxt != self.snd_una:
                     break  # Nagle (RFC 896): one small segment outstanding at a time
+                if not self._may_send(size, now):
+                    break
                 flags = ACK
                 last = size == unsent
                 if last:
@@ -1482,6 +1513,7 @@ class Connection:
         self._rto_deadline = None
         self._persist_deadline = None
         self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
+        self._pace_deadline = None
         self._close_deadline = now + 2 * self.config.msl
         self._report_closed(None)
 
@@ -1491,6 +1523,7 @@ class Connection:
         self._rto_deadline = self._delack_deadline = None
         self._persist_deadline = self._close_deadline = None
         self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
+        self._pace_deadline = None
         self._ack_now = False
         self._report_closed(error)
 
