@@ -25,7 +25,7 @@ def test_syn_offers_window_scale_and_timestamps():
     conn = Connection.connect(FULL, local_port=1, remote_port=2, iss=ISS, mss=1452, now=2.5)
     (syn,) = conn.take_segments()
     assert syn.options.mss == 1452
-    assert syn.options.wscale == 7  # 65535 << 7 covers 4 MiB
+    assert syn.options.wscale == 7  # 65535 << 7 covers the 4 MiB buffer of this config
     assert syn.options.timestamps == ((2500 + ISS) & 0xFFFFFFFF, 0)
     assert syn.window == 65535  # a SYN's window is never scaled
 
@@ -51,7 +51,7 @@ def test_agreed_scaling_shifts_both_windows():
     assert conn.snd_wnd == 1000 << 2  # the peer's field, scaled by its shift
     conn.send(b"x" * 100, 1.1)
     (data,) = conn.take_segments()
-    assert data.window == (4 * 1024 * 1024) >> 7  # ours, scaled by our shift
+    assert data.window == (128 * 1024) >> 7  # ours (auto-tuning starts at 128 KiB), scaled
 
 
 def test_without_the_peers_offer_windows_stay_unscaled_and_capped():

@@ -90,11 +90,6 @@ KNOWN_MISSES: dict[str, str] = {
         "mathis: at 1 ms RTT a retransmission timeout costs 200 RTTs (the 200 ms RTO floor of "
         "DESIGN §8); the few timeouts 15% loss still causes halve the goodput"
     ),
-    "jitter-reorders": (
-        "spurious_retransmissions: 1.7% measured; RACK declares a loss as soon as DupThresh "
-        "segments are SACKed until it has seen reordering, and its min_RTT/4 window only "
-        "widens as D-SACKs return, so the first reordered bursts are resent"
-    ),
 }
 
 ZERO_LOSS_GOODPUT = 0.90  # of the link rate

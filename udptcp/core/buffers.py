@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import bisect
 
+from .sack import Scoreboard
+
 # Compact the send buffer once this many acknowledged bytes sit at its front.
 _COMPACT_AT = 1 << 16
 
@@ -61,12 +63,13 @@ class ReassemblyQueue:
     duplicate arrivals are trimmed so no byte is stored twice.
     """
 
-    __slots__ = ("_starts", "_data", "size")
+    __slots__ = ("_starts", "_data", "size", "_ranges")
 
     def __init__(self) -> None:
         self._starts: list[int] = []
         self._data: list[bytes] = []
         self.size = 0  # bytes held
+        self._ranges = Scoreboard()  # the same data as merged ranges, for SACK blocks
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -75,6 +78,7 @@ class ReassemblyQueue:
         """Store ``data`` at stream offset ``start``; return how many new bytes were kept."""
         end = start + len(data)
         kept = 0
+        self._ranges.add(start, end)
         i = bisect.bisect_right(self._starts, start)
         # Trim against the run that begins before us.
         if i > 0:
@@ -111,14 +115,11 @@ class ReassemblyQueue:
 
     def runs(self) -> list[tuple[int, int]]:
         """The held data as merged ``(start, end)`` offset ranges, lowest first."""
-        out: list[tuple[int, int]] = []
-        for start, data in zip(self._starts, self._data):
-            end = start + len(data)
-            if out and out[-1][1] == start:
-                out[-1] = (out[-1][0], end)
-            else:
-                out.append((start, end))
-        return out
+        return self._ranges.ranges()
+
+    @property
+    def run_count(self) -> int:
+        return len(self._ranges)
 
     def pop_from(self, offset: int) -> bytes:
         """Remove and return the contiguous bytes starting at ``offset`` (may be empty).
@@ -134,4 +135,5 @@ class ReassemblyQueue:
             if end > offset:
                 pieces.append(data[offset - start :])
                 offset = end
+        self._ranges.prune(offset)
         return b"".join(pieces)

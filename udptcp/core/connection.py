@@ -38,6 +38,9 @@ _CHALLENGE_ACKS_PER_SECOND = 10
 # RFC 8985 §7.2 adds a worst-case delayed-ACK time to a lone segment's probe timeout; it
 # suggests 200 ms, but both udptcp (Config.delayed_ack) and Linux acknowledge within 40 ms.
 _WC_DELACK = 0.04
+# Receive-buffer auto-tuning starts from this much window and grows towards
+# Config.receive_buffer as the application proves it consumes more per round trip.
+_INITIAL_RCV_SPACE = 128 * 1024
 # Persist timer bounds (RFC 1122 §4.2.2.17 leaves them open; Linux uses RTO-based backoff).
 _PERSIST_MAX = 60.0
 
@@ -170,6 +173,12 @@ class Connection:
         self._reassembly = ReassemblyQueue()
         self._rcv_off = 0  # stream offset of rcv_nxt (bytes received in order)
         self._held = bytearray()  # in-order data held while reading is paused
+        # Receive-buffer auto-tuning (like Linux's tcp_rcv_space_adjust): the buffer in use,
+        # and the bytes delivered since the current measurement round began.
+        self._rcv_space = min(config.receive_buffer, _INITIAL_RCV_SPACE)
+        self._drs_bytes = 0
+        self._drs_start = 0.0
+        self._rcv_rtt: float | None = None  # receiver-side RTT from echoed timestamps
         self._reading = True
         self._eof_pending = False  # FIN arrived while data was held
         self._fin_off: int | None = None  # stream offset of an out-of-order FIN
@@ -697,6 +706,12 @@ class Connection:
 
         if ts is not None and seq_le(seg.seq, self._last_ack_sent):
             self.ts_recent = ts[0]  # RFC 7323 §4.3 (TSval >= TS.Recent: PAWS passed)
+            if seg.payload and ts[1]:
+                # Data echoing one of our timestamps: a receiver-side RTT sample, as
+                # Linux's tcp_rcv_rtt_measure_ts takes for auto-tuning.
+                sample = ((self._tsval() - ts[1]) & _MASK) / 1000
+                if sample < 60:
+                    self._rcv_rtt = max(sample, 0.001)
 
         # Second: RST (RFC 5961 §3.2: only an exact match resets).
         if flags & RST:
@@ -847,9 +862,7 @@ class Connection:
         if self._log:
             self._log.start_ack()
         if self.sack_ok and seg.options is not None and seg.options.sack_blocks:
-            newly_sacked = self._take_sack_blocks(seg.options.sack_blocks, ack)
-            if newly_sacked:
-                self._log.sack(self._sb, now, self.rtt.min_rtt or 0.0)
+            newly_sacked = self._take_sack_blocks(seg.options.sack_blocks, ack, now)
         if seq_gt(ack, self.snd_una):
             ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
             self._on_new_ack(ack, now, ts[1] if ts is not None else 0)
@@ -862,7 +875,8 @@ class Connection:
             )
         ):
             self._on_duplicate_ack(now)
-        if self.sack_ok:
+        if self.sack_ok and (self._sb or self._in_recovery or self._rack_deadline is not None):
+            # RACK needs evidence: SACKed data, a recovery under way, or a pending timer.
             self._detect_losses(now)
 
         st = self.state
@@ -916,7 +930,7 @@ class Connection:
             self._arm_tlp(now)
         return acked
 
-    def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int) -> int:
+    def _take_sack_blocks(self, blocks: tuple[tuple[int, int], ...], ack: int, now: float) -> int:
         """Merge the peer's SACK blocks into the scoreboard; return the bytes newly SACKed.
 
         A first block below the cumulative ACK, or inside the second block, is a D-SACK
@@ -937,7 +951,10 @@ class Connection:
             # Ignore blocks that do not lie within what is outstanding (RFC 2018 §3).
             start, end = max(start, una_off), min(end, max_off)
             if start < end:
-                new += self._sb.add(start, end)
+                added = self._sb.add(start, end)
+                if added:
+                    new += added
+                    self._log.sack(start, end, now, self.rtt.min_rtt or 0.0)
         return new
 
     def _on_dsack(self) -> None:
@@ -1202,12 +1219,32 @@ class Connection:
         self.rcv_nxt = seq_add(self.rcv_nxt, n)
         self._rcv_off += n
         self.stats_counters["bytes_received"] += n
+        if self._reading and not self._discard_input:
+            self._tune_receive_space(n)
         if self._discard_input:
             return
         if self._reading:
             self._events.append(DataReceived(data))
         else:
             self._held += data
+
+    def _tune_receive_space(self, delivered: int) -> None:
+        """Receive-buffer auto-tuning (the idea of Linux's tcp_rcv_space_adjust).
+
+        Once per round trip, let the window grow to twice what the application consumed
+        in the last one, up to ``Config.receive_buffer``: a fast reader on a long path gets
+        the window it needs, while a slow one (or loopback, where a round trip is short)
+        never has megabytes in flight that would only overflow socket buffers.
+        """
+        self._drs_bytes += delivered
+        rtt = self._rcv_rtt or self.rtt.srtt or 0.1
+        if self._now - self._drs_start < rtt:
+            return
+        wanted = 2 * self._drs_bytes
+        if wanted > self._rcv_space:
+            self._rcv_space = min(wanted, self.config.receive_buffer)
+        self._drs_bytes = 0
+        self._drs_start = self._now
 
     def _schedule_ack(self, nbytes: int, now: float) -> None:
         """Delayed ACK (RFC 1122 §4.2.3.2, RFC 5681 §4.2): at least every second full segment."""
@@ -1415,7 +1452,7 @@ class Connection:
 
     def _sack_option_len(self) -> int:
         """Bytes the SACK blocks add to a segment (NOP, NOP, kind, length, 8 per block)."""
-        n = (1 if self._dsack is not None else 0) + len(self._reassembly.runs())
+        n = (1 if self._dsack is not None else 0) + self._reassembly.run_count
         n = min(n, 3 if self.ts_enabled else 4)
         return 4 + 8 * n if n else 0
 
@@ -1443,9 +1480,10 @@ class Connection:
         least min(buffer/2, MSS).
         """
         limit = _MAX_WINDOW_FIELD << self.rcv_wscale
-        free = min(self.config.receive_buffer - len(self._held), limit)
+        space = self._rcv_space
+        free = min(space - len(self._held), limit)
         current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
-        if free - current < min(self.config.receive_buffer // 2, self.mss) and free != current:
+        if free - current < min(space // 2, self.mss) and free != current:
             return min(current, limit)
         return max(free, 0)
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import bisect
 
-from .sack import Scoreboard
-
 
 class Sent:
     """One logged transmission."""
@@ -39,12 +37,20 @@ class Sent:
 
 
 class SentLog:
-    """Outstanding segments, ordered by offset, with RACK's view of which are lost."""
+    """Outstanding segments, ordered by offset, with RACK's view of which are lost.
+
+    Byte counts of SACKed and lost segments are kept up to date as flags change, so
+    ``pipe`` costs O(1); scans stop as early as the send order allows.
+    """
 
     __slots__ = (
         "_segs",
         "_starts",
         "_sends",
+        "_bytes",
+        "_sacked_bytes",
+        "_sacked_count",
+        "_lost_bytes",
         "rack_time",
         "rack_order",
         "rack_rtt",
@@ -57,6 +63,10 @@ class SentLog:
         self._segs: list[Sent] = []
         self._starts: list[int] = []
         self._sends = 0
+        self._bytes = 0  # total of every logged segment
+        self._sacked_bytes = 0
+        self._sacked_count = 0
+        self._lost_bytes = 0  # lost and not SACKed
         #: Transmission time and order of the most recently *sent* segment known delivered.
         #: (RFC 8985 breaks ties in time by sequence number; a send counter also orders a
         #: retransmission after the data it follows when both fall in one clock tick.)
@@ -75,6 +85,32 @@ class SentLog:
     def segments(self) -> list[Sent]:
         return list(self._segs)
 
+    # -- flag changes, keeping the counters -------------------------------------------
+
+    def _set_lost(self, seg: Sent, lost: bool) -> None:
+        if seg.lost != lost and not seg.sacked:
+            self._lost_bytes += (seg.end - seg.start) * (1 if lost else -1)
+        seg.lost = lost
+
+    def _set_sacked(self, seg: Sent) -> None:
+        if seg.lost:
+            self._lost_bytes -= seg.end - seg.start
+            seg.lost = False
+        seg.sacked = True
+        self._sacked_bytes += seg.end - seg.start
+        self._sacked_count += 1
+
+    def _forget(self, seg: Sent) -> None:
+        size = seg.end - seg.start
+        self._bytes -= size
+        if seg.sacked:
+            self._sacked_bytes -= size
+            self._sacked_count -= 1
+        elif seg.lost:
+            self._lost_bytes -= size
+
+    # -- recording ---------------------------------------------------------------------
+
     def record(self, start: int, end: int, now: float) -> None:
         """Log a transmission of ``[start, end)``: new data at the top, or a resend."""
         if end <= start:
@@ -84,6 +120,7 @@ class SentLog:
         if not self._segs or start >= self._segs[-1].end:
             self._segs.append(Sent(start, end, now, order))
             self._starts.append(start)
+            self._bytes += end - start
             return
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
         while i < len(self._segs) and self._segs[i].start < end:
@@ -92,11 +129,13 @@ class SentLog:
                 seg.time = now
                 seg.order = order
                 seg.retransmitted = True
-                seg.lost = False
+                self._set_lost(seg, False)
             i += 1
         if end > self._segs[-1].end:  # a resend that also carries new bytes
-            self._segs.append(Sent(self._segs[-1].end, end, now, order))
-            self._starts.append(self._segs[-1].start)
+            top = self._segs[-1].end
+            self._segs.append(Sent(top, end, now, order))
+            self._starts.append(top)
+            self._bytes += end - top
 
     def acknowledge(self, una: int, now: float, min_rtt: float) -> None:
         """Drop what the cumulative ACK covers, letting RACK learn from it."""
@@ -106,29 +145,41 @@ class SentLog:
                 break
             if not seg.sacked:
                 self._delivered(seg, now, min_rtt)
+            self._forget(seg)
             n += 1
         if n:
             del self._segs[:n]
             del self._starts[:n]
         if self._segs and self._segs[0].start < una:
-            self._segs[0].start = una
+            first = self._segs[0]
+            self._forget(first)
+            first.start = una
             self._starts[0] = una
+            self._bytes += first.end - una
+            if first.sacked:
+                self._sacked_bytes += first.end - una
+                self._sacked_count += 1
+            elif first.lost:
+                self._lost_bytes += first.end - una
 
-    def sack(self, sb: Scoreboard, now: float, min_rtt: float) -> None:
-        """Mark segments the scoreboard now covers as SACKed, letting RACK learn."""
-        for seg in self._segs:
-            if not seg.sacked and sb.covers(seg.start, seg.end):
-                seg.sacked = True
-                seg.lost = False
+    def sack(self, start: int, end: int, now: float, min_rtt: float) -> None:
+        """Mark the segments lying wholly inside ``[start, end)`` as SACKed; RACK learns."""
+        i = bisect.bisect_left(self._starts, start)
+        segs = self._segs
+        while i < len(segs) and segs[i].start < end:
+            seg = segs[i]
+            if not seg.sacked and seg.end <= end:
+                self._set_sacked(seg)
                 self._delivered(seg, now, min_rtt)
-
-    def sacked_segments(self) -> int:
-        return sum(1 for s in self._segs if s.sacked)
+            i += 1
 
     def start_ack(self) -> None:
         """Call before the SACK blocks and cumulative ACK of one incoming segment: what it
         reports arrived together, so only earlier ACKs can reveal reordering."""
         self._delivered_end_before = self._delivered_end
+
+    def sacked_segments(self) -> int:
+        return self._sacked_count
 
     def _delivered(self, seg: Sent, now: float, min_rtt: float) -> None:
         if not seg.retransmitted and seg.end < self._delivered_end_before:
@@ -142,35 +193,44 @@ class SentLog:
             self.rack_time, self.rack_order = seg.time, seg.order
             self.rack_rtt = now - seg.time
 
+    # -- loss --------------------------------------------------------------------------
+
     def detect_losses(self, now: float, reo_wnd: float) -> tuple[int, float | None]:
         """RFC 8985 §6.2 step 5: mark segments sent before the RACK segment as lost once
-        RACK.rtt + reo_wnd has passed; return (how many newly lost, when to look again)."""
+        RACK.rtt + reo_wnd has passed; return (how many newly lost, when to look again).
+
+        Segments never resent are in send order along the log, and a resend is later than
+        its original: so past the first never-resent segment sent after the RACK segment,
+        nothing can have been sent before it, and the scan stops there.
+        """
         newly = 0
         wait: float | None = None
         horizon = self.rack_rtt + reo_wnd
+        rack = (self.rack_time, self.rack_order)
         for seg in self._segs:
+            if (seg.time, seg.order) >= rack:
+                if not seg.retransmitted:
+                    break
+                continue
             if seg.sacked or seg.lost:
                 continue
-            if (seg.time, seg.order) >= (self.rack_time, self.rack_order):
-                continue  # sent after the newest delivered segment: no evidence yet
             due = seg.time + horizon
             if due <= now:
-                seg.lost = True
+                self._set_lost(seg, True)
                 newly += 1
             elif wait is None or due < wait:
                 wait = due
         return newly, wait
 
     def mark_lost_below(self, offset: int) -> int:
-        """Deem lost every unSACKed segment ending at or below ``offset`` (the RFC 6675
-        DupThresh rule, kept beside RACK for the first round of a connection). A segment
-        already sent again is left to RACK: only time tells whether the resend was lost."""
+        """Deem lost every unSACKed segment ending at or below ``offset``, except those
+        already sent again (only time, i.e. RACK, tells whether a resend was lost)."""
         newly = 0
         for seg in self._segs:
             if seg.end > offset:
                 break
             if not seg.sacked and not seg.lost and not seg.retransmitted:
-                seg.lost = True
+                self._set_lost(seg, True)
                 newly += 1
         return newly
 
@@ -178,9 +238,11 @@ class SentLog:
         """RFC 8985 §6.3: after a retransmission timeout everything unSACKed is lost."""
         for seg in self._segs:
             if not seg.sacked:
-                seg.lost = True
+                self._set_lost(seg, True)
 
     def first_lost(self) -> Sent | None:
+        if not self._lost_bytes:
+            return None
         for seg in self._segs:
             if seg.lost and not seg.sacked:
                 return seg
@@ -188,13 +250,10 @@ class SentLog:
 
     def pipe(self) -> int:
         """Bytes in flight: sent, neither SACKed nor deemed lost (RFC 6675 §4 via RACK)."""
-        return sum(s.end - s.start for s in self._segs if not s.sacked and not s.lost)
-
-    def clear(self) -> None:
-        self._segs.clear()
-        self._starts.clear()
+        return self._bytes - self._sacked_bytes - self._lost_bytes
 
     def forget_sacks(self) -> None:
         """The scoreboard was dropped (the peer may have reneged): nothing counts as SACKed."""
         for seg in self._segs:
             seg.sacked = False
+        self._sacked_bytes = self._sacked_count = 0
