@@ -5,22 +5,14 @@ from __future__ import annotations
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.segment import ACK, SYN, Options, Segment
+from udptcp.tools.simnet import connected_pair
 
 S = State
 ISS, PEER = 100, 300
 
 
 def _pair(cfg: Config | None = None) -> tuple[Connection, Connection]:
-    cfg = cfg or Config(delayed_ack=0.0, pacing=False)
-    a = Connection.connect(cfg, local_port=1000, remote_port=2000, iss=ISS, mss=1452, now=0.0)
-    b = Connection.accept(cfg, a.take_segments()[0], iss=900_000, mss=1452, now=0.0)
-    for s in b.take_segments():
-        a.receive(s, 0.0)
-    for s in a.take_segments():
-        b.receive(s, 0.0)
-    a.take_events()
-    b.take_events()
-    return a, b
+    return connected_pair(cfg or Config(delayed_ack=0.0, pacing=False), iss=ISS)
 
 
 def _exchange(a, b, drop=lambda s: False, rounds=1000):

@@ -7,6 +7,7 @@ from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.sack import Scoreboard
 from udptcp.core.segment import SYN, Options, Segment
+from udptcp.tools.simnet import connected_pair
 
 S = State
 ISS, PEER = 100, 900_000
@@ -16,15 +17,7 @@ CFG = Config(delayed_ack=0.0, timestamps=False, keepalive=False, pacing=False)
 
 def _pair(cfg: Config = CFG, sack: bool = True) -> tuple[Connection, Connection]:
     a_cfg = cfg if sack else cfg.replace(sack=False)
-    a = Connection.connect(a_cfg, local_port=1000, remote_port=2000, iss=ISS, mss=1452, now=0.0)
-    b = Connection.accept(cfg, a.take_segments()[0], iss=PEER, mss=1452, now=0.0)
-    for s in b.take_segments():
-        a.receive(s, 0.0)
-    for s in a.take_segments():
-        b.receive(s, 0.0)
-    a.take_events()
-    b.take_events()
-    return a, b
+    return connected_pair(a_cfg, cfg, iss=ISS, peer_iss=PEER)
 
 
 def test_scoreboard_merges_prunes_and_finds_holes():

@@ -797,3 +797,27 @@ class SimHost:
     def delivered(self, conn: Connection) -> int:
         """In-order bytes delivered to the application on ``conn``."""
         return self.flows[conn].bytes_delivered
+
+
+def connected_pair(
+    config: Config,
+    peer_config: Config | None = None,
+    *,
+    iss: int = 100,
+    peer_iss: int = 900_000,
+    mss: int = 1452,
+) -> tuple[Connection, Connection]:
+    """An active and a passive connection taken through the handshake at time 0, with their
+    segments and events consumed: the starting point of scripted two-sided tests that carry
+    segments by hand (dropping or delaying the ones they choose)."""
+    a = Connection.connect(config, local_port=1000, remote_port=2000, iss=iss, mss=mss, now=0.0)
+    b = Connection.accept(
+        peer_config or config, a.take_segments()[0], iss=peer_iss, mss=mss, now=0.0
+    )
+    for seg in b.take_segments():
+        a.receive(seg, 0.0)
+    for seg in a.take_segments():
+        b.receive(seg, 0.0)
+    a.take_events()
+    b.take_events()
+    return a, b
