@@ -249,3 +249,20 @@ async def test_a_full_socket_buffer_queues_segments_instead_of_dropping_them() -
         assert transport.get_extra_info("udptcp_stats")["retransmits"] == 0
         transport.close()
         await asyncio.wait_for(client.lost, 5)
+
+
+async def test_path_mtu_probing_finds_large_segments_on_loopback() -> None:
+    import hashlib
+
+    config = udptcp.Config(pmtu_max=9000)
+    made, factory = recorders()
+    async with serving(factory, config=config) as (server, port):
+        transport, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port, config=config)
+        payload = os.urandom(3_000_000)
+        transport.write(payload)
+        await until(lambda: made and len(made[0].data) == len(payload), 20)
+        assert hashlib.sha256(bytes(made[0].data)).digest() == hashlib.sha256(payload).digest()
+        stats = transport.get_extra_info("udptcp_stats")
+        # Loopback carries 9000-byte datagrams: the binary search ends within 64 bytes.
+        assert stats["pmtu"] >= 9000 - 64 and stats["pmtu_probes"] > 0
+        transport.close()

@@ -171,6 +171,8 @@ async def _open(
     vport: int | None,
     local_vport: int | None,
 ) -> tuple[Transport, _Q]:
+    if config.pmtu_max is not None:
+        endpoint.set_dont_fragment()
     endpoint.acquire()
     try:
         transport = endpoint.connect(
@@ -323,6 +325,9 @@ async def create_server(
                 endpoint.close()
             raise
 
+    if config.pmtu_max is not None:
+        for endpoint in endpoints:
+            endpoint.set_dont_fragment()
     try:
         server = Server(
             loop, endpoints, protocol_factory, backlog=backlog, config=config, vport=vport

@@ -30,6 +30,7 @@ import itertools
 import logging
 import random
 import socket
+import sys
 import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -166,6 +167,27 @@ class Endpoint:
         loop.add_reader(self._fd, self._on_readable)
         _registry.setdefault(loop, {})[self._fd] = self
         _watch_loop_shutdown(loop)
+
+    def set_dont_fragment(self) -> bool:
+        """Send with the don't-fragment bit and ignore ICMP "fragmentation needed", so path
+        MTU probes (``Config.pmtu_max``) find the path's real size (RFC 8899 §3 needs DF).
+
+        Linux only (IP_MTU_DISCOVER / IPV6_MTU_DISCOVER = IP_PMTUDISC_PROBE); elsewhere it
+        does nothing and returns False: probes then travel fragmented, which only means
+        the search may settle on a size the path carries in fragments. A datagram too big
+        for the local interface fails with EMSGSIZE, is dropped like any lost probe, and
+        the search backs off.
+        """
+        if not sys.platform.startswith("linux"):
+            return False
+        level, option = (
+            (socket.IPPROTO_IPV6, 23) if self.family == socket.AF_INET6 else (socket.IPPROTO_IP, 10)
+        )
+        try:
+            self.sock.setsockopt(level, option, 3)  # *_PMTUDISC_PROBE
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def for_socket(cls, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Endpoint:

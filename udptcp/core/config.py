@@ -29,6 +29,12 @@ class Config:
     #: sides must offer. 1 MiB fills a 100 Mbit/s path with an 80 ms RTT; more mostly
     #: fills socket buffers on fast local paths (4 MiB halved loopback throughput).
     receive_buffer: int = 1024 * 1024
+    #: Path MTU probing (RFC 8899 datagram PLPMTUD, in RFC 4821's way for a byte stream):
+    #: the largest UDP payload to search up to, or ``None`` to send ``max_datagram``-sized
+    #: datagrams only. Probes are real data segments; a lost probe is resent at the proven
+    #: size and is not taken as congestion; a retransmission timeout while above the base
+    #: size falls back to it (a black hole: the path MTU shrank) and searches again.
+    pmtu_max: int | None = None
     #: Offer RFC 7323 window scaling in the SYN.
     window_scaling: bool = True
     #: Offer RFC 7323 timestamps (RTT measurement on every ACK, PAWS). They cost 12 bytes
@@ -95,6 +101,8 @@ class Config:
 
         if self.max_datagram is not None and not 20 + 64 <= self.max_datagram <= 65507:
             raise ValueError(f"Config.max_datagram must be in 84..65507, got {self.max_datagram!r}")
+        if self.pmtu_max is not None and not 20 + 64 <= self.pmtu_max <= 65507:
+            raise ValueError(f"Config.pmtu_max must be in 84..65507, got {self.pmtu_max!r}")
         if self.receive_buffer < 1:
             raise ValueError(f"Config.receive_buffer must be >= 1, got {self.receive_buffer!r}")
         for name in (

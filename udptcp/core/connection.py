@@ -135,7 +135,16 @@ class Connection:
         self.rcv_nxt = 0
         self._rcv_adv = 0  # right edge of the window last advertised (never moves left)
 
-        self.mss = mss  # largest payload we accept (advertised in our SYN)
+        # Largest payload we accept (advertised in our SYN): the base size, or the probing
+        # ceiling when path MTU probing may send bigger segments our way.
+        self.mss = mss if config.pmtu_max is None else max(mss, config.pmtu_max - 20)
+        # Path MTU probing (RFC 8899/4821): sizes are TCP payload + 20, i.e. MSS units.
+        self._base_mss = mss  # proven to fit without probing
+        self._send_cap = mss  # largest segment (data + options) we currently send
+        self._pmtu_low = mss
+        self._pmtu_high = mss if config.pmtu_max is None else config.pmtu_max - 20
+        self._probe: tuple[int, int, int] | None = None  # (start_off, end_off, size)
+        self._probe_after = 0.0  # no new probe before this time
         self.peer_mss = _DEFAULT_PEER_MSS
         # RFC 7323 window scaling: the shift we apply to our window field, and the one the
         # peer applies to its own. Both stay 0 unless both SYNs carried the option.
@@ -238,6 +247,9 @@ class Connection:
                 "sack_recoveries",
                 "tail_loss_probes",
                 "spurious_recoveries_undone",
+                "pmtu_probes",
+                "pmtu_probe_failures",
+                "pmtu_black_holes",
             ),
             0,
         )
@@ -493,6 +505,7 @@ class Connection:
             snd_wnd=self.snd_wnd,
             rcv_wnd=self.rcv_wnd,
             mss=self._eff_mss,
+            pmtu=self._send_cap + 20,
             bytes_in_flight=self._flight,
         )
         return out
@@ -582,6 +595,15 @@ class Connection:
             # stop trusting the scoreboard so go-back-N resends everything.
             self._sb.clear()
             self._log.forget_sacks()
+        if self._probe is not None:
+            self._probe_lost(now)
+        if self._send_cap > self._base_mss:
+            # RFC 8899 §4.3 black hole detection: big segments stopped arriving. Back to
+            # the base size, and search again later.
+            self._send_cap = self._pmtu_low = self._base_mss
+            self._pmtu_high = (self.config.pmtu_max or 20) - 20
+            self.cc.mss = self._eff_mss
+            self.stats_counters["pmtu_black_holes"] += 1
         self._log.mark_all_lost()  # RFC 8985 §6.3
         self._rack_deadline = None
         self._undo_cwnd = None  # a timeout is not undone
@@ -903,6 +925,8 @@ class Connection:
             self._sb.prune(self._stream_offset(ack))
         if self._log:
             self._log.acknowledge(self._stream_offset(ack), now, self.rtt.min_rtt or 0.0)
+        if self._probe is not None:
+            self._probe_acknowledged(self._stream_offset(ack))
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self.cc.srtt = self.rtt.srtt
@@ -955,6 +979,12 @@ class Connection:
                 if added:
                     new += added
                     self._log.sack(start, end, now, self.rtt.min_rtt or 0.0)
+                    if (
+                        self._probe is not None
+                        and start <= self._probe[0]
+                        and self._probe[1] <= end
+                    ):
+                        self._probe_acknowledged(self._probe[1])
         return new
 
     def _on_dsack(self) -> None:
@@ -1036,8 +1066,19 @@ class Connection:
         if self._dupacks >= 3 and not self._sb:
             # A peer that agreed to SACK but sends no blocks: classic fast retransmit.
             log.mark_lost_below(self._stream_offset(self.snd_una) + 1)
-        if log.first_lost() is None:
+        first = log.first_lost()
+        if first is None:
             return
+        if self._probe is not None and first.start == self._probe[0]:
+            # RFC 4821 §7.6.2: a lost probe says the packet was too big, not that the path
+            # is congested. Resend its data at the proven size, outside loss recovery.
+            probe_end = self._probe[1]
+            self._probe_lost(now)
+            if log.lost_bytes() == probe_end - first.start:
+                off = first.start
+                while off < probe_end and self._retransmit_range(off, now, probe_end):
+                    off += min(self._eff_mss, probe_end - off)
+                return
         if not self._in_recovery and seq_ge(self.snd_una, self._recover):
             self._in_recovery = True
             self._pto_deadline = None
@@ -1307,6 +1348,8 @@ class Connection:
                 limit = sb.next_sacked(off)
                 if limit is not None:
                     run = min(unsent, limit - off)
+            if unsent > 0 and self._pmtu_high > self._pmtu_low and self._maybe_probe(off, now):
+                continue
             cwnd = self.cc.cwnd
             if 0 < self._dupacks < 3 and not self._in_recovery:
                 # RFC 3042 limited transmit: each of the first two duplicate ACKs lets one
@@ -1346,6 +1389,49 @@ class Connection:
             and (buf.end > self._stream_offset(self.snd_nxt) or self._fin_unsent)
         ):
             self._persist_deadline = now + self.rtt.rto
+
+    def _maybe_probe(self, off: int, now: float) -> bool:
+        """Send a path MTU probe (RFC 8899 §5.3 search, a binary one here) when the time is
+        right: established, not recovering, nothing resent, a probe's worth of data waiting
+        and window for it. Returns True when one went out."""
+        if (
+            self._probe is not None
+            or now < self._probe_after
+            or self._in_recovery
+            or self.snd_nxt != self.snd_max
+            or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT)
+            or self.peer_mss <= self._send_cap
+        ):
+            return False
+        size = min((self._pmtu_low + self._pmtu_high + 1) // 2, self.peer_mss)
+        if size - self._pmtu_low < 32:
+            self._pmtu_high = self._pmtu_low  # close enough: the search is over
+            return False
+        data = size - (_TIMESTAMPS_LEN if self.ts_enabled else 0) - self._sack_option_len()
+        room = min(self.snd_wnd, self.cc.cwnd) - seq_diff(self.snd_nxt, self.snd_una)
+        if self._sendbuf.end - off < data or room < data:
+            return False
+        self._probe = (off, off + data, size)
+        self.stats_counters["pmtu_probes"] += 1
+        last = off + data == self._sendbuf.end
+        self._transmit(ACK | (PSH if last else 0), self.snd_nxt, self._sendbuf.get(off, data), now)
+        return True
+
+    def _probe_acknowledged(self, upto: int) -> None:
+        """Everything up to stream offset ``upto`` arrived: a probe below it proved its size."""
+        if self._probe is not None and self._probe[1] <= upto:
+            size = self._probe[2]
+            self._probe = None
+            self._pmtu_low = self._send_cap = size
+            self.cc.mss = self._eff_mss
+
+    def _probe_lost(self, now: float) -> None:
+        """The probe did not make it: the path takes less (RFC 8899 §5.2 PROBE_FAILED)."""
+        assert self._probe is not None
+        self._pmtu_high = self._probe[2] - 1
+        self._probe = None
+        self._probe_after = now + (self.rtt.srtt or 0.1)
+        self.stats_counters["pmtu_probe_failures"] += 1
 
     def _transmit(self, flags: int, seq: int, payload: bytes, now: float) -> None:
         seg = self._segment(flags, seq, payload)
@@ -1509,7 +1595,7 @@ class Connection:
     def _eff_mss(self) -> int:
         """Data bytes per full segment: the smaller MSS, less the options every segment
         carries (DESIGN §8: options shrink the data, the datagram stays within budget)."""
-        return min(self.mss, self.peer_mss) - (_TIMESTAMPS_LEN if self.ts_enabled else 0)
+        return min(self._send_cap, self.peer_mss) - (_TIMESTAMPS_LEN if self.ts_enabled else 0)
 
     @property
     def _flight(self) -> int:

@@ -125,7 +125,15 @@ class SentLog:
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
         while i < len(self._segs) and self._segs[i].start < end:
             seg = self._segs[i]
-            if seg.end > start:
+            if seg.end > start and not seg.sacked:
+                # A resend covering only part of a logged segment (re-segmented at a smaller
+                # size, e.g. after a path MTU probe) splits it: the rest keeps its state.
+                if seg.start < start:
+                    self._split(i, start)
+                    i += 1
+                    seg = self._segs[i]
+                if seg.end > end:
+                    self._split(i, end)
                 seg.time = now
                 seg.order = order
                 seg.retransmitted = True
@@ -136,6 +144,17 @@ class SentLog:
             self._segs.append(Sent(top, end, now, order))
             self._starts.append(top)
             self._bytes += end - top
+
+    def _split(self, i: int, at: int) -> None:
+        """Cut segment ``i`` at offset ``at``; both halves keep its flags and times."""
+        seg = self._segs[i]
+        tail = Sent(at, seg.end, seg.time, seg.order)
+        tail.retransmitted, tail.lost, tail.sacked = seg.retransmitted, seg.lost, seg.sacked
+        seg.end = at
+        self._segs.insert(i + 1, tail)
+        self._starts.insert(i + 1, at)
+        if seg.sacked:
+            self._sacked_count += 1
 
     def acknowledge(self, una: int, now: float, min_rtt: float) -> None:
         """Drop what the cumulative ACK covers, letting RACK learn from it."""
@@ -247,6 +266,9 @@ class SentLog:
             if seg.lost and not seg.sacked:
                 return seg
         return None
+
+    def lost_bytes(self) -> int:
+        return self._lost_bytes
 
     def pipe(self) -> int:
         """Bytes in flight: sent, neither SACKed nor deemed lost (RFC 6675 §4 via RACK)."""
