@@ -85,12 +85,7 @@ EFFICIENCY_TARGETS_ENFORCED: dict[str, bool] = {
 
 #: Cells that still miss an enforced target, and why. Each runs as a strict xfail, so the day
 #: the core meets it the test says so.
-KNOWN_MISSES: dict[str, str] = {
-    "10M-1ms-rand15%": (
-        "mathis: at 1 ms RTT a retransmission timeout costs 200 RTTs (the 200 ms RTO floor of "
-        "DESIGN §8); the few timeouts 15% loss still causes halve the goodput"
-    ),
-}
+KNOWN_MISSES: dict[str, str] = {}
 
 ZERO_LOSS_GOODPUT = 0.90  # of the link rate
 MATHIS_SHARE = 0.5  # of min(Mathis, link rate)

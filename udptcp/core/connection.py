@@ -38,6 +38,9 @@ _CHALLENGE_ACKS_PER_SECOND = 10
 # RFC 8985 §7.2 adds a worst-case delayed-ACK time to a lone segment's probe timeout; it
 # suggests 200 ms, but both udptcp (Config.delayed_ack) and Linux acknowledge within 40 ms.
 _WC_DELACK = 0.04
+# Probes allowed before the RTO takes over. RFC 8985 sends one; a second halves the
+# chance that a lost probe (or its ACK) leaves the repair to the RTO on a lossy path.
+_MAX_TLPS = 2
 # Receive-buffer auto-tuning starts from this much window and grows towards
 # Config.receive_buffer as the application proves it consumes more per round trip.
 _INITIAL_RCV_SPACE = 128 * 1024
@@ -208,7 +211,7 @@ class Connection:
         self._delack_deadline: float | None = None
         self._persist_deadline: float | None = None
         self._pto_deadline: float | None = None  # RFC 8985 tail loss probe
-        self._tlp_out = False  # a probe is outstanding: one per tail episode
+        self._tlp_out = 0  # probes sent since the last ACK progress (at most _MAX_TLPS)
         self._persist_backoff = 1
         self._close_deadline: float | None = None  # TIME-WAIT or FIN-WAIT-2 timer
         self._keepalive_deadline: float | None = None
@@ -943,7 +946,7 @@ class Connection:
                 self.cc.srtt = self.rtt.srtt
         self._retries = 0
         # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
-        self._tlp_out = False
+        self._tlp_out = 0
         if self.snd_una == self.snd_max:
             self._rto_deadline = None
             self._una_since = None
@@ -1081,7 +1084,6 @@ class Connection:
                 return
         if not self._in_recovery and seq_ge(self.snd_una, self._recover):
             self._in_recovery = True
-            self._pto_deadline = None
             self._recover = self.snd_max
             self._undo_cwnd, self._undo_ssthresh = self.cc.cwnd, self.cc.ssthresh
             self._undo_retrans = 0
@@ -1103,6 +1105,11 @@ class Connection:
             and self._next_segment(now)
         ):
             pass
+        if self._pto_deadline is None and self._rack_deadline is None:
+            # Unlike RFC 8985 §7.2, probe in recovery too: with a small window, a lost
+            # retransmission leaves nothing later in flight whose delivery would let RACK
+            # see it, and only the RTO (200 RTTs on a 1 ms path) would otherwise repair it.
+            self._arm_tlp(now)
 
     def _may_send(self, size: int, now: float) -> bool:
         """Pacing: a token bucket filled at gain x cwnd / SRTT; False (with the refill time
@@ -1462,7 +1469,7 @@ class Connection:
         start long before the retransmission timeout.
         """
         srtt = self.rtt.srtt
-        if not self.sack_ok or srtt is None or self._in_recovery or self._tlp_out or self._retries:
+        if not self.sack_ok or srtt is None or self._tlp_out >= _MAX_TLPS or self._retries:
             self._pto_deadline = None
             return
         if self.snd_una == self.snd_max:
@@ -1481,9 +1488,9 @@ class Connection:
     def _send_tlp(self, now: float) -> None:
         """RFC 8985 §7.3: send one new segment if allowed, else the last one again."""
         self._pto_deadline = None
-        if self.state not in _SENDS_DATA or self.snd_una == self.snd_max or self._in_recovery:
+        if self.state not in _SENDS_DATA or self.snd_una == self.snd_max:
             return
-        self._tlp_out = True
+        self._tlp_out += 1
         self.stats_counters["tail_loss_probes"] += 1
         sent = self._stream_offset(self.snd_max)
         room = self.snd_wnd - self._flight
@@ -1492,9 +1499,14 @@ class Connection:
             flags = ACK | (PSH if sent + size == self._sendbuf.end else 0)
             self._transmit(flags, self.snd_max, self._sendbuf.get(sent, size), now)
         else:
-            # The highest segment again: its ACK (or SACK, D-SACK) says what the tail needs.
-            last = max(self._sendbuf.end - self._eff_mss, self._stream_offset(self.snd_una))
-            self._retransmit_range(last, now)
+            # The highest segment the peer has not SACKed, again: its ACK (or SACK, D-SACK)
+            # says what the tail needs.
+            unsacked = self._log.highest_unsacked()
+            if unsacked is not None:
+                self._retransmit_range(unsacked.start, now, unsacked.end)
+            else:
+                last = max(self._sendbuf.end - self._eff_mss, self._stream_offset(self.snd_una))
+                self._retransmit_range(last, now)
         self._rto_deadline = now + self.rtt.rto  # §7.3: restart the RTO
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:

@@ -267,6 +267,12 @@ class SentLog:
                 return seg
         return None
 
+    def highest_unsacked(self) -> Sent | None:
+        for seg in reversed(self._segs):
+            if not seg.sacked:
+                return seg
+        return None
+
     def lost_bytes(self) -> int:
         return self._lost_bytes
 
