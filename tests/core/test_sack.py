@@ -20,42 +20,35 @@ def _pair(cfg: Config = CFG, sack: bool = True) -> tuple[Connection, Connection]
     return connected_pair(a_cfg, cfg, iss=ISS, peer_iss=PEER)
 
 
-def test_scoreboard_merges_prunes_and_finds_holes():
+def test_scoreboard_merges_prunes_and_skips_sacked_ranges():
     sb = Scoreboard()
     assert sb.add(10, 20) == 10
     assert sb.add(30, 40) == 10
     assert sb.add(15, 32) == 10  # bridges both: only [20, 30) is new
     assert sb.ranges() == [(10, 40)]
     sb.add(50, 60)
-    assert list(sb.holes(0, 70)) == [(0, 10), (40, 50), (60, 70)]
     sb.prune(35)
     assert sb.ranges() == [(35, 40), (50, 60)]
     assert sb.skip_sacked(36) == 40 and sb.skip_sacked(45) == 45
     assert sb.next_sacked(41) == 50
 
 
-def test_loss_is_declared_below_three_ranges_or_more_than_two_segments_sacked():
-    sb = Scoreboard()
-    sb.add(1000, 2000)
-    assert sb.lost_below(1000) == -1  # one segment SACKed: nothing lost yet
-    sb.add(3000, 4000)
-    sb.add(5000, 6000)
-    assert sb.lost_below(1000) == 1000  # three ranges above: bytes below 1000 are lost
-    sb2 = Scoreboard()
-    sb2.add(1000, 4500)  # more than 2 SMSS SACKed in one range
-    assert sb2.lost_below(1000) == 1000
+def test_the_sent_log_keeps_pipe_lost_and_sacked_counts_through_splits():
+    from udptcp.core.rack import SentLog
 
-
-def test_pipe_counts_unsacked_unlost_data_and_retransmissions():
-    sb = Scoreboard()
-    for start in (1000, 2000, 3000):
-        sb.add(start, start + 500)
-    # Outstanding [0, 4000): holes [0,1000) lost, [1500,2000) and [2500,3000) lost
-    # (three ranges above them? only 2 above 1500 -> not lost by count, 1000 bytes SACKed
-    # above -> not lost by bytes), tail [3500,4000) in flight.
-    pipe = sb.pipe(0, 4000, high_rxt=0, smss=1000)
-    assert pipe == 500 + 500 + 500
-    assert sb.pipe(0, 4000, high_rxt=1000, smss=1000) == 1500 + 1000  # [0,1000) resent
+    log = SentLog()
+    for i in range(4):
+        log.record(i * 1000, (i + 1) * 1000, now=0.0)
+    assert log.pipe() == 4000
+    log.sack(2000, 3000, now=0.05, min_rtt=0.0)  # the third segment arrived
+    assert log.pipe() == 3000 and log.sacked_segments() == 1
+    newly, _ = log.detect_losses(now=0.05, reo_wnd=0.0)  # sent before it: lost
+    assert newly == 2 and log.lost_bytes() == 2000 and log.pipe() == 1000
+    log.record(0, 500, now=0.06)  # half of the first one resent: it splits
+    assert log.lost_bytes() == 1500 and log.pipe() == 1500
+    assert log.first_lost().start == 500
+    log.acknowledge(2000, now=0.1, min_rtt=0.0)
+    assert log.pipe() == 1000 and log.lost_bytes() == 0 and log.sacked_segments() == 1
 
 
 def test_sack_permitted_is_answered_only_when_offered():
