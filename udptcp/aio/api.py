@@ -299,12 +299,7 @@ async def create_server(
         _check_udp_socket(sock)
         endpoints = [Endpoint.for_socket(loop, sock)]
     else:
-        if host == "" or host is None:
-            hosts: list[str | None] = [None]
-        elif isinstance(host, str):
-            hosts = [host]
-        else:
-            hosts = list(host)
+        hosts = server_hosts(host)
         infos: list[Any] = []
         for h in hosts:
             for info in await _resolve(loop, h, port, family, socket.AI_PASSIVE):
@@ -339,6 +334,16 @@ async def create_server(
     if start_serving:
         await server.start_serving()
     return server
+
+
+def server_hosts(host: str | Iterable[str] | None) -> list[str | None]:
+    """The hosts a server listens on, as ``loop.create_server`` reads its ``host``
+    argument: ``None`` or ``""`` for every interface, one name, or several."""
+    if host is None or host == "":
+        return [None]
+    if isinstance(host, str):
+        return [host]
+    return list(host)
 
 
 def _listening_endpoint(loop: asyncio.AbstractEventLoop, family: int, addr: Any) -> Endpoint | None:

@@ -250,13 +250,9 @@ class DropInMixin(asyncio.AbstractEventLoop):
         if sock is not None:
             udp = sock.type == socket.SOCK_DGRAM
         else:
-            if host is None or host == "":
-                hosts: list[str | None] = [None]
-            elif isinstance(host, str):
-                hosts = [host]
-            else:
-                hosts = list(host)
-                host = hosts  # type: ignore[assignment]
+            hosts = api.server_hosts(host)
+            if host is not None and not isinstance(host, str):
+                host = hosts  # type: ignore[assignment]  # an iterator is read only once
             routes = {self.udptcp_routes(h, port) for h in hosts}
             if len(routes) > 1:
                 raise ValueError(
