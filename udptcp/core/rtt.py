@@ -61,9 +61,6 @@ class RttEstimator:
         if self.rto < self.rto_max:
             self._backoff *= 2
 
-    def reset_backoff(self) -> None:
-        self._backoff = 1
-
     def reinitialize(self, rto: float) -> None:
         """Start over from ``rto`` with no backoff (RFC 6298 §5.7, after a lost SYN)."""
         self._base_rto = rto
