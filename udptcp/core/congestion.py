@@ -41,6 +41,20 @@ class CongestionControl:
         raise NotImplementedError
 
 
+def slow_start(cwnd: int, ssthresh: int, acked: int, mss: int) -> int:
+    """RFC 5681 §3.1 slow start, counting bytes (RFC 3465) with a limit that stretch ACKs
+    do not defeat.
+
+    The usual limit is one SMSS per ACK, and a receiver delays its ACK to every second
+    segment, so the window grows by half of what is acknowledged. A receiver that
+    acknowledges a whole train at once (GRO on Linux, ``Connection.receive_many`` here)
+    sends one stretch ACK for dozens of segments; it counts as the delayed ACKs it stands
+    for, so growth per round trip stays the same (Linux counts such ACKs in full, which
+    overshoots drop-tail queues more). Never past ssthresh, where avoidance takes over.
+    """
+    return max(cwnd, min(cwnd + max(min(acked, mss), acked // 2), ssthresh))
+
+
 class NewReno(CongestionControl):
     """RFC 5681 slow start and congestion avoidance with RFC 6582 fast recovery."""
 
@@ -52,8 +66,7 @@ class NewReno(CongestionControl):
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            # RFC 5681 §3.1 (with RFC 3465's L = 1 SMSS limit per ACK).
-            self.cwnd += min(acked, self.mss)
+            self.cwnd = slow_start(self.cwnd, self.ssthresh, acked, self.mss)
         else:
             # Congestion avoidance: about one MSS per round trip, counted in bytes (RFC 3465).
             self._ca_acked += acked
@@ -100,7 +113,7 @@ class Cubic(NewReno):
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd += min(acked, self.mss)
+            self.cwnd = slow_start(self.cwnd, self.ssthresh, acked, self.mss)
             return
         mss = self.mss
         cwnd = self.cwnd / mss
