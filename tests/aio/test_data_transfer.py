@@ -231,6 +231,12 @@ class CongestedSocket(socket.socket):
             raise BlockingIOError
         return super().sendto(data, *args)
 
+    def sendmsg(self, buffers: Any, *args: Any) -> int:  # GSO runs go out this way
+        if self.refuse:
+            self.refuse -= 1
+            raise BlockingIOError
+        return super().sendmsg(buffers, *args)
+
 
 async def test_a_full_socket_buffer_queues_segments_instead_of_dropping_them() -> None:
     made, factory = recorders()

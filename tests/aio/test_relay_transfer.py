@@ -62,5 +62,9 @@ async def test_ten_megabytes_through_a_bad_path() -> None:
             assert relay.forward_stats.dropped_loss > 0 and relay.forward_stats.corrupted > 0
             writer.close()
             await asyncio.wait_for(writer.wait_closed(), 10)
+            # The server's side ends in LAST-ACK: its FIN (or our last ACK) may be lost and
+            # need a retransmission, which must still find the relay there.
+            server.close()
+            await asyncio.wait_for(server.wait_closed(), 20)
         finally:
             await relay.close()

@@ -139,7 +139,7 @@ async def _create_connection(
         else:
             infos = await _resolve(loop, host, port, sock.family, 0)
             peer = infos[0][4]
-        endpoint = Endpoint.for_socket(loop, sock)
+        endpoint = Endpoint.for_socket(loop, sock, config)
         return await _open(endpoint, peer, protocol_factory, config, vport, local_vport)
 
     if host is None or port is None:
@@ -152,7 +152,7 @@ async def _create_connection(
     exceptions: list[OSError] = []
     for fam, _type, proto, _name, addr in infos:
         try:
-            endpoint = _client_endpoint(loop, fam, proto, addr, local_infos)
+            endpoint = _client_endpoint(loop, fam, proto, addr, local_infos, config)
         except OSError as exc:
             exceptions.append(exc)
             continue
@@ -203,6 +203,7 @@ def _client_endpoint(
     proto: int,
     peer: Address,
     local_infos: list[Any] | None,
+    config: Config,
 ) -> Endpoint:
     """A fresh UDP socket for one outgoing connection, connected to ``peer`` so the kernel
     reports ICMP port unreachable to it (DESIGN §8)."""
@@ -213,7 +214,7 @@ def _client_endpoint(
         if local_infos is not None:
             _bind_first(sock, family, local_infos)
         sock.connect(peer)
-        return Endpoint.for_socket(loop, sock)
+        return Endpoint.for_socket(loop, sock, config)
     except BaseException:
         sock.close()
         raise
@@ -297,7 +298,7 @@ async def create_server(
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
         _check_udp_socket(sock)
-        endpoints = [Endpoint.for_socket(loop, sock)]
+        endpoints = [Endpoint.for_socket(loop, sock, config)]
     else:
         hosts = server_hosts(host)
         infos: list[Any] = []
@@ -313,7 +314,7 @@ async def create_server(
                     endpoints.append(existing)
                     continue
                 bound = _bound_socket(fam, proto, addr, reuse_port=bool(reuse_port))
-                created.append(Endpoint.for_socket(loop, bound))
+                created.append(Endpoint.for_socket(loop, bound, config))
                 endpoints.append(created[-1])
         except BaseException:
             for endpoint in created:

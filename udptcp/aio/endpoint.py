@@ -28,11 +28,13 @@ import errno
 import heapq
 import itertools
 import logging
+import os
 import random
 import socket
+import struct
 import sys
 import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
@@ -61,6 +63,23 @@ Tracer = Callable[[str, Address, Segment], None]
 READ_BATCH = 256
 #: recvfrom() size: a whole UDP datagram, whatever the configured budget.
 RECV_SIZE = 65535
+#: Linux UDP segmentation offload (linux/udp.h; Python's socket module has no names for
+#: them): UDP_SEGMENT on send splits one buffer into datagrams of the given size (GSO),
+#: UDP_GRO on receive hands over a train of equal-sized datagrams from one sender as one
+#: buffer, with the size in a control message.
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+#: Most datagrams and bytes in one GSO send (the kernel's UDP_MAX_SEGMENTS is 64 or more;
+#: the whole buffer must fit one IP datagram's 16-bit length).
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 65000
+_GSO_SIZE = struct.Struct("=H")  # UDP_SEGMENT's value: a u16
+_GRO_SIZE = struct.Struct("=i")  # UDP_GRO's control message: an int
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(_GRO_SIZE.size)
+#: Errors that say GSO cannot work on this socket's path at all (no checksum offload on
+#: the device, an old kernel): stop trying it on this endpoint.
+_GSO_UNSUPPORTED = {errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT}
 #: Socket buffers asked for on sockets the endpoint creates (the kernel caps them at
 #: net.core.rmem_max / wmem_max): a burst on a fast path should queue, not be dropped.
 SOCKET_BUFFER = 2 * 1024 * 1024
@@ -107,6 +126,12 @@ def _watch_loop_shutdown(loop: asyncio.AbstractEventLoop) -> None:
     _shutdown_watchers[loop] = watcher
 
 
+def offload_allowed() -> bool:
+    """False when the environment says ``UDPTCP_OFFLOAD=0`` (or off/false/no)."""
+    value = os.environ.get("UDPTCP_OFFLOAD", "1").strip().lower()
+    return value not in ("0", "off", "false", "no")
+
+
 def payload_budget(family: int) -> int:
     """Default UDP payload budget for a socket family (DESIGN §2)."""
     return PAYLOAD_BUDGET_IPV6 if family == socket.AF_INET6 else PAYLOAD_BUDGET_IPV4
@@ -137,7 +162,9 @@ class Endpoint:
     ``("in" | "out", peer address, segment)`` for every segment.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, *, offload: bool = True
+    ) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"A UDP socket was expected, got {sock!r}")
         sock.setblocking(False)
@@ -159,7 +186,12 @@ class Endpoint:
         self._refs = 0
         self._closing = False  # close() is running: nothing may re-enter it
         self._closed = False
-        self._sendq: collections.deque[tuple[bytes, Address]] = collections.deque()
+        # Queued datagrams: (data, address, GSO segment size or 0 for one datagram).
+        self._sendq: collections.deque[tuple[bytes, Address, int]] = collections.deque()
+        #: Whether UDP GSO / GRO are in use on this socket (see ``Config.udp_offload``).
+        self.gso = self.gro = False
+        if offload and offload_allowed():
+            self._enable_offload()
         self._heap: list[tuple[float, int, Transport]] = []
         self._counter = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -189,13 +221,34 @@ class Endpoint:
             return False
         return True
 
+    def _enable_offload(self) -> None:
+        """Turn on UDP GRO and GSO where the kernel has them (Linux 4.18 / 5.0 and later)."""
+        if not sys.platform.startswith("linux") or self.family not in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            return
+        try:
+            self.sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self.gro = True
+        except OSError:
+            pass
+        try:
+            self.sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+            self.gso = True
+        except OSError:
+            pass
+
     @classmethod
-    def for_socket(cls, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Endpoint:
-        """The endpoint on ``sock`` for ``loop``: the existing one, or a new one."""
+    def for_socket(
+        cls, loop: asyncio.AbstractEventLoop, sock: socket.socket, config: Config | None = None
+    ) -> Endpoint:
+        """The endpoint on ``sock`` for ``loop``: the existing one, or a new one (whose
+        offloads ``config`` decides)."""
         existing = _registry.get(loop, {}).get(sock.fileno())
         if existing is not None and not existing._closed:
             return existing
-        return cls(loop, sock)
+        return cls(loop, sock, offload=config.udp_offload if config is not None else True)
 
     @property
     def sockname(self) -> Address:
@@ -343,10 +396,26 @@ class Endpoint:
     # ------------------------------------------------------------------ receiving
 
     def _on_readable(self) -> None:
-        recvfrom = self.sock.recvfrom
+        """Read until the socket is empty (at most READ_BATCH reads), then hand each
+        connection the train of segments it got, in arrival order."""
+        trains: dict[Transport, list[Segment]] = {}
+        try:
+            self._read(trains)
+        finally:
+            for transport, segments in trains.items():
+                if self._closed:
+                    break
+                self._deliver_train(transport, segments)
+
+    def _read(self, trains: dict[Transport, list[Segment]]) -> None:
+        sock = self.sock
+        gro = self.gro
         for _ in range(READ_BATCH):
             try:
-                data, addr = recvfrom(RECV_SIZE)
+                if gro:
+                    data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
+                else:
+                    data, addr = sock.recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionRefusedError:
@@ -361,11 +430,40 @@ class Endpoint:
                 self.stats["recv_errors"] += 1
                 logger.debug("%r: recvfrom failed: %s", self, exc)
                 return
-            self._on_datagram(data, addr)
+            size = 0
+            if gro and ancdata:
+                for level, kind, value in ancdata:
+                    if level == SOL_UDP and kind == UDP_GRO and len(value) >= _GRO_SIZE.size:
+                        size = _GRO_SIZE.unpack_from(value)[0]
+            if 0 < size < len(data):
+                # A GRO train: datagrams of ``size`` bytes from one sender, the last one
+                # possibly shorter; each is one segment, as if read one by one.
+                self.stats["gro_trains"] += 1
+                for offset in range(0, len(data), size):
+                    self._on_datagram(data[offset : offset + size], addr, trains)
+            else:
+                self._on_datagram(data, addr, trains)
             if self._closed:
                 return
 
-    def _on_datagram(self, data: bytes, addr: Address) -> None:
+    def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
+        rest = segments
+        if self._conns.get(transport._key) is transport:
+            taken = self._guarded(transport, transport._receive_many, segments)
+            rest = segments[taken or len(segments) :]
+        # What came after the connection closed goes where it would have gone alone
+        # (a reset from the closed port, or a new connection for a SYN).
+        for seg in rest:
+            self._route(seg, transport._peer, None)
+
+    def _on_datagram(
+        self,
+        data: bytes,
+        addr: Address,
+        trains: dict[Transport, list[Segment]] | None = None,
+    ) -> None:
+        """Decode one datagram and route its segment: into ``trains`` for a connection
+        (delivered after the read burst), or at once (a SYN, a reset for a closed port)."""
         self.stats["datagrams_in"] += 1
         try:
             seg = decode(data)
@@ -375,16 +473,31 @@ class Endpoint:
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
+        self._route(seg, addr, trains)
+
+    def _route(
+        self, seg: Segment, addr: Address, trains: dict[Transport, list[Segment]] | None
+    ) -> None:
         key = (addr, seg.dst_port, seg.src_port)
         transport = self._conns.get(key)
         is_syn = seg.flags & (SYN | ACK | RST) == SYN
         if transport is not None:
+            if not is_syn:
+                if trains is None:
+                    self._guarded(transport, transport._receive, seg)
+                else:
+                    trains.setdefault(transport, []).append(seg)
+                return
+            # A SYN may reopen a connection in TIME-WAIT: settle what came before it first.
+            pending = trains.pop(transport, None) if trains is not None else None
+            if pending:
+                self._deliver_train(transport, pending)
             conn = transport._conn
-            if is_syn and conn.state is State.TIME_WAIT and seq_gt(seg.seq, conn.rcv_nxt):
+            if conn.state is State.TIME_WAIT and seq_gt(seg.seq, conn.rcv_nxt):
                 # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, DESIGN §8).
                 self.stats["time_wait_reopened"] += 1
                 self._forget(transport)
-            else:
+            elif self._conns.get(key) is transport:
                 self._guarded(transport, transport._receive, seg)
                 return
         if is_syn:
@@ -426,14 +539,14 @@ class Endpoint:
             if transport._peer == peer:
                 self._guarded(transport, transport._icmp_unreachable, now)
 
-    def _guarded(self, transport: Transport, method: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, transport: Transport, method: Callable[..., Any], *args: Any) -> Any:
         """Run a call into one connection; an exception there must not hurt the others.
 
         Protocol callbacks are already guarded by the transport, so what lands here is a
         bug in udptcp itself: report it and reset that connection.
         """
         try:
-            method(*args)
+            return method(*args)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -446,31 +559,52 @@ class Endpoint:
 
     # ------------------------------------------------------------------ sending
 
-    def transmit(self, addr: Address, segments: Iterable[Segment]) -> None:
+    def transmit(self, addr: Address, segments: Sequence[Segment]) -> None:
         """Encode and send ``segments`` to ``addr``, queueing what the kernel will not take.
 
+        Runs of equal-sized datagrams go out as one GSO send where the socket has it.
         Our own segments are never dropped for lack of socket buffer (DESIGN §8).
         """
         if self._closed:
             return
         trace = self.trace
-        for seg in segments:
-            if trace is not None:
+        if trace is not None:
+            for seg in segments:
                 self._trace("out", addr, seg)
-            self._send(encode(seg), addr)
+        if not self.gso or len(segments) == 1:
+            for seg in segments:
+                self._send(encode(seg), addr)
+            return
+        datagrams = [encode(seg) for seg in segments]
+        i, n = 0, len(datagrams)
+        while i < n:
+            # A GSO run: datagrams of one size, the last of them possibly shorter.
+            size = len(datagrams[i])
+            j = i + 1
+            limit = min(n, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // size)
+            while j < limit:
+                length = len(datagrams[j])
+                j += 1
+                if length != size:
+                    if length > size:
+                        j -= 1
+                    break
+            if j - i == 1:
+                self._send(datagrams[i], addr)
+            else:
+                self._send(b"".join(datagrams[i:j]), addr, size, j - i)
+            i = j
 
-    def _send(self, data: bytes, addr: Address) -> None:
-        self.stats["datagrams_out"] += 1
+    def _send(self, data: bytes, addr: Address, gso: int = 0, count: int = 1) -> None:
+        """Send one datagram, or with ``gso`` a run of ``count`` datagrams of that size."""
+        self.stats["datagrams_out"] += count
         if self._sendq:
-            self._sendq.append((data, addr))
+            self._sendq.append((data, addr, gso))
             return
         try:
-            if addr == self.connected_peer:
-                self.sock.send(data)
-            else:
-                self.sock.sendto(data, addr)
+            self._send_now(data, addr, gso)
         except (BlockingIOError, InterruptedError):
-            self._sendq.append((data, addr))
+            self._sendq.append((data, addr, gso))
             self.stats["send_queued"] += 1
             self.loop.add_writer(self._fd, self._on_writable)
         except ConnectionRefusedError:
@@ -478,8 +612,41 @@ class Endpoint:
             # segment loop that is running now.
             self.loop.call_soon(self._on_icmp_unreachable)
         except OSError as exc:
+            self._send_failed(data, addr, gso, exc)
+
+    def _send_now(self, data: bytes, addr: Address, gso: int) -> None:
+        connected = addr == self.connected_peer
+        if not gso:
+            if connected:
+                self.sock.send(data)
+            else:
+                self.sock.sendto(data, addr)
+            return
+        self.stats["gso_sends"] += 1
+        control = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(gso))]
+        if connected:
+            self.sock.sendmsg([data], control)
+        else:
+            self.sock.sendmsg([data], control, 0, addr)
+
+    def _send_failed(self, data: bytes, addr: Address, gso: int, exc: OSError) -> None:
+        if not gso:
             self.stats["send_errors"] += 1
             logger.debug("%r: sendto %r failed: %s", self, addr, exc)
+            return
+        # The run as a whole was refused: send its datagrams one by one, so each gets
+        # the fate (and the error) it would have had without GSO.
+        pieces = self._gso_refused(data, gso, exc)
+        self.stats["datagrams_out"] -= len(pieces)
+        for piece in pieces:
+            self._send(piece, addr)
+
+    def _gso_refused(self, data: bytes, gso: int, exc: OSError) -> list[bytes]:
+        self.stats["gso_errors"] += 1
+        if exc.errno in _GSO_UNSUPPORTED:
+            self.gso = False
+            logger.debug("%r: UDP GSO turned off: %s", self, exc)
+        return [data[offset : offset + gso] for offset in range(0, len(data), gso)]
 
     def _on_writable(self) -> None:
         self._flush_queue()
@@ -488,21 +655,23 @@ class Endpoint:
 
     def _flush_queue(self) -> None:
         queue = self._sendq
-        sock = self.sock
         while queue:
-            data, addr = queue[0]
+            data, addr, gso = queue[0]
             try:
-                if addr == self.connected_peer:
-                    sock.send(data)
-                else:
-                    sock.sendto(data, addr)
+                self._send_now(data, addr, gso)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionRefusedError:
                 self.loop.call_soon(self._on_icmp_unreachable)
             except OSError as exc:
-                self.stats["send_errors"] += 1
-                logger.debug("%r: sendto %r failed: %s", self, addr, exc)
+                queue.popleft()
+                if gso:
+                    # Put the run back as single datagrams, in place.
+                    pieces = self._gso_refused(data, gso, exc)
+                    queue.extendleft((piece, addr, 0) for piece in reversed(pieces))
+                else:
+                    self._send_failed(data, addr, gso, exc)
+                continue
             queue.popleft()
 
     def _trace(self, direction: str, addr: Address, seg: Segment) -> None:

@@ -252,6 +252,11 @@ class Transport(asyncio.Transport):
         self._conn.receive(seg, self._loop.time())
         self._pump()
 
+    def _receive_many(self, segments: list[Segment]) -> int:
+        taken = self._conn.receive_many(segments, self._loop.time())
+        self._pump()
+        return taken
+
     def _on_timer(self, now: float) -> None:
         self._conn.handle_timer(now)
         self._pump()

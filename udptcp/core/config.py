@@ -35,6 +35,12 @@ class Config:
     #: size and is not taken as congestion; a retransmission timeout while above the base
     #: size falls back to it (a black hole: the path MTU shrank) and searches again.
     pmtu_max: int | None = None
+    #: Linux UDP segmentation offloads: GSO sends a run of equal-sized segments in one
+    #: system call, GRO receives a train of them in one. Detected when udptcp first opens
+    #: an endpoint on a socket (so the config of the first connection or server there
+    #: decides) and dropped cleanly where the kernel refuses; the environment variable
+    #: ``UDPTCP_OFFLOAD=0`` turns it off everywhere. Segments on the wire are the same.
+    udp_offload: bool = True
     #: Offer RFC 7323 window scaling in the SYN.
     window_scaling: bool = True
     #: Offer RFC 7323 timestamps (RTT measurement on every ACK, PAWS). They cost 12 bytes
