@@ -229,6 +229,10 @@ class Connection:
         self._ack_owed = False
         self._rx_event: DataReceived | None = None
         self._rx_chunks: list[bytes] = []
+        # _send_data(): a run of segments is being built; the window field and options
+        # they share, once the first of them has computed them.
+        self._bursting = False
+        self._burst: tuple[int, Options | None] | None = None
         self._challenge_window = 0.0
         self._challenge_count = 0
         self._closed_reported = False
@@ -696,7 +700,9 @@ class Connection:
         self.stats_counters["segments_received"] += 1
         self._keepalive_unanswered = 0
         st = self.state
-        if st is S.SYN_SENT:
+        if st is S.ESTABLISHED and self._predicted(seg, now):
+            pass
+        elif st is S.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
         elif st is not S.CLOSED and st is not S.LISTEN:
             self._receive_synchronizing(seg, now)
@@ -739,6 +745,50 @@ class Connection:
             self._set_state(S.SYN_RECEIVED)
             self._retries = 0
             self._send_syn(now)
+
+    def _predicted(self, seg: Segment, now: float) -> bool:
+        """Header prediction (Van Jacobson's, as BSD and Linux have it): take the next
+        in-order data segment of a one-way transfer without the general path.
+
+        It applies only where every step of §3.10.7.4 has a foregone outcome: ACK (and
+        PSH) only, exactly RCV.NXT, within the window, acknowledging nothing new while
+        nothing of ours is outstanding, the same window, no SACK blocks, a timestamp
+        passing PAWS, nothing held for reassembly, an application reading. Returns False,
+        having changed nothing, for anything else.
+        """
+        payload = seg.payload
+        if (
+            seg.flags & ~PSH != ACK
+            or not payload
+            or seg.seq != self.rcv_nxt
+            or seg.ack != self.snd_una
+            or self.snd_una != self.snd_max
+            or seg.window << self.snd_wscale != self.snd_wnd
+            or len(payload) > seq_diff(self._rcv_adv, self.rcv_nxt)
+            or self._reassembly
+            or not self._reading
+            or self._discard_input
+            or self._fin_off is not None
+        ):
+            return False
+        options = seg.options
+        if options is not None and options.sack_blocks:
+            return False
+        if self.ts_enabled:
+            ts = options.timestamps if options is not None else None
+            if ts is None or seq_lt(ts[0], self.ts_recent):
+                return False
+            if seq_le(seg.seq, self._last_ack_sent):
+                self.ts_recent = ts[0]  # RFC 7323 §4.3, as in _receive_synchronizing
+                if ts[1]:
+                    sample = ((self._tsval() - ts[1]) & _MASK) / 1000
+                    if sample < 60:
+                        self._rcv_rtt = max(sample, 0.001)
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        self._accept_in_order(payload)
+        self._schedule_ack(len(payload), now)
+        return True
 
     def _receive_synchronizing(self, seg: Segment, now: float) -> None:
         """§3.10.7.4 for SYN-RECEIVED and the synchronized states."""
@@ -1402,6 +1452,18 @@ class Connection:
                 self._emit(self._segment(ACK, self._ack_seq), now)
 
     def _send_data(self, now: float, override_sws: bool = False) -> None:
+        self._burst = None  # a run of segments starts: _segment may reuse what they share
+        self._bursting = True
+        sent = self.stats_counters["segments_sent"]
+        try:
+            self._send_run(now, override_sws)
+        finally:
+            self._bursting = False
+            self._burst = None
+        if self.stats_counters["segments_sent"] != sent:
+            self._arm_tlp(now)
+
+    def _send_run(self, now: float, override_sws: bool) -> None:
         buf = self._sendbuf
         mss = self._eff_mss - (self._sack_option_len() if self.sack_ok else 0)
         sb = self._sb
@@ -1437,6 +1499,13 @@ class Connection:
                     break  # Nagle (RFC 896): one small segment outstanding at a time
                 if not self._may_send(size, now):
                     break
+                if size == mss < unsent and self.snd_nxt == self.snd_max and not sb:
+                    # New data in full segments, more waiting behind them: send as many as
+                    # the window allows in one go.
+                    count = min((unsent - 1) // mss, usable // mss)
+                    if not self.config.pacing and self._pmtu_high <= self._pmtu_low:
+                        self._transmit_new(off, mss, count, now)
+                        continue
                 flags = ACK
                 last = size == unsent
                 if last:
@@ -1522,7 +1591,36 @@ class Connection:
         self._emit(seg, now)
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rtt.rto
-        self._arm_tlp(now)
+        if not self._bursting:
+            self._arm_tlp(now)  # a run arms it once, at its end
+
+    def _transmit_new(self, off: int, size: int, count: int, now: float) -> None:
+        """_transmit() for ``count`` new full segments of plain data from stream offset
+        ``off``: one pass of the bookkeeping, the same segments."""
+        seq = self.snd_nxt
+        if self._rtt_seq is None and self._retries == 0:
+            self._rtt_seq, self._rtt_time = seq, now
+        if self.snd_una == self.snd_max:
+            self._una_since = now
+        get = self._sendbuf.get
+        segment = self._segment
+        out = self._out
+        for i in range(count):
+            out.append(segment(ACK, (seq + i * size) & _MASK, get(off + i * size, size)))
+        self._log.record_run(off, size, count, now)
+        self.snd_nxt = self.snd_max = (seq + count * size) & _MASK
+        # As _emit() does for each: every one carries our ACK.
+        self._last_ack_sent = self.rcv_nxt
+        self._ack_now = self._ack_owed = False
+        self._delack_deadline = None
+        self._unacked_bytes = 0
+        counters = self.stats_counters
+        counters["segments_sent"] += count
+        counters["bytes_sent"] += count * size
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self.rtt.rto
+        if not self._bursting:
+            self._arm_tlp(now)
 
     def _arm_tlp(self, now: float) -> None:
         """RFC 8985 §7.2: schedule a tail loss probe about two round trips out.
@@ -1573,22 +1671,25 @@ class Connection:
         self._rto_deadline = now + self.rtt.rto  # §7.3: restart the RTO
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
-        options = None
-        blocks = self._sack_blocks() if self.sack_ok else ()
-        if self.ts_enabled or blocks:
-            # RFC 7323 §3.2: once agreed, every segment carries a timestamp.
-            ts = (self._tsval(), self.ts_recent) if self.ts_enabled else None
-            options = Options(timestamps=ts, sack_blocks=blocks)
-            self._dsack = None
+        burst = self._burst
+        if burst is not None and self._dsack is None:
+            # The same instant and receive state as the run's previous segment: the same
+            # window field and options (segments are never changed once built).
+            window, options = burst
+        else:
+            options = None
+            blocks = self._sack_blocks() if self.sack_ok else ()
+            dsack = self._dsack is not None
+            if self.ts_enabled or blocks:
+                # RFC 7323 §3.2: once agreed, every segment carries a timestamp.
+                ts = (self._tsval(), self.ts_recent) if self.ts_enabled else None
+                options = Options(timestamps=ts, sack_blocks=blocks)
+                self._dsack = None
+            window = self._window_field()
+            if self._bursting and not dsack:
+                self._burst = (window, options)  # a D-SACK block is reported once only
         return Segment(
-            self.local_port,
-            self.remote_port,
-            seq,
-            self.rcv_nxt,
-            flags,
-            self._window_field(),
-            options,
-            payload,
+            self.local_port, self.remote_port, seq, self.rcv_nxt, flags, window, options, payload
         )
 
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:

@@ -111,6 +111,20 @@ class SentLog:
 
     # -- recording ---------------------------------------------------------------------
 
+    def record_run(self, start: int, size: int, count: int, now: float) -> None:
+        """Log ``count`` new segments of ``size`` bytes from ``start``, sent together
+        (the same as ``count`` calls of :meth:`record` at the top of the log)."""
+        segs, starts = self._segs, self._starts
+        assert not segs or start >= segs[-1].end, "record_run() takes new data only"
+        order = self._sends
+        for i in range(count):
+            order += 1
+            segs.append(Sent(start, start + size, now, order))
+            starts.append(start)
+            start += size
+        self._sends = order
+        self._bytes += count * size
+
     def record(self, start: int, end: int, now: float) -> None:
         """Log a transmission of ``[start, end)``: new data at the top, or a resend."""
         if end <= start:

@@ -90,6 +90,9 @@ _TIMESTAMPS_OPT = struct.Struct("!BBII")  # kind 8, len 10, TSval, TSecr
 # recognises it without the general option loop.
 _TIMESTAMPS_ONLY_PREFIX = b"\x01\x01\x08\x0a"
 _TIMESTAMPS_ONLY_HLEN = HEADER_LEN + 12
+_TIMESTAMPS_ONLY_OFFSET = _TIMESTAMPS_ONLY_HLEN << 2  # data offset byte: 8 words
+# The header and those options in one pack: fields, then NOP NOP, kind 8 length 10, TSval, TSecr.
+_HEADER_TIMESTAMPS = struct.Struct("!HHIIBBHHHHHII")
 
 # flag_names() order: low bit to high bit, the order Wireshark prints them ("SYN,ACK").
 _FLAG_ORDER = (
@@ -293,10 +296,24 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
 
     A buffer that already holds its correct checksum gives 0.
     """
-    total = int.from_bytes(data, "big")
-    if len(data) & 1:
-        total <<= 8
-    return _complement(total)
+    return _complement(_words(data))
+
+
+def _words(data: bytes | bytearray | memoryview) -> int:
+    """An integer congruent, modulo 0xFFFF, to the sum of ``data``'s big-endian 16-bit
+    words (an odd last byte padded with zero), and zero only if every byte is.
+
+    Read little-endian, each word counts byte-swapped, and swapping a word's bytes is
+    multiplying it by 2**8 modulo 0xFFFF (a rotation), so the little-endian reading times
+    2**8 qualifies; an odd last byte lands as the low byte of a little-endian word, the
+    high byte of its big-endian one, which is the padding rule. CPython reads a buffer as
+    a little-endian integer about a third faster than as a big-endian one.
+    """
+    words = int.from_bytes(data, "little")
+    folded = words % 0xFFFF  # reduced first: the remainder of the bigger shifted value costs more
+    if folded:
+        return folded << 8
+    return 0xFFFF if words else 0
 
 
 def _complement(total: int) -> int:
@@ -393,18 +410,27 @@ def encode(seg: Segment) -> bytes:
     the options need more than :data:`MAX_OPTIONS_LEN` bytes.
     """
     try:
+        options = seg.options
+        if (
+            options is not None
+            and options.timestamps is not None
+            and options.mss is None
+            and options.wscale is None
+            and not options.sack_permitted
+            and not options.sack_blocks
+            and not options.unknown
+        ):
+            return _encode_timestamped(seg, options.timestamps)
         opts = b""
-        if seg.options is not None:
-            opts = _encode_options(seg.options, aligned=True)
+        if options is not None:
+            opts = _encode_options(options, aligned=True)
             if len(opts) > MAX_OPTIONS_LEN:
                 opts = _encode_options(seg.options, aligned=False)
         if len(opts) > MAX_OPTIONS_LEN:
             raise ValueError(f"options need {len(opts)} bytes, more than {MAX_OPTIONS_LEN}")
         offset_byte = (HEADER_LEN + len(opts)) << 2  # data offset in words, in the high nibble
         payload = seg.payload
-        payload_words = int.from_bytes(payload, "big")
-        if len(payload) & 1:
-            payload_words <<= 8
+        payload_words = _words(payload)
         # The checksum without packing the header twice: each field's value is congruent to
         # the sum of its 16-bit words modulo 0xFFFF, and the checksum and urgent pointer fields
         # are zero. See _complement() for why that suffices.
@@ -432,6 +458,42 @@ def encode(seg: Segment) -> bytes:
     except struct.error as exc:
         raise ValueError(f"cannot encode {seg!r}: {exc}") from exc
     return header + opts + payload
+
+
+def _encode_timestamped(seg: Segment, timestamps: tuple[int, int]) -> bytes:
+    """encode() for the usual data segment or ACK: options NOP, NOP, timestamps only."""
+    tsval, tsecr = timestamps
+    payload = seg.payload
+    # As in encode(); the option bytes sum to 0x0101 + 0x080A + TSval + TSecr.
+    total = (
+        seg.src_port
+        + seg.dst_port
+        + seg.seq
+        + seg.ack
+        + (_TIMESTAMPS_ONLY_OFFSET << 8 | seg.flags)
+        + seg.window
+        + 0x0101
+        + 0x080A
+        + tsval
+        + tsecr
+        + _words(payload)
+    )
+    header = _HEADER_TIMESTAMPS.pack(
+        seg.src_port,
+        seg.dst_port,
+        seg.seq,
+        seg.ack,
+        _TIMESTAMPS_ONLY_OFFSET,
+        seg.flags,
+        seg.window,
+        _complement(total),
+        0,
+        0x0101,
+        0x080A,
+        tsval,
+        tsecr,
+    )
+    return header + payload
 
 
 def decode(data: bytes | bytearray | memoryview) -> Segment:
