@@ -117,7 +117,7 @@ class SentLog:
         segs, starts = self._segs, self._starts
         assert not segs or start >= segs[-1].end, "record_run() takes new data only"
         order = self._sends
-        for i in range(count):
+        for _ in range(count):
             order += 1
             segs.append(Sent(start, start + size, now, order))
             starts.append(start)
