@@ -74,3 +74,15 @@ def test_timeout_drops_to_one_segment_for_both():
         cc.cwnd = 100 * MSS
         cc.on_timeout(cc.cwnd, 0.0)
         assert cc.cwnd == MSS and cc.ssthresh >= 2 * MSS
+
+
+def test_a_stretch_ack_counts_as_the_delayed_acks_it_stands_for() -> None:
+    from udptcp.core.congestion import slow_start
+
+    mss = 1000
+    assert slow_start(10_000, 100_000, 2 * mss, mss) == 11_000  # ordinary delayed ACK: +1 MSS
+    assert slow_start(10_000, 100_000, mss, mss) == 11_000
+    assert slow_start(10_000, 100_000, 300, mss) == 10_300
+    # One ACK for a train of 20 segments: the 10 delayed ACKs it replaces.
+    assert slow_start(10_000, 100_000, 20 * mss, mss) == 20_000
+    assert slow_start(10_000, 15_000, 20 * mss, mss) == 15_000  # never past ssthresh

@@ -425,7 +425,7 @@ def encode(seg: Segment) -> bytes:
         if options is not None:
             opts = _encode_options(options, aligned=True)
             if len(opts) > MAX_OPTIONS_LEN:
-                opts = _encode_options(seg.options, aligned=False)
+                opts = _encode_options(options, aligned=False)
         if len(opts) > MAX_OPTIONS_LEN:
             raise ValueError(f"options need {len(opts)} bytes, more than {MAX_OPTIONS_LEN}")
         offset_byte = (HEADER_LEN + len(opts)) << 2  # data offset in words, in the high nibble

@@ -1,0 +1,211 @@
+"""The bulk-data fast paths and receive trains.
+
+Header prediction (``Connection._predicted``) and sending runs of new segments
+(``Connection._transmit_new``, with the window field and options a run shares) must change
+nothing but speed: a differential test plays the same lossy, reordering exchange with them
+and with the general path and compares every byte sent and every event. ``receive_many``
+changes what it is meant to: one ACK per train for in-order data, one ``DataReceived``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from udptcp.core.config import Config
+from udptcp.core.connection import Connection, State
+from udptcp.core.events import DataReceived, EofReceived, Event
+from udptcp.core.segment import ACK, FIN, Segment, encode
+from udptcp.tools.simnet import connected_pair
+
+SEEDS = range(6)
+
+
+def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn the fast paths off: every segment goes through the general code."""
+    monkeypatch.setattr(Connection, "_predicted", lambda self, seg, now: False)
+
+    def one_by_one(self: Connection, off: int, size: int, count: int, now: float) -> None:
+        for i in range(count):
+            self._transmit(ACK, self.snd_nxt, self._sendbuf.get(off + i * size, size), now)
+
+    monkeypatch.setattr(Connection, "_transmit_new", one_by_one)
+    original = Connection._segment
+
+    def fresh_segment(self: Connection, flags: int, seq: int, payload: bytes = b"") -> Segment:
+        self._burst = None  # computed anew for every segment
+        seg = original(self, flags, seq, payload)
+        self._burst = None
+        return seg
+
+    monkeypatch.setattr(Connection, "_segment", fresh_segment)
+
+
+def _exchange(seed: int, config: Config, trains: bool) -> tuple[list[bytes], list[Event]]:
+    """Move 300 KB from a to b and 150 KB back over a scripted link that drops, duplicates,
+    reorders and batches segments by a seeded plan; return every datagram both sent and
+    b's events."""
+    rng = random.Random(seed)
+    a, b = connected_pair(config)
+    now = 0.0
+    wire: list[bytes] = []
+    events: list[Event] = []
+    a.send(bytes(rng.getrandbits(8) for _ in range(3000)) * 100, now)
+    b.send(b"r" * 150_000, now)
+    a.shutdown(now)
+    in_flight: list[tuple[Connection, Segment]] = []
+    for _step in range(4000):
+        for src, dst in ((a, b), (b, a)):
+            for seg in src.take_segments():
+                wire.append(encode(seg))
+                fate = rng.random()
+                if fate < 0.03:
+                    continue  # lost
+                in_flight.append((dst, seg))
+                if fate > 0.97:
+                    in_flight.append((dst, seg))  # duplicated: D-SACK reports follow
+        new_events = b.take_events()
+        events.extend(new_events)
+        if any(isinstance(ev, EofReceived) for ev in new_events):
+            b.shutdown(now)  # the passive close: b's FIN follows its data
+            continue
+        a.take_events()
+        if not in_flight:
+            if a.state in (State.TIME_WAIT, State.CLOSED) and b.state is State.CLOSED:
+                break
+            deadline = min(t for t in (a.get_timer(), b.get_timer()) if t is not None)
+            now = max(now, deadline)
+            for conn in (a, b):
+                timer = conn.get_timer()
+                if timer is not None and timer <= now:
+                    conn.handle_timer(now)
+            continue
+        now += 0.001
+        if rng.random() < 0.1 and len(in_flight) > 1:
+            i = rng.randrange(len(in_flight) - 1)  # two swap places
+            in_flight[i], in_flight[i + 1] = in_flight[i + 1], in_flight[i]
+        take = rng.randint(1, 40)
+        batch, in_flight = in_flight[:take], in_flight[take:]
+        for dst in (a, b):
+            mine = [seg for conn, seg in batch if conn is dst]
+            if not mine:
+                continue
+            if trains:
+                dst.receive_many(mine, now)
+            else:
+                for seg in mine:
+                    dst.receive(seg, now)
+    assert b.state is State.CLOSED, (seed, a.state, b.state)
+    return wire, events
+
+
+@pytest.mark.parametrize("trains", [False, True], ids=["one-by-one", "trains"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fast_paths_send_exactly_what_the_general_path_sends(
+    monkeypatch: pytest.MonkeyPatch, seed: int, trains: bool
+) -> None:
+    config = Config(keepalive=False)
+    fast = _exchange(seed, config, trains)
+    with monkeypatch.context() as m:
+        _general_path(m)
+        general = _exchange(seed, config, trains)
+    assert len(fast[0]) == len(general[0]), f"seed {seed}"
+    for i, (x, y) in enumerate(zip(fast[0], general[0])):
+        assert x == y, f"seed {seed}: datagram {i} differs"
+    assert fast[1] == general[1], f"seed {seed}"
+    received = b"".join(ev.data for ev in fast[1] if isinstance(ev, DataReceived))
+    assert len(received) == 300_000 and EofReceived() in fast[1]
+
+
+def test_the_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"predicted": 0, "runs": 0}
+    predicted, runs = Connection._predicted, Connection._transmit_new
+
+    def counting_predicted(self: Connection, seg: Segment, now: float) -> bool:
+        taken = predicted(self, seg, now)
+        calls["predicted"] += taken
+        return taken
+
+    def counting_runs(self: Connection, off: int, size: int, count: int, now: float) -> None:
+        calls["runs"] += 1
+        runs(self, off, size, count, now)
+
+    monkeypatch.setattr(Connection, "_predicted", counting_predicted)
+    monkeypatch.setattr(Connection, "_transmit_new", counting_runs)
+    _exchange(0, Config(keepalive=False), trains=True)
+    assert calls["predicted"] > 50 and calls["runs"] > 5
+
+
+def _data(a: Connection, n: int, now: float = 0.0) -> list[Segment]:
+    a.send(b"x" * n, now)
+    return a.take_segments()
+
+
+def _acks(segments: Iterator[Segment] | list[Segment]) -> list[Segment]:
+    return [s for s in segments if not s.payload and s.flags & ACK]
+
+
+def test_a_train_of_in_order_data_is_acknowledged_once_and_delivered_as_one_event() -> None:
+    a, b = connected_pair(Config(keepalive=False))
+    segs = _data(a, 20 * 1400)
+    assert len(segs) >= 10  # the initial window
+    b.receive_many(segs, 0.001)
+    acks = _acks(b.take_segments())
+    assert len(acks) == 1 and acks[0].ack == a.snd_max
+    events = b.take_events()
+    assert events == [DataReceived(b"".join(seg.payload for seg in segs))]
+
+
+def test_one_by_one_the_same_data_is_acknowledged_every_second_segment() -> None:
+    a, b = connected_pair(Config(keepalive=False))
+    segs = _data(a, 20 * 1400)
+    for seg in segs:
+        b.receive(seg, 0.001)
+    assert len(_acks(b.take_segments())) >= len(segs) // 2
+
+
+def test_out_of_order_segments_in_a_train_still_get_an_ack_each() -> None:
+    a, b = connected_pair(Config(keepalive=False))
+    segs = _data(a, 8 * 1400)
+    train = segs[1:]  # the first one is lost: every other one is out of order
+    b.receive_many(train, 0.001)
+    acks = _acks(b.take_segments())
+    assert len(acks) == len(train)  # RFC 5681 §4.2: a duplicate ACK for each
+    assert all(ack.ack == segs[0].seq for ack in acks)
+    assert b.take_events() == []
+    b.receive_many(segs[:1], 0.002)  # the gap fills: everything is delivered at once
+    assert b.take_events() == [DataReceived(b"x" * 8 * 1400)]
+
+
+def test_data_then_fin_in_one_train_keep_their_order() -> None:
+    a, b = connected_pair(Config(keepalive=False))
+    a.send(b"y" * 5000, 0.0)
+    a.shutdown(0.0)
+    segs = a.take_segments()
+    assert segs[-1].flags & FIN
+    b.receive_many(segs, 0.001)
+    assert b.take_events() == [DataReceived(b"y" * 5000), EofReceived()]
+    assert b.state is State.CLOSE_WAIT
+
+
+def test_a_train_stops_at_the_segment_that_closes_the_connection() -> None:
+    a, b = connected_pair(Config(keepalive=False))
+    segs = _data(a, 3 * 1400)
+    a.abort(0.0)
+    rst = a.take_segments()
+    taken = b.receive_many(segs + rst + segs[:1], 0.001)
+    assert taken == len(segs) + 1 and b.state is State.CLOSED
+
+
+def test_a_dsack_block_is_reported_by_the_first_segment_of_a_run_only() -> None:
+    a, b = connected_pair(Config(keepalive=False))
+    # A duplicate that arrived with the data that opened the window (a re-segmented
+    # retransmission overlapping what we had) leaves a D-SACK block owed as a run starts.
+    dup = (b.snd_una - 500, b.snd_una)
+    a._dsack = dup
+    segs = _data(a, 5 * 1400)
+    assert len(segs) == 5
+    assert segs[0].options is not None and segs[0].options.sack_blocks == (dup,)
+    assert all(seg.options is None or not seg.options.sack_blocks for seg in segs[1:])
