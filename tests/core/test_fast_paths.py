@@ -209,3 +209,15 @@ def test_a_dsack_block_is_reported_by_the_first_segment_of_a_run_only() -> None:
     assert len(segs) == 5
     assert segs[0].options is not None and segs[0].options.sack_blocks == (dup,)
     assert all(seg.options is None or not seg.options.sack_blocks for seg in segs[1:])
+
+
+def test_a_train_pauses_after_an_event_other_than_data() -> None:
+    a, b = connected_pair(Config(keepalive=False))
+    a.send(b"y" * 100, 0.0)
+    a.close(0.0)  # FIN after the data
+    a.abort(0.0)  # then RST: it must wait until the application has seen the EOF
+    segs = a.take_segments()
+    assert segs[-1].flags & 0x04 and segs[-2].flags & FIN
+    taken = b.receive_many(segs, 0.001)
+    assert taken == len(segs) - 1 and b.state is State.CLOSE_WAIT
+    assert b.take_events() == [DataReceived(b"y" * 100), EofReceived()]

@@ -253,9 +253,17 @@ class Transport(asyncio.Transport):
         self._pump()
 
     def _receive_many(self, segments: list[Segment]) -> int:
-        taken = self._conn.receive_many(segments, self._loop.time())
-        self._pump()
-        return taken
+        """Hand a train to the connection; returns how many segments it took (all of
+        them unless the connection closed on the way)."""
+        conn = self._conn
+        total, count = 0, len(segments)
+        while total < count:
+            # The connection pauses after an event other than data: deliver it, then go on.
+            total += conn.receive_many(segments[total:] if total else segments, self._loop.time())
+            self._pump()
+            if conn.state is State.CLOSED or self._endpoint._conns.get(self._key) is not self:
+                break
+        return total
 
     def _on_timer(self, now: float) -> None:
         self._conn.handle_timer(now)

@@ -673,16 +673,23 @@ class Connection:
         the RFCs want at once (out-of-order data, a filled gap, a duplicate, a window
         probe) still go out segment by segment, so duplicate-ACK counting is unchanged.
 
-        Returns how many segments were taken: it stops after one that closed the
-        connection, and the caller treats the rest as addressed to a closed port.
+        Returns how many segments were taken. It stops after one that closed the
+        connection (the caller treats the rest as addressed to a closed port) or that
+        raised an event other than data (EOF, established): the caller delivers it and
+        hands over the rest afterwards, so the application's reaction (closing on EOF,
+        say) comes before later segments are processed, as it would one by one.
         """
         taken = 0
+        events = self._events
+        before = len(events)
         self._batch = True
         try:
             for seg in segments:
                 taken += 1
                 self._receive_one(seg, now)
-                if self.state is S.CLOSED:
+                if self.state is S.CLOSED or (
+                    len(events) > before and type(events[-1]) is not DataReceived
+                ):
                     break
                 if self._ack_now and self.state in _ACKS and self.state is not S.SYN_RECEIVED:
                     self._emit(self._segment(ACK, self._ack_seq), now)
