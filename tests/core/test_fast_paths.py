@@ -221,3 +221,27 @@ def test_a_train_pauses_after_an_event_other_than_data() -> None:
     taken = b.receive_many(segs, 0.001)
     assert taken == len(segs) - 1 and b.state is State.CLOSE_WAIT
     assert b.take_events() == [DataReceived(b"y" * 100), EofReceived()]
+
+
+def test_tsval_never_goes_backwards_when_a_timer_ran_early() -> None:
+    # An event loop may run a timer up to a millisecond early and the endpoint then passes
+    # the deadline itself; the next segment comes with the (earlier) loop time. A TSval
+    # below the one just sent would make the peer drop the whole next flight (PAWS).
+    a, b = connected_pair(Config(keepalive=False))
+    t = 0.020
+    a.send(b"x" * 20_000, t)
+    for seg in a.take_segments():
+        b.receive(seg, t)
+    acks = b.take_segments()
+    late = a.get_timer()
+    assert late is not None
+    a.handle_timer(late)  # a tail loss probe, at its deadline
+    sent = a.take_segments()
+    for ack in acks:
+        a.receive(ack, late - 0.001)
+    sent += a.take_segments()
+    stamps = [seg.options.timestamps[0] for seg in sent if seg.options and seg.options.timestamps]
+    assert len(stamps) >= 2 and stamps == sorted(stamps)
+    for seg in sent:
+        b.receive(seg, late)
+    assert b.stats_counters["paws_rejected"] == 0

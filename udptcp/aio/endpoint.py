@@ -61,6 +61,9 @@ Tracer = Callable[[str, Address, Segment], None]
 
 #: Most datagrams read in one wake-up, so one busy endpoint cannot starve the loop.
 READ_BATCH = 256
+#: Most segments read before they are handed to their connections: a train ends there
+#: (and its ACK goes out) even if the socket has more, about 90 KB at the default size.
+TRAIN_MAX = 64
 #: recvfrom() size: a whole UDP datagram, whatever the configured budget.
 RECV_SIZE = 65535
 #: Linux UDP segmentation offload (linux/udp.h; Python's socket module has no names for
@@ -402,14 +405,19 @@ class Endpoint:
         try:
             self._read(trains)
         finally:
-            for transport, segments in trains.items():
-                if self._closed:
-                    break
-                self._deliver_train(transport, segments)
+            self._deliver_trains(trains)
+
+    def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
+        for transport, segments in trains.items():
+            if self._closed:
+                break
+            self._deliver_train(transport, segments)
+        trains.clear()
 
     def _read(self, trains: dict[Transport, list[Segment]]) -> None:
         sock = self.sock
         gro = self.gro
+        pending = 0  # segments read and not yet delivered
         for _ in range(READ_BATCH):
             try:
                 if gro:
@@ -441,10 +449,17 @@ class Endpoint:
                 self.stats["gro_trains"] += 1
                 for offset in range(0, len(data), size):
                     self._on_datagram(data[offset : offset + size], addr, trains)
+                pending += -(-len(data) // size)
             else:
                 self._on_datagram(data, addr, trains)
+                pending += 1
             if self._closed:
                 return
+            if pending >= TRAIN_MAX:
+                # Deliver (and so acknowledge) before reading on: a sender must hear
+                # from us well within its loss-probe timeout, however long the burst.
+                self._deliver_trains(trains)
+                pending = 0
 
     def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
         rest = segments

@@ -177,6 +177,7 @@ class Connection:
         self.ts_recent = 0
         self._ts_offset = iss & _MASK  # TSval = ms clock + a per-connection offset (§5.4)
         self._retx_tsval = self._ts_offset  # our TSval at the latest retransmission
+        self._ts_last: int | None = None  # the highest TSval sent
         self._last_ack_sent = 0
         self._now = 0.0  # time of the call being processed (every entry point sets it)
         self.nodelay = not config.nagle
@@ -1459,6 +1460,8 @@ class Connection:
                 self._emit(self._segment(ACK, self._ack_seq), now)
 
     def _send_data(self, now: float, override_sws: bool = False) -> None:
+        if not self._fin_queued and self._sendbuf.end == self._stream_offset(self.snd_nxt):
+            return  # nothing to send (most ACKs of a request/response exchange)
         self._burst = None  # a run of segments starts: _segment may reuse what they share
         self._bursting = True
         sent = self.stats_counters["segments_sent"]
@@ -1726,8 +1729,19 @@ class Connection:
         return 4 + 8 * n if n else 0
 
     def _tsval(self) -> int:
-        """Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 §5.4)."""
-        return (int(self._now * 1000) + self._ts_offset) & _MASK
+        """Our timestamp clock: milliseconds plus a per-connection offset (RFC 7323 §5.4).
+
+        Never goes backwards (RFC 7323 §5.4 wants it monotonic): a caller may hand us a
+        time a little behind the previous one (an event loop runs a timer slightly early
+        and the endpoint passes its deadline), and one older TSval would make the peer
+        drop everything after it as PAWS-old until our clock caught up.
+        """
+        ts = (int(self._now * 1000) + self._ts_offset) & _MASK
+        last = self._ts_last
+        if last is not None and seq_lt(ts, last):
+            return last
+        self._ts_last = ts
+        return ts
 
     def _emit(self, seg: Segment, now: float) -> None:
         if seg.flags & ACK:
