@@ -27,6 +27,7 @@ from .segment import ACK, FIN, PSH, RST, SYN, Options, Segment
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, seq_min
 
 _MASK = 0xFFFFFFFF
+_HALF = 0x80000000
 # RFC 9293 §3.7.1: the MSS to assume when the peer sends no MSS option (IPv4).
 _DEFAULT_PEER_MSS = 536
 # The window field is 16 bits; RFC 7323 §2.3 caps the scale shift at 14.
@@ -756,46 +757,72 @@ class Connection:
 
     def _predicted(self, seg: Segment, now: float) -> bool:
         """Header prediction (Van Jacobson's, as BSD and Linux have it): take the next
-        in-order data segment of a one-way transfer without the general path.
+        in-order segment of an established connection without the general path, when it
+        is data, an ACK of new data, or both (bulk transfer, request and response).
 
         It applies only where every step of §3.10.7.4 has a foregone outcome: ACK (and
-        PSH) only, exactly RCV.NXT, within the window, acknowledging nothing new while
-        nothing of ours is outstanding, the same window, no SACK blocks, a timestamp
-        passing PAWS, nothing held for reassembly, an application reading. Returns False,
-        having changed nothing, for anything else.
+        PSH) only, exactly RCV.NXT, within the window, the same window, no SACK blocks,
+        a timestamp passing PAWS, nothing held for reassembly, an application reading;
+        an ACK that moves SND.UNA outside any loss recovery, or data while nothing of ours
+        is outstanding. Returns False, having changed nothing, for anything else.
         """
         payload = seg.payload
+        ack = seg.ack
         if (
             seg.flags & ~PSH != ACK
-            or not payload
             or seg.seq != self.rcv_nxt
-            or seg.ack != self.snd_una
-            or self.snd_una != self.snd_max
             or seg.window << self.snd_wscale != self.snd_wnd
-            or len(payload) > seq_diff(self._rcv_adv, self.rcv_nxt)
-            or self._reassembly
-            or not self._reading
-            or self._discard_input
             or self._fin_off is not None
         ):
             return False
+        if payload and (
+            len(payload) > seq_diff(self._rcv_adv, self.rcv_nxt)
+            or self._reassembly
+            or not self._reading
+            or self._discard_input
+        ):
+            return False
+        new_ack = ack != self.snd_una
+        if new_ack:
+            if (
+                not seq_lt(self.snd_una, ack)
+                or seq_gt(ack, self.snd_max)
+                or self._in_recovery
+                or self._sb
+                or self._dupacks
+                or self._rack_deadline is not None
+            ):
+                return False
+        elif not payload or self.snd_una != self.snd_max:
+            return False  # a duplicate ACK, or data beside ours in flight: the general path
         options = seg.options
         if options is not None and options.sack_blocks:
             return False
+        tsecr = 0
         if self.ts_enabled:
             ts = options.timestamps if options is not None else None
             if ts is None or seq_lt(ts[0], self.ts_recent):
                 return False
+            tsecr = ts[1]
             if seq_le(seg.seq, self._last_ack_sent):
                 self.ts_recent = ts[0]  # RFC 7323 §4.3, as in _receive_synchronizing
-                if ts[1]:
-                    sample = ((self._tsval() - ts[1]) & _MASK) / 1000
+                if payload and tsecr:
+                    sample = ((self._tsval() - tsecr) & _MASK) / 1000
                     if sample < 60:
                         self._rcv_rtt = max(sample, 0.001)
+        # _process_ack, with its outcomes known: the window update (same window)...
         self.snd_wl1 = seg.seq
-        self.snd_wl2 = seg.ack
-        self._accept_in_order(payload)
-        self._schedule_ack(len(payload), now)
+        self.snd_wl2 = ack
+        if self.snd_wnd > 0:
+            self._persist_deadline = None
+            self._persist_backoff = 1
+        if self._log:
+            self._log.start_ack()
+        if new_ack:
+            self._on_new_ack(ack, now, tsecr)  # ...and new data acknowledged
+        if payload:
+            self._accept_in_order(payload)  # _receive_text, in sequence and in the window
+            self._schedule_ack(len(payload), now)
         return True
 
     def _receive_synchronizing(self, seg: Segment, now: float) -> None:
@@ -1821,7 +1848,9 @@ class Connection:
 
     def _stream_offset(self, seq: int) -> int:
         """Stream offset of sequence number ``seq`` (data starts at ISS + 1)."""
-        return self._sendbuf.start + seq_diff(seq, seq_add(self.iss, 1 + self._sendbuf.start))
+        # seq_diff(seq, ISS + 1 + start) + start, inline: this runs several times a segment.
+        start = self._sendbuf.start
+        return start + ((seq - self.iss - 1 - start + _HALF) & _MASK) - _HALF
 
     def _set_state(self, new: State) -> None:
         assert new in TRANSITIONS[self.state], f"illegal {self.state.value} -> {new.value}"
