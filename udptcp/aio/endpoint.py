@@ -356,11 +356,14 @@ class Endpoint:
 
     def _pick_vport(self, peer: Address, remote_vport: int) -> int:
         low, high = EPHEMERAL_PORTS
-        used = {k[1] for k in self._conns if k[0] == peer}
+        conns = self._conns
         for _ in range(64):
+            # A free 4-tuple is all it takes; looking it up keeps this O(1) however many
+            # connections share the socket.
             port = random.randint(low, high)
-            if port not in used:
+            if (peer, port, remote_vport) not in conns:
                 return port
+        used = {k[1] for k in conns if k[0] == peer and k[2] == remote_vport}
         free = [p for p in range(low, high + 1) if p not in used]
         if not free:
             raise OSError(errno.EADDRNOTAVAIL, f"no free virtual port towards {peer!r}")
