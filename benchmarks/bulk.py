@@ -3,7 +3,9 @@
     python benchmarks/bulk.py [--size 50_000_000] [--repeat 3] [--rounds 2000]
 
 Figures are medians (min-max) of the repeats, for the default asyncio loop and uvloop.
-This is a measuring tool, not a test: nothing here asserts a speed.
+This is a measuring tool, not a test: nothing here asserts a speed. For udptcp next to
+kernel TCP, aioquic and KCP, with server and client in separate processes, see
+``python -m benchmarks``.
 """
 
 from __future__ import annotations

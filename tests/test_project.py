@@ -15,12 +15,13 @@ def _readme_commands() -> list[str]:
     return re.findall(r"```sh\n(python3 -m venv[^\n]*)\n```", text)
 
 
-def test_readme_has_exactly_two_one_line_commands_and_ci_runs_the_test_one_verbatim():
+def test_readme_has_three_one_line_commands_and_ci_runs_the_test_one_verbatim():
     commands = _readme_commands()
-    assert len(commands) == 2, commands
-    demo, tests = commands
-    assert "examples/demo.py" in demo and "pytest" in tests
+    assert len(commands) == 3, commands
+    demo, tests, bench = commands
+    assert "examples/demo.py" in demo and "pytest" in tests and "-m benchmarks" in bench
     assert tests in (ROOT / ".ci" / "run").read_text()
+    assert "'.[bench]'" in bench  # the peers come from the bench extra
 
 
 def test_demo_shows_the_seed_sequences_and_exits_by_itself():

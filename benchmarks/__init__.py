@@ -1,0 +1,1 @@
+"""udptcp benchmarks against its peers; run ``python -m benchmarks --help``."""

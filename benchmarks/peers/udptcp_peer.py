@@ -1,0 +1,68 @@
+"""udptcp through its public API: ``create_connection`` / ``create_server`` and the streams
+functions. Options: ``pmtu_max`` (path-MTU probing up to that UDP payload size). The
+offload-off variant is the same code run with ``UDPTCP_OFFLOAD=0`` in the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import udptcp
+
+from .base import ClientPeer, P, ServerPeer, StreamHandler
+
+SOCKET_BUFFER = 2 * 1024 * 1024
+
+
+def make_config(options: dict[str, Any]) -> udptcp.Config:
+    pmtu_max = options.get("pmtu_max")
+    return udptcp.Config(pmtu_max=int(pmtu_max) if pmtu_max else None)
+
+
+class Client(ClientPeer):
+    """With ``shared_socket`` every connection goes over one UDP socket (``sock=`` passed
+    again shares its endpoint; connections are told apart by their virtual ports)."""
+
+    _sock: socket.socket | None = None
+
+    async def connect(
+        self, factory: Callable[[], P], host: str, port: int
+    ) -> tuple[asyncio.Transport, P]:
+        config = make_config(self.options)
+        if not self.shared_socket:
+            return await udptcp.create_connection(factory, host, port, config=config)
+        if self._sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind((host, 0))
+            self._sock = sock
+        return await udptcp.create_connection(factory, host, port, sock=self._sock, config=config)
+
+    async def open_stream(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await udptcp.open_connection(host, port, config=make_config(self.options))
+
+
+class Server(ServerPeer):
+    _servers: list[udptcp.Server]
+
+    async def start(self, factory: Callable[[], asyncio.Protocol], host: str) -> int:
+        server = await udptcp.create_server(
+            factory, host, 0, config=make_config(self.options), backlog=1024
+        )
+        self._servers = [*getattr(self, "_servers", []), server]
+        return int(server.sockets[0].getsockname()[1])
+
+    async def start_streams(self, handler: StreamHandler, host: str) -> int | None:
+        server = await udptcp.start_server(handler, host, 0, config=make_config(self.options))
+        self._servers = [*getattr(self, "_servers", []), server]
+        return int(server.sockets[0].getsockname()[1])
+
+    async def aclose(self) -> None:
+        for server in getattr(self, "_servers", []):
+            server.close()
