@@ -48,7 +48,7 @@ SCENARIOS: dict[str, str] = {
 SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
     "bulk": ("udptcp", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
     "bulk-streams": ("udptcp", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "pingpong": ("udptcp", "udptcp-nooffload", "tcp", "quic", "kcp"),
+    "pingpong": ("udp", "udptcp", "udptcp-nooffload", "tcp", "quic", "kcp"),
     "connect": ("udptcp", "tcp", "quic", "kcp"),
     "reqresp": ("udptcp", "tcp", "quic", "kcp"),
     # (udptcp-pmtu is left out: the relay has no MTU, so it would probe up to 64 KB

@@ -49,6 +49,12 @@ PEERS: dict[str, PeerSpec] = {
             streams=True,
         ),
         PeerSpec(
+            "udp",
+            "plain UDP datagrams (no protocol: the floor)",
+            "benchmarks.peers.udp_echo",
+            handshake=False,
+        ),
+        PeerSpec(
             "tcp",
             "kernel TCP",
             "benchmarks.peers.tcp_peer",
