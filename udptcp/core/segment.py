@@ -450,16 +450,7 @@ def encode(seg: Segment) -> bytes:
         # The checksum without packing the header twice: each field's value is congruent to
         # the sum of its 16-bit words modulo 0xFFFF, and the checksum and urgent pointer fields
         # are zero. See _complement() for why that suffices.
-        total = (
-            seg.src_port
-            + seg.dst_port
-            + seg.seq
-            + seg.ack
-            + (offset_byte << 8 | seg.flags)
-            + seg.window
-            + int.from_bytes(opts, "big")
-            + payload_words
-        )
+        total = _fields_sum(seg, offset_byte) + int.from_bytes(opts, "big") + payload_words
         header = _HEADER.pack(
             seg.src_port,
             seg.dst_port,
@@ -476,18 +467,25 @@ def encode(seg: Segment) -> bytes:
     return header + opts + payload
 
 
+def _fields_sum(seg: Segment, offset_byte: int) -> int:
+    """The header fields' share of the checksum sum (checksum and urgent pointer are 0)."""
+    return (
+        seg.src_port
+        + seg.dst_port
+        + seg.seq
+        + seg.ack
+        + (offset_byte << 8 | seg.flags)
+        + seg.window
+    )
+
+
 def _encode_timestamped(seg: Segment, timestamps: tuple[int, int]) -> bytes:
     """encode() for the usual data segment or ACK: options NOP, NOP, timestamps only."""
     tsval, tsecr = timestamps
     payload = seg.payload
     # As in encode(); the option bytes sum to 0x0101 + 0x080A + TSval + TSecr.
     total = (
-        seg.src_port
-        + seg.dst_port
-        + seg.seq
-        + seg.ack
-        + (_TIMESTAMPS_ONLY_OFFSET << 8 | seg.flags)
-        + seg.window
+        _fields_sum(seg, _TIMESTAMPS_ONLY_OFFSET)
         + 0x0101
         + 0x080A
         + tsval
