@@ -46,6 +46,13 @@ needs_offload = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _offload_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the offloads themselves: they run even in CI's second pass
+    with UDPTCP_OFFLOAD=0 (the tests that want it off set it again)."""
+    monkeypatch.delenv("UDPTCP_OFFLOAD", raising=False)
+
+
 class ProbeSocket(socket.socket):
     """A UDP socket that logs what it hands the kernel; it can refuse GSO sends, swallow
     sends (``capture``) and return hand-made GRO trains from ``recvmsg`` (``inject``)."""
