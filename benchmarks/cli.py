@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="idle CPU window (default 10; 60 takes in udptcp's 25 s keepalive probes)",
+    )
+    parser.add_argument(
         "--profile",
         nargs=3,
         metavar=("SCENARIO", "PEER", "LOOP"),
@@ -76,6 +83,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.repeat = settings.loss_repeat = settings.idle_repeat = max(1, args.repeat)
     if args.seed is not None:
         settings.seed = args.seed
+    if args.idle_seconds is not None:
+        settings.idle_seconds = args.idle_seconds
     if args.loops is not None:
         settings.loops = tuple(_split(args.loops, ["asyncio", "uvloop"], "loop"))
     return settings

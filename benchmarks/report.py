@@ -350,9 +350,10 @@ def render(results: Results, meta: dict[str, Any], plots: str = "") -> str:
             f"kernel's socket buffers). CPU: utime+stime over {s.idle_seconds:g} s of idling, "
             "% of one core. Clients: udptcp and KCP open every connection over one UDP "
             "socket; TCP and aioquic use one socket per connection. The CPU window starts "
-            "as soon as every connection is up; udptcp's keepalive sends its first probe "
-            "after 25 s of silence, so when set-up took more than about 15 s the window holds "
-            "the first probes. KCP connections count once their "
+            "once every connection is up and memory is measured, with tracemalloc stopped; "
+            "udptcp's keepalive sends its first probe after 25 s of silence, so a 10 s window "
+            "mostly misses the probes (`--idle-seconds 60` takes them in: one probe and one "
+            "ACK per connection per 25 s). KCP connections count once their "
             "first message is acknowledged; its adapter runs no timer for a session with "
             "nothing in flight. "
             f"{s.repeats('idle')} run(s).",

@@ -464,15 +464,18 @@ class Runner:
                 if live >= info["connections"] or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
-            # CPU first, as soon as everything is established (udptcp's keepalive starts
-            # 25 s after a connection's last segment), then memory.
+            # Memory first, then CPU with tracemalloc off (tracing every allocation would
+            # make any work done while idle, such as udptcp's keepalive probes 25 s after a
+            # connection's last segment, look several times dearer).
+            await server.send("memory")
+            after = (await server.message("memory", 120))["memory"]
+            await server.send("untrace")
+            await server.message("untraced", 60)
             cpu = [cpu_seconds(server.pid), cpu_seconds(client.pid)]
             t0 = time.monotonic()
             await asyncio.sleep(self.settings.idle_seconds)
             elapsed = time.monotonic() - t0
             cpu = [cpu_seconds(server.pid) - cpu[0], cpu_seconds(client.pid) - cpu[1]]
-            await server.send("memory")
-            after = (await server.message("memory", 120))["memory"]
             live = int(after["live"])
             if live <= 0:
                 raise WorkerError(f"server counted {live} live connections")

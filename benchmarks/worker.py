@@ -84,6 +84,9 @@ async def serve(args: argparse.Namespace) -> None:
         while (command := await commands.get()) is not None:
             if command == "memory":
                 emit({"memory": _memory(stats)})
+            elif command == "untrace":
+                tracemalloc.stop()  # tracing every allocation would inflate a CPU window
+                emit({"untraced": True})
             elif command == "stats":
                 emit({"stats": {**vars(stats), "time": time.monotonic()}})
     finally:
