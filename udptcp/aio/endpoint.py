@@ -602,13 +602,10 @@ class Endpoint:
             size = len(datagrams[i])
             j = i + 1
             limit = min(n, i + GSO_MAX_SEGMENTS, i + GSO_MAX_BYTES // size)
-            while j < limit:
-                length = len(datagrams[j])
+            while j < limit and len(datagrams[j]) == size:
                 j += 1
-                if length != size:
-                    if length > size:
-                        j -= 1
-                    break
+            if j < limit and len(datagrams[j]) < size:
+                j += 1  # a shorter one may end the run
             if j - i == 1:
                 self._send(datagrams[i], addr)
             else:

@@ -804,18 +804,9 @@ class Connection:
             if ts is None or seq_lt(ts[0], self.ts_recent):
                 return False
             tsecr = ts[1]
-            if seq_le(seg.seq, self._last_ack_sent):
-                self.ts_recent = ts[0]  # RFC 7323 §4.3, as in _receive_synchronizing
-                if payload and tsecr:
-                    sample = ((self._tsval() - tsecr) & _MASK) / 1000
-                    if sample < 60:
-                        self._rcv_rtt = max(sample, 0.001)
+            self._take_timestamps(seg, ts)
         # _process_ack, with its outcomes known: the window update (same window)...
-        self.snd_wl1 = seg.seq
-        self.snd_wl2 = ack
-        if self.snd_wnd > 0:
-            self._persist_deadline = None
-            self._persist_backoff = 1
+        self._update_send_window(seg)
         if self._log:
             self._log.start_ack()
         if new_ack:
@@ -824,6 +815,17 @@ class Connection:
             self._accept_in_order(payload)  # _receive_text, in sequence and in the window
             self._schedule_ack(len(payload), now)
         return True
+
+    def _take_timestamps(self, seg: Segment, ts: tuple[int, int]) -> None:
+        """Record an acceptable segment's timestamps, PAWS having passed (RFC 7323 §4.3)."""
+        if seq_le(seg.seq, self._last_ack_sent):
+            self.ts_recent = ts[0]
+            if seg.payload and ts[1]:
+                # Data echoing one of our timestamps: a receiver-side RTT sample, as
+                # Linux's tcp_rcv_rtt_measure_ts takes for auto-tuning.
+                sample = ((self._tsval() - ts[1]) & _MASK) / 1000
+                if sample < 60:
+                    self._rcv_rtt = max(sample, 0.001)
 
     def _receive_synchronizing(self, seg: Segment, now: float) -> None:
         """§3.10.7.4 for SYN-RECEIVED and the synchronized states."""
@@ -867,14 +869,8 @@ class Connection:
             self._ack_now = True
             return
 
-        if ts is not None and seq_le(seg.seq, self._last_ack_sent):
-            self.ts_recent = ts[0]  # RFC 7323 §4.3 (TSval >= TS.Recent: PAWS passed)
-            if seg.payload and ts[1]:
-                # Data echoing one of our timestamps: a receiver-side RTT sample, as
-                # Linux's tcp_rcv_rtt_measure_ts takes for auto-tuning.
-                sample = ((self._tsval() - ts[1]) & _MASK) / 1000
-                if sample < 60:
-                    self._rcv_rtt = max(sample, 0.001)
+        if ts is not None:
+            self._take_timestamps(seg, ts)
 
         # Second: RST (RFC 5961 §3.2: only an exact match resets).
         if flags & RST:
@@ -1008,18 +1004,7 @@ class Connection:
             self._ack_now = True
             return False
 
-        window_changed = False
-        if seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack)):
-            window = seg.window << self.snd_wscale  # RFC 7323 §2.3
-            window_changed = window != self.snd_wnd
-            self.snd_wnd = window
-            self.snd_wl1 = seg.seq
-            self.snd_wl2 = ack
-            if window > self.max_snd_wnd:
-                self.max_snd_wnd = window
-            if window > 0:
-                self._persist_deadline = None
-                self._persist_backoff = 1
+        window_changed = self._update_send_window(seg)
 
         newly_sacked = 0
         if self._log:
@@ -1054,6 +1039,26 @@ class Connection:
             self._enter_closed(None)
             return False
         return True
+
+    def _update_send_window(self, seg: Segment) -> bool:
+        """§3.10.7.4 fifth step: take the window from a segment newer than the last one
+        that set it (SND.WL1/WL2). Returns True if the window changed."""
+        ack = seg.ack
+        if not (
+            seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2, ack))
+        ):
+            return False
+        window = seg.window << self.snd_wscale  # RFC 7323 §2.3
+        changed = window != self.snd_wnd
+        self.snd_wnd = window
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = ack
+        if window > self.max_snd_wnd:
+            self.max_snd_wnd = window
+        if window > 0:
+            self._persist_deadline = None
+            self._persist_backoff = 1
+        return changed
 
     def _ack_advances(self, ack: int, now: float, tsecr: int = 0) -> int:
         """Move SND.UNA to ``ack``: free acknowledged data, take an RTT sample, re-arm RTO."""
@@ -1646,18 +1651,13 @@ class Connection:
             out.append(segment(ACK, (seq + i * size) & _MASK, get(off + i * size, size)))
         self._log.record_run(off, size, count, now)
         self.snd_nxt = self.snd_max = (seq + count * size) & _MASK
-        # As _emit() does for each: every one carries our ACK.
-        self._last_ack_sent = self.rcv_nxt
-        self._ack_now = self._ack_owed = False
-        self._delack_deadline = None
-        self._unacked_bytes = 0
+        self._ack_sent(self.rcv_nxt)  # as _emit() does for each: every one carries our ACK
         counters = self.stats_counters
         counters["segments_sent"] += count
         counters["bytes_sent"] += count * size
         if self._rto_deadline is None:
             self._rto_deadline = now + self.rtt.rto
-        if not self._bursting:
-            self._arm_tlp(now)
+        # (Only _send_data runs this, and arms the tail loss probe after the whole run.)
 
     def _arm_tlp(self, now: float) -> None:
         """RFC 8985 §7.2: schedule a tail loss probe about two round trips out.
@@ -1772,14 +1772,17 @@ class Connection:
 
     def _emit(self, seg: Segment, now: float) -> None:
         if seg.flags & ACK:
-            # Every segment carrying ACK settles what we owed (RFC 1122 §4.2.3.2).
-            self._last_ack_sent = seg.ack
-            self._ack_now = self._ack_owed = False
-            self._delack_deadline = None
-            self._unacked_bytes = 0
+            self._ack_sent(seg.ack)
         self.stats_counters["segments_sent"] += 1
         self.stats_counters["bytes_sent"] += len(seg.payload)
         self._out.append(seg)
+
+    def _ack_sent(self, ack: int) -> None:
+        """A segment carrying ACK went out: it settles what we owed (RFC 1122 §4.2.3.2)."""
+        self._last_ack_sent = ack
+        self._ack_now = self._ack_owed = False
+        self._delack_deadline = None
+        self._unacked_bytes = 0
 
     # ------------------------------------------------------------------ windows
 
