@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import Connection, State, rst_for
 from udptcp.core.isn import IsnGenerator
-from udptcp.core.segment import ACK, RST, SYN, MalformedSegment, Segment, decode, encode
-from udptcp.core.seq import seq_gt
+from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 
 from .transport import Transport
 
@@ -498,9 +497,15 @@ class Endpoint:
     def _route(
         self, seg: Segment, addr: Address, trains: dict[Transport, list[Segment]] | None
     ) -> None:
+        flags = seg.flags
+        if flags & (SYN | FIN) == SYN | FIN:
+            # No stack opens a connection with a FIN (T/TCP, which did, is historic);
+            # scanners do. Dropped, as Linux drops it, and counted.
+            self.stats["dropped_syn_fin"] += 1
+            return
         key = (addr, seg.dst_port, seg.src_port)
         transport = self._conns.get(key)
-        is_syn = seg.flags & (SYN | ACK | RST) == SYN
+        is_syn = flags & (SYN | ACK | RST) == SYN
         if transport is not None:
             if not is_syn:
                 if trains is None:
@@ -513,10 +518,13 @@ class Endpoint:
             if pending:
                 self._deliver_train(transport, pending)
             conn = transport._conn
-            if conn.state is State.TIME_WAIT and seq_gt(seg.seq, conn.rcv_nxt):
-                # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, DESIGN §8).
+            if conn.accepts_reopen(seg):
+                # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its
+                # ISN beyond everything the old one sent.
                 self.stats["time_wait_reopened"] += 1
                 self._forget(transport)
+                self._on_syn(seg, addr, key, iss=conn.reopen_iss())
+                return
             elif self._conns.get(key) is transport:
                 self._guarded(transport, transport._receive, seg)
                 return
@@ -525,7 +533,7 @@ class Endpoint:
             return
         self._reply_rst(seg, addr)
 
-    def _on_syn(self, seg: Segment, addr: Address, key: Key) -> None:
+    def _on_syn(self, seg: Segment, addr: Address, key: Key, iss: int | None = None) -> None:
         listener = self._listeners.get(seg.dst_port) or self._listeners.get(None)
         if listener is None or not listener.serving:
             self._reply_rst(seg, addr)  # a closed port (RFC 9293 §3.10.7.1)
@@ -536,7 +544,8 @@ class Endpoint:
             return
         now = self.loop.time()
         config = listener.config
-        iss = self.isn.isn(self._local_id(seg.dst_port), _remote_id(addr, seg.src_port), now)
+        if iss is None:
+            iss = self.isn.isn(self._local_id(seg.dst_port), _remote_id(addr, seg.src_port), now)
         conn = Connection.accept(config, seg, iss=iss, mss=self.mss_for(config), now=now)
         transport = Transport(self, conn, addr, listener=listener)
         listener.add_pending(transport)

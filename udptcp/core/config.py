@@ -41,6 +41,14 @@ class Config:
     #: decides) and dropped cleanly where the kernel refuses; the environment variable
     #: ``UDPTCP_OFFLOAD=0`` turns it off everywhere. Segments on the wire are the same.
     udp_offload: bool = True
+    #: Smallest MSS taken from a peer's SYN; a smaller one (or 0) is raised to this, and
+    #: counted (``peer_mss_clamped``). Every segment costs the same per-segment work
+    #: whatever it carries, so a peer announcing MSS 1 or 13 would make us do that work
+    #: for every byte (the "low MSS" resource attack of CVE-2019-11479). 216 is FreeBSD's
+    #: floor (Linux's is 48): below it, the 20-byte TCP header, 28 bytes of UDP/IP and 12
+    #: of timestamps outweigh a quarter of each datagram, and no path udptcp runs on needs
+    #: less (IPv4 hosts must accept 576-byte datagrams, IPv6 links carry 1280).
+    min_mss: int = 216
     #: Offer RFC 7323 window scaling in the SYN.
     window_scaling: bool = True
     #: Offer RFC 7323 timestamps (RTT measurement on every ACK, PAWS). They cost 12 bytes
@@ -109,6 +117,8 @@ class Config:
             raise ValueError(f"Config.max_datagram must be in 84..65507, got {self.max_datagram!r}")
         if self.pmtu_max is not None and not 20 + 64 <= self.pmtu_max <= 65507:
             raise ValueError(f"Config.pmtu_max must be in 84..65507, got {self.pmtu_max!r}")
+        if not 64 <= self.min_mss <= 65495:
+            raise ValueError(f"Config.min_mss must be in 64..65495, got {self.min_mss!r}")
         if self.receive_buffer < 1:
             raise ValueError(f"Config.receive_buffer must be >= 1, got {self.receive_buffer!r}")
         for name in (

@@ -37,6 +37,9 @@ _MAX_WSCALE = 14
 _TIMESTAMPS_LEN = 12
 # RFC 5961 §7: bound challenge ACKs so they cannot be used as an amplifier.
 _CHALLENGE_ACKS_PER_SECOND = 10
+# One ACK per this interval for unacceptable segments (out of window, PAWS-old, acknowledging
+# unsent data), as Linux's net.ipv4.tcp_invalid_ratelimit (500 ms).
+_INVALID_ACK_INTERVAL = 0.5
 # RFC 8985 §7.2 adds a worst-case delayed-ACK time to a lone segment's probe timeout; it
 # suggests 200 ms, but both udptcp (Config.delayed_ack) and Linux acknowledge within 40 ms.
 _WC_DELACK = 0.04
@@ -91,7 +94,9 @@ _SYNCHRONIZED = frozenset(
 )
 # States in which an idle connection is probed (RFC 1122 §4.2.3.6).
 _KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2})
-# States in which an owed ACK is sent (SYN-RECEIVED repeats its SYN,ACK instead).
+# States in which an owed ACK is sent. In SYN-RECEIVED that is only the answer to an
+# unacceptable segment or a challenge (RFC 9293 §3.10.7.4, RFC 5961 §3.2/§4.2): a repeated
+# SYN is answered with the SYN,ACK instead.
 _ACKS = _SYNCHRONIZED | {S.SYN_RECEIVED}
 # States whose incoming text is delivered (§3.10.7.4, seventh step).
 _RECEIVES_TEXT = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
@@ -202,6 +207,7 @@ class Connection:
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
         self.cc: CongestionControl = create(config.congestion_control, mss, config.initial_window)
         self._dupacks = 0
+        self._inflation_left = 0  # bytes of duplicate-ACK inflation this recovery may still take
         self._in_recovery = False
         self._recover = self.iss  # RFC 6582 "recover"
         self._rtt_seq: int | None = None  # Karn: one timed segment at a time
@@ -237,6 +243,7 @@ class Connection:
         self._burst: tuple[int, Options | None] | None = None
         self._challenge_window = 0.0
         self._challenge_count = 0
+        self._invalid_ack_time = -_INVALID_ACK_INTERVAL
         self._closed_reported = False
         self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
         self.soft_error: str | None = None
@@ -258,11 +265,15 @@ class Connection:
                 "challenge_acks",
                 "window_probes",
                 "paws_rejected",
+                "missing_timestamp_dropped",
+                "invalid_acks_suppressed",
                 "keepalive_probes",
                 "dsacks_received",
                 "sack_recoveries",
                 "tail_loss_probes",
+                "excess_duplicate_acks",
                 "spurious_recoveries_undone",
+                "peer_mss_clamped",
                 "pmtu_probes",
                 "pmtu_probe_failures",
                 "pmtu_black_holes",
@@ -297,14 +308,19 @@ class Connection:
         return conn
 
     def _take_peer_syn(self, syn: Segment) -> None:
+        # The window our own SYN offered (active side) holds from the peer's ISN + 1 on.
+        offered = seq_diff(self._rcv_adv, self.rcv_nxt) if self.state is S.SYN_SENT else 0
         self.irs = syn.seq
         self.rcv_nxt = seq_add(syn.seq, 1)
-        self._rcv_adv = self.rcv_nxt
+        self._rcv_adv = seq_add(self.rcv_nxt, max(offered, 0))
         opts = syn.options
         cfg = self.config
         if opts is not None:
-            if opts.mss:
-                self.peer_mss = opts.mss
+            if opts.mss is not None:
+                # A hostile MSS (0, 1, 13 ...) would cost a segment per byte: raise it.
+                self.peer_mss = max(opts.mss, cfg.min_mss)
+                if opts.mss < cfg.min_mss:
+                    self.stats_counters["peer_mss_clamped"] += 1
             # An option is in use only when both SYNs carried it (RFC 7323 §2.2, §3.2). On
             # the active side our SYN offered what the config enables; on the passive side
             # our SYN,ACK will answer exactly what is agreed here.
@@ -448,6 +464,30 @@ class Connection:
     def set_nodelay(self, nodelay: bool) -> None:
         """Turn Nagle's algorithm off (``True``) or on (``False``)."""
         self.nodelay = nodelay
+
+    def accepts_reopen(self, syn: Segment) -> bool:
+        """In TIME-WAIT: may ``syn`` open a new incarnation of this connection's 4-tuple?
+
+        RFC 6191 §2: when timestamps would be in use for the new incarnation (the old one
+        had them and the SYN carries one), a SYN is new if its TSval is newer than the
+        last one seen, or equal with a higher sequence number; otherwise (RFC 1122
+        §4.2.2.13) its sequence number must lie beyond RCV.NXT. Anything else is left to
+        TIME-WAIT's own handling (an old duplicate SYN draws a challenge ACK).
+        """
+        if self.state is not S.TIME_WAIT:
+            return False
+        ts = syn.options.timestamps if syn.options is not None else None
+        if self.ts_enabled and ts is not None and self.config.timestamps:
+            if seq_gt(ts[0], self.ts_recent):
+                return True
+            return ts[0] == self.ts_recent and seq_gt(syn.seq, self.rcv_nxt)
+        return seq_gt(syn.seq, self.rcv_nxt)
+
+    def reopen_iss(self) -> int:
+        """The ISN for a new incarnation reopened from this TIME-WAIT connection: beyond
+        every sequence number the old one used, so no old duplicate of ours lands in the
+        new window (RFC 1122 §4.2.2.13). Linux steps SND.NXT + 65537 past it likewise."""
+        return seq_add(self.snd_max, 65537)
 
     def icmp_unreachable(self, now: float) -> None:
         """The path reported the peer unreachable: fatal while connecting, soft otherwise.
@@ -690,10 +730,11 @@ class Connection:
                 taken += 1
                 self._receive_one(seg, now)
                 if self.state is S.CLOSED or (
-                    len(events) > before and type(events[-1]) is not DataReceived
+                    len(events) > before
+                    and any(type(ev) is not DataReceived for ev in events[before:])
                 ):
                     break
-                if self._ack_now and self.state in _ACKS and self.state is not S.SYN_RECEIVED:
+                if self._ack_now and self.state in _ACKS:
                     self._emit(self._segment(ACK, self._ack_seq), now)
         finally:
             self._batch = False
@@ -749,6 +790,20 @@ class Connection:
             self.snd_wl2 = seg.ack
             self._enter_established()
             self._ack_now = True  # third segment of the handshake: ACK ack=y+1
+            if seg.payload or flags & FIN:
+                # §3.10.7.3: text (or a FIN) on the SYN,ACK is processed from the sixth
+                # step on, as in ESTABLISHED; it starts one past the SYN.
+                text = Segment(
+                    seg.src_port,
+                    seg.dst_port,
+                    seq_add(seg.seq, 1),
+                    seg.ack,
+                    flags & ~SYN,
+                    seg.window,
+                    seg.options,
+                    seg.payload,
+                )
+                self._receive_text(text, now)
         else:
             # Simultaneous open (§3.5, Figure 8): SYN-RECEIVED, answer SYN,ACK with our ISS.
             self._set_state(S.SYN_RECEIVED)
@@ -846,27 +901,44 @@ class Connection:
             return
 
         ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
+        if self.ts_enabled and ts is None and not flags & RST:
+            # RFC 7323 §3.2: once timestamps are agreed, a non-RST segment without one is
+            # not from our peer's stack (or was mangled); drop it silently.
+            self.stats_counters["missing_timestamp_dropped"] += 1
+            return
         if ts is not None and not flags & RST and seq_lt(ts[0], self.ts_recent):
             # RFC 7323 §5.3 PAWS: an old duplicate from an earlier pass over the sequence
             # space (or an earlier incarnation); acknowledge and drop it.
             self.stats_counters["paws_rejected"] += 1
-            self._ack_now = True
+            self._invalid_ack(now)
             return
 
         # First: sequence number check (§3.10.7.4 table).
         if not self._acceptable(seg.seq, seg_len, wnd):
             if flags & RST:
                 return
+            retransmission = False
             if seg.payload and seq_lt(seg.seq, self.rcv_nxt):
+                # Data below RCV.NXT. Within a window's reach it is a retransmission our
+                # ACK must answer at once (with a D-SACK, RFC 2883); further back it is
+                # a guess at our sequence numbers, answered like any invalid segment.
+                retransmission = seq_diff(self.rcv_nxt, seg.seq) <= max(self._rcv_space, wnd)
                 self.stats_counters["duplicate_bytes_received"] += len(seg.payload)
-                self._dsack = (seg.seq, seq_add(seg.seq, len(seg.payload)))  # RFC 2883
+                if retransmission:
+                    self._dsack = (seg.seq, seq_add(seg.seq, len(seg.payload)))
             if st is S.TIME_WAIT and flags & FIN and seq_add(seg.seq, seg_len) == self.rcv_nxt:
                 # A retransmitted FIN: the peer lost our last ACK. ACK again, restart 2 MSL.
                 self._close_deadline = now + 2 * self.config.msl
+                retransmission = True
             elif wnd == 0 and seg.seq == self.rcv_nxt and flags & ACK:
-                # Zero window: the ACK field is still processed (§3.10.7.4 "special allowance").
+                # Zero window: the ACK field is still processed (§3.10.7.4 "special allowance"),
+                # and the answer tells a probing sender the window is still shut.
                 self._process_ack(seg, now)
-            self._ack_now = True
+                retransmission = True
+            if retransmission:
+                self._ack_now = True
+            else:
+                self._invalid_ack(now)
             return
 
         if ts is not None:
@@ -982,6 +1054,17 @@ class Connection:
             seq_le(rcv_nxt, last) and seq_lt(last, end)
         )
 
+    def _invalid_ack(self, now: float) -> None:
+        """The ACK an unacceptable segment asks for (§3.10.7.4), at most one per
+        ``_INVALID_ACK_INTERVAL`` (as Linux's tcp_invalid_ratelimit): whoever sends
+        out-of-window segments by the thousand, a blind attacker guessing sequence
+        numbers among them, must not get one ACK back for each."""
+        if now - self._invalid_ack_time >= _INVALID_ACK_INTERVAL or now < self._invalid_ack_time:
+            self._invalid_ack_time = now
+            self._ack_now = True
+        else:
+            self.stats_counters["invalid_acks_suppressed"] += 1
+
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2 challenge ACK, rate-limited per RFC 5961 §7."""
         if now - self._challenge_window >= 1.0:
@@ -996,12 +1079,13 @@ class Connection:
         """Fifth step for synchronized states; False when the segment must be dropped."""
         ack = seg.ack
         if seq_gt(ack, self.snd_max):
-            # §3.10.7.4: it acknowledges something not yet sent: ACK and drop.
-            self._ack_now = True
+            # §3.10.7.4: it acknowledges something not yet sent: ACK and drop (within the
+            # limit on ACKs that invalid segments draw).
+            self._invalid_ack(now)
             return False
         if seq_lt(ack, seq_add(self.snd_una, -self.max_snd_wnd)):
-            # RFC 5961 §5.2: far too old to be from this connection.
-            self._ack_now = True
+            # RFC 5961 §5.2: far too old to be from this connection: a challenge ACK.
+            self._challenge_ack(now)
             return False
 
         window_changed = self._update_send_window(seg)
@@ -1180,14 +1264,24 @@ class Connection:
         self._dupacks += 1
         if self.sack_ok:
             return  # _process_ack runs loss detection on every ACK
+        mss = self._eff_mss
         if self._in_recovery:
-            self.cc.cwnd += self._eff_mss  # each further duplicate: a segment left the network
+            # RFC 6582 §3.2 step 4: each further duplicate says a segment left the network.
+            # An honest receiver sends one per segment that arrived above the hole, so the
+            # inflation is bounded by what was outstanding at recovery entry; duplicates
+            # beyond that (a receiver lying to grow our window) inflate nothing.
+            if self._inflation_left >= mss:
+                self._inflation_left -= mss
+                self.cc.cwnd += mss
+            else:
+                self.stats_counters["excess_duplicate_acks"] += 1
             return
         # RFC 6582 §3.2 step 2: only when the ACK covers more than "recover" (our
         # ``_recover`` is one past it: SND.MAX at the time, hence >=).
         if self._dupacks == 3 and seq_ge(self.snd_una, self._recover):
             self._in_recovery = True
             self._recover = self.snd_max
+            self._inflation_left = max(self._flight - 3 * mss, 0)
             self.cc.on_loss(self._flight, now)
             self.stats_counters["fast_retransmits"] += 1
             self._retransmit_una(now)
@@ -1301,10 +1395,13 @@ class Connection:
         """Send again the data from stream offset ``off``, up to one segment (or ``end``),
         stopping at the next SACKed range; the FIN rides along when the data ends there."""
         buf = self._sendbuf
+        sent_end = self._sent_end
         limit = self._sb.next_sacked(off)
         if end is not None:
             limit = end if limit is None else min(limit, end)
-        size = min(self._eff_mss, buf.end - off, (limit - off) if limit is not None else 1 << 62)
+        # Only data sent before: a resend never carries bytes beyond SND.MAX, whatever a
+        # peer's SACK blocks or window made of the log (new data goes by _transmit).
+        size = min(self._eff_mss, sent_end - off, (limit - off) if limit is not None else 1 << 62)
         seq = seq_add(self.iss, 1 + off)
         if size > 0:
             flags = ACK
@@ -1332,7 +1429,7 @@ class Connection:
         """Send the first unacknowledged segment again without moving SND.NXT."""
         seq = self.snd_una
         off = self._stream_offset(seq)
-        size = min(self._eff_mss, self._sendbuf.end - off)
+        size = min(self._eff_mss, self._sent_end - off)
         if size > 0:
             flags = ACK
             if off + size == self._sendbuf.end:
@@ -1486,10 +1583,7 @@ class Connection:
             else:
                 self._send_data(now)
         if self._ack_now and self.state in _ACKS:
-            if self.state is S.SYN_RECEIVED:
-                self._ack_now = False
-            else:
-                self._emit(self._segment(ACK, self._ack_seq), now)
+            self._emit(self._segment(ACK, self._ack_seq), now)
 
     def _send_data(self, now: float, override_sws: bool = False) -> None:
         if not self._fin_queued and self._sendbuf.end == self._stream_offset(self.snd_nxt):
@@ -1703,7 +1797,9 @@ class Connection:
             if unsacked is not None:
                 self._retransmit_range(unsacked.start, now, unsacked.end)
             else:
-                last = max(self._sendbuf.end - self._eff_mss, self._stream_offset(self.snd_una))
+                # Everything sent was SACKed (or only the FIN is outstanding): the last
+                # segment sent, measured back from SND.MAX, never from the buffer's end.
+                last = max(self._sent_end - self._eff_mss, self._stream_offset(self.snd_una))
                 self._retransmit_range(last, now)
         self._rto_deadline = now + self.rtt.rto  # §7.3: restart the RTO
 
@@ -1839,6 +1935,11 @@ class Connection:
         """
         right_edge = seq_add(self.snd_una, self.snd_wnd)
         return self.snd_max if seq_le(self.snd_max, right_edge) else right_edge
+
+    @property
+    def _sent_end(self) -> int:
+        """Stream offset just past the last data byte ever sent (SND.MAX, less the FIN)."""
+        return min(self._stream_offset(self.snd_max), self._sendbuf.end)
 
     @property
     def _fin_seq(self) -> int:
