@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from aio_helpers import serving
+from aio_helpers import serving, until
 
 import udptcp
-from udptcp.core.segment import ACK, FIN, SYN, Segment, decode, encode
+from udptcp.core.segment import ACK, FIN, RST, SYN, Options, Segment, decode, encode
 
 
 class CloseAfterReply(asyncio.Protocol):
@@ -79,3 +79,25 @@ async def test_a_reopened_time_wait_pair_starts_its_isn_beyond_the_old_connectio
             assert 65536 < (again.seq - old_snd_max) & 0xFFFFFFFF < 0x80000000
             assert endpoint.stats["time_wait_reopened"] == 1
             server.close()
+
+
+async def test_the_endpoint_totals_its_connections_peer_input_counters() -> None:
+    async with serving(CloseAfterReply) as (server, port):
+        endpoint = server.endpoints[0]
+        with _raw(port) as raw:
+            mss_one = Options(mss=1)
+            raw.send(encode(Segment(4444, port, 20_000, 0, SYN, 65535, mss_one)))
+            synack = await _recv(raw)
+            raw.send(encode(Segment(4444, port, 20_001, synack.seq + 1, ACK, 65535)))
+            await until(lambda: len(endpoint.connections()) == 1 and server_side(endpoint))
+            assert endpoint.statistics()["peer_mss_clamped"] == 1
+            # Still counted once the connection is gone.
+            raw.send(encode(Segment(4444, port, 20_001, 0, RST, 0)))
+            await until(lambda: not endpoint.connections())
+            assert endpoint.statistics()["peer_mss_clamped"] == 1
+            assert endpoint.statistics()["datagrams_in"] == endpoint.stats["datagrams_in"]
+
+
+def server_side(endpoint: object) -> bool:
+    (transport,) = endpoint.connections()  # type: ignore[attr-defined]
+    return transport._conn.state is udptcp.State.ESTABLISHED

@@ -38,7 +38,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
-from udptcp.core.connection import Connection, State, rst_for
+from udptcp.core.connection import PEER_INPUT_COUNTERS, Connection, State, rst_for
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 
@@ -181,6 +181,7 @@ class Endpoint:
         except OSError:
             self.connected_peer = None
         self.stats: collections.Counter[str] = collections.Counter()
+        self._gone_counts: collections.Counter[str] = collections.Counter()
         self.trace: Tracer | None = None
         self.isn = IsnGenerator()
         self._conns: dict[Key, Transport] = {}
@@ -376,7 +377,24 @@ class Endpoint:
         if self._conns.get(transport._key) is transport:
             del self._conns[transport._key]
             transport._deadline = None
+            counters = transport._conn.stats_counters
+            for name in PEER_INPUT_COUNTERS:
+                self._gone_counts[name] += counters.get(name, 0)
             self._maybe_close()
+
+    def statistics(self) -> dict[str, int]:
+        """The endpoint's counters (``stats``) plus, under the same names as a connection's
+        own, the peer-input counters (:data:`PEER_INPUT_COUNTERS`: clamped MSS values,
+        challenge and suppressed ACKs, dropped segments, limit hits) totalled over every
+        connection this endpoint has had. Computed on call."""
+        totals = collections.Counter(self._gone_counts)
+        for transport in self._conns.values():
+            counters = transport._conn.stats_counters
+            for name in PEER_INPUT_COUNTERS:
+                totals[name] += counters.get(name, 0)
+        out = dict(self.stats)
+        out.update(totals)
+        return out
 
     def connections(self) -> list[Transport]:
         """Transports of the connections on this endpoint (TIME-WAIT included)."""

@@ -106,6 +106,19 @@ _SENDS_DATA = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S
 _ACCEPTS_WRITES = frozenset({S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT})
 
 
+#: Connection counters of hostile or broken peer input (and the limits it hit), which an
+#: endpoint also totals over all its connections (``Endpoint.statistics()``).
+PEER_INPUT_COUNTERS = (
+    "peer_mss_clamped",
+    "challenge_acks",
+    "invalid_acks_suppressed",
+    "excess_duplicate_acks",
+    "missing_timestamp_dropped",
+    "paws_rejected",
+    "reassembly_dropped",
+)
+
+
 class LocalProtocolError(RuntimeError):
     """The local caller asked for something the connection's state does not allow."""
 
