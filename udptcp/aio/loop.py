@@ -84,6 +84,7 @@ _CONNECT_PASSED = frozenset(
         "config",
         "vport",
         "local_vport",
+        "own_socket",
     }
 )
 _SERVE_IGNORED = frozenset({"flags", "reuse_address", "keep_alive"})
@@ -99,6 +100,7 @@ _SERVE_PASSED = frozenset(
         "start_serving",
         "config",
         "vport",
+        "own_socket",
     }
 )
 
