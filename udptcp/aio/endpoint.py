@@ -54,6 +54,7 @@ from udptcp.core.connection import PEER_INPUT_COUNTERS, Connection, State, rst_f
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 
+from . import natkeep
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -244,6 +245,8 @@ class Endpoint:
         self._claimed: dict[Address, Sink] = {}
         self._routes: dict[Address, Sink] = {}
         self._punching: dict[tuple[int, int], PunchHook] = {}
+        #: NAT binding maintenance on this socket (``Config.nat_keepalive``, natkeep.py).
+        self.nat_keeper: natkeep.BindingKeeper | None = None
         self._heap: list[tuple[float, int, Transport]] = []
         self._counter = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -374,6 +377,8 @@ class Endpoint:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.nat_keeper is not None:
+            self.nat_keeper.close()
         self._handlers.clear()
         self._claimed.clear()
         self._routes.clear()
@@ -543,6 +548,8 @@ class Endpoint:
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
         self._conns[key] = transport
+        if config.nat_keepalive is not None:
+            natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         transport._pump()
         return transport
 
@@ -787,6 +794,8 @@ class Endpoint:
         transport = Transport(self, conn, addr, listener=listener)
         listener.add_pending(transport)
         self._conns[key] = transport
+        if config.nat_keepalive is not None:
+            natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._guarded(transport, transport._pump)
 
     def _reply_rst(self, seg: Segment, addr: Address) -> None:
