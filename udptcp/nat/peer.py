@@ -251,8 +251,12 @@ async def create_peer_connection(
     punch: Punch | None = None
     ok = False
 
+    # Cleaning up after a failure takes a moment too: stop waiting a little before the
+    # deadline, so the error is raised within ``timeout``.
+    margin = min(0.25, 0.05 * timeout)
+
     def remaining() -> float:
-        return max(deadline - loop.time(), 0.0)
+        return max(deadline - margin - loop.time(), 0.0)
 
     try:
         nat: dict[str, Any] = {"local_address": _host_address(sock, server)}
