@@ -247,6 +247,10 @@ class Endpoint:
         self._punching: dict[tuple[int, int], PunchHook] = {}
         #: NAT binding maintenance on this socket (``Config.nat_keepalive``, natkeep.py).
         self.nat_keeper: natkeep.BindingKeeper | None = None
+        #: When set, every datagram leaves through ``egress(data, addr)`` instead of the
+        #: socket (a user-space NAT emulator puts itself there: udptcp.tools.natemu);
+        #: what comes back is handed in with :meth:`deliver`.
+        self.egress: Sink | None = None
         self._heap: list[tuple[float, int, Transport]] = []
         self._counter = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -462,6 +466,13 @@ class Endpoint:
         """Send one datagram on the socket itself, ignoring routes (what a route sends)."""
         if not self._closed:
             self._send(data, addr)
+
+    def deliver(self, data: bytes, addr: Address) -> None:
+        """Take ``data`` as if the socket had received it from ``addr`` (an interposer's
+        way in; see ``egress``)."""
+        if not self._closed:
+            self.stats["datagrams_in"] += 1
+            self._on_datagram(data, addr, None)
 
     def inject(self, data: bytes, addr: Address) -> None:
         """Take ``data`` as if it had arrived from ``addr`` (what a relay unwrapped)."""
@@ -877,6 +888,10 @@ class Endpoint:
     def _send(self, data: bytes, addr: Address, gso: int = 0, count: int = 1) -> None:
         """Send one datagram, or with ``gso`` a run of ``count`` datagrams of that size."""
         self.stats["datagrams_out"] += count
+        if self.egress is not None:
+            for offset in range(0, len(data), gso or len(data) or 1):
+                self.egress(data[offset : offset + gso] if gso else data, addr)
+            return
         if self._sendq:
             self._sendq.append((data, addr, gso))
             return
