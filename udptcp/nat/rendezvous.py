@@ -62,6 +62,8 @@ STARTED_TTL = 30.0
 #: RTT measurement: pings every PING_INTERVAL until both answered, at most PING_WINDOW.
 PING_INTERVAL = 0.1
 PING_WINDOW = 1.0
+#: Most sessions held at once; a register for a new session beyond it is refused ("busy").
+MAX_SESSIONS = 10000
 #: Virtual ports handed to a pair (RFC 6335 dynamic range).
 VPORTS = (49152, 65535)
 
@@ -106,8 +108,9 @@ class _Peer:
     addr: Addr
     candidates: dict[str, Any]
     rtt: float | None = None
-    nonce: str = ""
-    rtt_sent: float = 0.0
+    #: Outstanding pings: nonce -> when it was sent (each ping has its own nonce, so a
+    #: late answer to an early ping is measured from that ping).
+    pings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +135,7 @@ class RendezvousServer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._random = random.Random(seed)
         self._sweeper: asyncio.TimerHandle | None = None
+        self._nonces: dict[str, tuple[_Session, _Peer]] = {}
 
     # ------------------------------------------------------------------ asyncio
 
@@ -184,6 +188,10 @@ class RendezvousServer(asyncio.DatagramProtocol):
         now = self.loop.time()
         session = self.sessions.get(name)
         if session is None:
+            if len(self.sessions) >= MAX_SESSIONS:
+                self.stats["busy"] += 1
+                self._send({"op": "error", "session": name, "reason": "busy"}, addr)
+                return
             session = self.sessions[name] = _Session(name, now, now)
             self.stats["sessions"] += 1
         session.last = now
@@ -219,28 +227,38 @@ class RendezvousServer(asyncio.DatagramProtocol):
             self._start(session)
             return
         for peer in waiting:
-            if not peer.nonce:
-                peer.nonce = secrets.token_hex(8)
-            self._send({"op": "ping", "nonce": peer.nonce}, peer.addr)
-            peer.rtt_sent = now
+            nonce = secrets.token_hex(8)
+            peer.pings[nonce] = now
+            self._nonces[nonce] = (session, peer)
+            self._send({"op": "ping", "nonce": nonce}, peer.addr)
         session.pinging = self.loop.call_later(PING_INTERVAL, self._ping, session)
 
     def _pong(self, message: dict[str, Any], addr: Addr) -> None:
         nonce = message.get("nonce")
         if not isinstance(nonce, str):
             raise Malformed("nonce")
-        for session in self.sessions.values():
-            for peer in session.peers:
-                if peer.nonce == nonce and peer.rtt is None and session.started is None:
-                    peer.rtt = self.loop.time() - peer.rtt_sent
-                    if all(p.rtt is not None for p in session.peers) and session.pinging:
-                        session.pinging.cancel()
-                        session.pinging = None
-                        self._start(session)
-                    return
+        found = self._nonces.get(nonce)
+        if found is None:
+            return
+        session, peer = found
+        sent = peer.pings.get(nonce)
+        if sent is not None and peer.rtt is None and session.started is None:
+            peer.rtt = self.loop.time() - sent
+            self._forget_pings(peer)
+            if all(p.rtt is not None for p in session.peers) and session.pinging:
+                session.pinging.cancel()
+                session.pinging = None
+                self._start(session)
+
+    def _forget_pings(self, peer: _Peer) -> None:
+        for nonce in peer.pings:
+            self._nonces.pop(nonce, None)
+        peer.pings.clear()
 
     def _start(self, session: _Session) -> None:
         session.started = self.loop.time()
+        for peer in session.peers:
+            self._forget_pings(peer)
         self.stats["started"] += 1
         rtts = [p.rtt if p.rtt is not None else 0.0 for p in session.peers]
         longest = max(rtts)
@@ -274,6 +292,8 @@ class RendezvousServer(asyncio.DatagramProtocol):
             if now - session.last >= ttl:
                 if session.pinging is not None:
                     session.pinging.cancel()
+                for peer in session.peers:
+                    self._forget_pings(peer)
                 del self.sessions[name]
                 self.stats["expired"] += 1
         self._sweeper = self.loop.call_later(1.0, self._sweep)

@@ -312,7 +312,7 @@ async def idle_then_message(pairs: list[Any], idle: float) -> tuple[list[bool], 
         start = loop.time()
         writer.write(b"after the idle\n")
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
+            line = await asyncio.wait_for(reader.readline(), patience)
         except (asyncio.TimeoutError, OSError):
             continue
         arrived[1 - i] = line == b"after the idle\n"
