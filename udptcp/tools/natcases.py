@@ -300,8 +300,11 @@ async def connect_pair(
     return results
 
 
-async def idle_then_message(pairs: list[Any], idle: float) -> tuple[list[bool], list[float | None]]:
-    """Idle ``idle`` seconds, then each side sends a line; returns (arrived, latencies)."""
+async def idle_then_message(
+    pairs: list[Any], idle: float, patience: float = 5.0
+) -> tuple[list[bool], list[float | None]]:
+    """Idle ``idle`` seconds, then each side sends a line and the other waits for it at most
+    ``patience`` seconds; returns (arrived, latencies), indexed by the receiving side."""
     await asyncio.sleep(idle)
     loop = asyncio.get_running_loop()
     arrived = [False, False]
