@@ -19,13 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
-import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +30,24 @@ from udptcp.aio.endpoint import Endpoint
 from udptcp.nat.rendezvous import RendezvousServer
 
 from . import natemu
-from .natlab import TURN_PASSWORD, TURN_USER, NatLab
+from .natlab import (
+    TURN_PASSWORD,
+    TURN_USER,
+    NatLab,
+    coturn_unavailable,
+    start_coturn,
+    stop_process,
+    wait_coturn,
+)
 
-__all__ = ["EmulatorEnv", "KernelEnv", "PeerResult", "connect_pair", "idle_then_message"]
+__all__ = [
+    "EmulatorEnv",
+    "KernelEnv",
+    "PeerResult",
+    "connect_pair",
+    "coturn_unavailable",
+    "idle_then_message",
+]
 
 
 @dataclass
@@ -159,65 +170,6 @@ class EmulatorEnv(_Env):
         endpoint = Endpoint.for_socket(asyncio.get_running_loop(), sock)
         self.nats[i - 1].attach(endpoint)
         return sock
-
-
-def start_coturn(
-    ip: str, port: int, workdir: str, *, loopback_peers: bool = False, netns: str | None = None
-) -> subprocess.Popen[bytes]:
-    """Start coturn (``turnserver``) on ``ip:port``, user ``lab``/``lab``, UDP only."""
-    args = [
-        "turnserver", "-n", "--listening-ip", ip, "--relay-ip", ip,
-        "--listening-port", str(port), "--min-port", "49152", "--max-port", "65535",
-        "--lt-cred-mech", "--user", f"{TURN_USER}:{TURN_PASSWORD}", "--realm", "udptcp.lab",
-        "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay", "--no-cli",
-        "--pidfile", os.path.join(workdir, "turn.pid"), "--log-file", "stdout", "--simple-log",
-    ]  # fmt: skip
-    if loopback_peers:
-        args.append("--allow-loopback-peers")
-    if netns is not None:
-        args = ["ip", "netns", "exec", netns, *args]
-    return subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-
-
-def wait_coturn(
-    process: subprocess.Popen[bytes], addr: tuple[str, int], timeout: float = 5
-) -> bool:
-    """True once coturn answers a STUN Binding request at ``addr``."""
-    request = bytes.fromhex("000100002112a442") + os.urandom(12)
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.settimeout(0.1)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            probe.sendto(request, addr)
-            with contextlib.suppress(OSError):
-                if probe.recvfrom(2048)[0][8:20] == request[8:20]:
-                    return True
-        return False
-    finally:
-        probe.close()
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process started in its own session, and wait for it."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
-
-def coturn_unavailable() -> str | None:
-    """Why coturn cannot run here, or None."""
-    if shutil.which("turnserver") is None:
-        return "coturn is not installed (apt-get install coturn)"
-    return None
 
 
 async def connect_pair(

@@ -38,7 +38,15 @@ from typing import Any
 
 from .tunbridge import NETNS_DIR, call_in_netns
 
-__all__ = ["NAT_KINDS", "NatLab", "lab_unavailable"]
+__all__ = [
+    "NAT_KINDS",
+    "NatLab",
+    "coturn_unavailable",
+    "lab_unavailable",
+    "start_coturn",
+    "stop_process",
+    "wait_coturn",
+]
 
 NAT_KINDS = ("cone", "symmetric")
 PUBLIC_IP = "10.201.0.1"
@@ -70,10 +78,73 @@ def lab_unavailable() -> str | None:
     return None
 
 
-def turn_unavailable() -> str | None:
-    """Why no TURN server can run here, or None."""
+def start_coturn(
+    ip: str,
+    port: int,
+    workdir: str,
+    *,
+    loopback_peers: bool = False,
+    netns: str | None = None,
+    alt_ip: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start coturn (``turnserver``) on ``ip:port`` (and ``alt_ip``, for RFC 5780), user
+    ``lab``/``lab``, UDP only, peers in 10.201.0.0/16 and loopback allowed as asked."""
+    args = [
+        "turnserver", "-n", "--listening-ip", ip, "--relay-ip", ip,
+        "--listening-port", str(port), "--min-port", "49152", "--max-port", "65535",
+        "--lt-cred-mech", "--user", f"{TURN_USER}:{TURN_PASSWORD}", "--realm", "udptcp.lab",
+        "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay", "--no-cli",
+        "--pidfile", os.path.join(workdir, "turn.pid"), "--log-file", "stdout", "--simple-log",
+    ]  # fmt: skip
+    if alt_ip is not None:
+        args += ["--listening-ip", alt_ip]
+    if loopback_peers:
+        args.append("--allow-loopback-peers")
+    else:
+        args += ["--allowed-peer-ip", "10.201.0.0-10.201.255.255"]
+    if netns is not None:
+        args = ["ip", "netns", "exec", netns, *args]
+    return subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def wait_coturn(
+    process: subprocess.Popen[bytes], addr: tuple[str, int], timeout: float = 5
+) -> bool:
+    """True once coturn answers a STUN Binding request at ``addr``."""
+    request = bytes.fromhex("000100002112a442") + os.urandom(12)
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.settimeout(0.1)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            probe.sendto(request, addr)
+            with contextlib.suppress(OSError):
+                if probe.recvfrom(2048)[0][8:20] == request[8:20]:
+                    return True
+        return False
+    finally:
+        probe.close()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, and wait for it."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def coturn_unavailable() -> str | None:
+    """Why coturn cannot run here, or None."""
     if shutil.which("turnserver") is None:
-        return "no TURN server: coturn's turnserver is not installed (apt-get install coturn)"
+        return "coturn is not installed (apt-get install coturn)"
     return None
 
 
@@ -183,50 +254,19 @@ table ip lab {{
 
     def _start_turn(self) -> None:
         self._turn_dir = tempfile.TemporaryDirectory(prefix="udptcp-turn-")
-        args = [
-            "ip", "netns", "exec", self.pub, "turnserver", "-n",
-            "--listening-ip", PUBLIC_IP, "--listening-ip", PUBLIC_ALT_IP,
-            "--relay-ip", PUBLIC_IP, "--listening-port", str(TURN_PORT),
-            "--min-port", "49152", "--max-port", "65535",
-            "--lt-cred-mech", "--user", f"{TURN_USER}:{TURN_PASSWORD}", "--realm", "udptcp.lab",
-            "--no-tcp", "--no-tls", "--no-dtls", "--no-tcp-relay", "--no-cli",
-            "--allowed-peer-ip", "10.201.0.0-10.201.255.255",
-            "--pidfile", os.path.join(self._turn_dir.name, "turn.pid"),
-            "--log-file", "stdout", "--simple-log",
-        ]  # fmt: skip
-        self.turn_process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        process = self.turn_process = start_coturn(
+            PUBLIC_IP, TURN_PORT, self._turn_dir.name, netns=self.pub, alt_ip=PUBLIC_ALT_IP
         )
-        # Ready once it answers a STUN Binding request.
-        deadline = time.monotonic() + 10
-        request = bytes.fromhex("000100002112a442") + os.urandom(12)
-        probe = self.socket("pub")
-        probe.settimeout(0.2)
-        try:
-            while True:
-                if self.turn_process.poll() is not None:
-                    raise RuntimeError(f"turnserver exited with {self.turn_process.returncode}")
-                probe.sendto(request, (PUBLIC_IP, TURN_PORT))
-                with contextlib.suppress(TimeoutError, OSError):
-                    if probe.recvfrom(2048)[0][8:20] == request[8:20]:
-                        return
-                if time.monotonic() > deadline:
-                    raise RuntimeError("turnserver did not answer within 10 s")
-        finally:
-            probe.close()
+        answering = call_in_netns(
+            self.pub, lambda: wait_coturn(process, (PUBLIC_IP, TURN_PORT), 10)
+        )
+        if not answering:
+            raise RuntimeError("turnserver did not answer within 10 s")
 
     def down(self) -> None:
         """Stop coturn, delete every namespace (which takes their links and sockets)."""
-        proc = self.turn_process
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        if self.turn_process is not None:
+            stop_process(self.turn_process)
         self.turn_process = None
         if self._turn_dir is not None:
             self._turn_dir.cleanup()
