@@ -186,9 +186,10 @@ class BindingKeeper:
     # ------------------------------------------------------------------ STUN in
 
     def _known(self, addr: Address) -> bool:
-        if addr in self._explicit or addr in self._last:
-            return True
-        return any(t._peer == addr for t in self._transports)
+        # O(1): the addresses kept (``_last`` holds every address of the last round), so a
+        # flood of requests costs nothing per connection. A peer's first request may come
+        # before our first round for it: unanswered once, answered from the next on.
+        return addr in self._explicit or addr in self._last
 
     def _on_stun(self, data: bytes, addr: Address) -> bool:
         if len(data) < 20:

@@ -44,6 +44,9 @@ __all__ = ["PLACEHOLDER", "PUNCH_INTERVAL", "Punch"]
 PLACEHOLDER: Address = ("0.0.0.0", 0)
 #: Copies of the handshake segment go out this often while punching.
 PUNCH_INTERVAL = 0.2
+#: Most addresses learned from the peer's datagrams (peer-reflexive) that are recorded; a
+#: hostile sender cycling through ports on the peer's IP address adds no more.
+MAX_LEARNED = 16
 _HANDSHAKE = (State.SYN_SENT, State.SYN_RECEIVED)
 
 
@@ -153,14 +156,17 @@ class Punch:
 
     def _count_sent(self, addr: Address) -> None:
         attempt = self._attempt_for(addr)
-        attempt.sent += 1
+        if attempt is not None:
+            attempt.sent += 1
 
     # ------------------------------------------------------------------ receiving
 
-    def _attempt_for(self, addr: Address) -> Attempt:
+    def _attempt_for(self, addr: Address) -> Attempt | None:
         for attempt in self.attempts:
             if attempt.address == addr:
                 return attempt
+        if len(self.attempts) - len(self._direct) - len(self._relayed) >= MAX_LEARNED:
+            return None
         kind = "relayed" if self.relayed_by_us(addr) else "prflx"
         attempt = Attempt(kind, addr, "answered")
         self.attempts.append(attempt)
@@ -188,16 +194,18 @@ class Punch:
 
     def _hook(self, seg: Segment, addr: Address) -> bool:
         transport = self.transport
-        if transport is None:
-            return False
+        if transport is None or transport._conn.state not in _HANDSHAKE:
+            return False  # settled: copies from other paths are dropped, nothing recorded
         if addr[0] not in self.allowed_ips and not self.relayed_by_us(addr):
             self.endpoint.stats["punch_foreign"] += 1
             return False
         attempt = self._attempt_for(addr)
+        if attempt is None:
+            return False
         attempt.received += 1
         if attempt.outcome in ("no answer", "not tried"):
             attempt.outcome = "answered"
-        if transport._conn.state not in _HANDSHAKE or not self._plausible(seg):
+        if not self._plausible(seg):
             return False
         if self.bound is not None and self.role == "a":
             return False  # a keeps the path it chose
@@ -210,5 +218,6 @@ class Punch:
         if self.bound is None:
             return None
         attempt = self._attempt_for(self.bound)
-        attempt.outcome = "chosen"
+        if attempt is not None:
+            attempt.outcome = "chosen"
         return attempt

@@ -41,6 +41,9 @@ _CHANNEL_HEADER = struct.Struct("!HH")
 FIRST_CHANNEL, LAST_CHANNEL = 0x4000, 0x4FFF
 #: A channel binding lasts 10 minutes (RFC 8656 §12); refresh well before.
 CHANNEL_REFRESH = 300.0
+#: Most distinct peer addresses heard through the relay (each gets a route): a hostile
+#: sender on a permitted IP address cycling through ports adds no more.
+MAX_PEERS = 32
 
 
 class _ShimTransport(asyncio.DatagramTransport):
@@ -205,6 +208,9 @@ class TurnRelay:
 
     def _from_peer(self, payload: bytes, peer: Address) -> None:
         if peer not in self.peers_seen:
+            if len(self.peers_seen) >= MAX_PEERS:
+                self.endpoint.stats["turn_dropped"] += 1
+                return
             self.peers_seen.add(peer)
             if self.endpoint.route_of(peer) is None:
                 self.route(peer)
