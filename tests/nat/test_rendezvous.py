@@ -224,3 +224,36 @@ def test_candidates_are_checked() -> None:
     ):
         with pytest.raises(rv.Malformed):
             rv.parse_candidates(bad)
+
+
+async def test_python_m_udptcp_rendezvous_pairs_peers_and_stops_on_sigterm() -> None:
+    import os
+    import signal
+    import sys
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "udptcp", "rendezvous", "--listen", f"127.0.0.1:{port}",
+        "--stats-interval", "0.1",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = await asyncio.wait_for(process.stdout.readline(), 10)
+        assert b"rendezvous listening on" in first
+        a, b = FakePeer(("127.0.0.1", port), "a"), FakePeer(("127.0.0.1", port), "b")
+        a.register()
+        b.register()
+        assert (await a.wait_for("start"))["peer"]["observed"] == list(b.sock.getsockname())
+        a.close()
+        b.close()
+        while b"'started': 1" not in (line := await asyncio.wait_for(process.stdout.readline(), 5)):
+            assert line, "the rendezvous ended without printing its counters"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 10)
+    assert code == 0

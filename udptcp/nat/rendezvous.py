@@ -32,8 +32,10 @@ RTT_short) / 2 later, so both get it at the same moment. A peer that registers a
 the start (its "start" was lost) gets it again at once.
 
 Sessions expire :data:`SESSION_TTL` seconds after their last message (a waiting peer keeps
-its session alive by registering again), and 30 s after their start. Malformed datagrams
-(not JSON, wrong types, too long, unknown op) are dropped and counted (``stats``).
+its session alive by registering again), and 30 s after their start; at most
+:data:`MAX_SESSIONS` exist at once (a new one beyond that gets the error "busy"). Malformed
+datagrams (not JSON, wrong types, too long, unknown op) are dropped and counted
+(``stats``). Each message costs O(1): sessions and pings are found by name and nonce.
 """
 
 from __future__ import annotations
