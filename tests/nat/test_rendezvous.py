@@ -257,3 +257,16 @@ async def test_python_m_udptcp_rendezvous_pairs_peers_and_stops_on_sigterm() -> 
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 10)
     assert code == 0
+
+
+async def test_without_aioice_a_peer_connection_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    import udptcp
+
+    for name in ("aioice", "aioice.stun", "aioice.turn"):
+        monkeypatch.setitem(sys.modules, name, None)  # "import aioice" now fails
+    with pytest.raises(ImportError, match=r"pip install 'udptcp\[nat\]'"):
+        await udptcp.open_peer_connection("s", "127.0.0.1:9")
