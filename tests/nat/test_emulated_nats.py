@@ -125,3 +125,14 @@ async def test_without_binding_maintenance_the_nat_forgets_the_idle_connection()
         assert arrived == [False, False]
         for _, writer in pairs:  # type: ignore[misc]
             writer.transport.abort()
+
+
+@pytest.mark.one_loop
+async def test_an_unreachable_stun_and_turn_server_costs_only_its_share_of_the_timeout() -> None:
+    async with EmulatorEnv(natemu.CONE, natemu.CONE) as env:
+        env.stun = env.turn = "127.0.0.1:9"  # nothing answers there
+        a, b = await connect_pair(env, timeout=4)
+    for r in (a, b):
+        assert r.error is None and r.path == "direct"
+        assert "no answer" in r.nat["stun_error"] and "no allocation" in r.nat["turn_error"]
+        assert r.elapsed < 4

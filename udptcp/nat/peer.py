@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import socket
@@ -56,6 +57,8 @@ _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 PEER_NAT_KEEPALIVE = 5.0
 #: Direct candidates get this head start before the relay path is tried.
 RELAY_DELAY = 1.0
+#: The share of ``timeout`` that STUN and TURN discovery may take (at least 1 s).
+DISCOVERY_SHARE = 0.3
 #: Register again this often until the rendezvous answers, then every WAIT_REFRESH.
 REGISTER_RETRY = 0.25
 WAIT_REFRESH = 1.0
@@ -109,8 +112,6 @@ class _RendezvousClient:
         self._release = endpoint.claim_address(server, self._on_datagram)
 
     def _send(self, message: dict[str, Any]) -> None:
-        import json
-
         data = json.dumps({"v": rv.VERSION, **message}, separators=(",", ":")).encode()
         self.endpoint.send_direct(data, self.server)
 
@@ -125,8 +126,6 @@ class _RendezvousClient:
         )
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
-        import json
-
         try:
             message = json.loads(data.decode("utf-8"))
             op = message.get("op") if isinstance(message, dict) else None
@@ -284,12 +283,23 @@ async def create_peer_connection(
                 await relay.close()
                 relay = None
 
-        try:
-            await asyncio.wait_for(asyncio.gather(discover(), allocate()), remaining())
-        except asyncio.TimeoutError:
-            raise NATTraversalError(
-                f"STUN/TURN discovery did not finish within {timeout} s", stage=stage
-            ) from None
+        # Discovery is best effort (the rendezvous sees our public address anyway, and
+        # direct paths need no relay): what has not answered within its share of the time
+        # is given up and noted, and the rest goes on.
+        budget = min(remaining(), max(1.0, DISCOVERY_SHARE * timeout))
+        tasks = [asyncio.ensure_future(discover()), asyncio.ensure_future(allocate())]
+        _, pending = await asyncio.wait(tasks, timeout=budget)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        if stun_addr is not None and "mapped_address" not in nat:
+            nat.setdefault("stun_error", f"no answer from {stun} within {budget:.1f} s")
+        if turn_addr is not None and (relay is None or relay.relayed_address is None):
+            nat.setdefault("turn_error", f"no allocation from {turn} within {budget:.1f} s")
+            if relay is not None:
+                await relay.close()
+                relay = None
 
         stage = "rendezvous"
         candidates = {
@@ -325,11 +335,7 @@ async def create_peer_connection(
         # One relay per pair: a's if a has one, else b's.
         we_have_relay = relay is not None and relay.relayed_address is not None
         peer_has_relay = peer["relay"] is not None
-        relay_owner = (
-            ("us" if we_have_relay else "peer" if peer_has_relay else None)
-            if role == "a"
-            else ("peer" if peer_has_relay else "us" if we_have_relay else None)
-        )
+        relay_owner = _relay_owner(role, we_have_relay, peer_has_relay)
         relayed: list[Attempt] = []
         if relay_owner == "peer":
             relayed.append(Attempt("relay", tuple(peer["relay"])))
@@ -379,6 +385,8 @@ async def create_peer_connection(
             hint = (
                 "" if relayed or our_relay else " (no TURN server on either side to relay through)"
             )
+            if "turn_error" in nat:
+                hint += f" (TURN: {nat['turn_error']})"
             raise NATTraversalError(
                 f"no path to the peer of session {session!r} opened within {timeout} s{hint}",
                 stage=stage,
@@ -429,6 +437,18 @@ async def create_peer_connection(
             if caller_sock and endpoint.idle_but_for_holds(1):
                 endpoint.owns_socket = False
         endpoint.release()
+
+
+def _relay_owner(role: str, we_have: bool, peer_has: bool) -> str | None:
+    """Whose TURN relay a pair uses: role a's if it has one, else b's ("us", "peer" or
+    None). Both peers compute the same answer from what the rendezvous told them."""
+    mine, theirs = ("us", "peer") if role == "a" else ("peer", "us")
+    a_has, b_has = (we_have, peer_has) if role == "a" else (peer_has, we_have)
+    if a_has:
+        return mine
+    if b_has:
+        return theirs
+    return None
 
 
 def _watch(transport: Transport, relay: TurnRelay, endpoint: Endpoint, config: Config) -> None:
