@@ -111,7 +111,12 @@ async def _close_on_loop_shutdown() -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        close_endpoints(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        try:
+            # Closed connections still delivering get their Config.exit_linger first.
+            await asyncio.gather(*(endpoint.linger() for endpoint in open_endpoints(loop)))
+        finally:
+            close_endpoints(loop)
 
 
 def _watch_loop_shutdown(loop: asyncio.AbstractEventLoop) -> None:
@@ -182,6 +187,8 @@ class Endpoint:
             self.connected_peer = None
         self.stats: collections.Counter[str] = collections.Counter()
         self._gone_counts: collections.Counter[str] = collections.Counter()
+        # Set while linger() waits: any connection's progress wakes it to look again.
+        self._linger_waiter: asyncio.Future[None] | None = None
         self.trace: Tracer | None = None
         self.isn = IsnGenerator()
         self._conns: dict[Key, Transport] = {}
@@ -381,6 +388,37 @@ class Endpoint:
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
             self._maybe_close()
+
+    def _lingering(self, since: float, now: float) -> list[Transport]:
+        """Connections the application closed that still have data or a FIN to deliver,
+        within their ``exit_linger`` of ``since``."""
+        return [
+            t
+            for t in self._conns.values()
+            if t._closing
+            and t._conn.state in _DELIVERING
+            and now < since + t._conn.config.exit_linger
+        ]
+
+    async def linger(self) -> None:
+        """Wait until the connections the application closed have delivered everything
+        (each for at most its ``Config.exit_linger``); the loop's shutdown calls this
+        before :meth:`close`."""
+        loop = self.loop
+        since = loop.time()
+        while not self._closed:
+            now = loop.time()
+            pending = self._lingering(since, now)
+            if not pending:
+                return
+            until = min(since + t._conn.config.exit_linger for t in pending)
+            waiter = self._linger_waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(waiter, until - now)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._linger_waiter = None
 
     def statistics(self) -> dict[str, int]:
         """The endpoint's counters (``stats``) plus, under the same names as a connection's
@@ -776,6 +814,10 @@ class Endpoint:
             heapq.heapify(heap)
         if heap and (self._timer_when is None or heap[0][0] < self._timer_when):
             self._arm(heap[0][0])
+
+
+# States in which a closed connection still has data or a FIN waiting for acknowledgment.
+_DELIVERING = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
 
 
 def _remote_id(addr: Address, vport: int) -> tuple[Any, ...]:

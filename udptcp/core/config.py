@@ -93,6 +93,12 @@ class Config:
     keepalive_count: int = 4
     #: How long a connection closed with ``close()`` waits in FIN-WAIT-2 for the peer's FIN.
     fin_wait2_timeout: float = 60.0
+    #: How long shutting down the event loop (``asyncio.run`` returning, a ``Runner``
+    #: closing) waits for connections the application already closed to deliver what they
+    #: still hold: their data and FIN acknowledged, as the kernel finishes a closed
+    #: socket's connection after the program has gone. Connections still open are reset
+    #: at once, as are these when the time is up. 0 resets them all at once.
+    exit_linger: float = 10.0
     #: Congestion control algorithm name (see ``udptcp.core.congestion``): "cubic"
     #: (RFC 9438, as Linux) or "newreno" (RFC 5681/6582), or one you registered.
     congestion_control: str = "cubic"
@@ -134,6 +140,7 @@ class Config:
         ):
             positive(name, getattr(self, name))
         positive("delayed_ack", self.delayed_ack, zero_ok=True)
+        positive("exit_linger", self.exit_linger, zero_ok=True)
         positive("syn_retries", self.syn_retries, zero_ok=True)
         positive("synack_retries", self.synack_retries, zero_ok=True)
         positive("initial_window", self.initial_window)
