@@ -219,6 +219,7 @@ class Endpoint:
         self._accepted = 0  # passive connections, half-open included, TIME-WAIT not
         self._accepted_by_host: dict[Any, int] = {}
         self._half_open_by_host: dict[Any, int] = {}
+        self._half_open = 0
         self._time_wait = 0
         self._listeners: dict[int | None, Listener] = {}
         self._refs = 0
@@ -332,7 +333,7 @@ class Endpoint:
         self._closed = True
         self._conns.clear()
         self._listeners.clear()
-        self._accepted = self._time_wait = 0
+        self._accepted = self._half_open = self._time_wait = 0
         self._accepted_by_host.clear()
         self._half_open_by_host.clear()
         self._heap.clear()
@@ -452,6 +453,7 @@ class Endpoint:
         transport._slot = slot
         host = transport._peer[0]
         if old == _SLOT_HALF_OPEN:
+            self._half_open -= 1
             _decrement(self._half_open_by_host, host)
             counters = transport._conn.stats_counters
             for name in _HANDSHAKE_COUNTERS:
@@ -466,6 +468,7 @@ class Endpoint:
             self._accepted += 1
             self._accepted_by_host[host] = self._accepted_by_host.get(host, 0) + 1
         if slot == _SLOT_HALF_OPEN:
+            self._half_open += 1
             self._half_open_by_host[host] = self._half_open_by_host.get(host, 0) + 1
         elif slot == _SLOT_TIME_WAIT:
             self._time_wait += 1
@@ -475,7 +478,7 @@ class Endpoint:
         included), half-open ones, TIME-WAIT ones, and the remote addresses counted."""
         return {
             "accepted": self._accepted,
-            "half_open": sum(self._half_open_by_host.values()),
+            "half_open": self._half_open,
             "time_wait": self._time_wait,
             "addresses": len(self._accepted_by_host),
         }
