@@ -6,6 +6,8 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
@@ -20,7 +22,7 @@ from udptcp.core.cookies import (
     encode_ts_choices,
 )
 from udptcp.core.events import Connected, DataReceived
-from udptcp.core.segment import ACK, PSH, SYN, Options, Segment, decode, encode
+from udptcp.core.segment import ACK, FIN, PSH, SYN, URG, Options, Segment, decode, encode
 from udptcp.core.seq import seq_add, seq_le
 
 PEER = ("127.0.0.9", 40000)
@@ -283,3 +285,39 @@ def test_a_cookie_handshake_with_a_real_client_carries_data_both_ways() -> None:
     back = b"".join(e.data for e in client.take_events() if isinstance(e, DataReceived))
     assert back == b"y" * 3000
     assert server.sack_ok and server.wscale_ok and server.snd_wscale == client.rcv_wscale
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    flags=st.sampled_from([ACK, ACK | PSH, ACK | FIN, ACK | PSH | FIN, ACK | URG]),
+    seq_off=st.integers(-3, 70_000),
+    window=st.integers(0, 0xFFFF),
+    tsval=st.one_of(st.none(), st.integers(0, 0xFFFFFFFF)),
+    tsecr=st.integers(0, 0xFFFFFFFF),
+    blocks=st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF)), max_size=3),
+    payload=st.binary(max_size=3000),
+    wscale=st.one_of(st.none(), st.integers(0, 14)),
+    sack=st.booleans(),
+    peer_mss=st.sampled_from(MSS_TABLE),
+)
+def test_a_hostile_final_ack_never_raises_out_of_a_cookie_connection(
+    flags: int,
+    seq_off: int,
+    window: int,
+    tsval: int | None,
+    tsecr: int,
+    blocks: list[tuple[int, int]],
+    payload: bytes,
+    wscale: int | None,
+    sack: bool,
+    peer_mss: int,
+) -> None:
+    opts = Options(timestamps=None if tsval is None else (tsval, tsecr), sack_blocks=tuple(blocks))
+    ack = Segment(5000, 80, seq_add(70_001, seq_off), 1234, flags, window, opts, payload)
+    conn = Connection.from_cookie(
+        Config(), ack, iss=1233, mss=1452, peer_mss=peer_mss, wscale=wscale, sack=sack, now=NOW
+    )
+    conn.take_segments()
+    conn.take_events()
+    conn.handle_timer(NOW + 1.0)
+    assert conn.state_history[:2] == [State.LISTEN, State.SYN_RECEIVED]
