@@ -390,10 +390,10 @@ class Connection:
         """
         opts = syn.options
         our_mss = mss if config.pmtu_max is None else max(mss, config.pmtu_max - 20)
-        offered_ts = opts is not None and opts.timestamps is not None and config.timestamps
-        wscale = sack = None
-        timestamps = None
-        if opts is not None and offered_ts and opts.timestamps is not None:
+        wscale: int | None = None
+        sack = False
+        timestamps: tuple[int, int] | None = None
+        if opts is not None and opts.timestamps is not None and config.timestamps:
             peer_wscale = opts.wscale if config.window_scaling else None
             sack = opts.sack_permitted and config.sack
             tsval = encode_ts_choices(
@@ -412,7 +412,7 @@ class Connection:
             seq_add(syn.seq, 1),
             SYN | ACK,
             window,
-            Options(mss=our_mss, wscale=wscale, sack_permitted=bool(sack), timestamps=timestamps),
+            Options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamps=timestamps),
         )
 
     def _take_peer_syn(self, syn: Segment) -> None:
