@@ -89,6 +89,10 @@ class Transport(asyncio.Transport):
         self._peer = peer
         self._key = (peer, conn.local_port, conn.remote_port)
         self._deadline: float | None = None
+        # The endpoint's connection limits: the state last accounted for and the count
+        # the connection is in (Endpoint._account).
+        self._accounted_state: State | None = None
+        self._slot = 0
         # Active open: the factory is called on ESTABLISHED, as asyncio calls it once the
         # socket connected; create_connection awaits the waiter.
         self._protocol_factory = protocol_factory
@@ -319,6 +323,8 @@ class Transport(asyncio.Transport):
         deadline = conn.get_timer()
         if deadline != self._deadline:
             endpoint._schedule(self, deadline)
+        if conn.state is not self._accounted_state:
+            endpoint._account(self)
         if conn.state is State.CLOSED:
             endpoint._forget(self)
         elif self._protocol_paused:
@@ -349,6 +355,8 @@ class Transport(asyncio.Transport):
         deadline = conn.get_timer()
         if deadline != self._deadline:
             self._endpoint._schedule(self, deadline)
+        if conn.state is not self._accounted_state:
+            self._endpoint._account(self)
         if conn.state is State.CLOSED:
             self._endpoint._forget(self)
 

@@ -112,6 +112,47 @@ class Config:
     #: at drop-tail bottlenecks and cost goodput under reordering and bursty loss.
     pacing: bool = False
 
+    # Limits against hostile peers. They apply to the connections an endpoint accepts
+    # (passive opens); connections the application opens itself are its own business, except
+    # that TIME-WAIT is bounded for every connection on the endpoint. "Address" means the
+    # remote IP address, whatever its UDP port: a host picks its source ports freely, so a
+    # per-(IP, port) limit would bound nothing. Every limit hit is counted in the endpoint's
+    # ``stats`` (see ``udptcp.aio.endpoint.Endpoint``). A server's ``Config`` decides the
+    # limits for the SYNs its listeners take.
+
+    #: SYN cookies (RFC 4987 §3.6, as Linux with ``tcp_syncookies=1``): when a listener's
+    #: half-open table (``create_server``'s ``backlog``) is full, or one address already has
+    #: ``max_half_open_per_address`` handshakes in it, a SYN is answered with a SYN-ACK
+    #: whose sequence number is a keyed MAC of the handshake, and nothing is kept until the
+    #: final ACK proves the address. Such a connection's peer MSS is rounded down to one of
+    #: eight common values, and it has window scaling and SACK only when timestamps are in
+    #: use (they carry those choices). Off: those SYNs are dropped and counted, and clients
+    #: wait for their SYN retransmission.
+    syn_cookies: bool = True
+    #: Connections one endpoint accepts and keeps at once, half-open ones included,
+    #: TIME-WAIT not; a SYN beyond it is answered with RST. An idle connection costs about
+    #: 12 KB, so 4096 of them cost ~50 MB, while one that fills its windows can hold a
+    #: receive buffer and a send buffer each: the limit is what bounds that worst case. It
+    #: is in the range of Linux's accept-queue ceiling (``somaxconn`` 4096) and above the
+    #: ~1000 connections a default ``ulimit -n`` lets an asyncio TCP server keep.
+    max_connections: int = 4096
+    #: Connections accepted from one remote IP address at once (half-open included,
+    #: TIME-WAIT not); a SYN beyond it is answered with RST. One host rarely needs more
+    #: than a few dozen connections to one server; 256 leaves room for many hosts behind
+    #: one NAT address while one address cannot take more than 1/16 of ``max_connections``.
+    max_connections_per_address: int = 256
+    #: Handshakes from one remote IP address held in a listener's half-open table at once.
+    #: Beyond it the address's SYNs get SYN cookies (or are dropped without them), so one
+    #: address cannot fill the table that every other client needs; a browser opens about
+    #: six connections at once, so 32 is ample for a few hosts behind one NAT address.
+    max_half_open_per_address: int = 32
+    #: Connections of one endpoint kept in TIME-WAIT at once (all of them, accepted or
+    #: not). A connection that would go beyond it is forgotten at once instead, as Linux
+    #: does past ``tcp_max_tw_buckets``: its 4-tuple merely loses the protection against
+    #: old duplicates that TIME-WAIT gives. TIME-WAIT lasts ``2 * msl`` (60 s), so 8192
+    #: allows ~135 active closes per second, sustained, for ~100 MB at worst. 0 keeps none.
+    max_time_wait: int = 8192
+
     def __post_init__(self) -> None:
         def positive(name: str, value: float, zero_ok: bool = False) -> None:
             if value < 0 or (value == 0 and not zero_ok):
@@ -144,6 +185,15 @@ class Config:
         positive("syn_retries", self.syn_retries, zero_ok=True)
         positive("synack_retries", self.synack_retries, zero_ok=True)
         positive("initial_window", self.initial_window)
+        for name in ("max_connections", "max_connections_per_address", "max_half_open_per_address"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(
+                    f"Config.{name} must be an integer >= 1, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.max_time_wait, int) or self.max_time_wait < 0:
+            raise ValueError(
+                f"Config.max_time_wait must be an integer >= 0, got {self.max_time_wait!r}"
+            )
         if self.rto_min > self.rto_max:
             raise ValueError("Config.rto_min must not exceed Config.rto_max")
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
+from .amplification import AmplificationBudget, received_size, sent_size
 from .buffers import ReassemblyQueue, SendBuffer
 from .config import Config
 from .congestion import CongestionControl, create
+from .cookies import encode_ts_choices
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from .rack import SentLog
 from .rtt import RttEstimator
@@ -51,6 +53,10 @@ _MAX_TLPS = 2
 _INITIAL_RCV_SPACE = 128 * 1024
 # Persist timer bounds (RFC 1122 §4.2.2.17 leaves them open; Linux uses RTO-based backoff).
 _PERSIST_MAX = 60.0
+# Least time between two SYN-ACKs that duplicate SYNs earn in SYN-RECEIVED (Linux bounds
+# such out-of-window answers by tcp_invalid_ratelimit, 500 ms): a burst of copies of one
+# SYN gets one answer, not one each.
+_SYNACK_MIN_INTERVAL = 0.5
 
 
 class State(enum.Enum):
@@ -227,6 +233,10 @@ class Connection:
         self._rtt_time = 0.0
         self._retries = 0
         self._handshake_lost = False  # a SYN or SYN,ACK had to be sent again
+        self._syn_sent_at: float | None = None  # when our SYN or SYN,ACK last went out
+        # Passive open until ESTABLISHED: the peer's address is unproven, so what we send
+        # it is bounded by what it sent us (RFC 9000 §8.1's rule; see .amplification).
+        self._amp: AmplificationBudget | None = None
         self._una_since: float | None = None  # when the oldest unacknowledged data went out
 
         self._rto_deadline: float | None = None
@@ -290,6 +300,8 @@ class Connection:
                 "pmtu_probes",
                 "pmtu_probe_failures",
                 "pmtu_black_holes",
+                "amplification_limited",
+                "syn_acks_rate_limited",
             ),
             0,
         )
@@ -308,17 +320,124 @@ class Connection:
         return conn
 
     @classmethod
-    def accept(cls, config: Config, syn: Segment, *, iss: int, mss: int, now: float) -> Connection:
-        """Passive open from a listener receiving ``syn`` (§3.10.7.2): answer SYN-ACK."""
+    def accept(
+        cls,
+        config: Config,
+        syn: Segment,
+        *,
+        iss: int,
+        mss: int,
+        now: float,
+        received: int | None = None,
+    ) -> Connection:
+        """Passive open from a listener receiving ``syn`` (§3.10.7.2): answer SYN-ACK.
+
+        ``received`` is the size of the datagram that carried ``syn`` (by default the
+        least its segment can take): until the handshake completes, the connection sends
+        the peer at most three times the bytes it received from it, SYN-ACK
+        retransmissions and resets included (see :mod:`udptcp.core.amplification`).
+        """
         conn = cls(config, local_port=syn.dst_port, remote_port=syn.src_port, iss=iss, mss=mss)
+        conn._now = now
+        conn.passive = True
+        conn.state = S.LISTEN
+        conn.state_history = [S.LISTEN]
+        conn._amp = AmplificationBudget(received if received is not None else received_size(syn))
+        conn._take_peer_syn(syn)
+        conn._set_state(S.SYN_RECEIVED)
+        conn._send_syn(now)
+        return conn
+
+    @classmethod
+    def from_cookie(
+        cls,
+        config: Config,
+        ack: Segment,
+        *,
+        iss: int,
+        mss: int,
+        peer_mss: int,
+        wscale: int | None,
+        sack: bool,
+        now: float,
+    ) -> Connection:
+        """Passive open completed by a SYN cookie (RFC 4987 §3.6).
+
+        The caller has checked that ``ack`` acknowledges the cookie ``iss`` and recovered
+        from it the peer's MSS and, from its timestamps, the peer's window-scale shift
+        (``None``: no window scaling) and SACK-permitted choices. The connection is built
+        as :meth:`accept` would have built it from that SYN, as though the SYN-ACK of
+        :meth:`cookie_syn_ack` had been sent, and then takes ``ack`` as its final
+        handshake segment: LISTEN, SYN-RECEIVED, ESTABLISHED, with data carried on the ACK
+        delivered. It never holds an amplification budget: the ACK proved the address.
+        """
+        ts = ack.options.timestamps if ack.options is not None else None
+        use_ts = ts is not None and config.timestamps
+        syn = Segment(
+            ack.src_port,
+            ack.dst_port,
+            seq_add(ack.seq, -1),
+            0,
+            SYN,
+            0,
+            Options(
+                mss=peer_mss,
+                wscale=wscale if use_ts else None,
+                sack_permitted=sack and use_ts,
+                timestamps=(ts[0], 0) if use_ts and ts is not None else None,
+            ),
+        )
+        conn = cls(config, local_port=ack.dst_port, remote_port=ack.src_port, iss=iss, mss=mss)
         conn._now = now
         conn.passive = True
         conn.state = S.LISTEN
         conn.state_history = [S.LISTEN]
         conn._take_peer_syn(syn)
         conn._set_state(S.SYN_RECEIVED)
-        conn._send_syn(now)
+        # What sending the cookie's SYN,ACK would have recorded: our SYN is outstanding,
+        # the window it advertised (a fresh connection's, as in cookie_syn_ack), the ACK.
+        conn.snd_nxt = conn.snd_max = seq_add(conn.iss, 1)
+        conn._window_field(syn=True)
+        conn._ack_sent(conn.rcv_nxt)
+        conn.receive(ack, now)
         return conn
+
+    @staticmethod
+    def cookie_syn_ack(config: Config, syn: Segment, *, iss: int, mss: int, now: float) -> Segment:
+        """The SYN-ACK that answers ``syn`` with SYN cookie ``iss``, keeping no state.
+
+        It is the SYN-ACK :meth:`accept` would send (a fresh connection's window, our MSS,
+        and only options the SYN offered), except that without timestamps it offers neither
+        window scaling nor SACK, and with them its TSval carries the peer's window-scale
+        and SACK choices (``udptcp.core.cookies.encode_ts_choices``) for the final ACK to
+        echo back. :meth:`from_cookie` rebuilds the same connection from that ACK.
+        """
+        opts = syn.options
+        our_mss = mss if config.pmtu_max is None else max(mss, config.pmtu_max - 20)
+        wscale: int | None = None
+        sack = False
+        timestamps: tuple[int, int] | None = None
+        if opts is not None and opts.timestamps is not None and config.timestamps:
+            peer_wscale = opts.wscale if config.window_scaling else None
+            sack = opts.sack_permitted and config.sack
+            tsval = encode_ts_choices(
+                (int(now * 1000) + iss) & _MASK,  # _tsval()'s clock with _ts_offset = iss
+                None if peer_wscale is None else min(peer_wscale, _MAX_WSCALE),
+                sack,
+            )
+            timestamps = (tsval, opts.timestamps[0])
+            if peer_wscale is not None:
+                wscale = _wscale_for(config.receive_buffer)
+        window = min(config.receive_buffer, _INITIAL_RCV_SPACE, _MAX_WINDOW_FIELD)
+        return Segment(
+            syn.dst_port,
+            syn.src_port,
+            iss & _MASK,
+            seq_add(syn.seq, 1),
+            SYN | ACK,
+            window,
+            Options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamps=timestamps),
+        )
 
     def _take_peer_syn(self, syn: Segment) -> None:
         # The window our own SYN offered (active side) holds from the peer's ISN + 1 on.
@@ -367,6 +486,7 @@ class Connection:
         )
         if self._retries == 0:
             self._rtt_seq, self._rtt_time = self.iss, now
+        self._syn_sent_at = now
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
         self._emit(seg, now)
@@ -768,6 +888,8 @@ class Connection:
         elif st is S.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
         elif st is not S.CLOSED and st is not S.LISTEN:
+            if self._amp is not None:
+                self._amp.credit(received_size(seg))
             self._receive_synchronizing(seg, now)
         if self.keepalive and self.state in _KEEPALIVE_STATES:
             self._keepalive_deadline = now + self.keepalive_idle
@@ -908,9 +1030,15 @@ class Connection:
                 self._establish(seg, now)
                 self._ack_now = True
             elif not flags & (ACK | RST):
-                # The peer's SYN again: our SYN,ACK was lost. Answer it again.
+                # The peer's SYN again: our SYN,ACK was lost. Answer it again, but not every
+                # copy of a burst (a forged one multiplies what goes to its victim).
                 self._handshake_lost = True
-                self._emit(self._syn_ack_again(), now)
+                last = self._syn_sent_at
+                if last is None or now - last >= _SYNACK_MIN_INTERVAL or now < last:
+                    self._syn_sent_at = now
+                    self._emit(self._syn_ack_again(), now)
+                else:
+                    self.stats_counters["syn_acks_rate_limited"] += 1
             return
 
         ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
@@ -1039,6 +1167,7 @@ class Connection:
 
     def _enter_established(self) -> None:
         self._set_state(S.ESTABLISHED)
+        self._amp = None  # the peer answered our ISN: its address is proven
         self._retries = 0
         self._events.append(Connected())
         if self._handshake_lost:
@@ -1880,6 +2009,11 @@ class Connection:
         return ts
 
     def _emit(self, seg: Segment, now: float) -> None:
+        if self._amp is not None and not self._amp.spend(sent_size(seg)):
+            # Beyond three times what the unproven address sent us (RFC 9000 §8.1): not
+            # sent. A retransmitted SYN from a real peer earns the next SYN,ACK.
+            self.stats_counters["amplification_limited"] += 1
+            return
         if seg.flags & ACK:
             self._ack_sent(seg.ack)
         self.stats_counters["segments_sent"] += 1
