@@ -92,11 +92,11 @@ class _Feeder:
         self.now = 0.0
         self.acks = 0
 
-    def datagram(self, offset: int) -> bytes:
+    def datagram(self, offset: int, size: int = 1) -> bytes:
         options = Options(timestamps=self.ts) if self.ts is not None else None
         seq = (self.seq0 + offset) & 0xFFFFFFFF
-        byte = bytes((65 + offset % 26,))
-        return encode(Segment(1000, 2000, seq, self.ack, ACK, 65535, options, byte))
+        data = bytes(65 + (offset + i) % 26 for i in range(size))
+        return encode(Segment(1000, 2000, seq, self.ack, ACK, 65535, options, data))
 
     def deliver(self, datagram: bytes) -> None:
         """What a server does with one datagram: decode, process, encode the answers."""
@@ -186,8 +186,29 @@ def core_memory(config: Config, holes: int) -> dict[str, Any]:
     }
 
 
+def piece_cost(holes: int) -> float:
+    """Bytes tracemalloc sees per held 2-byte piece, less its 2 data bytes: what a piece
+    costs beyond its data (CPython shares 1-byte bytes objects, so a 1-byte piece looks
+    cheaper than an ordinary one)."""
+    client, server = connected_pair(ROOMY)
+    feeder = _Feeder(client, server)
+    datagrams = [feeder.datagram(3 * k + 1, 2) for k in range(holes)]
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for dg in datagrams:
+        feeder.deliver(dg)
+    traced = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return traced / len(server._reassembly) - 2
+
+
 def run_core(holes: int, repeat: int, emit: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {"piece_overhead": PIECE_OVERHEAD, "costs": [], "memory": []}
+    out["piece_cost"] = cost = round(piece_cost(holes), 1)
+    emit(
+        f"a held piece costs {cost} B beyond its data (2-byte pieces, tracemalloc); "
+        f"charged {PIECE_OVERHEAD} B"
+    )
     for order in _orders(holes, 1):
         result = core_cost(ROOMY, holes, order, repeat)
         out["costs"].append(result)

@@ -57,11 +57,10 @@ class SendBuffer:
 
 #: What one held out-of-order piece costs beyond its data bytes, charged against the
 #: receive buffer the way Linux charges an skb's ``truesize``. Measured with tracemalloc on
-#: CPython 3.11 (``python -m benchmarks.holes`` prints it): the piece lists and the run it
-#: forms for SACK (ints and list slots) take about 97 bytes, the bytes object's header about
-#: 45 (33, rounded up by the allocator), so about 142 bytes in all; delivered pieces keep
-#: their slots until the lists are compacted (at most as many as are live, about 97 bytes
-#: each). 256 covers both with a little to spare.
+#: CPython 3.11 (``python -m benchmarks.holes core`` prints it): 135 bytes per held 2-byte
+#: piece beyond its data, about 95 for the piece map and the run it forms for SACK (ints,
+#: list slots, block lists) and 40 for the bytes object's header. 256 leaves room for the
+#: allocator's rounding and for lists between resizes, and is a round number to document.
 PIECE_OVERHEAD = 256
 
 #: Returned by :meth:`ReassemblyQueue.add` when the piece did not fit and was dropped.
@@ -105,6 +104,9 @@ class ReassemblyQueue:
     def __len__(self) -> int:
         """Pieces held."""
         return len(self._pieces)
+
+    def __bool__(self) -> bool:
+        return self.size > 0  # every piece holds data (header prediction asks this)
 
     def add(self, start: int, data: bytes, budget: int, max_pieces: int) -> int:
         """Store ``data`` at stream offset ``start``; return how many new bytes were kept
