@@ -144,6 +144,7 @@ def core_cost(
         "first_us": round(first, 2),
         "last_over_first": round(buckets[-1] / first, 2),
         "max_over_first": round(max(buckets) / first, 2),
+        "max_over_min": round(max(buckets) / min(buckets), 2),
         "pieces_held": held["reassembly_pieces"],
         "delivered": server.stats()["bytes_received"],
         "dropped": server.stats()["reassembly_dropped"],
@@ -215,7 +216,8 @@ def run_core(holes: int, repeat: int, emit: Callable[[str], None]) -> dict[str, 
         emit(
             f"core {order:>13}: first {result['first_us']:.1f} µs/seg, last/first "
             f"{result['last_over_first']:.2f}, max/first {result['max_over_first']:.2f}, "
-            f"held {result['pieces_held']}, delivered {result['delivered']}"
+            f"max/min {result['max_over_min']:.2f}, held {result['pieces_held']}, "
+            f"delivered {result['delivered']}"
         )
         emit("    buckets µs/seg: " + " ".join(f"{b:.1f}" for b in result["us_per_segment"]))
     for name, config in (("16 MiB, cap 20000", ROOMY), ("defaults", Config())):
@@ -488,6 +490,7 @@ def run_udp(holes: int, defaults: bool, loop: str, emit: Callable[[str], None]) 
         "us_per_segment": [round(b, 1) for b in buckets],
         "last_over_first": round(buckets[-1] / first, 2),
         "max_over_first": round(max(buckets) / first, 2),
+        "max_over_min": round(max(buckets) / min(buckets), 2),
         "attack_s": round(attack_end - attack_start, 2),
         "echo_before_ms": {"p50": pct(before, 0.5), "max": pct(before, 1.0), "n": len(before)},
         "echo_during_ms": {
@@ -535,6 +538,7 @@ def _least(runs: list[dict[str, Any]]) -> dict[str, Any]:
         first_us=buckets[0],
         last_over_first=round(buckets[-1] / buckets[0], 2),
         max_over_first=round(max(buckets) / buckets[0], 2),
+        max_over_min=round(max(buckets) / min(buckets), 2),
         echo_during_ms={
             k: max(r["echo_during_ms"][k] for r in runs) for k in ("p50", "p99", "max", "n")
         },
@@ -550,7 +554,7 @@ def _udp_summary(r: dict[str, Any]) -> str:
         [
             f"udp over {r['runs']} run(s), least CPU per bucket: first {r['first_us']:.1f} "
             f"µs/seg, last/first {r['last_over_first']:.2f}, max/first "
-            f"{r['max_over_first']:.2f}",
+            f"{r['max_over_first']:.2f}, max/min {r['max_over_min']:.2f}",
             "    buckets µs/seg: " + " ".join(f"{b:.1f}" for b in r["us_per_segment"]),
             f"    worst echo RTT during the attacks: p99 {e['p99']:.2f} ms, max {e['max']:.2f} ms"
             f"; largest charge {r['charge_at_peak']:,} B of {r['receive_buffer']:,} B, "
