@@ -1435,7 +1435,7 @@ class Connection:
 
     def _note_ooo_arrival(self, offset: int) -> None:
         """Remember an out-of-order arrival for the SACK blocks (RFC 2018 §4): it goes first,
-        and earlier arrivals now in the same run (or beyond the four kept) drop out."""
+        and earlier arrivals now in the same run (or beyond the five kept) drop out."""
         run = self._reassembly.run_at(offset)
         recent = [offset]
         for off in self._sack_recent:
