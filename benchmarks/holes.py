@@ -576,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defaults", action="store_true", help="udp: the default Config")
     parser.add_argument("--loop", default="asyncio", choices=LOOPS, help="udp: server's loop")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (least kept)")
+    parser.add_argument("--udp-repeat", type=int, default=None, help="udp: runs (--repeat)")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print one JSON result at the end")
     args = parser.parse_args(argv)
@@ -589,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("core", "all"):
         results["core"] = run_core(args.holes, args.repeat, print)
     if args.what in ("udp", "all"):
-        runs = [run_udp(args.holes, args.defaults, args.loop, print) for _ in range(args.repeat)]
+        repeat = args.udp_repeat or args.repeat
+        runs = [run_udp(args.holes, args.defaults, args.loop, print) for _ in range(repeat)]
         results["udp"] = _least(runs)
         print(_udp_summary(results["udp"]))
     if args.json:

@@ -503,7 +503,7 @@ class Runner:
 
     async def _holes(self, case: Case) -> dict[str, Any]:
         """``benchmarks/holes.py`` once (its core and UDP parts), flattened to one sample."""
-        args = ["-m", "benchmarks.holes", "all", "--json", "--repeat", "1"]
+        args = ["-m", "benchmarks.holes", "all", "--json", "--repeat", "3", "--udp-repeat", "1"]
         args += ["--holes", str(self.settings.holes), "--loop", case.loop]
         worker = await Worker.python("holes", args).start()
         try:
