@@ -4,6 +4,7 @@ data structures behind them checked against naive models."""
 
 from __future__ import annotations
 
+import bisect
 import random
 
 import pytest
@@ -18,7 +19,7 @@ from udptcp.core.rack import SentLog
 from udptcp.core.sack import Scoreboard
 from udptcp.core.segment import ACK, FIN, Options, Segment
 from udptcp.core.seq import seq_add, seq_diff
-from udptcp.core.sortedmap import SortedMap
+from udptcp.core.sortedmap import LOAD, SortedMap
 from udptcp.tools.simnet import connected_pair
 
 CFG = Config(delayed_ack=0.0, timestamps=False, keepalive=False, pacing=False)
@@ -362,18 +363,49 @@ def test_sorted_map_matches_a_dict(steps):
     assert m.last(3) == [(k, model[k]) for k in keys[::-1][:3]]
 
 
-def test_sorted_map_stays_in_order_through_block_splits_and_merges():
-    rng = random.Random(5)
-    m: SortedMap[str] = SortedMap()
-    keys = list(range(5000))
-    rng.shuffle(keys)
-    for k in keys:
-        m[k] = str(k)
-    for k in keys[:4900]:
-        del m[k]
-    rest = sorted(keys[4900:])
-    assert [k for k, _ in m] == rest and len(m) == 100
-    assert len(m._keys) <= 4  # emptied blocks merged away
+def test_sorted_map_matches_a_dict_across_many_blocks():
+    # Thousands of entries, so blocks split, empty and merge; every lookup is checked
+    # against a sorted list of the model's keys.
+    seed = 5
+    rng = random.Random(seed)
+    m: SortedMap[int] = SortedMap()
+    model: dict[int, int] = {}
+    for step in range(30_000):
+        key = rng.randrange(20_000)
+        if rng.random() < (0.7 if step < 15_000 else 0.2):
+            m[key] = -key
+            model[key] = -key
+        elif model and rng.random() < 0.3:
+            low = min(model)
+            assert m.pop_first() == (low, model.pop(low)), f"seed={seed} step={step}"
+        elif key in model:
+            del m[key]
+            del model[key]
+        if step % 1000 == 999:
+            keys = sorted(model)
+            assert list(m) == [(k, model[k]) for k in keys], f"seed={seed} step={step}"
+            for probe in rng.sample(range(-1, 20_001), 200):
+                i = bisect.bisect_right(keys, probe)
+                want_floor = (keys[i - 1], model[keys[i - 1]]) if i else None
+                want_higher = (keys[i], model[keys[i]]) if i < len(keys) else None
+                assert m.floor(probe) == want_floor, f"seed={seed} step={step}"
+                assert m.higher(probe) == want_higher, f"seed={seed} step={step}"
+            assert m.last(5) == [(k, model[k]) for k in keys[::-1][:5]]
+            # Blocks stay proportional to the entries (merges happen).
+            assert len(m._keys) <= 1 + 4 * len(m) // LOAD, f"seed={seed} step={step}"
+    assert len(m) == len(model) and len(model) < 5000  # the second half mostly deleted
+
+
+def test_sorted_map_merges_blocks_that_deletions_thin_out():
+    m: SortedMap[None] = SortedMap()
+    for k in range(5000):
+        m[k] = None
+    assert len(m._keys) > 30  # split as it grew
+    for k in range(5000):
+        if k % 64:
+            del m[k]
+    assert [k for k, _ in m] == list(range(0, 5000, 64))
+    assert len(m._keys) <= 1 + 4 * len(m) // LOAD  # thin blocks were merged
 
 
 # ----------------------------------------------------------------- the sender's side
