@@ -1,8 +1,10 @@
 """Receive-path cost under a peer that leaves holes: is the cost per segment flat?
 
-    python -m benchmarks.holes core [--holes 10000] [--json]
-    python -m benchmarks.holes udp [--holes 10000] [--defaults] [--json]
-    python -m benchmarks.holes            # both
+    python -m benchmarks.holes                # both parts, 10,000 holes, 3 runs each
+    python -m benchmarks.holes core [--holes N] [--repeat N] [--json]
+    python -m benchmarks.holes udp [--holes N] [--repeat N] [--loop uvloop] [--defaults]
+
+Also the ``holes`` scenario of ``python -m benchmarks`` (one table in results.md).
 
 ``core``: two connections and no sockets. An established peer sends ``--holes`` one-byte
 segments that each leave a one-byte hole before them, then the fillers; the receiving
