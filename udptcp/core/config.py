@@ -29,6 +29,14 @@ class Config:
     #: sides must offer. 1 MiB fills a 100 Mbit/s path with an 80 ms RTT; more mostly
     #: fills socket buffers on fast local paths (4 MiB halved loopback throughput).
     receive_buffer: int = 1024 * 1024
+    #: Most out-of-order pieces held for reassembly per connection. Each held piece is also
+    #: charged its bytes plus 256 bytes of bookkeeping against ``receive_buffer`` (as Linux
+    #: charges ``truesize``), so a peer that leaves a hole after every byte cannot make the
+    #: queue cost many times its window; an arrival that does not fit is dropped and
+    #: counted (``reassembly_dropped``), for the sender to retransmit. 4096 is where the
+    #: default 1 MiB buffer runs out on 1-byte pieces anyway; adjacent arrivals join one
+    #: piece, so an ordinary transfer, even through heavy loss, holds far fewer.
+    max_reassembly_pieces: int = 4096
     #: Path MTU probing (RFC 8899 datagram PLPMTUD, in RFC 4821's way for a byte stream):
     #: the largest UDP payload to search up to, or ``None`` to send ``max_datagram``-sized
     #: datagrams only. Probes are real data segments; a lost probe is resent at the proven
@@ -168,6 +176,11 @@ class Config:
             raise ValueError(f"Config.min_mss must be in 64..65495, got {self.min_mss!r}")
         if self.receive_buffer < 1:
             raise ValueError(f"Config.receive_buffer must be >= 1, got {self.receive_buffer!r}")
+        if not isinstance(self.max_reassembly_pieces, int) or self.max_reassembly_pieces < 1:
+            raise ValueError(
+                f"Config.max_reassembly_pieces must be an int >= 1, got "
+                f"{self.max_reassembly_pieces!r}"
+            )
         for name in (
             "msl",
             "rto_initial",

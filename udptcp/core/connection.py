@@ -17,7 +17,7 @@ import enum
 from collections.abc import Sequence
 
 from .amplification import AmplificationBudget, received_size, sent_size
-from .buffers import ReassemblyQueue, SendBuffer
+from .buffers import DROPPED, ReassemblyQueue, SendBuffer
 from .config import Config
 from .congestion import CongestionControl, create
 from .cookies import encode_ts_choices
@@ -42,6 +42,8 @@ _CHALLENGE_ACKS_PER_SECOND = 10
 # One ACK per this interval for unacceptable segments (out of window, PAWS-old, acknowledging
 # unsent data), as Linux's net.ipv4.tcp_invalid_ratelimit (500 ms).
 _INVALID_ACK_INTERVAL = 0.5
+# Out-of-order arrivals remembered for SACK blocks: one more than the blocks that fit.
+_SACK_RECENT = 5
 # RFC 8985 §7.2 adds a worst-case delayed-ACK time to a lone segment's probe timeout; it
 # suggests 200 ms, but both udptcp (Config.delayed_ack) and Linux acknowledge within 40 ms.
 _WC_DELACK = 0.04
@@ -195,7 +197,9 @@ class Connection:
         self._undo_ssthresh = 0
         self._undo_retrans = 0
         self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
-        self._ooo_latest = 0  # receiver: offset of the newest out-of-order arrival
+        # Receiver: offsets of the latest out-of-order arrivals, newest first, one per run
+        # (RFC 2018 §4: the first SACK block holds the newest, then the most recent others).
+        self._sack_recent: list[int] = []
         self._dsack: tuple[int, int] | None = None  # receiver: duplicate to report (seqs)
         # RFC 7323 timestamps.
         self.ts_enabled = False
@@ -302,6 +306,7 @@ class Connection:
                 "pmtu_black_holes",
                 "amplification_limited",
                 "syn_acks_rate_limited",
+                "reassembly_dropped",
             ),
             0,
         )
@@ -696,6 +701,9 @@ class Connection:
             mss=self._eff_mss,
             pmtu=self._send_cap + 20,
             bytes_in_flight=self._flight,
+            reassembly_pieces=len(self._reassembly),
+            reassembly_bytes=self._reassembly.size,
+            reassembly_charge=self._reassembly.charge,
         )
         return out
 
@@ -1347,10 +1355,17 @@ class Connection:
             # Ignore blocks that do not lie within what is outstanding (RFC 2018 §3).
             start, end = max(start, una_off), min(end, max_off)
             if start < end:
-                added = self._sb.add(start, end)
+                # A receiver's runs each hold at least one whole segment we logged, so more
+                # ranges than twice that is a peer splitting them to make every ACK dearer:
+                # a block that would add one more is ignored.
+                fresh: list[tuple[int, int]] = []
+                added = self._sb.add(start, end, fresh, 2 * len(self._log) + 8)
                 if added:
                     new += added
-                    self._log.sack(start, end, now, self.rtt.min_rtt or 0.0)
+                    # Only the newly SACKed sub-ranges can complete a segment: the log
+                    # visits those, so a block repeated a byte longer each time stays cheap.
+                    run = self._sb.find(start) or (start, end)  # the run the block joined
+                    self._log.sack(run[0], run[1], now, self.rtt.min_rtt or 0.0, fresh)
                     if (
                         self._probe is not None
                         and start <= self._probe[0]
@@ -1626,12 +1641,25 @@ class Connection:
         if offset > self._rcv_off:
             # Out of order: hold it and send a duplicate ACK at once (RFC 5681 §4.2).
             self.stats_counters["out_of_order_segments"] += 1
-            if payload and not self._reassembly.add(offset, payload):
-                self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
-            self._ooo_latest = offset
+            self._ack_now = True
+            if payload:
+                kept = self._reassembly.add(
+                    offset,
+                    payload,
+                    self.config.receive_buffer - len(self._held),
+                    self.config.max_reassembly_pieces,
+                )
+                if kept == DROPPED:
+                    # No room (the per-piece charge or the piece cap): drop it, as Linux
+                    # drops what its receive buffer cannot take; it was not SACKed, so the
+                    # sender will send it again. The FIN, if any, comes again with it.
+                    self.stats_counters["reassembly_dropped"] += 1
+                    return
+                if not kept:
+                    self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
+                self._note_ooo_arrival(offset)
             if fin:
                 self._fin_off = offset + len(payload)
-            self._ack_now = True
             return
         filled_hole = len(self._reassembly) > 0
         if payload:
@@ -1643,6 +1671,18 @@ class Connection:
                 self._schedule_ack(len(payload), now)
         if fin or (self._fin_off is not None and self._fin_off == self._rcv_off):
             self._receive_fin(now)
+
+    def _note_ooo_arrival(self, offset: int) -> None:
+        """Remember an out-of-order arrival for the SACK blocks (RFC 2018 §4): it goes first,
+        and earlier arrivals now in the same run (or beyond the five kept) drop out."""
+        run = self._reassembly.run_at(offset)
+        recent = [offset]
+        for off in self._sack_recent:
+            if len(recent) == _SACK_RECENT:
+                break
+            if run is None or not run[0] <= off < run[1]:
+                recent.append(off)
+        self._sack_recent = recent
 
     def _accept_in_order(self, data: bytes) -> None:
         n = len(data)
@@ -1970,26 +2010,44 @@ class Connection:
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
         """SACK blocks for the next segment (RFC 2018 §4, RFC 2883 §4).
 
-        A D-SACK block comes first when a duplicate arrived; then the block holding the
-        newest out-of-order data; then the others, highest first. Three fit beside
-        timestamps in the 40 option bytes, four without.
+        A D-SACK block comes first when a duplicate arrived; then the run holding the
+        newest out-of-order data, then the runs of the arrivals before it, most recent
+        first (so each run is reported in several ACKs, in case some are lost); any room
+        left goes to the highest runs. Three fit beside timestamps in the 40 option bytes,
+        four without. A few lookups, O(log n) each, whatever the number of runs.
         """
-        runs = self._reassembly.runs() if len(self._reassembly) else []
-        if not runs and self._dsack is None:
+        reassembly = self._reassembly
+        if not reassembly and self._dsack is None:
             return ()
         limit = 3 if self.ts_enabled else 4
         blocks: list[tuple[int, int]] = []
         if self._dsack is not None:
             blocks.append(self._dsack)
-        base_off, base_seq = self._rcv_off, self.rcv_nxt
-        runs.sort(key=lambda r: (not r[0] <= self._ooo_latest < r[1], -r[0]))
-        for start, end in runs[: limit - len(blocks)]:
-            blocks.append((seq_add(base_seq, start - base_off), seq_add(base_seq, end - base_off)))
+        if reassembly:
+            runs: list[tuple[int, int]] = []
+            want = limit - len(blocks)
+            for off in self._sack_recent:
+                run = reassembly.run_at(off)  # None once delivered
+                if run is not None and run not in runs:
+                    runs.append(run)
+                    if len(runs) == want:
+                        break
+            if len(runs) < want:
+                for run in reassembly.highest_runs(want):
+                    if run not in runs:
+                        runs.append(run)
+                        if len(runs) == want:
+                            break
+            base_off, base_seq = self._rcv_off, self.rcv_nxt
+            for start, end in runs:
+                blocks.append(
+                    (seq_add(base_seq, start - base_off), seq_add(base_seq, end - base_off))
+                )
         return tuple(blocks)
 
     def _sack_option_len(self) -> int:
         """Bytes the SACK blocks add to a segment (NOP, NOP, kind, length, 8 per block)."""
-        n = (1 if self._dsack is not None else 0) + self._reassembly.run_count
+        n = (1 if self._dsack is not None else 0) + self._reassembly.run_count  # O(1)
         n = min(n, 3 if self.ts_enabled else 4)
         return 4 + 8 * n if n else 0
 
@@ -2038,6 +2096,16 @@ class Connection:
         limit = _MAX_WINDOW_FIELD << self.rcv_wscale
         space = self._rcv_space
         free = min(space - len(self._held), limit)
+        reassembly = self._reassembly
+        if reassembly:
+            # Out-of-order pieces are charged their bookkeeping on top of their bytes
+            # (buffers.PIECE_OVERHEAD): offer no more than the buffer can still hold if the
+            # window fills. Never below the edge already offered (the return below and
+            # _window_field keep it); arrivals that no longer fit are dropped, as Linux does.
+            free = min(
+                free,
+                self.config.receive_buffer - len(self._held) - reassembly.charge + reassembly.size,
+            )
         current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
         if free - current < min(space // 2, self.mss) and free != current:
             return min(current, limit)
