@@ -6,7 +6,8 @@
     .venv/bin/python -m benchmarks --update-readme  # also put results.md into README.md
     .venv/bin/python -m benchmarks --profile bulk udptcp uvloop
 
-Scenarios (``--only``): bulk, bulk-streams, raw, pingpong, connect, reqresp, loss, idle.
+Scenarios (``--only``): bulk, bulk-streams, raw, pingpong, connect, reqresp, loss, idle,
+holes (``python -m benchmarks.holes`` on its own says more).
 Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-pmtu, udptcp-nooffload, tcp, quic,
 kcp.
 

@@ -21,6 +21,17 @@ def make_config(options: dict[str, Any]) -> udptcp.Config:
     return udptcp.Config(pmtu_max=int(pmtu_max) if pmtu_max else None)
 
 
+def make_server_config(options: dict[str, Any]) -> udptcp.Config:
+    """The server's config: the client's, with connection limits that let the scenarios in
+    (the idle one opens 10,000 connections, 50 handshakes at a time, from one address; the
+    defaults refuse more than 4096 per endpoint and 256 per address)."""
+    return make_config(options).replace(
+        max_connections=100_000,
+        max_connections_per_address=100_000,
+        max_half_open_per_address=1024,
+    )
+
+
 class Client(ClientPeer):
     """With ``shared_socket`` every connection goes over one UDP socket (``sock=`` passed
     again shares its endpoint; connections are told apart by their virtual ports)."""
@@ -53,13 +64,15 @@ class Server(ServerPeer):
 
     async def start(self, factory: Callable[[], asyncio.Protocol], host: str) -> int:
         server = await udptcp.create_server(
-            factory, host, 0, config=make_config(self.options), backlog=1024
+            factory, host, 0, config=make_server_config(self.options), backlog=1024
         )
         self._servers = [*getattr(self, "_servers", []), server]
         return int(server.sockets[0].getsockname()[1])
 
     async def start_streams(self, handler: StreamHandler, host: str) -> int | None:
-        server = await udptcp.start_server(handler, host, 0, config=make_config(self.options))
+        server = await udptcp.start_server(
+            handler, host, 0, config=make_server_config(self.options)
+        )
         self._servers = [*getattr(self, "_servers", []), server]
         return int(server.sockets[0].getsockname()[1])
 

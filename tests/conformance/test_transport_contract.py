@@ -119,11 +119,6 @@ async def test_data_arriving_after_close_resets_the_sender() -> None:
         assert bytes(p.client.data) == b""
 
 
-@pytest.mark.udptcp_differs(
-    "the active closer reports connection_lost when its connection enters TIME-WAIT "
-    "(DESIGN §8), so a peer that keeps its half open delays it (at most "
-    "Config.fin_wait2_timeout); asyncio reports it as soon as the socket is closed"
-)
 async def test_connection_lost_follows_close_without_waiting_for_the_peer() -> None:
     async with pair(accepted=lambda: Recorder(keep_open=True)) as p:
         p.ct.close()

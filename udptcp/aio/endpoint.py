@@ -49,10 +49,13 @@ import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from udptcp.core.amplification import AMPLIFICATION_FACTOR, received_size, sent_size
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import PEER_INPUT_COUNTERS, Connection, State, rst_for
+from udptcp.core.cookies import SynCookies, check_ts_echo
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
+from udptcp.core.seq import seq_add
 
 from . import natkeep
 from .transport import Transport
@@ -103,6 +106,12 @@ EPHEMERAL_PORTS = (49152, 65535)
 #: uvloop runs timers with millisecond granularity and may fire one slightly early; a
 #: deadline this close to the clock counts as due (the core is told the deadline itself).
 TIMER_SLACK = 0.001
+#: What a connection counts against (Endpoint._account): nothing, the half-open table of
+#: its address, the accepted connections, TIME-WAIT.
+_SLOT_NONE, _SLOT_HALF_OPEN, _SLOT_LIVE, _SLOT_TIME_WAIT = range(4)
+#: Per-connection counters the endpoint adds to its own ``stats`` when a connection
+#: leaves the handshake, so that what the amplification rules held back is visible there.
+_HANDSHAKE_COUNTERS = ("amplification_limited", "syn_acks_rate_limited")
 #: STUN's magic cookie (RFC 8489 §5), bytes 4-7 of every STUN message.
 STUN_MAGIC_COOKIE = b"\x21\x12\xa4\x42"
 #: A datagram handler: takes ``(data, address)``, returns True if it took the datagram.
@@ -149,7 +158,12 @@ async def _close_on_loop_shutdown() -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        close_endpoints(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        try:
+            # Closed connections still delivering get their Config.exit_linger first.
+            await asyncio.gather(*(endpoint.linger() for endpoint in open_endpoints(loop)))
+        finally:
+            close_endpoints(loop)
 
 
 def _watch_loop_shutdown(loop: asyncio.AbstractEventLoop) -> None:
@@ -197,9 +211,28 @@ class Endpoint:
 
     Build one with :meth:`for_socket`; the endpoint takes ownership of the socket and closes
     it when it closes. ``stats`` counts datagrams in and out, malformed datagrams per reason
-    (``"malformed:<reason>"``), RSTs sent for unknown segments, SYNs dropped for a full
-    backlog, send errors and ICMP errors. ``trace``, when set, is called with
-    ``("in" | "out", peer address, segment)`` for every segment.
+    (``"malformed:<reason>"``), RSTs sent for unknown segments, send errors and ICMP errors,
+    and every limit hit (the limits are in :class:`~udptcp.core.config.Config`):
+
+    * ``refused_max_connections``, ``refused_per_address``: SYNs (or SYN-cookie ACKs)
+      answered with RST because ``max_connections`` / ``max_connections_per_address``
+      connections were accepted already;
+    * ``half_open_per_address``: SYNs beyond ``max_half_open_per_address``, answered by a
+      SYN cookie (or dropped without ``syn_cookies``);
+    * ``syn_dropped_backlog``: SYNs dropped because the backlog was full and SYN cookies
+      are off;
+    * ``syn_cookies_sent``, ``syn_cookies_accepted``, ``syn_cookies_rejected``: SYN-ACKs
+      sent statelessly, final ACKs that made a connection from one, and ACKs that could
+      have answered one (a cookie was made recently) but did not check out;
+    * ``amplification_limited``: segments not sent because an address that has not completed
+      a handshake would have received more than three times what it sent (stateless
+      replies, and the SYN-ACKs and resets of half-open connections);
+      ``syn_acks_rate_limited``: duplicate SYNs that got no SYN-ACK of their own;
+    * ``time_wait_dropped``: connections forgotten at once instead of entering TIME-WAIT,
+      past ``max_time_wait``.
+
+    ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
+    segment.
     """
 
     def __init__(
@@ -227,9 +260,20 @@ class Endpoint:
             self.connected_peer = None
         self.stats: collections.Counter[str] = collections.Counter()
         self._gone_counts: collections.Counter[str] = collections.Counter()
+        # Set while linger() waits: any connection's progress wakes it to look again.
+        self._linger_waiter: asyncio.Future[None] | None = None
         self.trace: Tracer | None = None
         self.isn = IsnGenerator()
+        self.cookies = SynCookies()
         self._conns: dict[Key, Transport] = {}
+        # Connection limits (Endpoint._account keeps these, O(1) per state change; an
+        # address's entry goes when its count reaches zero, so the dicts hold at most one
+        # entry per live connection). "Address" is the remote IP, whatever its UDP port.
+        self._accepted = 0  # passive connections, half-open included, TIME-WAIT not
+        self._accepted_by_host: dict[Any, int] = {}
+        self._half_open_by_host: dict[Any, int] = {}
+        self._half_open = 0
+        self._time_wait = 0
         self._listeners: dict[int | None, Listener] = {}
         self._refs = 0
         self._closing = False  # close() is running: nothing may re-enter it
@@ -376,6 +420,9 @@ class Endpoint:
         self._closed = True
         self._conns.clear()
         self._listeners.clear()
+        self._accepted = self._half_open = self._time_wait = 0
+        self._accepted_by_host.clear()
+        self._half_open_by_host.clear()
         self._heap.clear()
         self._sendq.clear()
         if self._timer is not None:
@@ -592,7 +639,39 @@ class Endpoint:
             counters = transport._conn.stats_counters
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
+            self._set_slot(transport, _SLOT_NONE)
             self._maybe_close()
+
+    def _lingering(self, since: float, now: float) -> list[Transport]:
+        """Connections the application closed that still have data or a FIN to deliver,
+        within their ``exit_linger`` of ``since``."""
+        return [
+            t
+            for t in self._conns.values()
+            if t._closing
+            and t._conn.state in _DELIVERING
+            and now < since + t._conn.config.exit_linger
+        ]
+
+    async def linger(self) -> None:
+        """Wait until the connections the application closed have delivered everything
+        (each for at most its ``Config.exit_linger``); the loop's shutdown calls this
+        before :meth:`close`."""
+        loop = self.loop
+        since = loop.time()
+        while not self._closed:
+            now = loop.time()
+            pending = self._lingering(since, now)
+            if not pending:
+                return
+            until = min(since + t._conn.config.exit_linger for t in pending)
+            waiter = self._linger_waiter = loop.create_future()
+            try:
+                await asyncio.wait_for(waiter, until - now)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._linger_waiter = None
 
     def statistics(self) -> dict[str, int]:
         """The endpoint's counters (``stats``) plus, under the same names as a connection's
@@ -607,6 +686,70 @@ class Endpoint:
         out = dict(self.stats)
         out.update(totals)
         return out
+
+    def _account(self, transport: Transport) -> None:
+        """The connection changed state: move it between the limits' counts.
+
+        Called by the transport whenever it sees a state it has not accounted for. A
+        connection entering TIME-WAIT beyond ``max_time_wait`` is forgotten at once (as
+        Linux does past ``tcp_max_tw_buckets``); its application was told it closed already.
+        """
+        state = transport._conn.state
+        transport._accounted_state = state
+        if self._conns.get(transport._key) is not transport:
+            return
+        if state is State.TIME_WAIT:
+            slot = _SLOT_TIME_WAIT
+        elif transport._listener is None or state is State.CLOSED:
+            slot = _SLOT_NONE
+        elif state is State.SYN_RECEIVED:
+            slot = _SLOT_HALF_OPEN
+        else:
+            slot = _SLOT_LIVE
+        if slot == transport._slot:
+            return
+        if slot == _SLOT_TIME_WAIT and self._time_wait >= transport._conn.config.max_time_wait:
+            self.stats["time_wait_dropped"] += 1
+            self._forget(transport)
+            return
+        self._set_slot(transport, slot)
+
+    def _set_slot(self, transport: Transport, slot: int) -> None:
+        old = transport._slot
+        if old == slot:
+            return
+        transport._slot = slot
+        host = transport._peer[0]
+        if old == _SLOT_HALF_OPEN:
+            self._half_open -= 1
+            _decrement(self._half_open_by_host, host)
+            counters = transport._conn.stats_counters
+            for name in _HANDSHAKE_COUNTERS:
+                if counters[name]:
+                    self.stats[name] += counters[name]
+        elif old == _SLOT_TIME_WAIT:
+            self._time_wait -= 1
+        if old in (_SLOT_HALF_OPEN, _SLOT_LIVE) and slot not in (_SLOT_HALF_OPEN, _SLOT_LIVE):
+            self._accepted -= 1
+            _decrement(self._accepted_by_host, host)
+        if slot in (_SLOT_HALF_OPEN, _SLOT_LIVE) and old not in (_SLOT_HALF_OPEN, _SLOT_LIVE):
+            self._accepted += 1
+            self._accepted_by_host[host] = self._accepted_by_host.get(host, 0) + 1
+        if slot == _SLOT_HALF_OPEN:
+            self._half_open += 1
+            self._half_open_by_host[host] = self._half_open_by_host.get(host, 0) + 1
+        elif slot == _SLOT_TIME_WAIT:
+            self._time_wait += 1
+
+    def limits(self) -> dict[str, int]:
+        """How much of each limit is in use now: accepted connections (half-open
+        included), half-open ones, TIME-WAIT ones, and the remote addresses counted."""
+        return {
+            "accepted": self._accepted,
+            "half_open": self._half_open,
+            "time_wait": self._time_wait,
+            "addresses": len(self._accepted_by_host),
+        }
 
     def connections(self) -> list[Transport]:
         """Transports of the connections on this endpoint (TIME-WAIT included)."""
@@ -738,11 +881,17 @@ class Endpoint:
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
-        self._route(seg, addr, trains)
+        self._route(seg, addr, trains, len(data))
 
     def _route(
-        self, seg: Segment, addr: Address, trains: dict[Transport, list[Segment]] | None
+        self,
+        seg: Segment,
+        addr: Address,
+        trains: dict[Transport, list[Segment]] | None,
+        size: int | None = None,
     ) -> None:
+        """Hand ``seg`` to its connection, or answer it here. ``size`` is the datagram's
+        (for the amplification limit; unknown for a segment routed again)."""
         flags = seg.flags
         if flags & (SYN | FIN) == SYN | FIN:
             # No stack opens a connection with a FIN (T/TCP, which did, is historic);
@@ -778,30 +927,56 @@ class Endpoint:
                 # ISN beyond everything the old one sent.
                 self.stats["time_wait_reopened"] += 1
                 self._forget(transport)
-                self._on_syn(seg, addr, key, iss=conn.reopen_iss())
+                self._on_syn(seg, addr, key, size, iss=conn.reopen_iss())
                 return
             elif self._conns.get(key) is transport:
                 self._guarded(transport, transport._receive, seg)
                 return
         if is_syn:
-            self._on_syn(seg, addr, key)
+            self._on_syn(seg, addr, key, size)
             return
-        self._reply_rst(seg, addr)
+        if seg.flags & (SYN | ACK | RST) == ACK and self._on_cookie_ack(seg, addr, key, size):
+            return
+        self._reply_rst(seg, addr, size)
 
-    def _on_syn(self, seg: Segment, addr: Address, key: Key, iss: int | None = None) -> None:
+    def _listener_for(self, seg: Segment) -> Listener | None:
         listener = self._listeners.get(seg.dst_port) or self._listeners.get(None)
-        if listener is None or not listener.serving:
-            self._reply_rst(seg, addr)  # a closed port (RFC 9293 §3.10.7.1)
+        return listener if listener is not None and listener.serving else None
+
+    def _on_syn(
+        self, seg: Segment, addr: Address, key: Key, size: int | None, iss: int | None = None
+    ) -> None:
+        """A SYN for no connection: refuse it, answer it with a cookie, or open a half-open
+        connection (with ``iss`` when it reopens a TIME-WAIT 4-tuple)."""
+        listener = self._listener_for(seg)
+        if listener is None:
+            self._reply_rst(seg, addr, size)  # a closed port (RFC 9293 §3.10.7.1)
             return
-        if listener.pending >= listener.backlog:
-            # Like Linux with a full accept queue: drop, the client's SYN retry comes back.
-            self.stats["syn_dropped_backlog"] += 1
+        config = listener.config
+        host = addr[0]
+        if self._refused(config, host):
+            # RST, as a full Linux listener with syncookies does not do but a server
+            # refusing a client does: the client learns at once instead of after its SYN
+            # retries, and a forged SYN earns its victim one RST no larger than the SYN.
+            self._reply_rst(seg, addr, size)
             return
         now = self.loop.time()
-        config = listener.config
+        over_address = self._half_open_by_host.get(host, 0) >= config.max_half_open_per_address
+        if over_address or listener.pending >= listener.backlog:
+            if over_address:
+                self.stats["half_open_per_address"] += 1
+            if config.syn_cookies:
+                self._send_cookie(seg, addr, config, now, size)
+            elif not over_address:
+                # Like Linux with a full queue and no cookies: drop (no RST, which would
+                # fail a client that a SYN retry a second later might get through).
+                self.stats["syn_dropped_backlog"] += 1
+            return
         if iss is None:
             iss = self.isn.isn(self._local_id(seg.dst_port), _remote_id(addr, seg.src_port), now)
-        conn = Connection.accept(config, seg, iss=iss, mss=self.mss_for(config), now=now)
+        conn = Connection.accept(
+            config, seg, iss=iss, mss=self.mss_for(config), now=now, received=size
+        )
         transport = Transport(self, conn, addr, listener=listener)
         listener.add_pending(transport)
         self._conns[key] = transport
@@ -809,11 +984,94 @@ class Endpoint:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._guarded(transport, transport._pump)
 
-    def _reply_rst(self, seg: Segment, addr: Address) -> None:
+    def _refused(self, config: Config, host: Any) -> bool:
+        """True (and counted) when a new connection from ``host`` would break a limit."""
+        if self._accepted_by_host.get(host, 0) >= config.max_connections_per_address:
+            self.stats["refused_per_address"] += 1
+            return True
+        if self._accepted >= config.max_connections:
+            self.stats["refused_max_connections"] += 1
+            return True
+        return False
+
+    def _send_cookie(
+        self, seg: Segment, addr: Address, config: Config, now: float, size: int | None
+    ) -> None:
+        """Answer ``seg`` with a SYN cookie's SYN-ACK and forget it (RFC 4987 §3.6)."""
+        opts = seg.options
+        peer_mss = opts.mss if opts is not None and opts.mss else 536  # RFC 9293 §3.7.1
+        cookie = self.cookies.make(
+            _cookie_peer(addr), seg.dst_port, seg.src_port, seg.seq, peer_mss, now
+        )
+        syn_ack = Connection.cookie_syn_ack(
+            config, seg, iss=cookie, mss=self.mss_for(config), now=now
+        )
+        if self._send_stateless(addr, syn_ack, seg, size):
+            self.stats["syn_cookies_sent"] += 1
+
+    def _on_cookie_ack(self, seg: Segment, addr: Address, key: Key, size: int | None) -> bool:
+        """A bare ACK for no connection: if it completes a SYN cookie's handshake, make the
+        connection and return True. False: it is a stray segment (answered with RST)."""
+        now = self.loop.time()
+        if not self.cookies.recently_made(now):
+            return False
+        listener = self._listener_for(seg)
+        if listener is None or not listener.config.syn_cookies:
+            return False
+        config = listener.config
+        iss = seq_add(seg.ack, -1)
+        peer_mss = self.cookies.check(
+            _cookie_peer(addr), seg.dst_port, seg.src_port, seq_add(seg.seq, -1), iss, now
+        )
+        wscale: int | None = None
+        sack = False
+        ts = seg.options.timestamps if seg.options is not None else None
+        if peer_mss is not None and ts is not None and config.timestamps:
+            # The window-scale and SACK choices come back in the TSecr (RFC 7323 says a
+            # peer echoes our TSval); one that cannot be our cookie's TSval is refused.
+            choices = check_ts_echo(ts[1], iss, now)
+            if choices is None:
+                peer_mss = None
+            else:
+                wscale, sack = choices
+        if peer_mss is None:
+            self.stats["syn_cookies_rejected"] += 1
+            return False
+        if self._refused(config, addr[0]):
+            self._reply_rst(seg, addr, size)
+            return True
+        conn = Connection.from_cookie(
+            config,
+            seg,
+            iss=iss,
+            mss=self.mss_for(config),
+            peer_mss=peer_mss,
+            wscale=wscale,
+            sack=sack,
+            now=now,
+        )
+        self.stats["syn_cookies_accepted"] += 1
+        transport = Transport(self, conn, addr, listener=listener)
+        self._conns[key] = transport
+        self._guarded(transport, transport._pump)
+        return True
+
+    def _reply_rst(self, seg: Segment, addr: Address, size: int | None = None) -> None:
         rst = rst_for(seg)
-        if rst is not None:
+        if rst is not None and self._send_stateless(addr, rst, seg, size):
             self.stats["rst_sent"] += 1
-            self.transmit(addr, [rst])
+
+    def _send_stateless(
+        self, addr: Address, reply: Segment, cause: Segment, size: int | None
+    ) -> bool:
+        """Send a reply that no connection accounts for, if it is at most three times the
+        datagram that caused it (RFC 9000 §8.1's rule: the address is unproven)."""
+        received = size if size is not None else received_size(cause)
+        if sent_size(reply) > AMPLIFICATION_FACTOR * received:
+            self.stats["amplification_limited"] += 1
+            return False
+        self.transmit(addr, [reply])
+        return True
 
     def _on_icmp_unreachable(self) -> None:
         self.stats["icmp_unreachable"] += 1
@@ -1028,5 +1286,22 @@ class Endpoint:
             self._arm(heap[0][0])
 
 
+# States in which a closed connection still has data or a FIN waiting for acknowledgment.
+_DELIVERING = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
+
+
 def _remote_id(addr: Address, vport: int) -> tuple[Any, ...]:
     return (addr[0], addr[1], vport)
+
+
+def _cookie_peer(addr: Address) -> tuple[Any, ...]:
+    """The part of a UDP address a SYN cookie is bound to: host and port."""
+    return (addr[0], addr[1])
+
+
+def _decrement(counts: dict[Any, int], host: Any) -> None:
+    left = counts.get(host, 0) - 1
+    if left > 0:
+        counts[host] = left
+    else:
+        counts.pop(host, None)

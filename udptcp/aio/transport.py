@@ -7,8 +7,11 @@ single timer. The contract follows CPython's ``selector_events._SelectorSocketTr
 
 * ``write`` takes bytes-like objects only; after ``write_eof`` it raises ``RuntimeError``;
   once the transport is closing it ignores data (and logs a warning after a few tries).
-* ``close`` sends FIN after the queued data. ``connection_lost`` follows when the connection
-  is done: the active closer reports it on entering TIME-WAIT (DESIGN §8).
+* ``close`` sends FIN after the queued data. ``connection_lost(None)`` follows as soon as
+  everything written has been transmitted once (asyncio reports it once its buffer is in the
+  kernel); the endpoint then finishes the connection as an *orphan*, as the kernel does for
+  a closed socket: retransmissions, FIN-WAIT (bounded by ``Config.fin_wait2_timeout``),
+  TIME-WAIT. Data arriving after the close is answered with RST.
 * ``abort`` resets (RST) and reports ``connection_lost(None)`` via ``call_soon``.
 * The write buffer is the data not yet transmitted once (``Connection.unsent_bytes``);
   ``pause_writing`` / ``resume_writing`` fire at the high / low water marks.
@@ -86,6 +89,10 @@ class Transport(asyncio.Transport):
         self._peer = peer
         self._key = (peer, conn.local_port, conn.remote_port)
         self._deadline: float | None = None
+        # The endpoint's connection limits: the state last accounted for and the count
+        # the connection is in (Endpoint._account).
+        self._accounted_state: State | None = None
+        self._slot = 0
         # Active open: the factory is called on ESTABLISHED, as asyncio calls it once the
         # socket connected; create_connection awaits the waiter.
         self._protocol_factory = protocol_factory
@@ -149,6 +156,19 @@ class Transport(asyncio.Transport):
             return
         self._conn.close(self._loop.time())
         self._flush()
+        self._maybe_orphan()
+
+    def _maybe_orphan(self) -> None:
+        """After ``close()``: once everything written went out once, the application is
+        done with the connection; the endpoint carries on with it alone."""
+        if (
+            self._closing
+            and not self._conn_lost
+            and self._protocol is not None
+            and self._conn.unsent_bytes == 0
+            and self._conn.state is not State.CLOSED
+        ):
+            self._connection_closed(None)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         """Switch the protocol; later data goes to ``protocol``."""
@@ -309,10 +329,17 @@ class Transport(asyncio.Transport):
         deadline = conn.get_timer()
         if deadline != self._deadline:
             endpoint._schedule(self, deadline)
+        if conn.state is not self._accounted_state:
+            endpoint._account(self)
         if conn.state is State.CLOSED:
             endpoint._forget(self)
         elif self._protocol_paused:
             self._maybe_resume_protocol()
+        elif self._closing and not self._conn_lost:
+            self._maybe_orphan()
+        waiter = endpoint._linger_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # the loop is shutting down: look at the orphans again
 
     def _flush(self) -> None:
         """After an application call: transmit and re-arm, but deliver events later.
@@ -334,6 +361,8 @@ class Transport(asyncio.Transport):
         deadline = conn.get_timer()
         if deadline != self._deadline:
             self._endpoint._schedule(self, deadline)
+        if conn.state is not self._accounted_state:
+            self._endpoint._account(self)
         if conn.state is State.CLOSED:
             self._endpoint._forget(self)
 
