@@ -319,6 +319,7 @@ async def create_peer_connection(
         rendezvous_client.close()
         if start["you"] is not None:
             nat["observed_address"] = tuple(start["you"])
+        nat["mapping"] = _mapping_behaviour(nat, stun_addr, server)
 
         stage = "punching"
         peer = start["peer"]
@@ -437,6 +438,26 @@ async def create_peer_connection(
             if caller_sock and endpoint.idle_but_for_holds(1):
                 endpoint.owns_socket = False
         endpoint.release()
+
+
+def _mapping_behaviour(nat: dict[str, Any], stun_addr: Address | None, server: Address) -> str:
+    """What two views of our address say about our NAT's mapping (RFC 4787 §4.1): the STUN
+    server's and the rendezvous' (a cheap form of RFC 5780's test; ``python -m udptcp
+    nat-check`` runs the whole of it)."""
+    local, mapped = nat.get("local_address"), nat.get("mapped_address")
+    observed = nat.get("observed_address")
+    seen = mapped or observed
+    if seen is not None and local is not None and tuple(seen[:2]) == tuple(local[:2]):
+        return "none (no NAT)"
+    if mapped is None or observed is None or stun_addr is None:
+        return "unknown"
+    if tuple(stun_addr[:2]) == tuple(server[:2]):
+        return "unknown"
+    if tuple(mapped[:2]) == tuple(observed[:2]):
+        return "endpoint-independent"
+    if stun_addr[0] == server[0]:
+        return "address-and-port-dependent"
+    return "address-dependent or address-and-port-dependent"
 
 
 def _relay_owner(role: str, we_have: bool, peer_has: bool) -> str | None:
