@@ -231,6 +231,14 @@ class Endpoint:
     * ``time_wait_dropped``: connections forgotten at once instead of entering TIME-WAIT,
       past ``max_time_wait``.
 
+    Traffic that is not a TCP segment (the module docstring): ``stun_in`` and
+    ``stun_unhandled`` (STUN no handler took), ``datagrams_handled`` (non-segments a handler
+    took), ``datagrams_claimed`` (from a claimed address), ``datagrams_routed`` and
+    ``datagrams_relayed_in`` (through a route, a relay), ``punch_dropped`` and
+    ``punch_foreign`` (segments a punching connection refused, from its peer's addresses or
+    from elsewhere), ``nat_keepalives_sent`` / ``_answered`` / ``_unanswered``,
+    ``nat_mapping_changed`` (binding maintenance), ``turn_dropped``.
+
     ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
     segment.
     """
