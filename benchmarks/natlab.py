@@ -33,7 +33,13 @@ from typing import Any
 
 import udptcp
 from udptcp.tools import natemu
-from udptcp.tools.natcases import EmulatorEnv, KernelEnv, connect_pair, idle_then_message
+from udptcp.tools.natcases import (
+    EmulatorEnv,
+    KernelEnv,
+    close_pairs,
+    connect_pair,
+    idle_then_message,
+)
 from udptcp.tools.natlab import NatLab, coturn_unavailable, lab_unavailable
 
 CASES: dict[str, dict[str, Any]] = {
@@ -105,8 +111,7 @@ async def run_case(name: str, emulator: bool, run: int, timeout: float) -> dict[
             out["arrived"] = arrived
             out["latency"] = latency
             out["ok"] = arrived == [True, True] and all(t is not None and t < 0.1 for t in latency)
-            for _, writer in pairs:
-                writer.close()
+            await close_pairs(pairs)
             return out
         a, b = await connect_pair(
             env,

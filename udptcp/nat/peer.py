@@ -483,10 +483,14 @@ def _watch(transport: Transport, relay: TurnRelay, endpoint: Endpoint, config: C
         try:
             while endpoint._conns.get(transport._key) is transport and not endpoint.is_closed:
                 await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await relay.close()
+        except asyncio.CancelledError:
+            relay.abandon()  # the loop is shutting down: no time to ask the server
+            raise
         finally:
             stop()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await relay.close()
+            relay.abandon()
             endpoint.release()
 
     task = asyncio.ensure_future(watch())

@@ -220,6 +220,22 @@ class TurnRelay:
 
     # ------------------------------------------------------------------ the end
 
+    def abandon(self) -> None:
+        """Stop relaying at once, without deleting the allocation (it expires by itself
+        after its lifetime): for when there is no time to wait for the server."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._binding.values():
+            task.cancel()
+        if self.protocol.refresh_task is not None:
+            self.protocol.refresh_task.cancel()
+        for peer in list(self.peers_seen) + list(self._channels):
+            if self.endpoint.route_of(peer) == self._send:
+                self.endpoint.set_route(peer, None)
+        self._shim.close()
+        self._release()
+
     async def close(self) -> None:
         """Delete the allocation and stop relaying."""
         if self._closed:

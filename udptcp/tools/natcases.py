@@ -44,6 +44,7 @@ __all__ = [
     "EmulatorEnv",
     "KernelEnv",
     "PeerResult",
+    "close_pairs",
     "connect_pair",
     "coturn_unavailable",
     "idle_then_message",
@@ -219,9 +220,7 @@ async def connect_pair(
 
     pairs = await asyncio.gather(peer(1), peer(2))
     if pairs[0] is None or pairs[1] is None:
-        for pair in pairs:
-            if pair is not None:
-                pair[1].close()
+        await close_pairs([pair for pair in pairs if pair is not None])
         return results
     if payload:
 
@@ -247,9 +246,23 @@ async def connect_pair(
     if keep is not None:
         keep.extend(pairs)
     else:
-        for pair in pairs:
-            pair[1].close()
+        await close_pairs(list(pairs))
     return results
+
+
+async def close_pairs(pairs: list[Any], timeout: float = 5.0) -> None:
+    """Close both ends and wait (at most ``timeout``) until they are closed, so nothing
+    is left delivering when the lab goes away (the loop's shutdown would wait for it)."""
+    for _, writer in pairs:
+        writer.close()
+    endpoints = {w.transport._endpoint for _, w in pairs if hasattr(w.transport, "_endpoint")}
+    with contextlib.suppress(asyncio.TimeoutError, OSError):
+        await asyncio.wait_for(
+            asyncio.gather(*(w.wait_closed() for _, w in pairs), return_exceptions=True),
+            timeout,
+        )
+        # connection_lost comes once the data is handed over; FIN and its ACK follow.
+        await asyncio.wait_for(asyncio.gather(*(ep.linger() for ep in endpoints)), timeout)
 
 
 async def idle_then_message(
