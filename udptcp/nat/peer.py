@@ -341,7 +341,7 @@ async def create_peer_connection(
         if relay_owner == "peer":
             relayed.append(Attempt("relay", tuple(peer["relay"])))
         if relay is not None and relay_owner != "us":
-            await relay.close()  # the other peer's relay is the one used
+            _background(relay.close())  # the other peer's relay is the one used
             nat.pop("relayed_address", None)
             relay = None
         elif relay is not None:
@@ -411,8 +411,8 @@ async def create_peer_connection(
             if relayed_path:
                 _watch(transport, our_relay, endpoint, config)
             else:
-                await our_relay.close()
-                relay = None
+                _background(our_relay.close())  # not needed: a direct path opened
+            relay = None
         if endpoint.nat_keeper is not None:
             endpoint.nat_keeper.on_change.append(
                 lambda remote, old, new: nat.__setitem__(
@@ -493,12 +493,17 @@ def _watch(transport: Transport, relay: TurnRelay, endpoint: Endpoint, config: C
             relay.abandon()
             endpoint.release()
 
-    task = asyncio.ensure_future(watch())
-    _watchers.add(task)
-    task.add_done_callback(_watchers.discard)
+    _background(watch())
 
 
 _watchers: set[asyncio.Future[None]] = set()
+
+
+def _background(coro: Any) -> None:
+    """Run ``coro`` on its own (a relay to delete, a watcher), referenced until it ends."""
+    task = asyncio.ensure_future(coro)
+    _watchers.add(task)
+    task.add_done_callback(_watchers.discard)
 
 
 async def open_peer_connection(

@@ -39,8 +39,9 @@ logger = logging.getLogger("udptcp")
 _CHANNEL_HEADER = struct.Struct("!HH")
 #: Channel numbers a client may use (RFC 8656 §12).
 FIRST_CHANNEL, LAST_CHANNEL = 0x4000, 0x4FFF
-#: A channel binding lasts 10 minutes (RFC 8656 §12); refresh well before.
-CHANNEL_REFRESH = 300.0
+#: A channel binding lasts 10 minutes and the permission it installs 5 (RFC 8656 §12,
+#: §9); binding again refreshes both, well before the permission would lapse.
+CHANNEL_REFRESH = 240.0
 #: Most distinct peer addresses heard through the relay (each gets a route): a hostile
 #: sender on a permitted IP address cycling through ports adds no more.
 MAX_PEERS = 32
