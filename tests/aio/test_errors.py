@@ -163,7 +163,38 @@ async def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError):
         await udptcp.create_connection(Recorder)
     with pytest.raises(ValueError):
-        await udptcp.create_connection(Recorder, "127.0.0.1", 9, vport=70000)
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, vport=0)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
         with pytest.raises(ValueError):
             await udptcp.create_server(Echo, sock=tcp)
+
+
+OUT_OF_RANGE = [70000, 65536, -1, "70000"]
+
+
+@pytest.mark.parametrize("port", OUT_OF_RANGE, ids=repr)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_port_outside_0_65535_overflows_as_on_asyncio(host: str, port: Any) -> None:
+    # asyncio's default loop raises these for a numeric host (the socket module's errors);
+    # getaddrinfo would otherwise take 70000 modulo 65536 and listen on 4464.
+    with pytest.raises(OverflowError, match=r"^bind\(\): port must be 0-65535\.$"):
+        await udptcp.create_server(Echo, host, port)
+    with pytest.raises(OverflowError, match=r"^bind\(\): port must be 0-65535\.$"):
+        await udptcp.start_server(lambda r, w: None, host, port)
+    with pytest.raises(OverflowError, match=r"^connect\(\): port must be 0-65535\.$"):
+        await udptcp.create_connection(Recorder, host, port)
+    with pytest.raises(OverflowError, match=r"^connect\(\): port must be 0-65535\.$"):
+        await udptcp.open_connection(host, port)
+    with pytest.raises(OverflowError, match=r"^bind\(\): port must be 0-65535\.$"):
+        await udptcp.create_connection(Recorder, host, 9, local_addr=(host, port))
+    assert open_endpoints() == []
+
+
+async def test_virtual_ports_outside_0_65535_overflow() -> None:
+    with pytest.raises(OverflowError, match="vport: port must be 0-65535"):
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, vport=70000)
+    with pytest.raises(OverflowError, match="local_vport: port must be 0-65535"):
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, local_vport=-1)
+    with pytest.raises(OverflowError, match="vport: port must be 0-65535"):
+        await udptcp.create_server(Echo, "127.0.0.1", 0, vport=65536)
+    assert open_endpoints() == []
