@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import time
 from typing import Any
@@ -27,6 +28,13 @@ async def test_abort_resets_the_peer() -> None:
         assert await asyncio.wait_for(client.lost, 5) is None
         error = await asyncio.wait_for(made[0].lost, 5)
         assert isinstance(error, ConnectionResetError)
+        assert error.errno == errno.ECONNRESET
+        # Kernel TCP says "Connection reset by peer"; udptcp adds who and why.
+        peer = made[0].transport.get_extra_info("peername")
+        assert str(error) == (
+            f"[Errno {errno.ECONNRESET}] Connection with {peer!r}: "
+            "Connection reset by peer (RST received)"
+        )
         transport.abort()  # idempotent
         await asyncio.sleep(0.01)
         assert client.lost_calls == [None]
@@ -35,9 +43,15 @@ async def test_abort_resets_the_peer() -> None:
 async def test_no_listener_on_the_virtual_port_is_refused_promptly() -> None:
     async with serving(Echo, vport=7000) as (server, port):
         start = time.monotonic()
-        with pytest.raises(ConnectionRefusedError):
+        with pytest.raises(ConnectionRefusedError) as refused:
             await udptcp.create_connection(Recorder, "127.0.0.1", port, vport=7001)
         assert time.monotonic() - start < 1.0
+        # As asyncio's "Connect call failed ('127.0.0.1', 9)", with the reason added.
+        assert refused.value.errno == errno.ECONNREFUSED
+        assert str(refused.value).startswith(
+            f"[Errno {errno.ECONNREFUSED}] Connect call failed ('127.0.0.1', {port}): "
+        )
+        assert "RST answered the SYN" in str(refused.value)
         # The listening virtual port itself works.
         transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port, vport=7000)
         assert transport.get_extra_info("vports")[1] == 7000
@@ -48,9 +62,12 @@ async def test_no_listener_on_the_virtual_port_is_refused_promptly() -> None:
 async def test_nothing_bound_on_the_udp_port_is_refused_by_icmp() -> None:
     port = free_udp_port()
     start = time.monotonic()
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError) as refused:
         await udptcp.create_connection(Recorder, "127.0.0.1", port)
     assert time.monotonic() - start < 1.0
+    assert refused.value.errno == errno.ECONNREFUSED
+    assert f"Connect call failed ('127.0.0.1', {port}): " in str(refused.value)
+    assert "ICMP port unreachable" in str(refused.value)
     assert open_endpoints() == []  # the client socket was released
 
 
@@ -59,10 +76,13 @@ async def test_silent_peer_times_out() -> None:
         hole.bind(("127.0.0.1", 0))  # bound, never read: SYNs vanish
         port = hole.getsockname()[1]
         start = time.monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError) as timed_out:
             await udptcp.create_connection(Recorder, "127.0.0.1", port, config=FAST)
         # Three SYNs, backed off: 0.05 + 0.1 + 0.2 s.
         assert 0.3 <= time.monotonic() - start < 2.0
+        assert timed_out.value.errno == errno.ETIMEDOUT  # as kernel TCP's connect()
+        assert f"Connect call failed ('127.0.0.1', {port}): " in str(timed_out.value)
+        assert "no answer to 3 SYNs" in str(timed_out.value)
         assert open_endpoints() == []
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from udptcp.core.connection import State, rst_for
@@ -79,6 +81,8 @@ def test_syn_is_retransmitted_with_backoff_then_times_out(script):
     assert script.conn.state is S.CLOSED
     (closed,) = script.take_events()
     assert isinstance(closed.error, TimeoutError)
+    assert closed.error.errno == errno.ETIMEDOUT  # as kernel TCP's connect()
+    assert "no answer to 4 SYNs" in closed.error.strerror
 
 
 def test_rst_answering_syn_refuses_the_connection(script):
@@ -88,6 +92,7 @@ def test_rst_answering_syn_refuses_the_connection(script):
     assert script.conn.state is S.CLOSED
     (closed,) = script.take_events()
     assert isinstance(closed.error, ConnectionRefusedError)
+    assert closed.error.errno == errno.ECONNREFUSED
 
 
 def test_rst_with_wrong_ack_in_syn_sent_is_ignored(script):

@@ -21,6 +21,7 @@ from .buffers import DROPPED, ReassemblyQueue, SendBuffer
 from .config import Config
 from .congestion import CongestionControl, create
 from .cookies import encode_ts_choices
+from .errors import refused, reset, timed_out
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from .rack import SentLog
 from .rtt import RttEstimator
@@ -634,7 +635,7 @@ class Connection:
         synchronized connection it is only remembered (RFC 5461).
         """
         if self.state is S.SYN_SENT:
-            self._enter_closed(ConnectionRefusedError("Connection refused (port unreachable)"))
+            self._enter_closed(refused("ICMP port unreachable: nothing is bound to that UDP port"))
         else:
             self.soft_error = "port unreachable"
 
@@ -754,7 +755,9 @@ class Connection:
             self._keepalive_deadline = now + self.keepalive_idle
             return
         if self._keepalive_unanswered >= self.keepalive_count:
-            self._enter_closed(TimeoutError("connection timed out (keepalive unanswered)"))
+            self._enter_closed(
+                timed_out(f"{self._keepalive_unanswered} keepalive probes unanswered")
+            )
             return
         # An already-acknowledged sequence number with no data: any live peer answers with
         # an ACK (§3.10.7.4), and the probe needs no window.
@@ -770,7 +773,8 @@ class Connection:
         if st in (S.SYN_SENT, S.SYN_RECEIVED):
             limit = self.config.syn_retries if st is S.SYN_SENT else self.config.synack_retries
             if self._retries >= limit:
-                self._enter_closed(TimeoutError("connection timed out (no answer to SYN)"))
+                what = "SYN" if st is S.SYN_SENT else "SYN,ACK"
+                self._enter_closed(timed_out(f"no answer to {self._retries + 1} {what}s"))
                 return
             self._retries += 1
             self._handshake_lost = True
@@ -781,7 +785,7 @@ class Connection:
         if self.snd_una == self.snd_max:
             return  # everything was acknowledged meanwhile
         if self._una_since is not None and now - self._una_since >= self.config.user_timeout:
-            self._enter_closed(TimeoutError("connection timed out (data unacknowledged)"))
+            self._enter_closed(timed_out(f"data unacknowledged for {now - self._una_since:.0f} s"))
             return
         # RFC 5681 §3.1: ssthresh is only reduced by the first timeout of a series.
         if self._retries == 0:
@@ -922,7 +926,7 @@ class Connection:
         # Second: a reset with an acceptable ACK refuses the connection.
         if flags & RST:
             if flags & ACK:
-                self._enter_closed(ConnectionRefusedError("Connection refused"))
+                self._enter_closed(refused("RST answered the SYN: nothing listens on that port"))
             return
         # Fourth: the SYN.
         if not flags & SYN:
@@ -1101,11 +1105,11 @@ class Connection:
             if st is S.TIME_WAIT:
                 return  # RFC 1337: ignore RST in TIME-WAIT
             if st is S.SYN_RECEIVED:
-                self._enter_closed(ConnectionRefusedError("Connection refused"))
+                self._enter_closed(refused("RST answered the SYN,ACK"))
             elif st in (S.CLOSING, S.LAST_ACK):
                 self._enter_closed(None)
             else:
-                self._enter_closed(ConnectionResetError("Connection reset by peer"))
+                self._enter_closed(reset("RST received"))
             return
 
         # Fourth: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
