@@ -60,6 +60,10 @@ _PERSIST_MAX = 60.0
 # such out-of-window answers by tcp_invalid_ratelimit, 500 ms): a burst of copies of one
 # SYN gets one answer, not one each.
 _SYNACK_MIN_INTERVAL = 0.5
+#: Consecutive timer-driven retransmissions (RTO, zero-window or keepalive probe), each
+#: answered by ICMP port unreachable with nothing from the peer meanwhile, after which a
+#: connection is taken to be dead (see Connection.icmp_unreachable).
+ICMP_DEAD_ROUNDS = 2
 
 
 class State(enum.Enum):
@@ -274,7 +278,14 @@ class Connection:
         self._invalid_ack_time = -_INVALID_ACK_INTERVAL
         self._closed_reported = False
         self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
+        #: The latest ICMP error that did not end the connection (RFC 1122 §4.2.3.9).
         self.soft_error: str | None = None
+        # The peer's port answering ICMP port unreachable (see icmp_unreachable): timer-
+        # driven retransmissions since the peer last sent anything, the latest of them that
+        # drew an unreachable, and how many in a row did.
+        self._silent_rounds = 0
+        self._unreach_round = 0
+        self._unreach_streak = 0
 
         self._out: list[Segment] = []
         self._events: list[Event] = []
@@ -628,16 +639,66 @@ class Connection:
         new window (RFC 1122 §4.2.2.13). Linux steps SND.NXT + 65537 past it likewise."""
         return seq_add(self.snd_max, 65537)
 
-    def icmp_unreachable(self, now: float) -> None:
-        """The path reported the peer unreachable: fatal while connecting, soft otherwise.
+    def icmp_unreachable(self, now: float, seq: int | None = None) -> None:
+        """The peer's UDP port answered a datagram of ours with ICMP port unreachable.
 
-        RFC 1122 §4.2.3.9 lets a port unreachable abort a connection being opened; on a
-        synchronized connection it is only remembered (RFC 5461).
+        ``seq`` is the sequence number of the segment the ICMP message quotes, when it
+        quotes one; an error that quotes a segment this connection cannot have sent
+        recently (outside SND.UNA - 1 .. SND.MAX, where probes and ACKs sit; the ISS in
+        SYN-SENT) is ignored, as RFC 5927 §4.1 asks of TCP, so that a blind attacker must
+        guess sequence numbers to forge one.
+
+        * SYN-SENT: the connection is refused (RFC 1122 §4.2.3.9 allows a port
+          unreachable to abort a connection being opened; kernel TCP does).
+        * Other states: one unreachable is soft (RFC 1122 §4.2.3.9, RFC 5461): a
+          transient routing change, a NAT rebooting, a forged message. But a port
+          unreachable from the peer's own host means no socket is bound to the port any
+          more: the peer process died without a FIN or RST. The connection fails with
+          ``ConnectionResetError`` once unreachables have answered ``ICMP_DEAD_ROUNDS``
+          (2) consecutive timer-driven retransmissions (RTO retransmissions, zero-window
+          probes or keepalive probes), with no segment at all from the peer since the
+          first of them. Unreachables answering the original transmission or a tail-loss
+          probe do not count. With the default timers that is about three RTOs after the
+          first loss (RTO, then the backed-off 2 RTO) instead of the user timeout.
         """
-        if self.state is S.SYN_SENT:
+        self._now = now
+        st = self.state
+        if st in (S.CLOSED, S.LISTEN, S.TIME_WAIT) or not self._icmp_quote_ok(seq):
+            return
+        if st is S.SYN_SENT:
             self._enter_closed(refused("ICMP port unreachable: nothing is bound to that UDP port"))
+            return
+        self.soft_error = "port unreachable"
+        rounds = self._silent_rounds
+        if rounds == 0 or rounds == self._unreach_round:
+            return  # the first transmission's answer, or this round already counted
+        if rounds == self._unreach_round + 1:
+            self._unreach_streak += 1
         else:
-            self.soft_error = "port unreachable"
+            self._unreach_streak = 1
+        self._unreach_round = rounds
+        if self._unreach_streak >= ICMP_DEAD_ROUNDS:
+            self._enter_closed(
+                reset(
+                    f"ICMP port unreachable answered {self._unreach_streak} retransmissions "
+                    "in a row: the peer's endpoint is gone"
+                )
+            )
+
+    def icmp_soft_error(self, now: float, detail: str, seq: int | None = None) -> None:
+        """An ICMP error other than port unreachable (host or network unreachable, time
+        exceeded, ...) about a datagram of ours: remembered in :attr:`soft_error`, never
+        fatal (RFC 1122 §4.2.3.9: these are soft errors, the retransmissions go on)."""
+        self._now = now
+        if self.state not in (S.CLOSED, S.LISTEN) and self._icmp_quote_ok(seq):
+            self.soft_error = detail
+
+    def _icmp_quote_ok(self, seq: int | None) -> bool:
+        if seq is None:
+            return True
+        if self.state is S.SYN_SENT:
+            return seq == self.iss
+        return seq_le(seq_add(self.snd_una, -1), seq) and seq_le(seq, self.snd_max)
 
     # ------------------------------------------------------------------ outputs
 
@@ -762,6 +823,7 @@ class Connection:
         # An already-acknowledged sequence number with no data: any live peer answers with
         # an ACK (§3.10.7.4), and the probe needs no window.
         self._keepalive_unanswered += 1
+        self._silent_rounds += 1
         self.stats_counters["keepalive_probes"] += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
         self._keepalive_deadline = now + self.keepalive_interval
@@ -777,6 +839,7 @@ class Connection:
                 self._enter_closed(timed_out(f"no answer to {self._retries + 1} {what}s"))
                 return
             self._retries += 1
+            self._silent_rounds += 1
             self._handshake_lost = True
             self.rtt.back_off()
             self.stats_counters["retransmits"] += 1
@@ -809,6 +872,7 @@ class Connection:
         self._rack_deadline = None
         self._undo_cwnd = None  # a timeout is not undone
         self._retries += 1
+        self._silent_rounds += 1
         self._in_recovery = False
         self._dupacks = 0
         self._recover = self.snd_max  # RFC 6582 §3.2 step 4 after a timeout
@@ -837,6 +901,7 @@ class Connection:
             self._send_data(now, override_sws=True)
             return
         self.stats_counters["window_probes"] += 1
+        self._silent_rounds += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
         self._persist_backoff = min(self._persist_backoff * 2, 64)
         self._persist_deadline = now + min(self.rtt.rto * self._persist_backoff, _PERSIST_MAX)
@@ -894,6 +959,8 @@ class Connection:
         self._now = now
         self.stats_counters["segments_received"] += 1
         self._keepalive_unanswered = 0
+        # The peer is there: ICMP errors from before this say nothing about it any more.
+        self._silent_rounds = self._unreach_round = self._unreach_streak = 0
         st = self.state
         if st is S.ESTABLISHED and self._predicted(seg, now):
             pass
