@@ -292,8 +292,12 @@ class Transport(asyncio.Transport):
         self._conn.handle_timer(now)
         self._pump()
 
-    def _icmp_unreachable(self, now: float) -> None:
-        self._conn.icmp_unreachable(now)
+    def _icmp_unreachable(self, now: float, seq: int | None) -> None:
+        self._conn.icmp_unreachable(now, seq)
+        self._pump()
+
+    def _icmp_soft_error(self, now: float, detail: str, seq: int | None) -> None:
+        self._conn.icmp_soft_error(now, detail, seq)
         self._pump()
 
     def _pump(self) -> None:
