@@ -12,7 +12,7 @@ import pytest
 from aio_helpers import FAST, Echo, Recorder, accepted, free_udp_port, recorders, serving
 
 import udptcp
-from udptcp.aio.endpoint import open_endpoints
+from udptcp.aio.endpoint import Endpoint, open_endpoints
 from udptcp.core.segment import ACK, RST, Segment, decode, encode
 
 
@@ -218,3 +218,90 @@ async def test_virtual_ports_outside_0_65535_overflow() -> None:
     with pytest.raises(OverflowError, match="vport: port must be 0-65535"):
         await udptcp.create_server(Echo, "127.0.0.1", 0, vport=65536)
     assert open_endpoints() == []
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    """A plain UDP echo service: not udptcp."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+        self.received = 0
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received += 1
+        self.transport.sendto(data, addr)
+
+
+class UdpHello(UdpEcho):
+    """A plain UDP service that answers every datagram with a greeting."""
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received += 1
+        self.transport.sendto(b"hello", addr)
+
+
+# Slow enough a SYN timeout (0.1 * (2**7 - 1) = 12.7 s) that failing fast shows.
+PATIENT = udptcp.Config(rto_initial=0.1, syn_retries=6)
+
+
+@pytest.mark.parametrize("service", [UdpEcho, UdpHello], ids=["echo", "hello"])
+@pytest.mark.parametrize("same_vports", [False, True], ids=["vports", "same-vports"])
+async def test_a_udp_service_that_is_not_udptcp_fails_the_connect_fast(
+    service: type[UdpEcho], same_vports: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    transport, udp = await loop.create_datagram_endpoint(service, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    # With equal virtual ports an echoed SYN reaches the very connection that sent it.
+    extra = {"local_vport": port} if same_vports else {}
+    try:
+        start = time.monotonic()
+        with pytest.raises(ConnectionRefusedError) as refused:
+            await udptcp.create_connection(Recorder, "127.0.0.1", port, config=PATIENT, **extra)
+        elapsed = time.monotonic() - start
+    finally:
+        transport.close()
+    error = refused.value
+    assert error.errno == errno.ECONNREFUSED
+    assert str(error).startswith(
+        f"[Errno {errno.ECONNREFUSED}] Connect call failed ('127.0.0.1', {port}): "
+    )
+    if service is UdpEcho:
+        # The echo is recognised at once: the SYN came back as it was sent.
+        assert "the SYN came back unchanged" in str(error)
+        assert udp.received == 1
+    else:
+        # Two SYNs (the first and one retransmission) each got a non-segment answer.
+        assert "answered 2 SYNs with datagrams that are not udptcp segments" in str(error)
+        assert udp.received == 2
+    assert elapsed < 5
+    assert open_endpoints() == []
+
+
+async def test_non_segments_from_another_address_do_not_fail_a_connect() -> None:
+    # Anyone can send junk to a client's socket; only the address being connected to counts.
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.1", 0))
+
+        class AnswersFromElsewhere(UdpEcho):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                self.received += 1
+                other.sendto(b"hello", addr)
+
+        transport, udp = await loop.create_datagram_endpoint(
+            AnswersFromElsewhere, local_addr=("127.0.0.1", 0)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        client_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client_sock.bind(("127.0.0.1", 0))  # not connected: it hears every address
+        endpoint = Endpoint.for_socket(loop, client_sock)
+        try:
+            with pytest.raises(TimeoutError):
+                await udptcp.create_connection(
+                    Recorder, "127.0.0.1", port, sock=client_sock, config=FAST
+                )
+        finally:
+            transport.close()
+        assert udp.received == 3  # every SYN was answered, from the wrong address
+        assert endpoint.stats["malformed:short"] == 3

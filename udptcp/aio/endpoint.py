@@ -247,6 +247,9 @@ class Endpoint:
         self._half_open_by_host: dict[Any, int] = {}
         self._half_open = 0
         self._time_wait = 0
+        # Connections this endpoint opened that are still in SYN-SENT, by peer address:
+        # where a datagram that is not a segment may be the answer to a SYN.
+        self._opening: dict[Address, list[Transport]] = {}
         self._listeners: dict[int | None, Listener] = {}
         self._refs = 0
         self._closing = False  # close() is running: nothing may re-enter it
@@ -365,6 +368,7 @@ class Endpoint:
         self._flush_queue()
         self._closed = True
         self._conns.clear()
+        self._opening.clear()
         self._listeners.clear()
         self._accepted = self._half_open = self._time_wait = 0
         self._accepted_by_host.clear()
@@ -426,8 +430,17 @@ class Endpoint:
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
         self._conns[key] = transport
+        self._opening.setdefault(peer, []).append(transport)
         transport._pump()
         return transport
+
+    def _opened(self, transport: Transport) -> None:
+        """``transport`` left SYN-SENT (established, or forgotten)."""
+        opening = self._opening.get(transport._peer)
+        if opening is not None and transport in opening:
+            opening.remove(transport)
+            if not opening:
+                del self._opening[transport._peer]
 
     def _pick_vport(self, peer: Address, remote_vport: int) -> int:
         low, high = EPHEMERAL_PORTS
@@ -456,6 +469,7 @@ class Endpoint:
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
             self._set_slot(transport, _SLOT_NONE)
+            self._opened(transport)
             self._maybe_close()
 
     def _lingering(self, since: float, now: float) -> list[Transport]:
@@ -689,6 +703,12 @@ class Endpoint:
         except MalformedSegment as exc:
             self.stats["malformed"] += 1
             self.stats["malformed:" + exc.reason] += 1
+            opening = self._opening.get(addr)
+            if opening:
+                # Perhaps the answer of a UDP service that is not udptcp to our SYN.
+                now = self.loop.time()
+                for transport in list(opening):
+                    self._guarded(transport, transport._foreign_datagram, now)
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
@@ -735,6 +755,13 @@ class Endpoint:
                 self._guarded(transport, transport._receive, seg)
                 return
         if is_syn:
+            mirror = self._conns.get((addr, seg.src_port, seg.dst_port))
+            if mirror is not None and mirror._conn.reflects_own_syn(seg):
+                # One of our own SYNs, echoed back with its ports as we sent them: that
+                # connection learns it is talking to an echo service (with equal ports
+                # the echo reaches it by the lookup above).
+                self._guarded(mirror, mirror._receive, seg)
+                return
             self._on_syn(seg, addr, key, size)
             return
         if seg.flags & (SYN | ACK | RST) == ACK and self._on_cookie_ack(seg, addr, key, size):

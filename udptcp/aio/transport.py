@@ -296,6 +296,10 @@ class Transport(asyncio.Transport):
         self._conn.icmp_unreachable(now, seq)
         self._pump()
 
+    def _foreign_datagram(self, now: float) -> None:
+        self._conn.foreign_datagram(now)
+        self._pump()
+
     def _icmp_soft_error(self, now: float, detail: str, seq: int | None) -> None:
         self._conn.icmp_soft_error(now, detail, seq)
         self._pump()
@@ -428,6 +432,7 @@ class Transport(asyncio.Transport):
     def _connected(self) -> None:
         """Active open reached ESTABLISHED: make the protocol, wake create_connection."""
         assert self._protocol_factory is not None and self._waiter is not None
+        self._endpoint._opened(self)
         waiter = self._waiter
         if waiter.done():
             # create_connection gave up (cancelled) just before the handshake completed.

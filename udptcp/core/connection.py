@@ -64,6 +64,9 @@ _SYNACK_MIN_INTERVAL = 0.5
 #: answered by ICMP port unreachable with nothing from the peer meanwhile, after which a
 #: connection is taken to be dead (see Connection.icmp_unreachable).
 ICMP_DEAD_ROUNDS = 2
+#: SYN transmissions answered only by datagrams that are not udptcp segments after which a
+#: connect is refused (see Connection.foreign_datagram).
+FOREIGN_SYN_ROUNDS = 2
 
 
 class State(enum.Enum):
@@ -286,6 +289,10 @@ class Connection:
         self._silent_rounds = 0
         self._unreach_round = 0
         self._unreach_streak = 0
+        # SYN-SENT: SYN transmissions answered by datagrams that are not segments (see
+        # foreign_datagram), and the latest such transmission (_retries + 1; 0: none).
+        self._foreign_rounds = 0
+        self._foreign_round = 0
 
         self._out: list[Segment] = []
         self._events: list[Event] = []
@@ -693,6 +700,48 @@ class Connection:
         if self.state not in (S.CLOSED, S.LISTEN) and self._icmp_quote_ok(seq):
             self.soft_error = detail
 
+    def foreign_datagram(self, now: float) -> None:
+        """A datagram that is not a udptcp segment (too short, bad header or options, bad
+        checksum) came from the peer's UDP address while this connection was opening.
+
+        Something other than udptcp answers at that address (a DNS server, a game
+        server, any UDP service), and left alone the connect would retransmit its SYN
+        into it for the whole SYN timeout (63 s by default). The connect is refused
+        once such datagrams have answered ``FOREIGN_SYN_ROUNDS`` (2) different
+        transmissions of the SYN (the first and a retransmission, so about one initial
+        RTO after the connect began) and no segment from the peer has ended SYN-SENT.
+        Only in SYN-SENT: an established connection only counts and drops them.
+
+        Why two, and why only here: one corrupted SYN,ACK on a lossy path must not fail
+        a good connect (it takes answers to two SYNs in a row corrupted, with no valid
+        one between, to do it); and anyone can send a datagram with the peer's source
+        address, so this is kept to the few seconds a connection is opening, where a
+        forged ICMP error or a RST acknowledging the SYN already ends it.
+        """
+        self._now = now
+        if self.state is not S.SYN_SENT:
+            return
+        transmission = self._retries + 1
+        if transmission != self._foreign_round:
+            self._foreign_round = transmission
+            self._foreign_rounds += 1
+        if self._foreign_rounds >= FOREIGN_SYN_ROUNDS:
+            self._enter_closed(
+                refused(
+                    f"the UDP service there answered {self._foreign_rounds} SYNs with "
+                    "datagrams that are not udptcp segments"
+                )
+            )
+
+    def reflects_own_syn(self, seg: Segment) -> bool:
+        """True if ``seg`` is this connection's own SYN, come back: a SYN, no ACK, and our
+        ISS (a peer choosing the same ISN has a chance of 2**-32), while opening."""
+        return (
+            self.state is S.SYN_SENT
+            and seg.flags & (SYN | ACK | RST) == SYN
+            and seg.seq == self.iss
+        )
+
     def _icmp_quote_ok(self, seq: int | None) -> bool:
         if seq is None:
             return True
@@ -997,6 +1046,13 @@ class Connection:
             return
         # Fourth: the SYN.
         if not flags & SYN:
+            return
+        if self.reflects_own_syn(seg):
+            # Our SYN came back as sent: a UDP echo service, not udptcp. Without this it
+            # would look like a simultaneous open with ourselves, and "connect".
+            self._enter_closed(
+                refused("the SYN came back unchanged: the UDP service there echoes datagrams")
+            )
             return
         self._take_peer_syn(seg)
         if flags & ACK:
