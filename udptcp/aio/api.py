@@ -63,11 +63,14 @@ async def create_connection(
     TLS handshake runs on the connection before the call returns, and the transport is
     asyncio's TLS transport over it; ``server_hostname`` defaults to ``host``.
 
-    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN),
-    ``TimeoutError`` (no answer after ``config.syn_retries``) or another ``OSError``
-    (``ssl.SSLError`` and its subclasses for a failed TLS handshake). With ``all_errors``
-    every address's error is raised in an ``ExceptionGroup``, as asyncio does. If the
-    call is cancelled the half-open connection is reset and its socket released.
+    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN, or
+    a UDP service that is not udptcp answering it), ``TimeoutError`` (no answer after
+    ``config.syn_retries``) or another ``OSError`` (``ssl.SSLError`` and its subclasses
+    for a failed TLS handshake), with ``errno`` set and the address in the message as
+    asyncio's "Connect call failed". ``OverflowError`` for a port outside 0-65535. With
+    ``all_errors`` every address's error is raised in an ``ExceptionGroup``, as asyncio
+    does. If the call is cancelled the half-open connection is reset and its socket
+    released.
     """
     options = tls.tls_options(
         ssl,

@@ -1051,33 +1051,30 @@ class Endpoint:
         except OSError as exc:
             self._send_failed(data, addr, gso, exc)
 
-    def _send_now(self, data: bytes, addr: Address, gso: int) -> None:
+    def _send_now(self, data: bytes, addr: Address, gso: int, again: bool = True) -> None:
+        connected = addr == self.connected_peer
         try:
-            self._send_once(data, addr, gso)
+            if not gso:
+                if connected:
+                    self.sock.send(data)
+                else:
+                    self.sock.sendto(data, addr)
+                return
+            self.stats["gso_sends"] += 1
+            control = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(gso))]
+            if connected:
+                self.sock.sendmsg([data], control)
+            else:
+                self.sock.sendmsg([data], control, 0, addr)
         except OSError as exc:
-            if exc.errno not in ICMP_ERRNOS:
+            if not again or exc.errno not in ICMP_ERRNOS:
                 raise
             # The pending error of an ICMP message about an earlier datagram (to this peer
             # or any other) failed this send, which sent nothing. The failed call took the
             # error, so send again; what the error was about is read outside the segment
             # processing that is running now.
             self._pending_error_soon()
-            self._send_once(data, addr, gso)
-
-    def _send_once(self, data: bytes, addr: Address, gso: int) -> None:
-        connected = addr == self.connected_peer
-        if not gso:
-            if connected:
-                self.sock.send(data)
-            else:
-                self.sock.sendto(data, addr)
-            return
-        self.stats["gso_sends"] += 1
-        control = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(gso))]
-        if connected:
-            self.sock.sendmsg([data], control)
-        else:
-            self.sock.sendmsg([data], control, 0, addr)
+            self._send_now(data, addr, gso, False)
 
     def _send_failed(self, data: bytes, addr: Address, gso: int, exc: OSError) -> None:
         if not gso:
