@@ -435,7 +435,7 @@ class Endpoint:
         return transport
 
     def _opened(self, transport: Transport) -> None:
-        """``transport`` left SYN-SENT (established, or forgotten)."""
+        """``transport`` left SYN-SENT (to SYN-RECEIVED, ESTABLISHED or CLOSED)."""
         opening = self._opening.get(transport._peer)
         if opening is not None and transport in opening:
             opening.remove(transport)
@@ -526,6 +526,8 @@ class Endpoint:
         """
         state = transport._conn.state
         transport._accounted_state = state
+        if state is not State.SYN_SENT and transport._listener is None:
+            self._opened(transport)
         if self._conns.get(transport._key) is not transport:
             return
         if state is State.TIME_WAIT:

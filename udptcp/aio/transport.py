@@ -432,7 +432,6 @@ class Transport(asyncio.Transport):
     def _connected(self) -> None:
         """Active open reached ESTABLISHED: make the protocol, wake create_connection."""
         assert self._protocol_factory is not None and self._waiter is not None
-        self._endpoint._opened(self)
         waiter = self._waiter
         if waiter.done():
             # create_connection gave up (cancelled) just before the handshake completed.
