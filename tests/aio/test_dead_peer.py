@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import select
 import socket
+import struct
 import sys
 from pathlib import Path
 
@@ -285,3 +287,61 @@ async def test_an_icmp_error_about_no_connection_is_drained_and_ignored() -> Non
         await asyncio.sleep(0.2)  # idle: spinning on POLLERR would wake it thousands of times
         assert endpoint.stats["empty_wakeups"] - before < 5
         assert await _echo_round_trip(port) == b"still serving"
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _forged_port_unreachable(sender: tuple[str, int], dest: tuple[str, int], quote: bytes) -> bytes:
+    """An ICMP port unreachable as ``dest``'s host would send it about a UDP datagram from
+    ``sender`` to ``dest`` whose payload began with ``quote``."""
+    udp = struct.pack("!HHHH", sender[1], dest[1], 8 + len(quote), 0) + quote
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45, 0, 20 + len(udp), 0, 0x4000, 64, socket.IPPROTO_UDP, 0,
+        socket.inet_aton(sender[0]), socket.inet_aton(dest[0]),
+    )  # fmt: skip
+    body = ip + udp
+    header = struct.pack("!BBHI", 3, 3, 0, 0)
+    return struct.pack("!BBHI", 3, 3, _checksum(header + body), 0) + body
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="forging ICMP takes a raw socket (root)")
+async def test_forged_port_unreachables_do_not_end_a_connection() -> None:
+    # An off-path attacker who knows the addresses and ports but not the sequence numbers.
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        client_transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        proto = await accepted(made)
+        transport = _server_transport(made)
+        conn = transport.get_extra_info("udptcp_connection")
+        peer = transport.get_extra_info("peername")
+        endpoint = server.endpoints[0]
+        local_vport, remote_vport = transport.get_extra_info("vports")
+
+        def forge(seq: int) -> None:
+            quote = struct.pack("!HHI", local_vport, remote_vport, seq)
+            packet = _forged_port_unreachable(("127.0.0.1", port), peer, quote)
+            with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as raw:
+                raw.sendto(packet, (peer[0], 0))
+
+        for guess in (1, 2**31, conn.snd_max + 100_000):
+            forge((conn.snd_una + guess) & 0xFFFFFFFF)
+        await until(lambda: endpoint.stats["icmp_unreachable"] == 3)
+        assert conn.stats_counters["icmp_rejected"] == 3
+        assert conn.soft_error is None
+        # One that guesses right is a soft error, and no more.
+        forge(conn.snd_max)
+        await until(lambda: conn.soft_error == "port unreachable")
+        assert conn.state is State.ESTABLISHED
+        assert endpoint.statistics()["icmp_rejected"] == 3
+        transport.write(b"alive")
+        assert await client.received(5) == b"alive"
+        client_transport.close()
+        await asyncio.wait_for(proto.lost, 5)

@@ -53,6 +53,7 @@ def test_port_unreachable_quoting_another_sequence_number_is_ignored(script):
     conn.icmp_unreachable(script.now, seq=5000)
     assert conn.state is S.SYN_SENT
     assert conn.soft_error is None
+    assert conn.stats_counters["icmp_rejected"] == 2
 
 
 def test_one_unreachable_on_an_established_connection_is_soft(script):

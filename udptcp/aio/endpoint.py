@@ -186,7 +186,9 @@ class Endpoint:
     (``"malformed:<reason>"``), RSTs sent for unknown segments, send errors, ICMP errors
     (``icmp_unreachable``: port unreachable handed to a connection; ``icmp_soft``: other
     ICMP errors handed to one; ``icmp_unmatched``: ICMP errors about no connection of ours;
-    ``icmp_path_mtu`` and ``errqueue_local``: errors that are not the peer's, ignored),
+    ``icmp_path_mtu`` and ``errqueue_local``: errors that are not the peer's, ignored; and
+    in :meth:`statistics`, ``icmp_rejected``: ICMP errors a connection dropped because the
+    sequence number they quote is not one it has outstanding),
     ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), and every
     limit hit (the limits are in :class:`~udptcp.core.config.Config`):
 

@@ -132,6 +132,7 @@ PEER_INPUT_COUNTERS = (
     "missing_timestamp_dropped",
     "paws_rejected",
     "reassembly_dropped",
+    "icmp_rejected",
 )
 
 
@@ -326,6 +327,7 @@ class Connection:
                 "amplification_limited",
                 "syn_acks_rate_limited",
                 "reassembly_dropped",
+                "icmp_rejected",
             ),
             0,
         )
@@ -746,8 +748,12 @@ class Connection:
         if seq is None:
             return True
         if self.state is S.SYN_SENT:
-            return seq == self.iss
-        return seq_le(seq_add(self.snd_una, -1), seq) and seq_le(seq, self.snd_max)
+            ok = seq == self.iss
+        else:
+            ok = seq_le(seq_add(self.snd_una, -1), seq) and seq_le(seq, self.snd_max)
+        if not ok:
+            self.stats_counters["icmp_rejected"] += 1
+        return ok
 
     # ------------------------------------------------------------------ outputs
 
