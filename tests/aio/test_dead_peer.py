@@ -20,6 +20,7 @@ import pytest
 from aio_helpers import Echo, Recorder, accepted, ipv6_available, recorders, serving, until
 
 import udptcp
+import udptcp.aio.endpoint
 from udptcp.aio.endpoint import Endpoint
 from udptcp.core.config import Config
 from udptcp.core.connection import ICMP_DEAD_ROUNDS, Connection, State
@@ -345,3 +346,18 @@ async def test_forged_port_unreachables_do_not_end_a_connection() -> None:
         assert await client.received(5) == b"alive"
         client_transport.close()
         await asyncio.wait_for(proto.lost, 5)
+
+
+async def test_without_the_error_queue_a_connected_client_still_hears_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on systems without IP_RECVERR: only the connected client socket gets the error,
+    # as a pending errno on recv, for its one peer.
+    monkeypatch.setattr(udptcp.aio.endpoint, "enable_recverr", lambda sock: False)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as gone:
+        gone.bind(("127.0.0.1", 0))
+        port = gone.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError) as refused:
+        await udptcp.create_connection(Recorder, "127.0.0.1", port)
+    assert refused.value.errno == errno.ECONNREFUSED
+    assert "ICMP port unreachable" in str(refused.value)
