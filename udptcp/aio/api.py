@@ -70,11 +70,14 @@ async def create_connection(
     TLS handshake runs on the connection before the call returns, and the transport is
     asyncio's TLS transport over it; ``server_hostname`` defaults to ``host``.
 
-    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN),
-    ``TimeoutError`` (no answer after ``config.syn_retries``) or another ``OSError``
-    (``ssl.SSLError`` and its subclasses for a failed TLS handshake). With ``all_errors``
-    every address's error is raised in an ``ExceptionGroup``, as asyncio does. If the
-    call is cancelled the half-open connection is reset and its socket released.
+    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN, or
+    a UDP service that is not udptcp answering it), ``TimeoutError`` (no answer after
+    ``config.syn_retries``) or another ``OSError`` (``ssl.SSLError`` and its subclasses
+    for a failed TLS handshake), with ``errno`` set and the address in the message as
+    asyncio's "Connect call failed". ``OverflowError`` for a port outside 0-65535. With
+    ``all_errors`` every address's error is raised in an ``ExceptionGroup``, as asyncio
+    does. If the call is cancelled the half-open connection is reset and its socket
+    released.
     """
     options = tls.tls_options(
         ssl,
@@ -131,6 +134,9 @@ async def _create_connection(
 ) -> tuple[Transport, _Q]:
     _check_vport("vport", vport)
     _check_vport("local_vport", local_vport)
+    _check_port(port, "connect")
+    if local_addr is not None:
+        _check_port(local_addr[1], "bind")
     loop = asyncio.get_running_loop()
     config = config if config is not None else Config()
 
@@ -308,6 +314,7 @@ async def create_server(
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
     _check_vport("vport", vport)
+    _check_port(port, "bind")
     loop = asyncio.get_running_loop()
     config = config if config is not None else Config()
     if options is not None:
@@ -509,8 +516,29 @@ def _check_udp_socket(sock: socket.socket) -> None:
         raise ValueError(f"A UDP Socket was expected, got {sock!r}")
 
 
+def _check_port(port: object, call: str) -> None:
+    """Refuse a port number outside 0-65535 with the ``OverflowError`` asyncio's default
+    loop raises for it (the socket module's, from ``connect()`` or ``bind()``).
+
+    Checked before name resolution, whatever the host: ``getaddrinfo`` would silently take
+    the port modulo 65536 (70000 becomes 4464), which asyncio lets through for host names
+    and uvloop for every host. A service name ("http") is left to ``getaddrinfo``.
+    """
+    if isinstance(port, (str, bytes)):
+        try:
+            port = int(port)
+        except ValueError:
+            return
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise OverflowError(f"{call}(): port must be 0-65535.")
+
+
 def _check_vport(name: str, vport: int | None) -> None:
-    if vport is not None and not (isinstance(vport, int) and 1 <= vport <= 65535):
+    if vport is None:
+        return
+    if isinstance(vport, int) and not 0 <= vport <= 65535:
+        raise OverflowError(f"{name}: port must be 0-65535.")
+    if not (isinstance(vport, int) and vport >= 1):
         raise ValueError(f"{name} must be a port number in 1..65535, got {vport!r}")
 
 

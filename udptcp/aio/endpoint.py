@@ -58,6 +58,16 @@ from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, d
 from udptcp.core.seq import seq_add
 
 from . import natkeep
+from .errqueue import (
+    ICMP_ERRNOS,
+    LOCAL,
+    PATH_MTU,
+    PORT_UNREACHABLE,
+    IcmpError,
+    enable_recverr,
+    quoted_segment,
+    read_errors,
+)
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -211,8 +221,14 @@ class Endpoint:
 
     Build one with :meth:`for_socket`; the endpoint takes ownership of the socket and closes
     it when it closes. ``stats`` counts datagrams in and out, malformed datagrams per reason
-    (``"malformed:<reason>"``), RSTs sent for unknown segments, send errors and ICMP errors,
-    and every limit hit (the limits are in :class:`~udptcp.core.config.Config`):
+    (``"malformed:<reason>"``), RSTs sent for unknown segments, send errors, ICMP errors
+    (``icmp_unreachable``: port unreachable handed to a connection; ``icmp_soft``: other
+    ICMP errors handed to one; ``icmp_unmatched``: ICMP errors about no connection of ours;
+    ``icmp_path_mtu`` and ``errqueue_local``: errors that are not the peer's, ignored; and
+    in :meth:`statistics`, ``icmp_rejected``: ICMP errors a connection dropped because the
+    sequence number they quote is not one it has outstanding),
+    ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), and every
+    limit hit (the limits are in :class:`~udptcp.core.config.Config`):
 
     * ``refused_max_connections``, ``refused_per_address``: SYNs (or SYN-cookie ACKs)
       answered with RST because ``max_connections`` / ``max_connections_per_address``
@@ -241,6 +257,10 @@ class Endpoint:
 
     ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
     segment.
+
+    ICMP errors reach connections through the socket's error queue on Linux (see
+    :mod:`udptcp.aio.errqueue`), whether the socket is connected or not; elsewhere only a
+    connected socket hears of an unreachable port, and then for all its connections.
     """
 
     def __init__(
@@ -282,6 +302,9 @@ class Endpoint:
         self._half_open_by_host: dict[Any, int] = {}
         self._half_open = 0
         self._time_wait = 0
+        # Connections this endpoint opened that are still in SYN-SENT, by peer address:
+        # where a datagram that is not a segment may be the answer to a SYN.
+        self._opening: dict[Address, list[Transport]] = {}
         self._listeners: dict[int | None, Listener] = {}
         self._refs = 0
         self._closing = False  # close() is running: nothing may re-enter it
@@ -303,6 +326,13 @@ class Endpoint:
         #: socket (a user-space NAT emulator puts itself there: udptcp.tools.natemu);
         #: what comes back is handed in with :meth:`deliver`.
         self.egress: Sink | None = None
+        #: Whether ICMP errors are read from the socket's error queue (Linux).
+        self.recverr = enable_recverr(sock)
+        self._errors_handle: asyncio.Handle | None = None
+        # libuv (uvloop) stops watching a descriptor for good the first time poll reports
+        # POLLERR for it, which every ICMP error causes: after one, watch it again.
+        self._rewatch = not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        self._rewatch_handle: asyncio.Handle | None = None
         self._heap: list[tuple[float, int, Transport]] = []
         self._counter = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -427,6 +457,7 @@ class Endpoint:
         self._flush_queue()
         self._closed = True
         self._conns.clear()
+        self._opening.clear()
         self._listeners.clear()
         self._accepted = self._half_open = self._time_wait = 0
         self._accepted_by_host.clear()
@@ -442,6 +473,9 @@ class Endpoint:
         self._claimed.clear()
         self._routes.clear()
         self._punching.clear()
+        for handle in (self._errors_handle, self._rewatch_handle):
+            if handle is not None:
+                handle.cancel()
         try:
             self.loop.remove_reader(self._fd)
             self.loop.remove_writer(self._fd)
@@ -572,6 +606,10 @@ class Endpoint:
         key = (addr, old[1], old[2])
         if key in self._conns and self._conns[key] is not transport:
             raise OSError(errno.EADDRINUSE, f"virtual ports {old[1]} -> {old[2]} to {addr!r}")
+        opening = self._opening.get(transport._peer)
+        if opening is not None and transport in opening:
+            self._opened(transport)  # still in SYN-SENT: listed under its new address
+            self._opening.setdefault(addr, []).append(transport)
         transport._relocated(addr)
         self._conns[key] = transport
 
@@ -616,8 +654,17 @@ class Endpoint:
         self._conns[key] = transport
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
+        self._opening.setdefault(peer, []).append(transport)
         transport._pump()
         return transport
+
+    def _opened(self, transport: Transport) -> None:
+        """``transport`` left SYN-SENT (to SYN-RECEIVED, ESTABLISHED or CLOSED)."""
+        opening = self._opening.get(transport._peer)
+        if opening is not None and transport in opening:
+            opening.remove(transport)
+            if not opening:
+                del self._opening[transport._peer]
 
     def _pick_vport(self, peer: Address, remote_vport: int) -> int:
         low, high = EPHEMERAL_PORTS
@@ -648,6 +695,7 @@ class Endpoint:
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
             self._set_slot(transport, _SLOT_NONE)
+            self._opened(transport)
             self._maybe_close()
 
     def _lingering(self, since: float, now: float) -> list[Transport]:
@@ -704,6 +752,8 @@ class Endpoint:
         """
         state = transport._conn.state
         transport._accounted_state = state
+        if state is not State.SYN_SENT and transport._listener is None:
+            self._opened(transport)
         if self._conns.get(transport._key) is not transport:
             return
         if state is State.TIME_WAIT:
@@ -786,9 +836,16 @@ class Endpoint:
         connection the train of segments it got, in arrival order."""
         trains: dict[Transport, list[Segment]] = {}
         try:
-            self._read(trains)
+            datagrams = self._read(trains)
         finally:
             self._deliver_trains(trains)
+        if datagrams == 0 and not self._closed:
+            self.stats["empty_wakeups"] += 1
+            # Woken with nothing to read: poll reported POLLERR for an error queue that
+            # holds something (a local error, or an ICMP error whose pending errno a send
+            # took). Left there it would wake us again at once, forever.
+            self._read_errors()
+            self._watch_again_soon()
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
         for transport, segments in trains.items():
@@ -797,30 +854,33 @@ class Endpoint:
             self._deliver_train(transport, segments)
         trains.clear()
 
-    def _read(self, trains: dict[Transport, list[Segment]]) -> None:
+    def _read(self, trains: dict[Transport, list[Segment]]) -> int:
+        """Read up to READ_BATCH times; return how many datagrams (or errors) came."""
         sock = self.sock
         gro = self.gro
         pending = 0  # segments read and not yet delivered
-        for _ in range(READ_BATCH):
+        for reads in range(READ_BATCH):
             try:
                 if gro:
                     data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
                 else:
                     data, addr = sock.recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionRefusedError:
-                # ICMP port unreachable, reported on a connected socket (DESIGN §8).
-                self._on_icmp_unreachable()
-                if self._closed:
-                    return
-                continue
+                return reads
             except OSError as exc:
                 if self._closed:
-                    return
+                    return reads
+                if exc.errno in ICMP_ERRNOS or isinstance(exc, ConnectionResetError):
+                    # An ICMP error's pending errno (Windows reports port unreachable as
+                    # a reset): the details are in the error queue (DESIGN §8).
+                    self._on_pending_error()
+                    self._watch_again_soon()
+                    if self._closed:
+                        return reads
+                    continue
                 self.stats["recv_errors"] += 1
                 logger.debug("%r: recvfrom failed: %s", self, exc)
-                return
+                return reads
             size = 0
             if gro and ancdata:
                 for level, kind, value in ancdata:
@@ -840,12 +900,13 @@ class Endpoint:
                 self._on_datagram(data, addr, trains)
                 pending += 1
             if self._closed:
-                return
+                return reads + 1
             if pending >= TRAIN_MAX:
                 # Deliver (and so acknowledge) before reading on: a sender must hear
                 # from us well within its loss-probe timeout, however long the burst.
                 self._deliver_trains(trains)
                 pending = 0
+        return READ_BATCH
 
     def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
         rest = segments
@@ -886,6 +947,12 @@ class Endpoint:
                 return
             self.stats["malformed"] += 1
             self.stats["malformed:" + exc.reason] += 1
+            opening = self._opening.get(addr)
+            if opening:
+                # Perhaps the answer of a UDP service that is not udptcp to our SYN.
+                now = self.loop.time()
+                for transport in list(opening):
+                    self._guarded(transport, transport._foreign_datagram, now)
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
@@ -941,6 +1008,13 @@ class Endpoint:
                 self._guarded(transport, transport._receive, seg)
                 return
         if is_syn:
+            mirror = self._conns.get((addr, seg.src_port, seg.dst_port))
+            if mirror is not None and mirror._conn.reflects_own_syn(seg):
+                # One of our own SYNs, echoed back with its ports as we sent them: that
+                # connection learns it is talking to an echo service (with equal ports
+                # the echo reaches it by the lookup above).
+                self._guarded(mirror, mirror._receive, seg)
+                return
             self._on_syn(seg, addr, key, size)
             return
         if seg.flags & (SYN | ACK | RST) == ACK and self._on_cookie_ack(seg, addr, key, size):
@@ -1081,15 +1155,88 @@ class Endpoint:
         self.transmit(addr, [reply])
         return True
 
-    def _on_icmp_unreachable(self) -> None:
-        self.stats["icmp_unreachable"] += 1
-        peer = self.connected_peer
-        if peer is None:
+    # ------------------------------------------------------------------ ICMP errors
+
+    def _on_pending_error(self) -> None:
+        """A recv or send failed with an ICMP error's errno: find out what it was about."""
+        if self.recverr:
+            self._read_errors()
+        elif self.connected_peer is not None:
+            # No error queue: the kernel says only that the connected peer's port is
+            # unreachable, not about which datagram.
+            self.stats["icmp_unreachable"] += 1
+            peer = self.connected_peer
+            now = self.loop.time()
+            for transport in list(self._conns.values()):
+                if transport._peer == peer:
+                    self._guarded(transport, transport._icmp_unreachable, now, None)
+        else:
+            self.stats["icmp_unmatched"] += 1
+
+    def _pending_error_soon(self) -> None:
+        """As :meth:`_on_pending_error`, from a fresh loop callback: a send fails inside
+        some connection's processing, which must not be re-entered."""
+        if self._errors_handle is None and not self._closed:
+            self._errors_handle = self.loop.call_soon(self._on_pending_error_soon)
+
+    def _on_pending_error_soon(self) -> None:
+        self._errors_handle = None
+        if not self._closed:
+            self._on_pending_error()
+            self._watch_again_soon()
+
+    def _read_errors(self) -> None:
+        """Drain the socket's error queue; hand each ICMP error to its connection."""
+        if not self.recverr or self._closed:
+            return
+        errors = read_errors(self.sock, READ_BATCH)
+        if errors:
+            self._watch_again_soon()
+        for error in errors:
+            self._on_icmp_error(error)
+            if self._closed:
+                return
+
+    def _on_icmp_error(self, error: IcmpError) -> None:
+        kind = error.kind
+        if kind == LOCAL:
+            self.stats["errqueue_local"] += 1  # e.g. EMSGSIZE: the send said so already
+            return
+        if kind == PATH_MTU:
+            self.stats["icmp_path_mtu"] += 1  # probing finds the size (RFC 8899)
+            return
+        quoted = quoted_segment(error.quote)
+        transport = None
+        if quoted is not None:
+            # Our own segment, quoted: its source port is ours, its destination the peer's.
+            src, dst, seq = quoted
+            transport = self._conns.get((error.address, src, dst))
+        if transport is None:
+            self.stats["icmp_unmatched"] += 1
             return
         now = self.loop.time()
-        for transport in list(self._conns.values()):
-            if transport._peer == peer:
-                self._guarded(transport, transport._icmp_unreachable, now)
+        if kind == PORT_UNREACHABLE:
+            self.stats["icmp_unreachable"] += 1
+            self._guarded(transport, transport._icmp_unreachable, now, seq)
+        else:
+            self.stats["icmp_soft"] += 1
+            self._guarded(transport, transport._icmp_soft_error, now, kind, seq)
+
+    def _watch_again_soon(self) -> None:
+        """After POLLERR, re-register the socket with loops that drop it then (uvloop)."""
+        if self._rewatch and self._rewatch_handle is None and not self._closed:
+            self._rewatch_handle = self.loop.call_soon(self._watch_again)
+
+    def _watch_again(self) -> None:
+        self._rewatch_handle = None
+        if self._closed:
+            return
+        loop, fd = self.loop, self._fd
+        loop.remove_reader(fd)
+        loop.add_reader(fd, self._on_readable)
+        if self._sendq:
+            loop.remove_writer(fd)
+            loop.add_writer(fd, self._on_writable)
 
     def _guarded(self, transport: Transport, method: Callable[..., Any], *args: Any) -> Any:
         """Run a call into one connection; an exception there must not hurt the others.
@@ -1167,27 +1314,33 @@ class Endpoint:
             self._sendq.append((data, addr, gso))
             self.stats["send_queued"] += 1
             self.loop.add_writer(self._fd, self._on_writable)
-        except ConnectionRefusedError:
-            # A pending ICMP error surfaced on send; tell the connections outside the
-            # segment loop that is running now.
-            self.loop.call_soon(self._on_icmp_unreachable)
         except OSError as exc:
             self._send_failed(data, addr, gso, exc)
 
-    def _send_now(self, data: bytes, addr: Address, gso: int) -> None:
+    def _send_now(self, data: bytes, addr: Address, gso: int, again: bool = True) -> None:
         connected = addr == self.connected_peer
-        if not gso:
+        try:
+            if not gso:
+                if connected:
+                    self.sock.send(data)
+                else:
+                    self.sock.sendto(data, addr)
+                return
+            self.stats["gso_sends"] += 1
+            control = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(gso))]
             if connected:
-                self.sock.send(data)
+                self.sock.sendmsg([data], control)
             else:
-                self.sock.sendto(data, addr)
-            return
-        self.stats["gso_sends"] += 1
-        control = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(gso))]
-        if connected:
-            self.sock.sendmsg([data], control)
-        else:
-            self.sock.sendmsg([data], control, 0, addr)
+                self.sock.sendmsg([data], control, 0, addr)
+        except OSError as exc:
+            if not again or exc.errno not in ICMP_ERRNOS:
+                raise
+            # The pending error of an ICMP message about an earlier datagram (to this peer
+            # or any other) failed this send, which sent nothing. The failed call took the
+            # error, so send again; what the error was about is read outside the segment
+            # processing that is running now.
+            self._pending_error_soon()
+            self._send_now(data, addr, gso, False)
 
     def _send_failed(self, data: bytes, addr: Address, gso: int, exc: OSError) -> None:
         if not gso:
@@ -1221,8 +1374,6 @@ class Endpoint:
                 self._send_now(data, addr, gso)
             except (BlockingIOError, InterruptedError):
                 return
-            except ConnectionRefusedError:
-                self.loop.call_soon(self._on_icmp_unreachable)
             except OSError as exc:
                 queue.popleft()
                 if gso:

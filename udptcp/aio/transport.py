@@ -36,9 +36,10 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from udptcp.core.connection import Connection, State
+from udptcp.core.errors import aborted
 from udptcp.core.events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from udptcp.core.segment import Segment
 
@@ -48,9 +49,11 @@ if TYPE_CHECKING:
     from .endpoint import Address, Endpoint
     from .server import Listener, Server
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "with_address"]
 
 logger = logging.getLogger("udptcp")
+
+_E = TypeVar("_E", bound="BaseException | None")
 
 #: Writes on a closed transport tolerated before a warning is logged (as asyncio's
 #: ``constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES``).
@@ -295,8 +298,16 @@ class Transport(asyncio.Transport):
         self._conn.handle_timer(now)
         self._pump()
 
-    def _icmp_unreachable(self, now: float) -> None:
-        self._conn.icmp_unreachable(now)
+    def _icmp_unreachable(self, now: float, seq: int | None) -> None:
+        self._conn.icmp_unreachable(now, seq)
+        self._pump()
+
+    def _foreign_datagram(self, now: float) -> None:
+        self._conn.foreign_datagram(now)
+        self._pump()
+
+    def _icmp_soft_error(self, now: float, detail: str, seq: int | None) -> None:
+        self._conn.icmp_soft_error(now, detail, seq)
         self._pump()
 
     def _pump(self) -> None:
@@ -421,7 +432,8 @@ class Transport(asyncio.Transport):
             else:
                 self._connected()
         elif kind is ConnectionClosed:
-            self._connection_closed(ev.error)  # type: ignore[attr-defined]
+            error = ev.error  # type: ignore[attr-defined]
+            self._connection_closed(with_address(error, self._peer, self._protocol is None))
 
     def _connected(self) -> None:
         """Active open reached ESTABLISHED: make the protocol, wake create_connection."""
@@ -500,7 +512,7 @@ class Transport(asyncio.Transport):
             self._loop.call_soon(self._call_connection_lost, error)
         elif self._waiter is not None and not self._waiter.done():
             if error is None:
-                error = ConnectionAbortedError("udptcp connection closed during the handshake")
+                error = with_address(aborted("closed during the handshake"), self._peer, True)
             self._waiter.set_exception(error)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
@@ -589,6 +601,24 @@ class Transport(asyncio.Transport):
                     "protocol": self._protocol,
                 }
             )
+
+
+def with_address(error: _E, peer: Address, connecting: bool) -> _E:
+    """A connection's error as the application sees it: the core's exception (an
+    ``OSError`` with ``errno`` and ``strerror``) made again with the peer's UDP address in
+    its message, as asyncio's ``ConnectionRefusedError(111, "Connect call failed
+    ('127.0.0.1', 9)")`` has it; anything else is returned as it is.
+
+    ``connecting``: the connection never reached the application (``create_connection``
+    raises it), so the message starts as asyncio's does for a failed connect.
+    """
+    if not isinstance(error, OSError) or error.errno is None or error.strerror is None:
+        return error
+    if connecting:
+        text = f"Connect call failed {peer!r}: {error.strerror}"
+    else:
+        text = f"Connection with {peer!r}: {error.strerror}"
+    return cast(_E, type(error)(error.errno, text))
 
 
 # States after which the application has nothing left to close.

@@ -21,6 +21,7 @@ from .buffers import DROPPED, ReassemblyQueue, SendBuffer
 from .config import Config
 from .congestion import CongestionControl, create
 from .cookies import encode_ts_choices
+from .errors import refused, reset, timed_out
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from .rack import SentLog
 from .rtt import RttEstimator
@@ -59,6 +60,13 @@ _PERSIST_MAX = 60.0
 # such out-of-window answers by tcp_invalid_ratelimit, 500 ms): a burst of copies of one
 # SYN gets one answer, not one each.
 _SYNACK_MIN_INTERVAL = 0.5
+#: Consecutive timer-driven retransmissions (RTO, zero-window or keepalive probe), each
+#: answered by ICMP port unreachable with nothing from the peer meanwhile, after which a
+#: connection is taken to be dead (see Connection.icmp_unreachable).
+ICMP_DEAD_ROUNDS = 2
+#: SYN transmissions answered only by datagrams that are not udptcp segments after which a
+#: connect is refused (see Connection.foreign_datagram).
+FOREIGN_SYN_ROUNDS = 2
 
 
 class State(enum.Enum):
@@ -124,6 +132,7 @@ PEER_INPUT_COUNTERS = (
     "missing_timestamp_dropped",
     "paws_rejected",
     "reassembly_dropped",
+    "icmp_rejected",
 )
 
 
@@ -273,7 +282,18 @@ class Connection:
         self._invalid_ack_time = -_INVALID_ACK_INTERVAL
         self._closed_reported = False
         self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
+        #: The latest ICMP error that did not end the connection (RFC 1122 §4.2.3.9).
         self.soft_error: str | None = None
+        # The peer's port answering ICMP port unreachable (see icmp_unreachable): timer-
+        # driven retransmissions since the peer last sent anything, the latest of them that
+        # drew an unreachable, and how many in a row did.
+        self._silent_rounds = 0
+        self._unreach_round = 0
+        self._unreach_streak = 0
+        # SYN-SENT: SYN transmissions answered by datagrams that are not segments (see
+        # foreign_datagram), and the latest such transmission (_retries + 1; 0: none).
+        self._foreign_rounds = 0
+        self._foreign_round = 0
 
         self._out: list[Segment] = []
         self._events: list[Event] = []
@@ -307,6 +327,7 @@ class Connection:
                 "amplification_limited",
                 "syn_acks_rate_limited",
                 "reassembly_dropped",
+                "icmp_rejected",
             ),
             0,
         )
@@ -627,16 +648,112 @@ class Connection:
         new window (RFC 1122 §4.2.2.13). Linux steps SND.NXT + 65537 past it likewise."""
         return seq_add(self.snd_max, 65537)
 
-    def icmp_unreachable(self, now: float) -> None:
-        """The path reported the peer unreachable: fatal while connecting, soft otherwise.
+    def icmp_unreachable(self, now: float, seq: int | None = None) -> None:
+        """The peer's UDP port answered a datagram of ours with ICMP port unreachable.
 
-        RFC 1122 §4.2.3.9 lets a port unreachable abort a connection being opened; on a
-        synchronized connection it is only remembered (RFC 5461).
+        ``seq`` is the sequence number of the segment the ICMP message quotes, when it
+        quotes one; an error that quotes a segment this connection cannot have sent
+        recently (outside SND.UNA - 1 .. SND.MAX, where probes and ACKs sit; the ISS in
+        SYN-SENT) is ignored, as RFC 5927 §4.1 asks of TCP, so that a blind attacker must
+        guess sequence numbers to forge one.
+
+        * SYN-SENT: the connection is refused (RFC 1122 §4.2.3.9 allows a port
+          unreachable to abort a connection being opened; kernel TCP does).
+        * Other states: one unreachable is soft (RFC 1122 §4.2.3.9, RFC 5461): a
+          transient routing change, a NAT rebooting, a forged message. But a port
+          unreachable from the peer's own host means no socket is bound to the port any
+          more: the peer process died without a FIN or RST. The connection fails with
+          ``ConnectionResetError`` once unreachables have answered ``ICMP_DEAD_ROUNDS``
+          (2) consecutive timer-driven retransmissions (RTO retransmissions, zero-window
+          probes or keepalive probes), with no segment at all from the peer since the
+          first of them. Unreachables answering the original transmission or a tail-loss
+          probe do not count. With the default timers that is about three RTOs after the
+          first loss (RTO, then the backed-off 2 RTO) instead of the user timeout.
         """
-        if self.state is S.SYN_SENT:
-            self._enter_closed(ConnectionRefusedError("Connection refused (port unreachable)"))
+        self._now = now
+        st = self.state
+        if st in (S.CLOSED, S.LISTEN, S.TIME_WAIT) or not self._icmp_quote_ok(seq):
+            return
+        if st is S.SYN_SENT:
+            self._enter_closed(refused("ICMP port unreachable: nothing is bound to that UDP port"))
+            return
+        self.soft_error = "port unreachable"
+        rounds = self._silent_rounds
+        if rounds == 0 or rounds == self._unreach_round:
+            return  # the first transmission's answer, or this round already counted
+        if rounds == self._unreach_round + 1:
+            self._unreach_streak += 1
         else:
-            self.soft_error = "port unreachable"
+            self._unreach_streak = 1
+        self._unreach_round = rounds
+        if self._unreach_streak >= ICMP_DEAD_ROUNDS:
+            self._enter_closed(
+                reset(
+                    f"ICMP port unreachable answered {self._unreach_streak} retransmissions "
+                    "in a row: the peer's endpoint is gone"
+                )
+            )
+
+    def icmp_soft_error(self, now: float, detail: str, seq: int | None = None) -> None:
+        """An ICMP error other than port unreachable (host or network unreachable, time
+        exceeded, ...) about a datagram of ours: remembered in :attr:`soft_error`, never
+        fatal (RFC 1122 §4.2.3.9: these are soft errors, the retransmissions go on)."""
+        self._now = now
+        if self.state not in (S.CLOSED, S.LISTEN) and self._icmp_quote_ok(seq):
+            self.soft_error = detail
+
+    def foreign_datagram(self, now: float) -> None:
+        """A datagram that is not a udptcp segment (too short, bad header or options, bad
+        checksum) came from the peer's UDP address while this connection was opening.
+
+        Something other than udptcp answers at that address (a DNS server, a game
+        server, any UDP service), and left alone the connect would retransmit its SYN
+        into it for the whole SYN timeout (63 s by default). The connect is refused
+        once such datagrams have answered ``FOREIGN_SYN_ROUNDS`` (2) different
+        transmissions of the SYN (the first and a retransmission, so about one initial
+        RTO after the connect began) and no segment from the peer has ended SYN-SENT.
+        Only in SYN-SENT: an established connection only counts and drops them.
+
+        Why two, and why only here: one corrupted SYN,ACK on a lossy path must not fail
+        a good connect (it takes answers to two SYNs in a row corrupted, with no valid
+        one between, to do it); and anyone can send a datagram with the peer's source
+        address, so this is kept to the few seconds a connection is opening, where a
+        forged ICMP error or a RST acknowledging the SYN already ends it.
+        """
+        self._now = now
+        if self.state is not S.SYN_SENT:
+            return
+        transmission = self._retries + 1
+        if transmission != self._foreign_round:
+            self._foreign_round = transmission
+            self._foreign_rounds += 1
+        if self._foreign_rounds >= FOREIGN_SYN_ROUNDS:
+            self._enter_closed(
+                refused(
+                    f"the UDP service there answered {self._foreign_rounds} SYNs with "
+                    "datagrams that are not udptcp segments"
+                )
+            )
+
+    def reflects_own_syn(self, seg: Segment) -> bool:
+        """True if ``seg`` is this connection's own SYN, come back: a SYN, no ACK, and our
+        ISS (a peer choosing the same ISN has a chance of 2**-32), while opening."""
+        return (
+            self.state is S.SYN_SENT
+            and seg.flags & (SYN | ACK | RST) == SYN
+            and seg.seq == self.iss
+        )
+
+    def _icmp_quote_ok(self, seq: int | None) -> bool:
+        if seq is None:
+            return True
+        if self.state is S.SYN_SENT:
+            ok = seq == self.iss
+        else:
+            ok = seq_le(seq_add(self.snd_una, -1), seq) and seq_le(seq, self.snd_max)
+        if not ok:
+            self.stats_counters["icmp_rejected"] += 1
+        return ok
 
     # ------------------------------------------------------------------ outputs
 
@@ -754,11 +871,14 @@ class Connection:
             self._keepalive_deadline = now + self.keepalive_idle
             return
         if self._keepalive_unanswered >= self.keepalive_count:
-            self._enter_closed(TimeoutError("connection timed out (keepalive unanswered)"))
+            self._enter_closed(
+                timed_out(f"{self._keepalive_unanswered} keepalive probes unanswered")
+            )
             return
         # An already-acknowledged sequence number with no data: any live peer answers with
         # an ACK (§3.10.7.4), and the probe needs no window.
         self._keepalive_unanswered += 1
+        self._silent_rounds += 1
         self.stats_counters["keepalive_probes"] += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
         self._keepalive_deadline = now + self.keepalive_interval
@@ -770,9 +890,11 @@ class Connection:
         if st in (S.SYN_SENT, S.SYN_RECEIVED):
             limit = self.config.syn_retries if st is S.SYN_SENT else self.config.synack_retries
             if self._retries >= limit:
-                self._enter_closed(TimeoutError("connection timed out (no answer to SYN)"))
+                what = "SYN" if st is S.SYN_SENT else "SYN,ACK"
+                self._enter_closed(timed_out(f"no answer to {self._retries + 1} {what}s"))
                 return
             self._retries += 1
+            self._silent_rounds += 1
             self._handshake_lost = True
             self.rtt.back_off()
             self.stats_counters["retransmits"] += 1
@@ -781,7 +903,7 @@ class Connection:
         if self.snd_una == self.snd_max:
             return  # everything was acknowledged meanwhile
         if self._una_since is not None and now - self._una_since >= self.config.user_timeout:
-            self._enter_closed(TimeoutError("connection timed out (data unacknowledged)"))
+            self._enter_closed(timed_out(f"data unacknowledged for {now - self._una_since:.0f} s"))
             return
         # RFC 5681 §3.1: ssthresh is only reduced by the first timeout of a series.
         if self._retries == 0:
@@ -805,6 +927,7 @@ class Connection:
         self._rack_deadline = None
         self._undo_cwnd = None  # a timeout is not undone
         self._retries += 1
+        self._silent_rounds += 1
         self._in_recovery = False
         self._dupacks = 0
         self._recover = self.snd_max  # RFC 6582 §3.2 step 4 after a timeout
@@ -833,6 +956,7 @@ class Connection:
             self._send_data(now, override_sws=True)
             return
         self.stats_counters["window_probes"] += 1
+        self._silent_rounds += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
         self._persist_backoff = min(self._persist_backoff * 2, 64)
         self._persist_deadline = now + min(self.rtt.rto * self._persist_backoff, _PERSIST_MAX)
@@ -890,6 +1014,8 @@ class Connection:
         self._now = now
         self.stats_counters["segments_received"] += 1
         self._keepalive_unanswered = 0
+        # The peer is there: ICMP errors from before this say nothing about it any more.
+        self._silent_rounds = self._unreach_round = self._unreach_streak = 0
         st = self.state
         if st is S.ESTABLISHED and self._predicted(seg, now):
             pass
@@ -922,10 +1048,17 @@ class Connection:
         # Second: a reset with an acceptable ACK refuses the connection.
         if flags & RST:
             if flags & ACK:
-                self._enter_closed(ConnectionRefusedError("Connection refused"))
+                self._enter_closed(refused("RST answered the SYN: nothing listens on that port"))
             return
         # Fourth: the SYN.
         if not flags & SYN:
+            return
+        if self.reflects_own_syn(seg):
+            # Our SYN came back as sent: a UDP echo service, not udptcp. Without this it
+            # would look like a simultaneous open with ourselves, and "connect".
+            self._enter_closed(
+                refused("the SYN came back unchanged: the UDP service there echoes datagrams")
+            )
             return
         self._take_peer_syn(seg)
         if flags & ACK:
@@ -1101,11 +1234,11 @@ class Connection:
             if st is S.TIME_WAIT:
                 return  # RFC 1337: ignore RST in TIME-WAIT
             if st is S.SYN_RECEIVED:
-                self._enter_closed(ConnectionRefusedError("Connection refused"))
+                self._enter_closed(refused("RST answered the SYN,ACK"))
             elif st in (S.CLOSING, S.LAST_ACK):
                 self._enter_closed(None)
             else:
-                self._enter_closed(ConnectionResetError("Connection reset by peer"))
+                self._enter_closed(reset("RST received"))
             return
 
         # Fourth: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
