@@ -577,6 +577,13 @@ class Connection:
             self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
         self._enter_closed(None)
 
+    def fail(self, error: BaseException, now: float) -> None:
+        """End the connection at once with ``error``, sending nothing: a layer above the
+        state machine (secure mode) refused the peer and has answered it itself."""
+        self._now = now
+        if self.state is not S.CLOSED:
+            self._enter_closed(error)
+
     def pause_reading(self) -> None:
         """Hold in-order data in the core; the advertised window shrinks as it fills."""
         self._reading = False

@@ -1,0 +1,289 @@
+"""The endpoint's side of secure mode (:mod:`udptcp.core.secure` has the protocol).
+
+An endpoint gets a :class:`SecureLink` when its first secure connection or listener appears;
+until then secure mode costs a plain endpoint one attribute test per datagram. The link:
+
+* finds the connection of each datagram by the readable header (UDP address and virtual
+  ports) *before* decoding it, and hands sealed datagrams to that connection's
+  :class:`~udptcp.core.secure.SecureSession`, plain ones (checksum-verified) to its
+  handshake rules, and only what those return to the TCP state machine;
+* tries a sealed datagram from an address that matches no connection against the secure
+  connections with the same virtual ports (at most :data:`MAX_CANDIDATES`): the one whose
+  keys authenticate it owns it, and may move there after a path check;
+* answers offering SYNs on a listener: accepted (a new session), refused (a REJECT RST),
+  or declined by a listener without secure mode (a DECLINE option on its SYN-ACK).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
+from udptcp.core.connection import State
+from udptcp.core.secure import (
+    REFUSED_PLAIN,
+    SEAL_OVERHEAD,
+    HandshakeRefused,
+    SecureSession,
+    client_secure,
+    decline_option,
+    find_offer,
+    is_sealed,
+    reject_segment,
+    server_secure,
+    stripped,
+)
+from udptcp.core.segment import ACK, RST, SYN, MalformedSegment, Segment, decode, encode
+
+if TYPE_CHECKING:
+    from .endpoint import Address, Endpoint
+    from .transport import Transport
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "SecureLink",
+    "accept_syn",
+    "client_secure",
+    "secure_config",
+    "server_secure",
+]
+
+#: Most connections a sealed datagram from an unknown address is tried against.
+MAX_CANDIDATES = 8
+_PORTS = struct.Struct("!HH")
+
+Attach = Callable[["Transport"], None]
+# SecureLink._open(): "not for the secure path after all" (a SYN reopening TIME-WAIT).
+_PLAIN_PATH = object()
+
+
+def secure_config(config: Config, family_budget: int) -> Config:
+    """``config`` for a secure connection: the datagram budget (and the path MTU probing
+    ceiling) made smaller by the sealing overhead, so sealed datagrams fit the path."""
+    budget = config.max_datagram if config.max_datagram is not None else family_budget
+    return config.replace(
+        max_datagram=budget - SEAL_OVERHEAD,
+        pmtu_max=None if config.pmtu_max is None else config.pmtu_max - SEAL_OVERHEAD,
+    )
+
+
+def _budget(endpoint: Endpoint) -> int:
+    return PAYLOAD_BUDGET_IPV6 if endpoint.family == socket.AF_INET6 else PAYLOAD_BUDGET_IPV4
+
+
+def link_for(endpoint: Endpoint) -> SecureLink:
+    """The endpoint's link, made on first use."""
+    if endpoint.secure is None:
+        endpoint.secure = SecureLink(endpoint)
+    return endpoint.secure
+
+
+class _Decliner:
+    """A listener without secure mode answering an offer: its SYN-ACK says DECLINE, so the
+    client can tell a udptcp server without keys from a peer that never heard of them."""
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def __call__(self, seg: Segment) -> bytes:
+        if seg.flags & SYN:
+            return encode(decline_option(seg))
+        self.transport._seal = None  # past the handshake: a plain connection
+        return encode(seg)
+
+
+def accept_syn(
+    endpoint: Endpoint, config: Config, syn: Segment, addr: Address
+) -> tuple[Segment, Config, Attach | None] | None:
+    """A listener with ``config`` receives ``syn``: what to accept and how, or None when
+    it has been answered (a REJECT RST) and nothing more is to be done."""
+    offer = find_offer(syn)
+    secure = server_secure(config)
+    if offer is None:
+        if secure and not config.allow_plain:
+            endpoint.stats["secure_plain_refused"] += 1
+            _reject(endpoint, syn, addr, REFUSED_PLAIN)
+            return None
+        return syn, config, None
+    if not secure:
+        endpoint.stats["secure_declined"] += 1
+        return stripped(syn), config, _decline
+    link = link_for(endpoint)
+    try:
+        session = SecureSession.accept(config, syn, peer=addr, stats=endpoint.stats)
+    except HandshakeRefused as exc:
+        endpoint.stats["secure_refused"] += 1
+        _reject(endpoint, syn, addr, exc.reason)
+        return None
+    derived = secure_config(config, _budget(endpoint))
+
+    def attach(transport: Transport) -> None:
+        link.add(transport, session)
+
+    return stripped(syn), derived, attach
+
+
+def _decline(transport: Transport) -> None:
+    transport._seal = _Decliner(transport)
+
+
+def _reject(endpoint: Endpoint, syn: Segment, addr: Address, reason: int) -> None:
+    rst = reject_segment(syn, reason)
+    if rst is not None:
+        endpoint.stats["rst_sent"] += 1
+        endpoint.transmit(addr, [rst])
+
+
+def client_session(
+    endpoint: Endpoint, config: Config, peer: Address, local_vport: int, remote_vport: int
+) -> tuple[SecureSession, Config]:
+    """The session of an outgoing secure connection and the config its core gets."""
+    link_for(endpoint)
+    session = SecureSession.connect(
+        config,
+        local_port=local_vport,
+        remote_port=remote_vport,
+        peer=peer,
+        stats=endpoint.stats,
+    )
+    return session, secure_config(config, _budget(endpoint))
+
+
+class SecureLink:
+    """Secure mode on one endpoint: see the module docstring."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        # (local vport, remote vport) -> secure transports, for datagrams from new addresses.
+        self._by_ports: dict[tuple[int, int], list[Transport]] = {}
+
+    def add(self, transport: Transport, session: SecureSession) -> None:
+        """Run ``transport`` through ``session`` from now on."""
+        transport._secure = session
+        transport._seal = session.seal
+        self._by_ports.setdefault((session.local_port, session.remote_port), []).append(transport)
+
+    def forget(self, transport: Transport) -> None:
+        """The endpoint forgot ``transport``."""
+        session = transport._secure
+        if session is None:
+            return
+        ports = (session.local_port, session.remote_port)
+        others = self._by_ports.get(ports)
+        if others is not None:
+            if transport in others:
+                others.remove(transport)
+            if not others:
+                del self._by_ports[ports]
+
+    def _detach(self, transport: Transport) -> None:
+        """A client fell back to plain mode (``allow_plain``)."""
+        self.forget(transport)
+        transport._secure = None
+        transport._seal = None
+
+    def on_datagram(
+        self,
+        data: bytes,
+        addr: Address,
+        trains: dict[Transport, list[Segment]] | None,
+    ) -> bool:
+        """Take a datagram that belongs to a secure connection; False leaves it to the
+        endpoint's plain path (plain connections, new SYNs, closed ports)."""
+        if len(data) < 20:
+            return False
+        src_port, dst_port = _PORTS.unpack_from(data)
+        endpoint = self.endpoint
+        transport = endpoint._conns.get((addr, dst_port, src_port))
+        if transport is None:
+            if not is_sealed(data):
+                return False
+            transport = self._owner(data, addr, dst_port, src_port)
+            if transport is None:
+                endpoint.stats["secure_unknown_sealed"] += 1
+                return True
+        session = transport._secure
+        if session is None:
+            return False
+        # A bug in here must cost this connection only, as one in the core does.
+        seg = endpoint._guarded(transport, self._open, transport, session, data, addr)
+        if seg is _PLAIN_PATH:
+            return False
+        if seg is not None:
+            assert isinstance(seg, Segment)
+            if endpoint.trace is not None:
+                endpoint._trace("in", addr, seg)
+            endpoint._route(seg, transport._peer, trains)
+        return True
+
+    def _open(
+        self, transport: Transport, session: SecureSession, data: bytes, addr: Address
+    ) -> Segment | object | None:
+        """The session's verdict on one datagram, carried out: the segment for TCP, None,
+        or :data:`_PLAIN_PATH` for a SYN the endpoint's own rules must see."""
+        endpoint = self.endpoint
+        now = endpoint.loop.time()
+        if is_sealed(data):
+            seg = session.open_sealed(data, addr, now)
+        else:
+            try:
+                plain = decode(data)
+            except MalformedSegment as exc:
+                endpoint.stats["malformed"] += 1
+                endpoint.stats["malformed:" + exc.reason] += 1
+                return None
+            if plain.flags & (SYN | ACK | RST) == SYN and transport._conn.state is State.TIME_WAIT:
+                return _PLAIN_PATH  # may open a new incarnation: the endpoint's SYN rules
+            seg = session.open_plain(plain, addr, now)
+        self._settle(transport, session, now)
+        return seg
+
+    def _owner(self, data: bytes, addr: Address, dst_port: int, src_port: int) -> Transport | None:
+        """The secure connection whose keys authenticate a datagram from a new address."""
+        candidates = self._by_ports.get((dst_port, src_port))
+        if not candidates:
+            return None
+        conns = self.endpoint._conns
+        for transport in candidates[:MAX_CANDIDATES]:
+            session = transport._secure
+            if (
+                session is not None
+                and conns.get(transport._key) is transport
+                and session.authentic(data)
+            ):
+                return transport
+        return None
+
+    def _settle(self, transport: Transport, session: SecureSession, now: float) -> None:
+        """Carry out what the session decided: send, fail, fall back or move."""
+        endpoint = self.endpoint
+        if session.outbox:
+            out, session.outbox = session.outbox, []
+            for datagram, addr in out:
+                endpoint._send(datagram, addr)
+        if session.failure is not None:
+            transport._conn.fail(session.failure, now)
+            transport._pump()
+        elif session.fell_back:
+            self._detach(transport)
+        elif session.peer != transport._peer:
+            self._migrate(transport, session)
+
+    def _migrate(self, transport: Transport, session: SecureSession) -> None:
+        """The peer proved it is at ``session.peer`` now: re-key the connection there."""
+        endpoint = self.endpoint
+        old_key = transport._key
+        new_key = (session.peer, old_key[1], old_key[2])
+        if endpoint._conns.get(new_key, transport) is not transport:
+            # Another connection holds that 4-tuple already: stay where we are.
+            endpoint.stats["secure_migration_refused"] += 1
+            session.peer = transport._peer
+            return
+        del endpoint._conns[old_key]
+        endpoint._conns[new_key] = transport
+        transport._moved(session.peer)

@@ -1,0 +1,868 @@
+"""Secure mode: a Noise handshake in the SYN and SYN-ACK, then sealed datagrams.
+
+Plain udptcp gives TCP's guarantees and no more: anyone on the path can read, inject, reset
+or hijack. In secure mode every datagram after the handshake is encrypted and authenticated,
+replays are dropped, and a connection may follow its peer to a new UDP address once that
+address has proved it holds the keys. The TCP state machine underneath is unchanged: this
+module sits between it and the wire, per connection, with no sockets and no clock of its
+own (``now`` is passed in, addresses are opaque values).
+
+Choices, in the order a reader meets them on the wire:
+
+**The offer** rides in the SYN as an RFC 6994 experimental option: kind 253 with the 16-bit
+ExID 0x5554 ("UT", not registered with IANA; RFC 6994 §3 lets experiments pick one). Its
+body is a type byte and, for an offer, the handshake pattern's number. The SYN, SYN-ACK and
+reject RST use these types:
+
+========  ======  =============================================================
+type      on      body after the type byte, and the segment's payload
+========  ======  =============================================================
+1 OFFER   SYN     pattern number; payload: Noise message 1
+2 ACCEPT  SYN-ACK pattern number; payload: Noise message 2
+3 DECLINE SYN-ACK nothing (a udptcp server without secure mode); no payload
+4 REJECT  RST     reason number (:data:`REJECT_REASONS`); no payload
+========  ======  =============================================================
+
+**Handshake bytes are not part of the TCP byte stream.** The Noise messages are the SYN's
+and SYN-ACK's payloads, and this module strips them (and the option) before the TCP state
+machine sees the segment, so sequence numbers are exactly those of a plain handshake: the
+SYN and SYN-ACK each occupy one sequence number and the client's first byte is ISS + 1.
+A peer that does not know the option never delivers the bytes either: RFC 9293 lets a
+passive opener queue SYN data only until the connection is established, and neither
+udptcp's core nor Linux without a Fast Open cookie acknowledges or delivers it, so a plain
+server answers with a plain SYN-ACK (the client then fails with
+:class:`SecureHandshakeError`, or carries on in plain mode if ``allow_plain`` says so). A
+secure server never puts handshake bytes on a SYN-ACK unless the SYN offered: a plain
+client *would* deliver SYN-ACK data (RFC 9293 §3.10.7.3).
+
+**Patterns** (Noise rev. 34, ``25519_ChaChaPoly_SHA256``), all two messages, so the keys
+exist when SYN and SYN-ACK have crossed and the third segment is already sealed. The client
+picks one from what it was given (:func:`client_pattern`):
+
+==========  ============================  ===========================================
+pattern     client has                    authenticates
+==========  ============================  ===========================================
+1 NK        ``peer_key``                  the server (the client stays anonymous)
+2 IK        ``identity`` + ``peer_key``   both; the server learns the client's key
+3 NNpsk0    ``psk``                       both, by the pre-shared key
+4 NKpsk0    ``peer_key`` + ``psk``        the server by key, both by the PSK
+5 IKpsk2    all three                     both, twice (WireGuard's pattern)
+==========  ============================  ===========================================
+
+The prologue binds the handshake to the SYN's header (ports, ISS, flags, MSS, window scale,
+SACK-permitted, whether timestamps were offered, and the offer itself); message 2's payload
+is the same summary of the SYN-ACK, which the client compares with the SYN-ACK it received.
+So a middlebox that strips options or changes the ISN makes the handshake fail instead of
+silently weakening the connection. Timestamp values and the window field are left out:
+a retransmitted SYN changes the first, and neither can do more than a dropped packet.
+
+**Sealed datagrams** (every datagram after the handshake, both ways)::
+
+    0..19   the TCP header, readable: ports, seq, ack, data offset 8 (32 bytes), flags,
+            window; checksum 0 and urgent pointer 0
+    20..31  option kind 253, length 12, ExID 0x5554, then 8 bytes: a control byte
+            (high nibble: 8 segment, 9 path challenge, 10 path response; low nibble: the
+            inner options' length in 32-bit words) and a 56-bit datagram counter
+    32..    ChaCha20-Poly1305 of (the segment's options || its payload), 16-byte tag last
+
+The AEAD's associated data is bytes 0..31 as sent, so every header bit is authenticated;
+the checksum is sent as zero and left zero, since the tag is a far stronger check (and
+skipping the ones'-complement sum saves its cost twice per datagram). The nonce is the
+counter (Noise's 32 zero bits + 64-bit little-endian), one per datagram and never the TCP
+sequence number: a retransmission re-sends sequence space in a new datagram with a new
+counter. Each direction has its own key (Noise Split()). A sealed datagram adds
+:data:`SEAL_OVERHEAD` (28) bytes, which the MSS gives up.
+
+**Replay window**: the highest counter authenticated so far and a 2048-bit map below it
+(RFC 4303 §3.4.3's window, as RFC 6479 sizes it): a counter seen before, or older than the
+window, is dropped after a cheap check, and only an authenticated datagram moves the
+window, so forgeries cannot push it. **Rekeying**: the key of counter ``n`` is the split
+key passed ``n >> 20`` times through Noise's Rekey(), so both sides change keys every
+2**20 datagrams (about 1.4 GB) without a message; a receiver holds the previous, current
+and next key. The 56-bit counter would last centuries at any rate the stack reaches; a
+connection refuses to send past it rather than wrap.
+
+**Unauthenticated input changes nothing**: a datagram that fails the tag, repeats a counter,
+or arrives plain (a forged RST, SYN or ACK) is dropped and counted (``secure_*`` counters).
+The few plain segments a secure connection still takes are handshake ones: a retransmitted
+SYN or SYN-ACK byte-identical to the one already authenticated, the server's RST answering
+the client's SYN (which refuses the connection, as over TCP), and the client's RST while
+the server has not yet heard a sealed datagram from it (a client that rejected the server).
+
+**Migration**: an authenticated datagram from a new UDP address is delivered (its content
+is genuine) but does not move the connection; it draws a sealed PATH_CHALLENGE (8 random
+bytes) to that address, at most one every :data:`PATH_CHALLENGE_INTERVAL` seconds and only
+for a datagram that advanced the replay window (a late straggler from an old address does
+not pull the connection back). A sealed PATH_RESPONSE echoing those bytes *from that
+address* moves the connection there (:attr:`SecureSession.peer`). A replayed or forged
+datagram never gets this far, so an attacker can at most make us send one small
+challenge to an address it names, and never steal the connection. Plain connections never
+migrate.
+
+**Errors** (:class:`SecureHandshakeError`, a ``ConnectionError``) say which side refused
+and why, within one round trip: a wrong pinned key or PSK (the server cannot decrypt
+message 1 and answers a REJECT RST), a plain peer (a SYN-ACK without the option), a udptcp
+server without secure mode (DECLINE), a secure-only server and a plain client (REJECT, seen
+by a plain client as ``ConnectionRefusedError``), a forged or altered SYN-ACK. None of them
+is retried.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import struct
+from typing import Any, NamedTuple
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from udptcp.core.config import Config
+from udptcp.core.connection import rst_for
+from udptcp.core.noise import HandshakeState, NoiseError, rekeyed
+from udptcp.core.segment import (
+    ACK,
+    RST,
+    SYN,
+    MalformedSegment,
+    Options,
+    Segment,
+    decode_options,
+    encode,
+    encode_options,
+)
+
+__all__ = [
+    "EXID",
+    "OPTION_KIND",
+    "PATTERNS",
+    "REJECT_REASONS",
+    "SEAL_OVERHEAD",
+    "HandshakeRefused",
+    "SecureHandshakeError",
+    "SecureInfo",
+    "SecureSession",
+    "client_pattern",
+    "client_secure",
+    "server_secure",
+    "decline_option",
+    "find_offer",
+    "is_sealed",
+    "reject_segment",
+    "stripped",
+]
+
+OPTION_KIND = 253
+"""RFC 6994 shared experimental option kind (253 and 254 are both assigned for this)."""
+EXID = 0x5554
+"""The 16-bit experiment identifier: "UT"."""
+_EXID_BYTES = EXID.to_bytes(2, "big")
+
+# Handshake option types (first body byte after the ExID).
+OFFER = 1
+ACCEPT = 2
+DECLINE = 3
+REJECT = 4
+
+# Sealed datagram kinds (high nibble of the control byte).
+KIND_SEGMENT = 0x8
+KIND_PATH_CHALLENGE = 0x9
+KIND_PATH_RESPONSE = 0xA
+
+#: Pattern numbers in the offer, and the pattern names.
+PATTERNS = {1: "NK", 2: "IK", 3: "NNpsk0", 4: "NKpsk0", 5: "IKpsk2"}
+_PATTERN_IDS = {name: number for number, name in PATTERNS.items()}
+CIPHER = "ChaCha20-Poly1305"
+
+# REJECT reasons.
+REFUSED_PLAIN = 1
+AUTH_FAILED = 2
+UNSUPPORTED = 3
+MALFORMED = 4
+PSK_REQUIRED = 5
+NO_PSK = 6
+NO_IDENTITY = 7
+#: What each REJECT reason tells the client.
+REJECT_REASONS = {
+    REFUSED_PLAIN: "the server accepts secure connections only",
+    AUTH_FAILED: (
+        "the server could not authenticate the handshake: the peer_key pinned for it is "
+        "not its key, or the psk differs from its own"
+    ),
+    UNSUPPORTED: "the server does not know the handshake pattern offered",
+    MALFORMED: "the server found the handshake offer malformed",
+    PSK_REQUIRED: "the server requires a pre-shared key (psk=)",
+    NO_PSK: "the server has no pre-shared key; connect without psk=",
+    NO_IDENTITY: "the server has no identity, so no peer_key can be pinned for it; use psk=",
+}
+
+SEAL_HEADER_LEN = 32
+TAG_LEN = 16
+#: Bytes a sealed datagram adds to a plain one: the 12-byte option and the 16-byte tag.
+SEAL_OVERHEAD = 12 + TAG_LEN
+#: Width of the replay window, in datagrams.
+REPLAY_WINDOW = 2048
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+#: log2 of the datagrams sent under one key before both sides move to the next.
+REKEY_SHIFT = 20
+#: Datagram counters are 56 bits; a connection never sends past this.
+COUNTER_LIMIT = 1 << 56
+_COUNTER_MASK = COUNTER_LIMIT - 1
+#: Least time between two path challenges of one connection, in seconds.
+PATH_CHALLENGE_INTERVAL = 0.25
+_PATH_TOKEN_LEN = 8
+_PROLOGUE_LABEL = b"udptcp secure mode 1\x00"
+
+# Header + the 12-byte option: ports, seq, ack, data offset byte, flags, window, checksum,
+# urgent pointer, option kind, option length, ExID, control byte << 56 | counter.
+_SEALED = struct.Struct("!HHIIBBHHHBBHQ")
+_SEALED_OFFSET_BYTE = (SEAL_HEADER_LEN // 4) << 4
+_SEALED_OPTION = bytes((OPTION_KIND, 12)) + _EXID_BYTES
+_NONCE = struct.Struct("<4xQ")
+_TS_OPTION = struct.Struct("!HHII")  # NOP NOP, kind 8 length 10, TSval, TSecr
+_TS_PREFIX = b"\x01\x01\x08\x0a"
+_TIMESTAMPS = struct.Struct("!II")
+# handshake_fields(): ports, seq, ack, flags, MSS, window scale, SACK-permitted, timestamps.
+_FIELDS = struct.Struct("!HHIIBHBBB")
+
+
+class SecureHandshakeError(ConnectionError):
+    """The secure handshake failed; the message says which side refused and why."""
+
+
+class HandshakeRefused(Exception):
+    """A server refuses an offering SYN; ``reason`` is a :data:`REJECT_REASONS` key."""
+
+    def __init__(self, reason: int) -> None:
+        super().__init__(REJECT_REASONS.get(reason, f"reason {reason}"))
+        self.reason = reason
+
+
+class SecureInfo(NamedTuple):
+    """``get_extra_info("secure")`` of a secure connection."""
+
+    pattern: str
+    """The Noise handshake pattern, e.g. ``"NK"``."""
+    cipher: str
+    """The AEAD sealing the datagrams: ``"ChaCha20-Poly1305"``."""
+
+
+def client_secure(config: Config) -> bool:
+    """Does a client with ``config`` connect in secure mode (a ``peer_key`` or ``psk``)?"""
+    return config.peer_key is not None or config.psk is not None
+
+
+def server_secure(config: Config) -> bool:
+    """Does a listener with ``config`` serve secure mode (an ``identity`` or ``psk``)?"""
+    return config.identity is not None or config.psk is not None
+
+
+def client_pattern(config: Config) -> str:
+    """The pattern a client with ``config``'s keys offers (see the module docstring)."""
+    peer_key, identity, psk = config.peer_key, config.identity, config.psk
+    if peer_key is None:
+        if psk is None:
+            raise ValueError(
+                "a secure connection needs the server's public key (peer_key=) or a "
+                "pre-shared key (psk=); an identity alone authenticates nobody to us"
+            )
+        if identity is not None:
+            raise ValueError("a client identity is sent to a server whose peer_key is pinned")
+        return "NNpsk0"
+    if identity is None:
+        return "NK" if psk is None else "NKpsk0"
+    return "IK" if psk is None else "IKpsk2"
+
+
+def _server_refusal(config: Config, pattern: str) -> int | None:
+    """Why a server with ``config`` cannot run ``pattern``, or None if it can."""
+    if "psk" in pattern:
+        if config.psk is None:
+            return NO_PSK
+    elif config.psk is not None:
+        return PSK_REQUIRED
+    if pattern[0] in "NI" and pattern[1] == "K" and config.identity is None:
+        return NO_IDENTITY
+    return None
+
+
+def _option_body(options: Options | None) -> bytes | None:
+    """The body (after the ExID) of our option in ``options``, or None."""
+    if options is None:
+        return None
+    for kind, data in options.unknown:
+        if kind == OPTION_KIND and data[:2] == _EXID_BYTES:
+            return data[2:]
+    return None
+
+
+def find_offer(seg: Segment) -> bytes | None:
+    """The body of a SYN's secure-mode option (type byte first), or None."""
+    return _option_body(seg.options)
+
+
+def _with_option(seg: Segment, body: bytes, payload: bytes) -> Segment:
+    opts = seg.options
+    extra = ((OPTION_KIND, _EXID_BYTES + body),)
+    if opts is None:
+        options = Options(unknown=extra)
+    else:
+        options = Options(
+            mss=opts.mss,
+            wscale=opts.wscale,
+            sack_permitted=opts.sack_permitted,
+            sack_blocks=opts.sack_blocks,
+            timestamps=opts.timestamps,
+            unknown=opts.unknown + extra,
+        )
+    return Segment(
+        seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, options, payload
+    )
+
+
+def stripped(seg: Segment) -> Segment:
+    """``seg`` without our option and without payload (the handshake bytes)."""
+    opts = seg.options
+    options = opts
+    if opts is not None and opts.unknown:
+        options = Options(
+            mss=opts.mss,
+            wscale=opts.wscale,
+            sack_permitted=opts.sack_permitted,
+            sack_blocks=opts.sack_blocks,
+            timestamps=opts.timestamps,
+            unknown=tuple(
+                (k, d) for k, d in opts.unknown if not (k == OPTION_KIND and d[:2] == _EXID_BYTES)
+            ),
+        )
+    return Segment(seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, options)
+
+
+def handshake_fields(seg: Segment) -> bytes:
+    """The summary of a SYN or SYN-ACK that the handshake authenticates."""
+    o = seg.options
+    mss = sack = ts = 0
+    wscale_byte = 255
+    if o is not None:
+        mss = o.mss or 0
+        wscale_byte = 255 if o.wscale is None else o.wscale
+        sack = int(o.sack_permitted)
+        ts = int(o.timestamps is not None)
+    return _FIELDS.pack(
+        seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, mss, wscale_byte, sack, ts
+    )
+
+
+def decline_option(seg: Segment) -> Segment:
+    """``seg`` (a SYN-ACK of a server without secure mode) with a DECLINE option."""
+    return _with_option(seg, bytes((DECLINE,)), seg.payload)
+
+
+def reject_segment(syn: Segment, reason: int) -> Segment | None:
+    """The RST refusing ``syn``, carrying a REJECT option with ``reason``. It acknowledges
+    the SYN alone: the handshake bytes on it are not sequence space."""
+    rst = rst_for(stripped(syn))
+    if rst is None:
+        return None
+    return _with_option(rst, bytes((REJECT, reason)), b"")
+
+
+def is_sealed(data: bytes) -> bool:
+    """True if ``data`` has the layout of a sealed datagram (the tag is not checked)."""
+    return (
+        len(data) >= SEAL_HEADER_LEN + TAG_LEN
+        and data[12] == _SEALED_OFFSET_BYTE
+        and data[20:24] == _SEALED_OPTION
+        and data[24] >= KIND_SEGMENT << 4
+    )
+
+
+class SecureSession:
+    """Secure mode for one connection: its handshake, keys, counters and path state.
+
+    Make one with :meth:`connect` (client) or :meth:`accept` (server, from the offering
+    SYN). Outgoing segments go through :meth:`seal`; incoming datagrams through
+    :meth:`open_sealed` (sealed ones) or :meth:`open_plain` (decoded plain segments). Both
+    return the segment for the TCP state machine, or None when the datagram was consumed
+    (a path message) or dropped (counted in :attr:`stats`). After each call the caller
+    sends what :attr:`outbox` holds (``(datagram, address)`` pairs), ends the connection
+    with :attr:`failure` if set, and follows :attr:`peer` if it changed.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        pattern: str,
+        initiator: bool,
+        *,
+        local_port: int,
+        remote_port: int,
+        peer: Any,
+        stats: collections.Counter[str] | None = None,
+        rekey_shift: int = REKEY_SHIFT,
+    ) -> None:
+        self.config = config
+        self.pattern = pattern
+        self.initiator = initiator
+        self.local_port = local_port
+        self.remote_port = remote_port
+        #: The peer's UDP address (opaque here); changes when a path check succeeds.
+        self.peer = peer
+        #: Counters of dropped input and path events (``secure_*``).
+        self.stats: collections.Counter[str] = stats if stats is not None else collections.Counter()
+        self.info = SecureInfo(pattern, CIPHER)
+        #: The peer's static public key, where the pattern conveys one.
+        self.peer_key: bytes | None = None
+        #: The Noise handshake hash: the same on both sides, a channel binding.
+        self.handshake_hash: bytes | None = None
+        #: Set when the handshake failed: the caller ends the connection with it.
+        self.failure: SecureHandshakeError | None = None
+        #: Set on a client whose server answered plain and ``allow_plain`` allows that:
+        #: the caller drops the session and the connection goes on in plain mode.
+        self.fell_back = False
+        #: Datagrams to send: ``(bytes, address)``.
+        self.outbox: list[tuple[bytes, Any]] = []
+        self._hs: HandshakeState | None = None
+        self._msg1: bytes | None = None
+        self._msg2: bytes | None = None
+        self._iss: int | None = None  # the client's ISS, once its SYN went out
+        self._shift = rekey_shift
+        self._tx: ChaCha20Poly1305 | None = None
+        self._tx_n = 0
+        self._tx_epoch = 0
+        self._rx_keys: dict[int, ChaCha20Poly1305] = {}
+        self._rx_epoch = 0
+        self._rx_max = -1  # highest counter authenticated
+        self._rx_bits = 0  # bit d: counter _rx_max - d authenticated
+        self._challenge: tuple[bytes, Any] | None = None
+        self._challenge_time = float("-inf")
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def connect(
+        cls,
+        config: Config,
+        *,
+        local_port: int,
+        remote_port: int,
+        peer: Any,
+        stats: collections.Counter[str] | None = None,
+        rekey_shift: int = REKEY_SHIFT,
+    ) -> SecureSession:
+        """The client side; the handshake starts when :meth:`seal` sees the SYN."""
+        pattern = client_pattern(config)
+        return cls(
+            config,
+            pattern,
+            True,
+            local_port=local_port,
+            remote_port=remote_port,
+            peer=peer,
+            stats=stats,
+            rekey_shift=rekey_shift,
+        )
+
+    @classmethod
+    def accept(
+        cls,
+        config: Config,
+        syn: Segment,
+        *,
+        peer: Any,
+        stats: collections.Counter[str] | None = None,
+        rekey_shift: int = REKEY_SHIFT,
+    ) -> SecureSession:
+        """The server side, from a SYN carrying an offer and Noise message 1.
+
+        Raises :class:`HandshakeRefused` when the server cannot or will not run it; the
+        caller answers with :func:`reject_segment`.
+        """
+        body = find_offer(syn)
+        if body is None or len(body) != 2 or body[0] != OFFER:
+            raise HandshakeRefused(MALFORMED)
+        pattern = PATTERNS.get(body[1])
+        if pattern is None:
+            raise HandshakeRefused(UNSUPPORTED)
+        refusal = _server_refusal(config, pattern)
+        if refusal is not None:
+            raise HandshakeRefused(refusal)
+        session = cls(
+            config,
+            pattern,
+            False,
+            local_port=syn.dst_port,
+            remote_port=syn.src_port,
+            peer=peer,
+            stats=stats,
+            rekey_shift=rekey_shift,
+        )
+        identity = config.identity
+        hs = HandshakeState(
+            pattern,
+            False,
+            prologue=_prologue(syn, body),
+            s=identity.private_key if identity is not None else None,
+            psk=config.psk,
+        )
+        try:
+            hs.read_message(syn.payload)
+        except NoiseError:
+            raise HandshakeRefused(AUTH_FAILED) from None
+        session._hs = hs
+        session._msg1 = syn.payload
+        # IK patterns tell the server who the client is; the others leave it anonymous.
+        session.peer_key = hs.rs if pattern.startswith("I") else None
+        return session
+
+    @property
+    def established(self) -> bool:
+        """True once this side has its transport keys."""
+        return self._tx is not None
+
+    def _keys_from(self, hs: HandshakeState) -> None:
+        assert hs.send is not None and hs.recv is not None and hs.send.k and hs.recv.k
+        self._tx = ChaCha20Poly1305(hs.send.k)
+        self._rx_keys = {0: ChaCha20Poly1305(hs.recv.k)}
+        self.handshake_hash = hs.handshake_hash
+        self._hs = None  # the ephemeral keys go with it (forward secrecy)
+
+    # ------------------------------------------------------------------ sending
+
+    def seal(self, seg: Segment) -> bytes:
+        """The datagram for an outgoing segment: a handshake segment carrying its Noise
+        message, or a sealed one once the keys exist."""
+        flags = seg.flags
+        if flags & SYN:
+            return encode(self._handshake_segment(seg))
+        if self._tx is None:
+            return encode(seg)  # before the keys: an RST answering a bad SYN-ACK
+        opts = seg.options
+        if opts is None:
+            inner = b""
+        elif (
+            opts.timestamps is not None
+            and opts.mss is None
+            and opts.wscale is None
+            and not opts.sack_permitted
+            and not opts.sack_blocks
+            and not opts.unknown
+        ):
+            tsval, tsecr = opts.timestamps
+            inner = _TS_OPTION.pack(0x0101, 0x080A, tsval, tsecr)
+        else:
+            inner = encode_options(opts)
+        return self._seal(
+            KIND_SEGMENT << 4 | len(inner) >> 2,
+            seg.src_port,
+            seg.dst_port,
+            seg.seq,
+            seg.ack,
+            flags,
+            seg.window,
+            inner + seg.payload if inner else seg.payload,
+        )
+
+    def _seal(
+        self,
+        control: int,
+        src_port: int,
+        dst_port: int,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        plaintext: bytes,
+    ) -> bytes:
+        n = self._tx_n
+        if n >> self._shift != self._tx_epoch:
+            if n >= COUNTER_LIMIT:
+                raise OverflowError("secure connection sent 2**56 datagrams; it must end")
+            assert self._tx is not None
+            self._tx = ChaCha20Poly1305(rekeyed(self._tx))
+            self._tx_epoch += 1
+        self._tx_n = n + 1
+        header = _SEALED.pack(
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            _SEALED_OFFSET_BYTE,
+            flags,
+            window,
+            0,
+            0,
+            OPTION_KIND,
+            12,
+            EXID,
+            control << 56 | n,
+        )
+        assert self._tx is not None
+        return header + self._tx.encrypt(_NONCE.pack(n), plaintext, header)
+
+    def _handshake_segment(self, seg: Segment) -> Segment:
+        if self.initiator:
+            if self._msg1 is None:
+                body = bytes((OFFER, _PATTERN_IDS[self.pattern]))
+                # The offer is part of the SYN's summary: prologue = what the server sees.
+                offered = _with_option(seg, body, b"")
+                cfg = self.config
+                identity = cfg.identity
+                self._hs = HandshakeState(
+                    self.pattern,
+                    True,
+                    prologue=_prologue(offered, body),
+                    s=identity.private_key if identity is not None else None,
+                    rs=cfg.peer_key,
+                    psk=cfg.psk,
+                )
+                self._msg1 = self._hs.write_message(b"")
+                self._iss = seg.seq
+            return _with_option(seg, bytes((OFFER, _PATTERN_IDS[self.pattern])), self._msg1)
+        if self._msg2 is None:
+            hs = self._hs
+            assert hs is not None
+            self._msg2 = hs.write_message(handshake_fields(stripped(seg)))
+            self._keys_from(hs)
+        return _with_option(seg, bytes((ACCEPT, _PATTERN_IDS[self.pattern])), self._msg2)
+
+    # ------------------------------------------------------------------ receiving
+
+    def open_sealed(self, data: bytes, addr: Any, now: float) -> Segment | None:
+        """Authenticate and decrypt a sealed datagram (``is_sealed(data)`` holds).
+
+        Returns the segment for the TCP state machine, or None: a path message (handled
+        here) or a datagram dropped and counted.
+        """
+        (
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            _offset,
+            flags,
+            window,
+            _checksum,
+            _urgent,
+            _kind,
+            _length,
+            _exid,
+            word,
+        ) = _SEALED.unpack_from(data)
+        n = word & _COUNTER_MASK
+        top = self._rx_max
+        if n <= top:
+            d = top - n
+            if d >= REPLAY_WINDOW:
+                self.stats["secure_too_old"] += 1
+                return None
+            if (self._rx_bits >> d) & 1:
+                self.stats["secure_replayed"] += 1
+                return None
+        epoch = n >> self._shift
+        aead = self._rx_keys.get(epoch)
+        if aead is None:
+            aead = self._rx_key(epoch)
+            if aead is None:
+                self.stats["secure_auth_failed"] += 1
+                return None
+        try:
+            plaintext = aead.decrypt(_NONCE.pack(n), data[SEAL_HEADER_LEN:], data[:SEAL_HEADER_LEN])
+        except InvalidTag:
+            self.stats["secure_auth_failed"] += 1
+            return None
+        # Authentic: only now may the window and the epoch move.
+        if n > top:
+            shift = n - top
+            self._rx_bits = ((self._rx_bits << shift) | 1) & _WINDOW_MASK
+            self._rx_max = n
+        else:
+            self._rx_bits |= 1 << (top - n)
+        if epoch > self._rx_epoch:
+            self._rx_epoch = epoch
+            for old in [e for e in self._rx_keys if e < epoch - 1]:
+                del self._rx_keys[old]
+        control = word >> 56
+        kind = control >> 4
+        if kind == KIND_SEGMENT:
+            olen = (control & 0xF) << 2
+            if olen > len(plaintext):
+                self.stats["secure_malformed"] += 1
+                return None
+            if olen == 0:
+                options = None
+            elif olen == 12 and plaintext[:4] == _TS_PREFIX:
+                options = Options(timestamps=_TIMESTAMPS.unpack_from(plaintext, 4))
+            else:
+                try:
+                    options = decode_options(plaintext, 0, olen)
+                except MalformedSegment:
+                    self.stats["secure_malformed"] += 1
+                    return None
+            if addr != self.peer and n > top:
+                self._probe_path(addr, now)
+            return Segment(
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                window,
+                options,
+                plaintext[olen:] if olen else plaintext,
+            )
+        if kind == KIND_PATH_CHALLENGE and len(plaintext) == _PATH_TOKEN_LEN:
+            # Answer at the address it came from (QUIC's PATH_RESPONSE, RFC 9000 §8.2.2).
+            self.stats["secure_path_responses"] += 1
+            self.outbox.append((self._path_message(KIND_PATH_RESPONSE, plaintext), addr))
+        elif kind == KIND_PATH_RESPONSE and len(plaintext) == _PATH_TOKEN_LEN:
+            challenge = self._challenge
+            if challenge is not None and challenge == (plaintext, addr):
+                self._challenge = None
+                self.peer = addr
+                self.stats["secure_migrations"] += 1
+        else:
+            self.stats["secure_malformed"] += 1
+        return None
+
+    def authentic(self, data: bytes) -> bool:
+        """Would :meth:`open_sealed` accept ``data``? Changes nothing (used to find which
+        connection a sealed datagram from an unknown address belongs to)."""
+        word = _SEALED.unpack_from(data)[-1]
+        n = word & _COUNTER_MASK
+        if n <= self._rx_max:
+            d = self._rx_max - n
+            if d >= REPLAY_WINDOW or (self._rx_bits >> d) & 1:
+                return False
+        epoch = n >> self._shift
+        aead = self._rx_keys.get(epoch)
+        if aead is None:
+            current = self._rx_keys.get(self._rx_epoch)
+            if epoch != self._rx_epoch + 1 or current is None:
+                return False
+            aead = ChaCha20Poly1305(rekeyed(current))
+        try:
+            aead.decrypt(_NONCE.pack(n), data[SEAL_HEADER_LEN:], data[:SEAL_HEADER_LEN])
+        except InvalidTag:
+            return False
+        return True
+
+    def _rx_key(self, epoch: int) -> ChaCha20Poly1305 | None:
+        """The key of the epoch after the newest one authenticated (derived once); None
+        for any epoch further ahead or already forgotten."""
+        if epoch != self._rx_epoch + 1:
+            return None
+        current = self._rx_keys.get(self._rx_epoch)
+        if current is None:
+            return None
+        aead = ChaCha20Poly1305(rekeyed(current))
+        self._rx_keys[epoch] = aead
+        return aead
+
+    def _probe_path(self, addr: Any, now: float) -> None:
+        if now < self._challenge_time + PATH_CHALLENGE_INTERVAL:
+            return
+        token = os.urandom(_PATH_TOKEN_LEN)
+        self._challenge = (token, addr)
+        self._challenge_time = now
+        self.stats["secure_path_challenges"] += 1
+        self.outbox.append((self._path_message(KIND_PATH_CHALLENGE, token), addr))
+
+    def _path_message(self, kind: int, token: bytes) -> bytes:
+        return self._seal(kind << 4, self.local_port, self.remote_port, 0, 0, 0, 0, token)
+
+    def open_plain(self, seg: Segment, addr: Any, now: float) -> Segment | None:
+        """A plain (unsealed, checksum-verified) segment for this connection: the
+        handshake segments, or something unauthenticated that is dropped and counted."""
+        if self.failure is not None:
+            return None
+        flags = seg.flags
+        if self.initiator:
+            if self._tx is None and self._msg1 is not None:
+                return self._client_handshake(seg, addr)
+            if (
+                flags & (SYN | ACK | RST) == SYN | ACK
+                and self._msg2 is not None
+                and seg.payload == self._msg2
+            ):
+                # The server's SYN-ACK again: it did not hear our ACK. Let TCP answer it.
+                return stripped(seg)
+        elif flags & (SYN | ACK | RST) == SYN:
+            if seg.payload == self._msg1 and find_offer(seg) is not None:
+                return stripped(seg)  # the client's SYN again: our SYN-ACK was lost
+        elif flags & RST and self._rx_max < 0:
+            # The client gave up on us before sending anything sealed.
+            return seg
+        if flags & RST:
+            self.stats["secure_unsealed_rst"] += 1
+        elif flags & SYN:
+            self.stats["secure_unsealed_syn"] += 1
+        else:
+            self.stats["secure_unsealed"] += 1
+        return None
+
+    def _client_handshake(self, seg: Segment, addr: Any) -> Segment | None:
+        """SYN-SENT: the answer to our offer."""
+        flags = seg.flags
+        assert self._iss is not None
+        acks_syn = bool(flags & ACK) and seg.ack == (self._iss + 1) & 0xFFFFFFFF
+        body = _option_body(seg.options)
+        if flags & RST:
+            if acks_syn and body is not None and len(body) == 2 and body[0] == REJECT:
+                reason = REJECT_REASONS.get(body[1], f"refused (reason {body[1]})")
+                self._fail(f"secure handshake refused by the server: {reason}")
+                return None
+            return seg  # a plain RST: refused, as TCP says
+        if flags & (SYN | ACK) != SYN | ACK or not acks_syn:
+            return seg  # TCP's SYN-SENT rules answer it (or it is a simultaneous open)
+        if body is None or body[:1] == bytes((DECLINE,)):
+            if self.config.allow_plain:
+                self.fell_back = True
+                return stripped(seg) if body is not None else seg
+            if body is None:
+                why = (
+                    "the peer does not speak udptcp secure mode (its SYN-ACK ignores the "
+                    "offer): it is a plain TCP stack or an older udptcp"
+                )
+            else:
+                why = "the server runs udptcp without secure mode (no identity or psk)"
+            self._fail(f"{why}; pass allow_plain=True to accept a plain connection", seg, addr)
+            return None
+        if len(body) != 2 or body[0] != ACCEPT or body[1] != _PATTERN_IDS[self.pattern]:
+            self._fail("the server answered the secure offer with another pattern", seg, addr)
+            return None
+        hs = self._hs
+        assert hs is not None
+        try:
+            summary = hs.read_message(seg.payload)
+        except NoiseError:
+            self._fail(
+                "the SYN-ACK's handshake message does not authenticate: it was forged or "
+                "the server holds another key or psk",
+                seg,
+                addr,
+            )
+            return None
+        bare = stripped(seg)
+        if summary != handshake_fields(bare):
+            self._fail("the SYN-ACK was altered in transit (its header fields)", seg, addr)
+            return None
+        self._msg2 = seg.payload
+        self.peer_key = self.config.peer_key  # now proven (None in NNpsk0)
+        self._keys_from(hs)
+        return bare
+
+    def _fail(self, message: str, answer: Segment | None = None, addr: Any = None) -> None:
+        """End the handshake: record the error; reset the server's half-open connection."""
+        self.failure = SecureHandshakeError(message)
+        self.stats["secure_handshake_failures"] += 1
+        self._hs = None
+        if answer is not None:
+            rst = rst_for(answer)
+            if rst is not None:
+                self.outbox.append((encode(rst), addr))
+
+
+def _prologue(syn: Segment, body: bytes) -> bytes:
+    """What the handshake binds itself to: the SYN's summary and the offer."""
+    return _PROLOGUE_LABEL + handshake_fields(stripped(syn)) + body
