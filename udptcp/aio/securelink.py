@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import State
 from udptcp.core.secure import (
+    EXID,
+    OPTION_KIND,
     REFUSED_PLAIN,
+    SEAL_HEADER_LEN,
     SEAL_OVERHEAD,
     HandshakeRefused,
     SecureSession,
@@ -56,8 +59,15 @@ MAX_CANDIDATES = 8
 _PORTS = struct.Struct("!HH")
 
 Attach = Callable[["Transport"], None]
-# SecureLink._open(): "not for the secure path after all" (a SYN reopening TIME-WAIT).
+# SecureLink._open_plain(): "not for the secure path after all" (a SYN reopening TIME-WAIT).
 _PLAIN_PATH = object()
+# is_sealed(), spelled out on the hot path: the option's first bytes, the smallest size.
+_SEALED_OPTION = bytes((OPTION_KIND, 12)) + EXID.to_bytes(2, "big")
+_SEALED_MIN = SEAL_HEADER_LEN + 16
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
 
 
 def secure_config(config: Config, family_budget: int) -> Config:
@@ -211,36 +221,50 @@ class SecureLink:
         if session is None:
             return False
         # A bug in here must cost this connection only, as one in the core does.
-        seg = endpoint._guarded(transport, self._open, transport, session, data, addr)
-        if seg is _PLAIN_PATH:
-            return False
+        if (
+            data[20:24] == _SEALED_OPTION
+            and data[12] == 0x80
+            and data[24] >= 0x80
+            and len(data) >= _SEALED_MIN
+        ):
+            # The hot path, once per datagram of an established connection.
+            try:
+                seg = session.open_sealed(data, addr, endpoint.loop.time())
+            except Exception as exc:
+                endpoint._guarded(transport, _raise, exc)
+                return True
+            if session.outbox or session.peer != transport._peer:
+                endpoint._guarded(transport, self._settle, transport, session)
+        else:
+            seg = endpoint._guarded(transport, self._open_plain, transport, session, data, addr)
+            if seg is _PLAIN_PATH:
+                return False
         if seg is not None:
             assert isinstance(seg, Segment)
             if endpoint.trace is not None:
                 endpoint._trace("in", addr, seg)
-            endpoint._route(seg, transport._peer, trains)
+            if trains is not None and not seg.flags & SYN:
+                trains.setdefault(transport, []).append(seg)  # as _route would
+            else:
+                endpoint._route(seg, transport._peer, trains)
         return True
 
-    def _open(
+    def _open_plain(
         self, transport: Transport, session: SecureSession, data: bytes, addr: Address
     ) -> Segment | object | None:
-        """The session's verdict on one datagram, carried out: the segment for TCP, None,
-        or :data:`_PLAIN_PATH` for a SYN the endpoint's own rules must see."""
+        """A plain datagram for a secure connection: the segment its handshake rules let
+        through, None, or :data:`_PLAIN_PATH` for a SYN the endpoint's own rules must see."""
         endpoint = self.endpoint
-        now = endpoint.loop.time()
-        if is_sealed(data):
-            seg = session.open_sealed(data, addr, now)
-        else:
-            try:
-                plain = decode(data)
-            except MalformedSegment as exc:
-                endpoint.stats["malformed"] += 1
-                endpoint.stats["malformed:" + exc.reason] += 1
-                return None
-            if plain.flags & (SYN | ACK | RST) == SYN and transport._conn.state is State.TIME_WAIT:
-                return _PLAIN_PATH  # may open a new incarnation: the endpoint's SYN rules
-            seg = session.open_plain(plain, addr, now)
-        self._settle(transport, session, now)
+        try:
+            plain = decode(data)
+        except MalformedSegment as exc:
+            endpoint.stats["malformed"] += 1
+            endpoint.stats["malformed:" + exc.reason] += 1
+            return None
+        if plain.flags & (SYN | ACK | RST) == SYN and transport._conn.state is State.TIME_WAIT:
+            return _PLAIN_PATH  # may open a new incarnation: the endpoint's SYN rules
+        seg = session.open_plain(plain, addr, endpoint.loop.time())
+        self._settle(transport, session)
         return seg
 
     def _owner(self, data: bytes, addr: Address, dst_port: int, src_port: int) -> Transport | None:
@@ -259,7 +283,7 @@ class SecureLink:
                 return transport
         return None
 
-    def _settle(self, transport: Transport, session: SecureSession, now: float) -> None:
+    def _settle(self, transport: Transport, session: SecureSession) -> None:
         """Carry out what the session decided: send, fail, fall back or move."""
         endpoint = self.endpoint
         if session.outbox:
@@ -267,7 +291,7 @@ class SecureLink:
             for datagram, addr in out:
                 endpoint._send(datagram, addr)
         if session.failure is not None:
-            transport._conn.fail(session.failure, now)
+            transport._conn.fail(session.failure, endpoint.loop.time())
             transport._pump()
         elif session.fell_back:
             self._detach(transport)

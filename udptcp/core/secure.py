@@ -552,15 +552,30 @@ class SecureSession:
             inner = _TS_OPTION.pack(0x0101, 0x080A, tsval, tsecr)
         else:
             inner = encode_options(opts)
-        return self._seal(
-            KIND_SEGMENT << 4 | len(inner) >> 2,
+        # _seal(), inlined: this runs once per datagram sent.
+        n = self._tx_n
+        if n >> self._shift != self._tx_epoch:
+            self._next_tx_key(n)
+        self._tx_n = n + 1
+        header = _SEALED.pack(
             seg.src_port,
             seg.dst_port,
             seg.seq,
             seg.ack,
+            _SEALED_OFFSET_BYTE,
             flags,
             seg.window,
-            inner + seg.payload if inner else seg.payload,
+            0,
+            0,
+            OPTION_KIND,
+            12,
+            EXID,
+            (KIND_SEGMENT << 4 | len(inner) >> 2) << 56 | n,
+        )
+        aead = self._tx
+        assert aead is not None
+        return header + aead.encrypt(
+            _NONCE.pack(n), inner + seg.payload if inner else seg.payload, header
         )
 
     def _seal(
@@ -576,11 +591,7 @@ class SecureSession:
     ) -> bytes:
         n = self._tx_n
         if n >> self._shift != self._tx_epoch:
-            if n >= COUNTER_LIMIT:
-                raise OverflowError("secure connection sent 2**56 datagrams; it must end")
-            assert self._tx is not None
-            self._tx = ChaCha20Poly1305(rekeyed(self._tx))
-            self._tx_epoch += 1
+            self._next_tx_key(n)
         self._tx_n = n + 1
         header = _SEALED.pack(
             src_port,
@@ -599,6 +610,14 @@ class SecureSession:
         )
         assert self._tx is not None
         return header + self._tx.encrypt(_NONCE.pack(n), plaintext, header)
+
+    def _next_tx_key(self, n: int) -> None:
+        """Counter ``n`` starts a new epoch: move the sending key on (Noise Rekey())."""
+        if n >= COUNTER_LIMIT:
+            raise OverflowError("secure connection sent 2**56 datagrams; it must end")
+        assert self._tx is not None
+        self._tx = ChaCha20Poly1305(rekeyed(self._tx))
+        self._tx_epoch += 1
 
     def _handshake_segment(self, seg: Segment) -> Segment:
         if self.initiator:
@@ -782,14 +801,18 @@ class SecureSession:
                 return self._client_handshake(seg, addr)
             if (
                 flags & (SYN | ACK | RST) == SYN | ACK
+                and self._rx_max < 0
                 and self._msg2 is not None
                 and seg.payload == self._msg2
             ):
-                # The server's SYN-ACK again: it did not hear our ACK. Let TCP answer it.
+                # The server's SYN-ACK again, and nothing sealed from it yet: it did not
+                # hear our ACK. Let TCP answer it.
                 return stripped(seg)
         elif flags & (SYN | ACK | RST) == SYN:
-            if seg.payload == self._msg1 and find_offer(seg) is not None:
-                return stripped(seg)  # the client's SYN again: our SYN-ACK was lost
+            if self._rx_max < 0 and seg.payload == self._msg1 and find_offer(seg) is not None:
+                # The client's SYN again, and nothing sealed from it yet: our SYN-ACK was
+                # lost. (Later, the same bytes can only be a replay.)
+                return stripped(seg)
         elif flags & RST and self._rx_max < 0:
             # The client gave up on us before sending anything sealed.
             return seg

@@ -346,6 +346,28 @@ def test_retransmitted_syn_and_synack_carry_the_same_messages() -> None:
     assert pair.server.conn.state is State.ESTABLISHED
 
 
+def test_a_replayed_syn_or_synack_after_the_handshake_is_dropped() -> None:
+    pair = nk()
+    syn = pair.syn()
+    pair.accept(syn)
+    (synack,) = pair.server.take()
+    pair.to_client([synack])
+    pair.to_server(pair.client.take())
+    pair.to_client(pair.server.take())
+    pair.to_server(pair.client_sends(b"data"))
+    assert pair.server.conn is not None
+    pair.now += 0.1
+    pair.server.conn.handle_timer(pair.now)  # its delayed ACK: the first sealed word back
+    pair.to_client(pair.server.take())
+    pair.client.take()
+    pair.server.take()
+    pair.to_server([syn])
+    pair.to_client([synack])
+    assert pair.server.take() == [] and pair.client.take() == []  # not even a challenge ACK
+    assert pair.server.stats["secure_unsealed_syn"] == 1
+    assert pair.client.stats["secure_unsealed_syn"] == 1
+
+
 def test_a_different_syn_on_a_half_open_connection_is_dropped() -> None:
     pair = nk()
     pair.accept(pair.syn())
