@@ -237,6 +237,31 @@ async def test_allow_plain_lets_a_secure_server_take_plain_clients() -> None:
         writer.close()
 
 
+async def test_short_and_odd_datagrams_on_a_secure_connection_are_dropped() -> None:
+    errors: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    made, factory = recorders()
+    async with serving(factory, identity=SERVER) as (server, port):
+        transport, client = await udptcp.create_connection(
+            Recorder, "127.0.0.1", port, peer_key=SERVER.public_key
+        )
+        peer = await accepted(made)
+        local, remote = transport.get_extra_info("vports")
+        header = local.to_bytes(2, "big") + remote.to_bytes(2, "big")
+        client_sock: socket.socket = endpoint_of(transport).sock
+        option = bytes((253, 12, 0x55, 0x54))
+        for size in range(4, 60):
+            # The right ports, then the sealed layout cut short at every length.
+            datagram = (header + bytes(8) + bytes((0x80,)) + bytes(7) + option + bytes(40))[:size]
+            client_sock.send(datagram)
+        (server_endpoint,) = server.endpoints
+        await until(lambda: server_endpoint.stats["datagrams_in"] >= 2 + 56)  # SYN, ACK, ours
+        transport.write(b"unharmed")
+        assert await peer.received(8) == b"unharmed"
+        assert errors == []  # nothing raised out of the endpoint's read callback
+        transport.close()
+
+
 async def test_a_forged_rst_from_the_clients_own_address_changes_nothing() -> None:
     made, factory = recorders()
     async with serving(factory, identity=SERVER) as (server, port):

@@ -541,6 +541,21 @@ def test_options_other_than_timestamps_travel_sealed() -> None:
     assert opened == seg
 
 
+def test_an_authenticated_peer_cannot_send_oversized_or_broken_options() -> None:
+    pair = established()
+    client, server = pair.client.session, pair.server.session
+    assert client is not None and server is not None
+    # 48 bytes of "options": one 48-byte SACK option, six blocks where a header holds four.
+    sack = bytes((5, 50)) + bytes(48)
+    too_long = client._seal(0x80 | 12, CPORT, SPORT, 1, 2, ACK, 100, sack[:48])
+    assert server.open_sealed(too_long, CLIENT_ADDR, pair.now) is None
+    broken = client._seal(0x80 | 1, CPORT, SPORT, 1, 2, ACK, 100, bytes((8, 1, 0, 0)))
+    assert server.open_sealed(broken, CLIENT_ADDR, pair.now) is None
+    short = client._seal(0x80 | 4, CPORT, SPORT, 1, 2, ACK, 100, b"1234")
+    assert server.open_sealed(short, CLIENT_ADDR, pair.now) is None
+    assert pair.server.stats["secure_malformed"] == 3
+
+
 # ---------------------------------------------------------------------- migration
 
 

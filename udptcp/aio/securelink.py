@@ -222,10 +222,10 @@ class SecureLink:
             return False
         # A bug in here must cost this connection only, as one in the core does.
         if (
-            data[20:24] == _SEALED_OPTION
+            len(data) >= _SEALED_MIN
+            and data[20:24] == _SEALED_OPTION
             and data[12] == 0x80
             and data[24] >= 0x80
-            and len(data) >= _SEALED_MIN
         ):
             # The hot path, once per datagram of an established connection.
             try:

@@ -122,6 +122,7 @@ from udptcp.core.connection import rst_for
 from udptcp.core.noise import HandshakeState, NoiseError, rekeyed
 from udptcp.core.segment import (
     ACK,
+    MAX_OPTIONS_LEN,
     RST,
     SYN,
     MalformedSegment,
@@ -705,7 +706,8 @@ class SecureSession:
         kind = control >> 4
         if kind == KIND_SEGMENT:
             olen = (control & 0xF) << 2
-            if olen > len(plaintext):
+            if olen > MAX_OPTIONS_LEN or olen > len(plaintext):
+                # Even an authenticated peer gets no more option space than a header has.
                 self.stats["secure_malformed"] += 1
                 return None
             if olen == 0:
