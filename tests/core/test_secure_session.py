@@ -13,6 +13,8 @@ import os
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
@@ -628,3 +630,50 @@ def test_client_identity_needs_a_peer_key() -> None:
         SecureSession.connect(
             Config(identity=CLIENT, psk=PSK), local_port=1, remote_port=2, peer=None
         )
+
+
+# ---------------------------------------------------------------------- hostile input
+
+
+_SEALED_PREFIX = bytes((OPTION_KIND, 12)) + EXID.to_bytes(2, "big")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    head=st.binary(min_size=12, max_size=12),
+    control=st.integers(0x80, 0xFF),
+    counter=st.binary(min_size=7, max_size=7),
+    body=st.binary(max_size=200),
+)
+def test_arbitrary_sealed_looking_datagrams_never_raise(
+    head: bytes, control: int, counter: bytes, body: bytes
+) -> None:
+    pair = established()
+    server = pair.server
+    assert server.session is not None
+    data = (
+        bytes((0xC3, 0x4F, 0x01, 0xBB))  # the connection's ports
+        + head[4:12]
+        + bytes((0x80,))
+        + head[:7]
+        + _SEALED_PREFIX
+        + bytes((control,))
+        + counter
+        + body
+    )
+    assert server.open(data, CLIENT_ADDR, 0.0) is None
+    assert server.session.authentic(data) is False if len(data) >= 48 else True
+    assert server.session.outbox == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=20, max_size=120), client_side=st.booleans())
+def test_arbitrary_plain_datagrams_never_raise_or_get_through_after_the_handshake(
+    data: bytes, client_side: bool
+) -> None:
+    pair = established()
+    side = pair.client if client_side else pair.server
+    assert side.session is not None
+    opened = side.open(data, SERVER_ADDR if client_side else CLIENT_ADDR, 0.0)
+    # Only the two byte-identical handshake segments could pass, and random bytes are not.
+    assert opened is None

@@ -188,7 +188,7 @@ REJECT_REASONS = {
     REFUSED_PLAIN: "the server accepts secure connections only",
     AUTH_FAILED: (
         "the server could not authenticate the handshake: the peer_key pinned for it is "
-        "not its key, or the psk differs from its own"
+        "not its key, the psk differs from its own, or the SYN was altered on the way"
     ),
     UNSUPPORTED: "the server does not know the handshake pattern offered",
     MALFORMED: "the server found the handshake offer malformed",
@@ -835,7 +835,7 @@ class SecureSession:
         if flags & RST:
             if acks_syn and body is not None and len(body) == 2 and body[0] == REJECT:
                 reason = REJECT_REASONS.get(body[1], f"refused (reason {body[1]})")
-                self._fail(f"secure handshake refused by the server: {reason}")
+                self._fail(f"secure handshake refused: {reason}")
                 return None
             return seg  # a plain RST: refused, as TCP says
         if flags & (SYN | ACK) != SYN | ACK or not acks_syn:
