@@ -19,7 +19,7 @@ import os
 import sys
 
 import udptcp
-from udptcp.core.secure import is_sealed
+from udptcp.core.secure_wire import is_sealed
 from udptcp.tools.relay import Relay
 
 MESSAGE = b"the eagle lands at midnight"

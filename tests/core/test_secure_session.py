@@ -20,12 +20,11 @@ from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.events import DataReceived
 from udptcp.core.keys import Identity
-from udptcp.core.secure import (
+from udptcp.core.secure import HandshakeRefused, SecureSession
+from udptcp.core.secure_wire import (
     EXID,
     OPTION_KIND,
     SEAL_OVERHEAD,
-    HandshakeRefused,
-    SecureSession,
     is_sealed,
     reject_segment,
     stripped,

@@ -24,19 +24,21 @@ from typing import TYPE_CHECKING
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import State
 from udptcp.core.secure import (
-    EXID,
-    OPTION_KIND,
-    REFUSED_PLAIN,
-    SEAL_HEADER_LEN,
-    SEAL_OVERHEAD,
     HandshakeRefused,
     SecureSession,
     client_secure,
+    server_secure,
+)
+from udptcp.core.secure_wire import (
+    REFUSED_PLAIN,
+    SEAL_HEADER_LEN,
+    SEAL_OVERHEAD,
+    SEALED_OPTION,
+    TAG_LEN,
     decline_option,
     find_offer,
     is_sealed,
     reject_segment,
-    server_secure,
     stripped,
 )
 from udptcp.core.segment import ACK, RST, SYN, MalformedSegment, Segment, decode, encode
@@ -61,9 +63,8 @@ _PORTS = struct.Struct("!HH")
 Attach = Callable[["Transport"], None]
 # SecureLink._open_plain(): "not for the secure path after all" (a SYN reopening TIME-WAIT).
 _PLAIN_PATH = object()
-# is_sealed(), spelled out on the hot path: the option's first bytes, the smallest size.
-_SEALED_OPTION = bytes((OPTION_KIND, 12)) + EXID.to_bytes(2, "big")
-_SEALED_MIN = SEAL_HEADER_LEN + 16
+# is_sealed(), spelled out on the hot path: the smallest size.
+_SEALED_MIN = SEAL_HEADER_LEN + TAG_LEN
 
 
 def _raise(exc: BaseException) -> None:
@@ -223,7 +224,7 @@ class SecureLink:
         # A bug in here must cost this connection only, as one in the core does.
         if (
             len(data) >= _SEALED_MIN
-            and data[20:24] == _SEALED_OPTION
+            and data[20:24] == SEALED_OPTION
             and data[12] == 0x80
             and data[24] >= 0x80
         ):

@@ -9,31 +9,12 @@ own (``now`` is passed in, addresses are opaque values).
 
 Choices, in the order a reader meets them on the wire:
 
-**The offer** rides in the SYN as an RFC 6994 experimental option: kind 253 with the 16-bit
-ExID 0x5554 ("UT", not registered with IANA; RFC 6994 §3 lets experiments pick one). Its
-body is a type byte and, for an offer, the handshake pattern's number. The SYN, SYN-ACK and
-reject RST use these types:
-
-========  ======  =============================================================
-type      on      body after the type byte, and the segment's payload
-========  ======  =============================================================
-1 OFFER   SYN     pattern number; payload: Noise message 1
-2 ACCEPT  SYN-ACK pattern number; payload: Noise message 2
-3 DECLINE SYN-ACK nothing (a udptcp server without secure mode); no payload
-4 REJECT  RST     reason number (:data:`REJECT_REASONS`); no payload
-========  ======  =============================================================
-
-**Handshake bytes are not part of the TCP byte stream.** The Noise messages are the SYN's
-and SYN-ACK's payloads, and this module strips them (and the option) before the TCP state
-machine sees the segment, so sequence numbers are exactly those of a plain handshake: the
-SYN and SYN-ACK each occupy one sequence number and the client's first byte is ISS + 1.
-A peer that does not know the option never delivers the bytes either: RFC 9293 lets a
-passive opener queue SYN data only until the connection is established, and neither
-udptcp's core nor Linux without a Fast Open cookie acknowledges or delivers it, so a plain
-server answers with a plain SYN-ACK (the client then fails with
-:class:`SecureHandshakeError`, or carries on in plain mode if ``allow_plain`` says so). A
-secure server never puts handshake bytes on a SYN-ACK unless the SYN offered: a plain
-client *would* deliver SYN-ACK data (RFC 9293 §3.10.7.3).
+**The offer** rides in the SYN as an RFC 6994 experimental TCP option (kind 253, ExID
+0x5554), answered in the SYN-ACK (accepted or declined) or by a REJECT RST. The two Noise
+messages are the SYN's and SYN-ACK's payloads, stripped before the TCP state machine sees
+them: they are not sequence space, and a peer that does not know the option neither
+acknowledges nor delivers them. :mod:`udptcp.core.secure_wire` has the details, the
+option's types and the sealed datagram's layout.
 
 **Patterns** (Noise rev. 34, ``25519_ChaChaPoly_SHA256``), all two messages, so the keys
 exist when SYN and SYN-ACK have crossed and the third segment is already sealed. The client
@@ -56,22 +37,14 @@ So a middlebox that strips options or changes the ISN makes the handshake fail i
 silently weakening the connection. Timestamp values and the window field are left out:
 a retransmitted SYN changes the first, and neither can do more than a dropped packet.
 
-**Sealed datagrams** (every datagram after the handshake, both ways)::
-
-    0..19   the TCP header, readable: ports, seq, ack, data offset 8 (32 bytes), flags,
-            window; checksum 0 and urgent pointer 0
-    20..31  option kind 253, length 12, ExID 0x5554, then 8 bytes: a control byte
-            (high nibble: 8 segment, 9 path challenge, 10 path response; low nibble: the
-            inner options' length in 32-bit words) and a 56-bit datagram counter
-    32..    ChaCha20-Poly1305 of (the segment's options || its payload), 16-byte tag last
-
-The AEAD's associated data is bytes 0..31 as sent, so every header bit is authenticated;
-the checksum is sent as zero and left zero, since the tag is a far stronger check (and
-skipping the ones'-complement sum saves its cost twice per datagram). The nonce is the
-counter (Noise's 32 zero bits + 64-bit little-endian), one per datagram and never the TCP
-sequence number: a retransmission re-sends sequence space in a new datagram with a new
-counter. Each direction has its own key (Noise Split()). A sealed datagram adds
-:data:`SEAL_OVERHEAD` (28) bytes, which the MSS gives up.
+**Sealed datagrams**: after the handshake, every datagram keeps its TCP header readable and
+authenticated (the AEAD's associated data, checksum field zero), adds a 12-byte option with
+a 56-bit datagram counter, and carries the options and payload encrypted with
+ChaCha20-Poly1305, tag last (:mod:`udptcp.core.secure_wire`). The nonce is the counter, one
+per datagram and never the TCP sequence number: a retransmission re-sends sequence space in
+a new datagram with a new counter. Each direction has its own key (Noise Split()). A sealed
+datagram adds :data:`~udptcp.core.secure_wire.SEAL_OVERHEAD` (28) bytes, which the MSS
+gives up.
 
 **Replay window**: the highest counter authenticated so far and a 2048-bit map below it
 (RFC 4303 §3.4.3's window, as RFC 6479 sizes it): a counter seen before, or older than the
@@ -120,6 +93,37 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from udptcp.core.config import Config
 from udptcp.core.connection import rst_for
 from udptcp.core.noise import HandshakeState, NoiseError, rekeyed
+from udptcp.core.secure_wire import (
+    ACCEPT,
+    AUTH_FAILED,
+    CIPHER,
+    COUNTER_LIMIT,
+    DECLINE,
+    EXID,
+    KIND_PATH_CHALLENGE,
+    KIND_PATH_RESPONSE,
+    KIND_SEGMENT,
+    MALFORMED,
+    NO_IDENTITY,
+    NO_PSK,
+    OFFER,
+    OPTION_KIND,
+    PATTERN_IDS,
+    PATTERNS,
+    PSK_REQUIRED,
+    REJECT,
+    REJECT_REASONS,
+    SEAL_HEADER_LEN,
+    SEALED_HEADER,
+    SEALED_OFFSET_BYTE,
+    UNSUPPORTED,
+    find_offer,
+    handshake_fields,
+    option_body,
+    prologue,
+    stripped,
+    with_option,
+)
 from udptcp.core.segment import (
     ACK,
     MAX_OPTIONS_LEN,
@@ -134,11 +138,9 @@ from udptcp.core.segment import (
 )
 
 __all__ = [
-    "EXID",
-    "OPTION_KIND",
-    "PATTERNS",
-    "REJECT_REASONS",
-    "SEAL_OVERHEAD",
+    "PATH_CHALLENGE_INTERVAL",
+    "REKEY_SHIFT",
+    "REPLAY_WINDOW",
     "HandshakeRefused",
     "SecureHandshakeError",
     "SecureInfo",
@@ -146,85 +148,21 @@ __all__ = [
     "client_pattern",
     "client_secure",
     "server_secure",
-    "decline_option",
-    "find_offer",
-    "is_sealed",
-    "reject_segment",
-    "stripped",
 ]
 
-OPTION_KIND = 253
-"""RFC 6994 shared experimental option kind (253 and 254 are both assigned for this)."""
-EXID = 0x5554
-"""The 16-bit experiment identifier: "UT"."""
-_EXID_BYTES = EXID.to_bytes(2, "big")
-
-# Handshake option types (first body byte after the ExID).
-OFFER = 1
-ACCEPT = 2
-DECLINE = 3
-REJECT = 4
-
-# Sealed datagram kinds (high nibble of the control byte).
-KIND_SEGMENT = 0x8
-KIND_PATH_CHALLENGE = 0x9
-KIND_PATH_RESPONSE = 0xA
-
-#: Pattern numbers in the offer, and the pattern names.
-PATTERNS = {1: "NK", 2: "IK", 3: "NNpsk0", 4: "NKpsk0", 5: "IKpsk2"}
-_PATTERN_IDS = {name: number for number, name in PATTERNS.items()}
-CIPHER = "ChaCha20-Poly1305"
-
-# REJECT reasons.
-REFUSED_PLAIN = 1
-AUTH_FAILED = 2
-UNSUPPORTED = 3
-MALFORMED = 4
-PSK_REQUIRED = 5
-NO_PSK = 6
-NO_IDENTITY = 7
-#: What each REJECT reason tells the client.
-REJECT_REASONS = {
-    REFUSED_PLAIN: "the server accepts secure connections only",
-    AUTH_FAILED: (
-        "the server could not authenticate the handshake: the peer_key pinned for it is "
-        "not its key, the psk differs from its own, or the SYN was altered on the way"
-    ),
-    UNSUPPORTED: "the server does not know the handshake pattern offered",
-    MALFORMED: "the server found the handshake offer malformed",
-    PSK_REQUIRED: "the server requires a pre-shared key (psk=)",
-    NO_PSK: "the server has no pre-shared key; connect without psk=",
-    NO_IDENTITY: "the server has no identity, so no peer_key can be pinned for it; use psk=",
-}
-
-SEAL_HEADER_LEN = 32
-TAG_LEN = 16
-#: Bytes a sealed datagram adds to a plain one: the 12-byte option and the 16-byte tag.
-SEAL_OVERHEAD = 12 + TAG_LEN
 #: Width of the replay window, in datagrams.
 REPLAY_WINDOW = 2048
 _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 #: log2 of the datagrams sent under one key before both sides move to the next.
 REKEY_SHIFT = 20
-#: Datagram counters are 56 bits; a connection never sends past this.
-COUNTER_LIMIT = 1 << 56
 _COUNTER_MASK = COUNTER_LIMIT - 1
 #: Least time between two path challenges of one connection, in seconds.
 PATH_CHALLENGE_INTERVAL = 0.25
 _PATH_TOKEN_LEN = 8
-_PROLOGUE_LABEL = b"udptcp secure mode 1\x00"
-
-# Header + the 12-byte option: ports, seq, ack, data offset byte, flags, window, checksum,
-# urgent pointer, option kind, option length, ExID, control byte << 56 | counter.
-_SEALED = struct.Struct("!HHIIBBHHHBBHQ")
-_SEALED_OFFSET_BYTE = (SEAL_HEADER_LEN // 4) << 4
-_SEALED_OPTION = bytes((OPTION_KIND, 12)) + _EXID_BYTES
 _NONCE = struct.Struct("<4xQ")
 _TS_OPTION = struct.Struct("!HHII")  # NOP NOP, kind 8 length 10, TSval, TSecr
 _TS_PREFIX = b"\x01\x01\x08\x0a"
 _TIMESTAMPS = struct.Struct("!II")
-# handshake_fields(): ports, seq, ack, flags, MSS, window scale, SACK-permitted, timestamps.
-_FIELDS = struct.Struct("!HHIIBHBBB")
 
 
 class SecureHandshakeError(ConnectionError):
@@ -285,97 +223,6 @@ def _server_refusal(config: Config, pattern: str) -> int | None:
     if pattern[0] in "NI" and pattern[1] == "K" and config.identity is None:
         return NO_IDENTITY
     return None
-
-
-def _option_body(options: Options | None) -> bytes | None:
-    """The body (after the ExID) of our option in ``options``, or None."""
-    if options is None:
-        return None
-    for kind, data in options.unknown:
-        if kind == OPTION_KIND and data[:2] == _EXID_BYTES:
-            return data[2:]
-    return None
-
-
-def find_offer(seg: Segment) -> bytes | None:
-    """The body of a SYN's secure-mode option (type byte first), or None."""
-    return _option_body(seg.options)
-
-
-def _with_option(seg: Segment, body: bytes, payload: bytes) -> Segment:
-    opts = seg.options
-    extra = ((OPTION_KIND, _EXID_BYTES + body),)
-    if opts is None:
-        options = Options(unknown=extra)
-    else:
-        options = Options(
-            mss=opts.mss,
-            wscale=opts.wscale,
-            sack_permitted=opts.sack_permitted,
-            sack_blocks=opts.sack_blocks,
-            timestamps=opts.timestamps,
-            unknown=opts.unknown + extra,
-        )
-    return Segment(
-        seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, options, payload
-    )
-
-
-def stripped(seg: Segment) -> Segment:
-    """``seg`` without our option and without payload (the handshake bytes)."""
-    opts = seg.options
-    options = opts
-    if opts is not None and opts.unknown:
-        options = Options(
-            mss=opts.mss,
-            wscale=opts.wscale,
-            sack_permitted=opts.sack_permitted,
-            sack_blocks=opts.sack_blocks,
-            timestamps=opts.timestamps,
-            unknown=tuple(
-                (k, d) for k, d in opts.unknown if not (k == OPTION_KIND and d[:2] == _EXID_BYTES)
-            ),
-        )
-    return Segment(seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, options)
-
-
-def handshake_fields(seg: Segment) -> bytes:
-    """The summary of a SYN or SYN-ACK that the handshake authenticates."""
-    o = seg.options
-    mss = sack = ts = 0
-    wscale_byte = 255
-    if o is not None:
-        mss = o.mss or 0
-        wscale_byte = 255 if o.wscale is None else o.wscale
-        sack = int(o.sack_permitted)
-        ts = int(o.timestamps is not None)
-    return _FIELDS.pack(
-        seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, mss, wscale_byte, sack, ts
-    )
-
-
-def decline_option(seg: Segment) -> Segment:
-    """``seg`` (a SYN-ACK of a server without secure mode) with a DECLINE option."""
-    return _with_option(seg, bytes((DECLINE,)), seg.payload)
-
-
-def reject_segment(syn: Segment, reason: int) -> Segment | None:
-    """The RST refusing ``syn``, carrying a REJECT option with ``reason``. It acknowledges
-    the SYN alone: the handshake bytes on it are not sequence space."""
-    rst = rst_for(stripped(syn))
-    if rst is None:
-        return None
-    return _with_option(rst, bytes((REJECT, reason)), b"")
-
-
-def is_sealed(data: bytes) -> bool:
-    """True if ``data`` has the layout of a sealed datagram (the tag is not checked)."""
-    return (
-        len(data) >= SEAL_HEADER_LEN + TAG_LEN
-        and data[12] == _SEALED_OFFSET_BYTE
-        and data[20:24] == _SEALED_OPTION
-        and data[24] >= KIND_SEGMENT << 4
-    )
 
 
 class SecureSession:
@@ -502,7 +349,7 @@ class SecureSession:
         hs = HandshakeState(
             pattern,
             False,
-            prologue=_prologue(syn, body),
+            prologue=prologue(syn, body),
             s=identity.private_key if identity is not None else None,
             psk=config.psk,
         )
@@ -558,12 +405,12 @@ class SecureSession:
         if n >> self._shift != self._tx_epoch:
             self._next_tx_key(n)
         self._tx_n = n + 1
-        header = _SEALED.pack(
+        header = SEALED_HEADER.pack(
             seg.src_port,
             seg.dst_port,
             seg.seq,
             seg.ack,
-            _SEALED_OFFSET_BYTE,
+            SEALED_OFFSET_BYTE,
             flags,
             seg.window,
             0,
@@ -594,12 +441,12 @@ class SecureSession:
         if n >> self._shift != self._tx_epoch:
             self._next_tx_key(n)
         self._tx_n = n + 1
-        header = _SEALED.pack(
+        header = SEALED_HEADER.pack(
             src_port,
             dst_port,
             seq,
             ack,
-            _SEALED_OFFSET_BYTE,
+            SEALED_OFFSET_BYTE,
             flags,
             window,
             0,
@@ -623,28 +470,28 @@ class SecureSession:
     def _handshake_segment(self, seg: Segment) -> Segment:
         if self.initiator:
             if self._msg1 is None:
-                body = bytes((OFFER, _PATTERN_IDS[self.pattern]))
+                body = bytes((OFFER, PATTERN_IDS[self.pattern]))
                 # The offer is part of the SYN's summary: prologue = what the server sees.
-                offered = _with_option(seg, body, b"")
+                offered = with_option(seg, body, b"")
                 cfg = self.config
                 identity = cfg.identity
                 self._hs = HandshakeState(
                     self.pattern,
                     True,
-                    prologue=_prologue(offered, body),
+                    prologue=prologue(offered, body),
                     s=identity.private_key if identity is not None else None,
                     rs=cfg.peer_key,
                     psk=cfg.psk,
                 )
                 self._msg1 = self._hs.write_message(b"")
                 self._iss = seg.seq
-            return _with_option(seg, bytes((OFFER, _PATTERN_IDS[self.pattern])), self._msg1)
+            return with_option(seg, bytes((OFFER, PATTERN_IDS[self.pattern])), self._msg1)
         if self._msg2 is None:
             hs = self._hs
             assert hs is not None
             self._msg2 = hs.write_message(handshake_fields(stripped(seg)))
             self._keys_from(hs)
-        return _with_option(seg, bytes((ACCEPT, _PATTERN_IDS[self.pattern])), self._msg2)
+        return with_option(seg, bytes((ACCEPT, PATTERN_IDS[self.pattern])), self._msg2)
 
     # ------------------------------------------------------------------ receiving
 
@@ -668,7 +515,7 @@ class SecureSession:
             _length,
             _exid,
             word,
-        ) = _SEALED.unpack_from(data)
+        ) = SEALED_HEADER.unpack_from(data)
         n = word & _COUNTER_MASK
         top = self._rx_max
         if n <= top:
@@ -749,7 +596,7 @@ class SecureSession:
     def authentic(self, data: bytes) -> bool:
         """Would :meth:`open_sealed` accept ``data``? Changes nothing (used to find which
         connection a sealed datagram from an unknown address belongs to)."""
-        word = _SEALED.unpack_from(data)[-1]
+        word = SEALED_HEADER.unpack_from(data)[-1]
         n = word & _COUNTER_MASK
         if n <= self._rx_max:
             d = self._rx_max - n
@@ -831,7 +678,7 @@ class SecureSession:
         flags = seg.flags
         assert self._iss is not None
         acks_syn = bool(flags & ACK) and seg.ack == (self._iss + 1) & 0xFFFFFFFF
-        body = _option_body(seg.options)
+        body = option_body(seg.options)
         if flags & RST:
             if acks_syn and body is not None and len(body) == 2 and body[0] == REJECT:
                 reason = REJECT_REASONS.get(body[1], f"refused (reason {body[1]})")
@@ -853,7 +700,7 @@ class SecureSession:
                 why = "the server runs udptcp without secure mode (no identity or psk)"
             self._fail(f"{why}; pass allow_plain=True to accept a plain connection", seg, addr)
             return None
-        if len(body) != 2 or body[0] != ACCEPT or body[1] != _PATTERN_IDS[self.pattern]:
+        if len(body) != 2 or body[0] != ACCEPT or body[1] != PATTERN_IDS[self.pattern]:
             self._fail("the server answered the secure offer with another pattern", seg, addr)
             return None
         hs = self._hs
@@ -886,8 +733,3 @@ class SecureSession:
             rst = rst_for(answer)
             if rst is not None:
                 self.outbox.append((encode(rst), addr))
-
-
-def _prologue(syn: Segment, body: bytes) -> bytes:
-    """What the handshake binds itself to: the SYN's summary and the offer."""
-    return _PROLOGUE_LABEL + handshake_fields(stripped(syn)) + body
