@@ -320,3 +320,12 @@ async def test_a_nat_rebinding_mid_transfer(secure: bool) -> None:
                 assert len(peer.data) < len(payload)
             transport.close()
             server.abort_clients()
+
+
+async def test_key_combinations_no_pattern_takes_fail_before_any_datagram() -> None:
+    with pytest.raises(ValueError, match="peer_key"):
+        await udptcp.create_connection(asyncio.Protocol, "127.0.0.1", 9, identity=CLIENT)
+    with pytest.raises(ValueError, match="32 bytes"):
+        await udptcp.create_connection(asyncio.Protocol, "127.0.0.1", 9, peer_key=b"short")
+    with pytest.raises(ValueError, match="32 bytes"):
+        await udptcp.create_server(asyncio.Protocol, "127.0.0.1", 0, psk=b"short")
