@@ -21,7 +21,8 @@ import udptcp
 from udptcp.aio.endpoint import Endpoint
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection
-from udptcp.core.segment import RST, Segment, decode, encode
+from udptcp.core.secure import SecureSession
+from udptcp.core.segment import RST, SYN, Options, Segment, decode, encode
 from udptcp.tools.relay import Impairment, Relay
 
 SERVER = udptcp.Identity.generate()
@@ -149,7 +150,7 @@ class PlainPeer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         seg = decode(data)
         self.received.append(seg)
-        if seg.flags == 2:  # SYN
+        if seg.flags == SYN:
             conn = Connection.accept(Config(), seg, iss=42, mss=1432, now=0.0)
             for out in conn.take_segments():
                 self.transport.sendto(encode(out), addr)
@@ -164,7 +165,7 @@ async def test_a_plain_peer_fails_the_secure_client_on_its_first_answer() -> Non
             await udptcp.open_connection("127.0.0.1", port, peer_key=SERVER.public_key)
         # One SYN (no retry), then the client's RST tearing down the peer's half-open side.
         await until(lambda: len(peer.received) >= 2)
-        assert [seg.flags for seg in peer.received] == [2, RST]
+        assert [seg.flags for seg in peer.received] == [SYN, RST]
     finally:
         transport.close()
 
@@ -329,3 +330,84 @@ async def test_key_combinations_no_pattern_takes_fail_before_any_datagram() -> N
         await udptcp.create_connection(asyncio.Protocol, "127.0.0.1", 9, peer_key=b"short")
     with pytest.raises(ValueError, match="32 bytes"):
         await udptcp.create_server(asyncio.Protocol, "127.0.0.1", 0, psk=b"short")
+
+
+# ---------------------------------------------------------------------- under SYN pressure
+
+
+def _offering_syn(port: int, local_port: int) -> bytes:
+    """The datagram of a genuine secure client's SYN, for a raw socket to send."""
+    config = Config(peer_key=SERVER.public_key)
+    session = SecureSession.connect(config, local_port=local_port, remote_port=port, peer=None)
+    conn = Connection.connect(
+        config, local_port=local_port, remote_port=port, iss=1000, mss=1400, now=0.0
+    )
+    (syn,) = conn.take_segments()
+    return session.seal(syn)
+
+
+def _raw(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(70000))
+        except BlockingIOError:
+            return out
+
+
+async def test_a_forged_offer_earns_its_victim_at_most_three_times_its_size() -> None:
+    # Fast SYN-ACK retries, so the whole budget is spent within the test.
+    config = Config(rto_initial=0.02, rto_min=0.02, synack_retries=6)
+    async with serving(Echo, config=config, identity=SERVER) as (server, port):
+        (endpoint,) = server.endpoints
+        with _raw(port) as victim:
+            syn = _offering_syn(port, 7300)
+            victim.send(syn)
+            await until(lambda: endpoint.stats["datagrams_in"] == 1)
+            await until(lambda: not endpoint.connections(), timeout=10)  # given up
+            answers = _drain(victim)
+        assert answers and decode(answers[0]).payload  # the SYN-ACK carried message 2
+        assert sum(len(a) for a in answers) <= 3 * len(syn)
+        assert endpoint.statistics()["amplification_limited"] >= 1
+
+
+@pytest.mark.parametrize("offering", [True, False], ids=["offer", "plain-syn"])
+async def test_a_full_backlog_sends_no_cookie_for_what_needs_a_secure_handshake(
+    offering: bool,
+) -> None:
+    async with serving(Echo, identity=SERVER, backlog=1) as (server, port):
+        (endpoint,) = server.endpoints
+        with _raw(port) as raw:
+            raw.send(_offering_syn(port, 7400))  # fills the backlog, never completes
+            await until(lambda: endpoint.limits()["half_open"] == 1)
+            await until(lambda: len(_drain(raw)) >= 1)  # its SYN-ACK
+            if offering:
+                raw.send(_offering_syn(port, 7401))
+            else:
+                raw.send(encode(Segment(7401, port, 5, 0, SYN, 65535, Options(mss=1400))))
+            await until(lambda: endpoint.stats["datagrams_in"] == 2)
+            # A cookie would hold none of the handshake (or let a plain client in).
+            assert endpoint.stats["syn_cookies_sent"] == 0
+            assert endpoint.stats["syn_dropped_backlog"] == 1
+            assert [decode(d).dst_port for d in _drain(raw)] in ([], [7400])
+
+
+async def test_allow_plain_still_takes_plain_clients_by_cookie() -> None:
+    async with serving(Echo, identity=SERVER, allow_plain=True, backlog=1) as (server, port):
+        (endpoint,) = server.endpoints
+        with _raw(port) as raw:
+            raw.send(_offering_syn(port, 7500))
+            await until(lambda: endpoint.limits()["half_open"] == 1)
+            reader, writer = await udptcp.open_connection("127.0.0.1", port)
+            writer.write(b"by cookie")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 5) == b"by cookie"
+            writer.close()
+        assert endpoint.stats["syn_cookies_accepted"] == 1

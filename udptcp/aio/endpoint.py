@@ -812,7 +812,7 @@ class Endpoint:
         if over_address or listener.pending >= listener.backlog:
             if over_address:
                 self.stats["half_open_per_address"] += 1
-            if config.syn_cookies:
+            if config.syn_cookies and securelink.cookie_allowed(config, seg):
                 self._send_cookie(seg, addr, config, now, size)
             elif not over_address:
                 # Like Linux with a full queue and no cookies: drop (no RST, which would
@@ -820,16 +820,23 @@ class Endpoint:
                 self.stats["syn_dropped_backlog"] += 1
             return
         attach = None
+        wire_extra = (0, 0)
         if securelink.server_secure(config) or (seg.options is not None and seg.options.unknown):
             # Secure mode: an offer to accept or decline, or a plain SYN to refuse.
-            accepted = securelink.accept_syn(self, config, seg, addr)
+            accepted = securelink.accept_syn(self, config, seg, addr, size)
             if accepted is None:
                 return
-            seg, config, attach = accepted
+            seg, config, attach, wire_extra = accepted
         if iss is None:
             iss = self.isn.isn(self._local_id(seg.dst_port), _remote_id(addr, seg.src_port), now)
         conn = Connection.accept(
-            config, seg, iss=iss, mss=self.mss_for(config), now=now, received=size
+            config,
+            seg,
+            iss=iss,
+            mss=self.mss_for(config),
+            now=now,
+            received=size,
+            wire_extra=wire_extra,
         )
         transport = Transport(self, conn, addr, listener=listener)
         if attach is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import State
@@ -30,6 +30,8 @@ from udptcp.core.secure import (
     server_secure,
 )
 from udptcp.core.secure_wire import (
+    ACCEPT_EXTRA,
+    DECLINE_EXTRA,
     REFUSED_PLAIN,
     SEAL_HEADER_LEN,
     SEAL_OVERHEAD,
@@ -49,8 +51,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_CANDIDATES",
+    "Accepted",
     "SecureLink",
     "accept_syn",
+    "cookie_allowed",
     "client_secure",
     "secure_config",
     "server_secure",
@@ -61,7 +65,8 @@ MAX_CANDIDATES = 8
 _PORTS = struct.Struct("!HH")
 
 Attach = Callable[["Transport"], None]
-# SecureLink._open_plain(): "not for the secure path after all" (a SYN reopening TIME-WAIT).
+# SecureLink._open_plain(): "not for the secure path after all" (a SYN reopening TIME-WAIT,
+# a datagram that is no segment).
 _PLAIN_PATH = object()
 # is_sealed(), spelled out on the hot path: the smallest size.
 _SEALED_MIN = SEAL_HEADER_LEN + TAG_LEN
@@ -108,46 +113,70 @@ class _Decliner:
         return encode(seg)
 
 
+class Accepted(NamedTuple):
+    """How a listener takes a SYN (see :func:`accept_syn`)."""
+
+    syn: Segment
+    """The SYN for the TCP state machine (handshake bytes stripped)."""
+    config: Config
+    """The connection's config (a smaller datagram budget in secure mode)."""
+    attach: Attach | None
+    """Called with the new transport, to put secure mode (or a DECLINE) on it."""
+    wire_extra: tuple[int, int]
+    """Bytes added on the way out to each SYN-ACK and to each other segment, which the
+    connection's anti-amplification budget counts."""
+
+
 def accept_syn(
-    endpoint: Endpoint, config: Config, syn: Segment, addr: Address
-) -> tuple[Segment, Config, Attach | None] | None:
-    """A listener with ``config`` receives ``syn``: what to accept and how, or None when
-    it has been answered (a REJECT RST) and nothing more is to be done."""
+    endpoint: Endpoint, config: Config, syn: Segment, addr: Address, size: int | None = None
+) -> Accepted | None:
+    """A listener with ``config`` receives ``syn`` (a datagram of ``size`` bytes): how to
+    accept it, or None when it has been answered (a REJECT RST) and nothing more is to be
+    done."""
     offer = find_offer(syn)
     secure = server_secure(config)
     if offer is None:
         if secure and not config.allow_plain:
             endpoint.stats["secure_plain_refused"] += 1
-            _reject(endpoint, syn, addr, REFUSED_PLAIN)
+            _reject(endpoint, syn, addr, REFUSED_PLAIN, size)
             return None
-        return syn, config, None
+        return Accepted(syn, config, None, (0, 0))
     if not secure:
         endpoint.stats["secure_declined"] += 1
-        return stripped(syn), config, _decline
+        return Accepted(stripped(syn), config, _decline, (DECLINE_EXTRA, 0))
     link = link_for(endpoint)
     try:
         session = SecureSession.accept(config, syn, peer=addr, stats=endpoint.stats)
     except HandshakeRefused as exc:
         endpoint.stats["secure_refused"] += 1
-        _reject(endpoint, syn, addr, exc.reason)
+        _reject(endpoint, syn, addr, exc.reason, size)
         return None
     derived = secure_config(config, _budget(endpoint))
 
     def attach(transport: Transport) -> None:
         link.add(transport, session)
 
-    return stripped(syn), derived, attach
+    return Accepted(stripped(syn), derived, attach, (ACCEPT_EXTRA, SEAL_OVERHEAD))
+
+
+def cookie_allowed(config: Config, syn: Segment) -> bool:
+    """May a listener with ``config`` answer ``syn`` with a SYN cookie? Only when it would
+    take it in plain mode: a cookie holds no handshake state, so a secure handshake cannot
+    resume from its final ACK (and a secure-only listener takes no plain client)."""
+    if not server_secure(config):
+        return True
+    return config.allow_plain and find_offer(syn) is None
 
 
 def _decline(transport: Transport) -> None:
     transport._seal = _Decliner(transport)
 
 
-def _reject(endpoint: Endpoint, syn: Segment, addr: Address, reason: int) -> None:
+def _reject(endpoint: Endpoint, syn: Segment, addr: Address, reason: int, size: int | None) -> None:
     rst = reject_segment(syn, reason)
-    if rst is not None:
+    # A stateless reply to an unproven address: the endpoint holds it to 3x the SYN.
+    if rst is not None and endpoint._send_stateless(addr, rst, syn, size):
         endpoint.stats["rst_sent"] += 1
-        endpoint.transmit(addr, [rst])
 
 
 def client_session(
@@ -258,10 +287,10 @@ class SecureLink:
         endpoint = self.endpoint
         try:
             plain = decode(data)
-        except MalformedSegment as exc:
-            endpoint.stats["malformed"] += 1
-            endpoint.stats["malformed:" + exc.reason] += 1
-            return None
+        except MalformedSegment:
+            # Not a segment: the endpoint counts it (and sees whether it answers a SYN of
+            # ours from a service that is not udptcp).
+            return _PLAIN_PATH
         if plain.flags & (SYN | ACK | RST) == SYN and transport._conn.state is State.TIME_WAIT:
             return _PLAIN_PATH  # may open a new incarnation: the endpoint's SYN rules
         seg = session.open_plain(plain, addr, endpoint.loop.time())

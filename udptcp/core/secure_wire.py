@@ -56,6 +56,8 @@ from udptcp.core.segment import Options, Segment
 
 __all__ = [
     "ACCEPT",
+    "ACCEPT_EXTRA",
+    "DECLINE_EXTRA",
     "CIPHER",
     "COUNTER_LIMIT",
     "DECLINE",
@@ -146,6 +148,11 @@ SEALED_OPTION = bytes((OPTION_KIND, 12)) + _EXID_BYTES
 _PROLOGUE_LABEL = b"udptcp secure mode 1\x00"
 # handshake_fields(): ports, seq, ack, flags, MSS, window scale, SACK-permitted, timestamps.
 _FIELDS = struct.Struct("!HHIIBHBBB")
+#: Most bytes an ACCEPT answer adds to a SYN-ACK: its 6-byte option with up to 3 of padding,
+#: then Noise message 2 (an ephemeral key, the SYN-ACK's summary, a tag).
+ACCEPT_EXTRA = 6 + 3 + 32 + _FIELDS.size + TAG_LEN
+#: Most bytes a DECLINE option adds to a SYN-ACK (5 bytes, up to 3 of padding).
+DECLINE_EXTRA = 5 + 3
 
 
 def option_body(options: Options | None) -> bytes | None:
