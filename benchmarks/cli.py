@@ -8,8 +8,8 @@
 
 Scenarios (``--only``): bulk, bulk-streams, raw, pingpong, connect, reqresp, loss, idle,
 holes (``python -m benchmarks.holes`` on its own says more).
-Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-pmtu, udptcp-nooffload, tcp, quic,
-kcp.
+Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-secure, udptcp-pmtu,
+udptcp-nooffload, tcp, quic, kcp.
 
 Every measurement runs on both the default asyncio loop and uvloop, with the server and the
 client in separate processes; repeats are interleaved across peers. Output in ``--out``

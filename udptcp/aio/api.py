@@ -21,6 +21,8 @@ and ``asyncio.start_server``, with these udptcp additions and differences:
 * ``ssl``, ``server_hostname``, ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` mean
   what they mean to asyncio: TLS runs on the udptcp connection through asyncio's own TLS
   protocol (:mod:`udptcp.aio.tls`), so certificates and verification behave as over TCP.
+* ``identity``, ``peer_key``, ``psk`` and ``allow_plain`` turn on secure mode
+  (:mod:`udptcp.core.secure`); they set the :class:`~udptcp.Config` fields of the same names.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 from udptcp.core.config import Config
+from udptcp.core.keys import Identity
+from udptcp.core.secure import client_pattern, client_secure
 
 from . import tls
 from .endpoint import SOCKET_BUFFER, Address, Endpoint, open_endpoints
@@ -63,8 +67,17 @@ async def create_connection(
     family: int = 0,
     all_errors: bool = False,
     own_socket: bool = True,
+    identity: Identity | None = None,
+    peer_key: bytes | None = None,
+    psk: bytes | None = None,
+    allow_plain: bool | None = None,
 ) -> tuple[asyncio.Transport, _P]:
     """Open a udptcp connection; return ``(transport, protocol)`` once it is ESTABLISHED.
+
+    Secure mode: ``peer_key`` (the server's 32-byte public key) authenticates the server
+    (Noise NK); with ``identity`` as well, the server learns the client's key (IK); ``psk``
+    (32 bytes) adds a pre-shared key, or on its own authenticates both sides. A failed
+    secure handshake raises :class:`~udptcp.SecureHandshakeError` saying why.
 
     With ``ssl`` (an ``ssl.SSLContext``, or True for asyncio's default client context) the
     TLS handshake runs on the connection before the call returns, and the transport is
@@ -79,6 +92,11 @@ async def create_connection(
     does. If the call is cancelled the half-open connection is reset and its socket
     released.
     """
+    config = _secure_config(config, identity, peer_key, psk, allow_plain)
+    if identity is not None and not client_secure(config):
+        raise ValueError("identity= on a connection needs the server's peer_key= (or a psk=)")
+    if client_secure(config):
+        client_pattern(config)  # a combination of keys no pattern takes: ValueError now
     options = tls.tls_options(
         ssl,
         server_side=False,
@@ -295,6 +313,9 @@ async def create_server(
     family: int = 0,
     reuse_port: bool | None = None,
     own_socket: bool = True,
+    identity: Identity | None = None,
+    psk: bytes | None = None,
+    allow_plain: bool | None = None,
 ) -> Server:
     """Listen for udptcp connections on a UDP address; return a :class:`Server`.
 
@@ -303,7 +324,9 @@ async def create_server(
     With ``ssl`` (an ``ssl.SSLContext``) every connection runs the TLS server handshake
     before its protocol sees ``connection_made``. ``reuse_port`` sets ``SO_REUSEPORT`` on
     the UDP sockets (Linux then spreads peers over the processes sharing the port, each
-    peer address always to the same socket, which is what udptcp needs). With ``sock`` and
+    peer address always to the same socket, which is what udptcp needs). ``identity``
+    (a :class:`~udptcp.Identity`) and/or ``psk`` make it a secure server, which refuses
+    plain clients unless ``allow_plain`` is True. With ``sock`` and
     ``own_socket=False`` the socket is left open when the server and its connections are
     gone.
     """
@@ -316,7 +339,7 @@ async def create_server(
     _check_vport("vport", vport)
     _check_port(port, "bind")
     loop = asyncio.get_running_loop()
-    config = config if config is not None else Config()
+    config = _secure_config(config, identity, None, psk, allow_plain)
     if options is not None:
         sslcontext, _ = options
         assert sslcontext is not None
@@ -509,6 +532,27 @@ async def _resolve(
     if not infos:
         raise OSError("getaddrinfo() returned empty list")
     return infos
+
+
+def _secure_config(
+    config: Config | None,
+    identity: Identity | None,
+    peer_key: bytes | None,
+    psk: bytes | None,
+    allow_plain: bool | None,
+) -> Config:
+    """``config`` (or the default) with the secure-mode keywords given applied to it."""
+    config = config if config is not None else Config()
+    changes: dict[str, object] = {}
+    for name, value in (
+        ("identity", identity),
+        ("peer_key", peer_key),
+        ("psk", psk),
+        ("allow_plain", allow_plain),
+    ):
+        if value is not None:
+            changes[name] = value
+    return config.replace(**changes) if changes else config
 
 
 def _check_udp_socket(sock: socket.socket) -> None:

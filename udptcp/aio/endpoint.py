@@ -57,7 +57,7 @@ from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
 
-from . import natkeep
+from . import natkeep, securelink
 from .errqueue import (
     ICMP_ERRNOS,
     LOCAL,
@@ -291,6 +291,8 @@ class Endpoint:
         # Set while linger() waits: any connection's progress wakes it to look again.
         self._linger_waiter: asyncio.Future[None] | None = None
         self.trace: Tracer | None = None
+        #: Secure mode on this endpoint, from its first secure connection or listener on.
+        self.secure: securelink.SecureLink | None = None
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
         self._conns: dict[Key, Transport] = {}
@@ -640,6 +642,11 @@ class Endpoint:
                 errno.EADDRINUSE,
                 f"virtual ports {local_vport} -> {remote_vport} to {peer!r} are already in use",
             )
+        session = None
+        if securelink.client_secure(config):
+            session, config = securelink.client_session(
+                self, config, peer, local_vport, remote_vport
+            )
         now = self.loop.time()
         iss = self.isn.isn(self._local_id(local_vport), _remote_id(peer, remote_vport), now)
         conn = Connection.connect(
@@ -651,6 +658,8 @@ class Endpoint:
             now=now,
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
+        if session is not None:
+            securelink.link_for(self).add(transport, session)
         self._conns[key] = transport
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
@@ -691,6 +700,8 @@ class Endpoint:
             transport._deadline = None
             if self._punching:
                 self._punching.pop((transport._key[1], transport._key[2]), None)
+            if self.secure is not None:
+                self.secure.forget(transport)
             counters = transport._conn.stats_counters
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
@@ -939,6 +950,8 @@ class Endpoint:
             if not self._offer(data, addr):
                 self.stats["stun_unhandled"] += 1
             return
+        if self.secure is not None and self.secure.on_datagram(data, addr, trains):
+            return  # a secure connection's: authenticated (or dropped) before decoding
         try:
             seg = decode(data)
         except MalformedSegment as exc:
@@ -1047,19 +1060,35 @@ class Endpoint:
         if over_address or listener.pending >= listener.backlog:
             if over_address:
                 self.stats["half_open_per_address"] += 1
-            if config.syn_cookies:
+            if config.syn_cookies and securelink.cookie_allowed(config, seg):
                 self._send_cookie(seg, addr, config, now, size)
             elif not over_address:
                 # Like Linux with a full queue and no cookies: drop (no RST, which would
                 # fail a client that a SYN retry a second later might get through).
                 self.stats["syn_dropped_backlog"] += 1
             return
+        attach = None
+        wire_extra = (0, 0)
+        if securelink.server_secure(config) or (seg.options is not None and seg.options.unknown):
+            # Secure mode: an offer to accept or decline, or a plain SYN to refuse.
+            accepted = securelink.accept_syn(self, config, seg, addr, size)
+            if accepted is None:
+                return
+            seg, config, attach, wire_extra = accepted
         if iss is None:
             iss = self.isn.isn(self._local_id(seg.dst_port), _remote_id(addr, seg.src_port), now)
         conn = Connection.accept(
-            config, seg, iss=iss, mss=self.mss_for(config), now=now, received=size
+            config,
+            seg,
+            iss=iss,
+            mss=self.mss_for(config),
+            now=now,
+            received=size,
+            wire_extra=wire_extra,
         )
         transport = Transport(self, conn, addr, listener=listener)
+        if attach is not None:
+            attach(transport)
         listener.add_pending(transport)
         self._conns[key] = transport
         if config.nat_keepalive is not None:
@@ -1258,11 +1287,17 @@ class Endpoint:
 
     # ------------------------------------------------------------------ sending
 
-    def transmit(self, addr: Address, segments: Sequence[Segment]) -> None:
+    def transmit(
+        self,
+        addr: Address,
+        segments: Sequence[Segment],
+        seal: Callable[[Segment], bytes] | None = None,
+    ) -> None:
         """Encode and send ``segments`` to ``addr``, queueing what the kernel will not take.
 
-        Runs of equal-sized datagrams go out as one GSO send where the socket has it.
-        Our own segments are never dropped for lack of socket buffer (DESIGN §8).
+        ``seal`` replaces :func:`encode` for a secure connection. Runs of equal-sized
+        datagrams go out as one GSO send where the socket has it. Our own segments are
+        never dropped for lack of socket buffer (DESIGN §8).
         """
         if self._closed:
             return
@@ -1270,18 +1305,19 @@ class Endpoint:
         if trace is not None:
             for seg in segments:
                 self._trace("out", addr, seg)
+        to_bytes = encode if seal is None else seal
         if self._routes:
             route = self._routes.get(addr)
             if route is not None:
                 self.stats["datagrams_routed"] += len(segments)
                 for seg in segments:
-                    route(encode(seg), addr)
+                    route(to_bytes(seg), addr)
                 return
         if not self.gso or len(segments) == 1:
             for seg in segments:
-                self._send(encode(seg), addr)
+                self._send(to_bytes(seg), addr)
             return
-        datagrams = [encode(seg) for seg in segments]
+        datagrams = [to_bytes(seg) for seg in segments]
         i, n = 0, len(datagrams)
         while i < n:
             # A GSO run: datagrams of one size, the last of them possibly shorter.

@@ -85,6 +85,10 @@ _CONNECT_PASSED = frozenset(
         "vport",
         "local_vport",
         "own_socket",
+        "identity",
+        "peer_key",
+        "psk",
+        "allow_plain",
     }
 )
 _SERVE_IGNORED = frozenset({"flags", "reuse_address", "keep_alive"})
@@ -101,6 +105,9 @@ _SERVE_PASSED = frozenset(
         "config",
         "vport",
         "own_socket",
+        "identity",
+        "psk",
+        "allow_plain",
     }
 )
 

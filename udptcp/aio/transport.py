@@ -46,6 +46,8 @@ from udptcp.core.segment import Segment
 from .connsocket import ConnectionSocket
 
 if TYPE_CHECKING:
+    from udptcp.core.secure import SecureSession
+
     from .endpoint import Address, Endpoint
     from .server import Listener, Server
 
@@ -70,7 +72,11 @@ class Transport(asyncio.Transport):
     ``sockname`` (local UDP address), ``socket`` (a per-connection
     :class:`~udptcp.aio.connsocket.ConnectionSocket`), ``vports`` (local and remote virtual
     ports), ``udptcp_stats`` (the connection's counters and estimators, computed on call)
-    and ``udptcp_connection`` (the core connection itself, for tests and tools).
+    and ``udptcp_connection`` (the core connection itself, for tests and tools). In secure
+    mode ``secure`` is the ``(pattern, cipher)`` pair (None on a plain connection),
+    ``peer_key`` the peer's authenticated static public key (None when the pattern leaves
+    the peer anonymous) and ``secure_handshake_hash`` the Noise handshake hash, the same on
+    both ends (a channel binding).
     """
 
     # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
@@ -119,6 +125,10 @@ class Transport(asyncio.Transport):
         self._dispatching = False
         self._dispatch_handle: asyncio.Handle | None = None
         self._socket: ConnectionSocket | None = None
+        # Secure mode: the session and the encoder that seals this connection's segments
+        # (None on a plain connection: the endpoint encodes them itself).
+        self._secure: SecureSession | None = None
+        self._seal: Callable[[Segment], bytes] | None = None
 
     def __repr__(self) -> str:
         info = [type(self).__name__, f"{self._conn.state.value}"]
@@ -144,7 +154,21 @@ class Transport(asyncio.Transport):
             return (self._conn.local_port, self._conn.remote_port)
         if name == "udptcp_connection":
             return self._conn
+        if name in ("secure", "peer_key", "secure_handshake_hash"):
+            session = self._secure
+            if session is None or not session.established:
+                return default
+            if name == "secure":
+                return session.info
+            value = session.peer_key if name == "peer_key" else session.handshake_hash
+            return default if value is None else value
         return super().get_extra_info(name, default)
+
+    def _moved(self, peer: Address) -> None:
+        """Secure mode moved the connection to the peer's new UDP address."""
+        self._peer = peer
+        self._key = (peer, self._conn.local_port, self._conn.remote_port)
+        self._extra["peername"] = peer  # type: ignore[attr-defined]  # BaseTransport's slot
 
     def is_closing(self) -> bool:
         """True once ``close()`` or ``abort()`` was called or the connection ended."""
@@ -320,7 +344,7 @@ class Transport(asyncio.Transport):
         endpoint = self._endpoint
         segments = conn.take_segments()
         if segments:
-            endpoint.transmit(self._peer, segments)
+            endpoint.transmit(self._peer, segments, self._seal)
         if not self._dispatching:
             self._dispatching = True
             try:
@@ -334,7 +358,7 @@ class Transport(asyncio.Transport):
                     self._dispatch()
                     segments = conn.take_segments()
                     if segments:
-                        endpoint.transmit(self._peer, segments)
+                        endpoint.transmit(self._peer, segments, self._seal)
             finally:
                 self._dispatching = False
         deadline = conn.get_timer()
@@ -362,7 +386,7 @@ class Transport(asyncio.Transport):
         conn = self._conn
         segments = conn.take_segments()
         if segments:
-            self._endpoint.transmit(self._peer, segments)
+            self._endpoint.transmit(self._peer, segments, self._seal)
         if not self._dispatching:
             events = conn.take_events()
             if events:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from udptcp.core.keys import Identity, check_key
 
 #: UDP payload budget for a 1500-byte MTU path (DESIGN §2): 1500 - 20 (IPv4) - 8 (UDP).
 PAYLOAD_BUDGET_IPV4 = 1472
@@ -128,6 +130,23 @@ class Config:
     #: without the fq qdisc: in the simulator matrix it did not lower slow-start losses
     #: at drop-tail bottlenecks and cost goodput under reordering and bursty loss.
     pacing: bool = False
+    #: Secure mode: a Noise handshake rides in the SYN and SYN-ACK, then every datagram is
+    #: encrypted and authenticated (``udptcp.core.secure`` describes the protocol). A
+    #: server is secure when it has an ``identity`` or a ``psk``, a client when it has a
+    #: ``peer_key`` or a ``psk``. This side's static key pair: a server's is what its
+    #: clients pin; a client's (used only with ``peer_key``) lets the server learn who
+    #: connected (Noise IK instead of NK).
+    identity: Identity | None = None
+    #: The server's public key (32 bytes) a client pins: the handshake fails with
+    #: ``SecureHandshakeError`` unless the server holds its private key.
+    peer_key: bytes | None = None
+    #: A 32-byte pre-shared key mixed into the handshake (Noise ``psk`` patterns); both
+    #: sides must hold it. On its own (no keys) it authenticates both sides.
+    psk: bytes | None = field(default=None, repr=False)
+    #: A secure client falls back to a plain connection when the server does not speak
+    #: secure mode, and a server with an identity or PSK accepts plain clients too.
+    #: Off by default: the peer's lack of secure mode is an error.
+    allow_plain: bool = False
 
     # Limits against hostile peers. They apply to the connections an endpoint accepts
     # (passive opens); connections the application opens itself are its own business, except
@@ -220,6 +239,14 @@ class Config:
             )
         if self.rto_min > self.rto_max:
             raise ValueError("Config.rto_min must not exceed Config.rto_max")
+        if self.identity is not None and not isinstance(self.identity, Identity):
+            raise TypeError(
+                f"Config.identity must be a udptcp.Identity, got {type(self.identity).__name__}"
+            )
+        if self.peer_key is not None:
+            self.peer_key = check_key("Config.peer_key", self.peer_key)
+        if self.psk is not None:
+            self.psk = check_key("Config.psk", self.psk)
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed."""

@@ -250,6 +250,10 @@ class Connection:
         # Passive open until ESTABLISHED: the peer's address is unproven, so what we send
         # it is bounded by what it sent us (RFC 9000 §8.1's rule; see .amplification).
         self._amp: AmplificationBudget | None = None
+        # Bytes a layer between us and the wire adds to each SYN/SYN-ACK and to every other
+        # segment (secure mode's handshake message, its sealing): the budget counts them.
+        self._wire_syn_extra = 0
+        self._wire_extra = 0
         self._una_since: float | None = None  # when the oldest unacknowledged data went out
 
         self._rto_deadline: float | None = None
@@ -355,6 +359,7 @@ class Connection:
         mss: int,
         now: float,
         received: int | None = None,
+        wire_extra: tuple[int, int] = (0, 0),
     ) -> Connection:
         """Passive open from a listener receiving ``syn`` (§3.10.7.2): answer SYN-ACK.
 
@@ -362,9 +367,12 @@ class Connection:
         least its segment can take): until the handshake completes, the connection sends
         the peer at most three times the bytes it received from it, SYN-ACK
         retransmissions and resets included (see :mod:`udptcp.core.amplification`).
+        ``wire_extra`` is what the layer below adds to each SYN-ACK and to each other
+        segment on its way out (secure mode), which that budget counts too.
         """
         conn = cls(config, local_port=syn.dst_port, remote_port=syn.src_port, iss=iss, mss=mss)
         conn._now = now
+        conn._wire_syn_extra, conn._wire_extra = wire_extra
         conn.passive = True
         conn.state = S.LISTEN
         conn.state_history = [S.LISTEN]
@@ -576,6 +584,13 @@ class Connection:
             # SND.MAX, not the possibly rewound SND.NXT, so the peer finds it in its window.
             self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
         self._enter_closed(None)
+
+    def fail(self, error: BaseException, now: float) -> None:
+        """End the connection at once with ``error``, sending nothing: a layer above the
+        state machine (secure mode) refused the peer and has answered it itself."""
+        self._now = now
+        if self.state is not S.CLOSED:
+            self._enter_closed(error)
 
     def pause_reading(self) -> None:
         """Hold in-order data in the core; the advertised window shrinks as it fills."""
@@ -2200,7 +2215,9 @@ class Connection:
         return ts
 
     def _emit(self, seg: Segment, now: float) -> None:
-        if self._amp is not None and not self._amp.spend(sent_size(seg)):
+        if self._amp is not None and not self._amp.spend(
+            sent_size(seg) + (self._wire_syn_extra if seg.flags & SYN else self._wire_extra)
+        ):
             # Beyond three times what the unproven address sent us (RFC 9000 §8.1): not
             # sent. A retransmitted SYN from a real peer earns the next SYN,ACK.
             self.stats_counters["amplification_limited"] += 1
