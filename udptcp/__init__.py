@@ -28,6 +28,11 @@ SYN-ACK::
     transport, protocol = await udptcp.create_connection(
         MyProtocol, "example.org", 4433, peer_key=identity.public_key)
 
+Two peers behind NATs connect with one call each (STUN, a rendezvous, punching, TURN
+fallback; the ``nat`` extra)::
+
+    reader, writer = await udptcp.open_peer_connection("session", "rendezvous.example:3478")
+
 Tunables live in :class:`Config`; ``udptcp.core`` is the sans-I/O protocol engine and
 ``udptcp.aio`` the asyncio adapter built on it.
 """
@@ -43,12 +48,15 @@ from udptcp.core.config import Config
 from udptcp.core.connection import State
 from udptcp.core.keys import Identity
 from udptcp.core.secure import SecureHandshakeError
+from udptcp.nat.errors import NATTraversalError
+from udptcp.nat.peer import create_peer_connection, open_peer_connection
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config",
     "EventLoopPolicy",
+    "NATTraversalError",
     "Identity",
     "SecureHandshakeError",
     "Server",
@@ -56,10 +64,12 @@ __all__ = [
     "Transport",
     "__version__",
     "create_connection",
+    "create_peer_connection",
     "create_server",
     "install",
     "loop_factory",
     "open_connection",
+    "open_peer_connection",
     "start_server",
     "start_tls",
     "uvloop_factory",

@@ -9,9 +9,15 @@ and ``asyncio.start_server``, with these udptcp additions and differences:
   fixes a connection's source virtual port (default: a random ephemeral one), which a
   simultaneous open needs.
 * ``sock=`` is a UDP socket, bound and possibly connected; the endpoint takes ownership and
-  closes it when done, as asyncio does with a socket passed to it. Passing the same socket
-  again shares its endpoint. For ``create_connection`` the peer is ``host``/``port`` if given,
-  else the socket's connected peer.
+  closes it when done, as asyncio does with a socket passed to it, unless
+  ``own_socket=False``: then it is left open (and readable by its owner again) once the
+  endpoint closes. A connect that fails or is cancelled never closes the socket passed in:
+  a hole-punched socket keeps its NAT binding for whatever is tried next. The socket gets
+  the same buffer sizes udptcp's own sockets have. Passing the same socket again shares its
+  endpoint. For ``create_connection`` the peer is ``host``/``port`` if given, else the
+  socket's connected peer; a numeric address is used at once, with no await before the
+  connection is registered, so a SYN that arrives meanwhile finds it (a simultaneous open
+  beside a listener on one punched socket).
 * ``ssl``, ``server_hostname``, ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` mean
   what they mean to asyncio: TLS runs on the udptcp connection through asyncio's own TLS
   protocol (:mod:`udptcp.aio.tls`), so certificates and verification behave as over TCP.
@@ -60,6 +66,7 @@ async def create_connection(
     local_vport: int | None = None,
     family: int = 0,
     all_errors: bool = False,
+    own_socket: bool = True,
     identity: Identity | None = None,
     peer_key: bytes | None = None,
     psk: bytes | None = None,
@@ -113,6 +120,7 @@ async def create_connection(
             local_vport=local_vport,
             family=family,
             all_errors=all_errors,
+            own_socket=own_socket,
         )
 
     if options is None:
@@ -140,6 +148,7 @@ async def _create_connection(
     local_vport: int | None,
     family: int,
     all_errors: bool,
+    own_socket: bool = True,
 ) -> tuple[Transport, _Q]:
     _check_vport("vport", vport)
     _check_vport("local_vport", local_vport)
@@ -161,14 +170,21 @@ async def _create_connection(
                     "host and port were not specified and sock is not connected"
                 ) from None
         else:
-            infos = await _resolve(loop, host, port, sock.family, 0)
+            infos = _numeric_infos(host, port, sock.family, 0)
+            if infos is None:
+                infos = await _resolve(loop, host, port, sock.family, 0)
             peer = infos[0][4]
-        endpoint = Endpoint.for_socket(loop, sock, config)
-        return await _open(endpoint, peer, protocol_factory, config, vport, local_vport)
+        endpoint = Endpoint.existing(loop, sock)
+        if endpoint is None:
+            _enlarge_buffers(sock)
+            endpoint = Endpoint.for_socket(loop, sock, config, owns_socket=own_socket)
+        return await _open(
+            endpoint, peer, protocol_factory, config, vport, local_vport, keep_socket=True
+        )
 
     if host is None or port is None:
         raise ValueError("host and port was not specified and no sock specified")
-    infos = await _resolve(loop, host, port, family, 0)
+    infos = _numeric_infos(host, port, family, 0) or await _resolve(loop, host, port, family, 0)
     local_infos = None
     if local_addr is not None:
         local_infos = await _resolve(loop, local_addr[0], local_addr[1], family, 0)
@@ -194,10 +210,15 @@ async def _open(
     config: Config,
     vport: int | None,
     local_vport: int | None,
+    *,
+    keep_socket: bool = False,
 ) -> tuple[Transport, _Q]:
+    """Connect on ``endpoint``; with ``keep_socket`` (the caller's socket) a failure or
+    cancellation that leaves the endpoint unused closes it without closing the socket."""
     if config.pmtu_max is not None:
         endpoint.set_dont_fragment()
     endpoint.acquire()
+    ok = False
     try:
         transport = endpoint.connect(
             peer,
@@ -216,8 +237,11 @@ async def _open(
             else:
                 transport.abort()
             raise
+        ok = True
         return transport, transport.get_protocol()  # type: ignore[return-value]
     finally:
+        if not ok and keep_socket and endpoint.idle_but_for_holds(1):
+            endpoint.owns_socket = False
         endpoint.release()
 
 
@@ -288,6 +312,7 @@ async def create_server(
     vport: int | None = None,
     family: int = 0,
     reuse_port: bool | None = None,
+    own_socket: bool = True,
     identity: Identity | None = None,
     psk: bytes | None = None,
     allow_plain: bool | None = None,
@@ -301,7 +326,9 @@ async def create_server(
     the UDP sockets (Linux then spreads peers over the processes sharing the port, each
     peer address always to the same socket, which is what udptcp needs). ``identity``
     (a :class:`~udptcp.Identity`) and/or ``psk`` make it a secure server, which refuses
-    plain clients unless ``allow_plain`` is True.
+    plain clients unless ``allow_plain`` is True. With ``sock`` and
+    ``own_socket=False`` the socket is left open when the server and its connections are
+    gone.
     """
     options = tls.tls_options(
         ssl,
@@ -328,7 +355,11 @@ async def create_server(
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
         _check_udp_socket(sock)
-        endpoints = [Endpoint.for_socket(loop, sock, config)]
+        endpoint = Endpoint.existing(loop, sock)
+        if endpoint is None:
+            _enlarge_buffers(sock)
+            endpoint = Endpoint.for_socket(loop, sock, config, owns_socket=own_socket)
+        endpoints = [endpoint]
     else:
         hosts = server_hosts(host)
         infos: list[Any] = []
@@ -465,6 +496,27 @@ async def start_server(
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _numeric_infos(
+    host: str | None, port: int | str | None, family: int, flags: int
+) -> list[Any] | None:
+    """``getaddrinfo`` for a numeric host and port, without waiting (it cannot block: no
+    name is looked up), or None when a lookup is needed."""
+    if host is None or port is None:
+        return None
+    try:
+        infos = socket.getaddrinfo(
+            host,
+            port,
+            family=family,
+            type=socket.SOCK_DGRAM,
+            proto=0,
+            flags=flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+        )
+    except (OSError, UnicodeError):
+        return None
+    return infos or None
 
 
 async def _resolve(

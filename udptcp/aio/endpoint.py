@@ -17,7 +17,19 @@ or holders (:meth:`Endpoint.acquire`); when the last of these goes it closes its
 :meth:`Endpoint.close` (and :func:`close_endpoints`) close it at once: live connections are
 reset and TIME-WAIT connections are dropped silently (DESIGN §8). Shutting the loop down
 (``asyncio.run``, ``asyncio.Runner``, ``uvloop.run``: anything that calls
-``loop.shutdown_asyncgens()``) closes its endpoints the same way.
+``loop.shutdown_asyncgens()``) closes its endpoints the same way. An endpoint built on a
+caller's socket with ``owns_socket=False`` leaves that socket open when it closes (it only
+stops reading it and turns UDP GRO off again).
+
+Datagrams that are not TCP segments share the socket (DESIGN §8, NAT traversal): a STUN
+message (RFC 8489 §5: the top two bits zero, the magic cookie 0x2112A442 in bytes 4-7, a
+length field that matches the datagram) is told apart *before* decoding and offered to the
+handlers added with :meth:`Endpoint.add_datagram_handler`, and so is any datagram that fails
+to decode as a segment (an application's own protocol); what no handler takes is counted
+(``stun_unhandled``, or ``malformed:<reason>`` as before). :meth:`Endpoint.claim_address`
+hands *every* datagram from one address (a TURN server, a rendezvous) to its owner
+undecoded, :meth:`Endpoint.set_route` sends what goes to one address through a callable
+(a TURN relay), and :meth:`Endpoint.send_datagram` sends an application's own datagram.
 """
 
 from __future__ import annotations
@@ -45,7 +57,7 @@ from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
 
-from . import securelink
+from . import natkeep, securelink
 from .errqueue import (
     ICMP_ERRNOS,
     LOCAL,
@@ -110,6 +122,31 @@ _SLOT_NONE, _SLOT_HALF_OPEN, _SLOT_LIVE, _SLOT_TIME_WAIT = range(4)
 #: Per-connection counters the endpoint adds to its own ``stats`` when a connection
 #: leaves the handshake, so that what the amplification rules held back is visible there.
 _HANDSHAKE_COUNTERS = ("amplification_limited", "syn_acks_rate_limited")
+#: STUN's magic cookie (RFC 8489 §5), bytes 4-7 of every STUN message.
+STUN_MAGIC_COOKIE = b"\x21\x12\xa4\x42"
+#: A datagram handler: takes ``(data, address)``, returns True if it took the datagram.
+DatagramHandler = Callable[[bytes, Address], bool]
+#: The owner of a claimed address, or a route: called with what arrives or must be sent.
+Sink = Callable[[bytes, Address], None]
+#: What a punching connection decides about a segment from an address it was not yet
+#: bound to (see :meth:`Endpoint.add_punch`): deliver it (after relocating), or drop it.
+PunchHook = Callable[[Segment, Address], bool]
+
+
+def is_stun(data: bytes) -> bool:
+    """True if ``data`` has the shape of a STUN message (RFC 8489 §5, RFC 7983 §7): the first
+    two bits zero, the magic cookie in bytes 4-7, and a body length (a multiple of 4) that
+    is exactly the rest of the datagram. A TCP segment matches only if its sequence number
+    is the cookie *and* its destination port the length: a peer can forge that, so what a
+    STUN handler takes is as hostile as any segment."""
+    return (
+        len(data) >= 20
+        and data[0] < 0x40
+        and data[4:8] == STUN_MAGIC_COOKIE
+        and (data[2] << 8 | data[3]) == len(data) - 20
+        and not data[3] & 3
+    )
+
 
 # One endpoint per socket per loop, so a socket passed twice (``sock=``) is shared: a
 # hole-punched socket can carry a server and outgoing connections at once.
@@ -210,6 +247,14 @@ class Endpoint:
     * ``time_wait_dropped``: connections forgotten at once instead of entering TIME-WAIT,
       past ``max_time_wait``.
 
+    Traffic that is not a TCP segment (the module docstring): ``stun_in`` and
+    ``stun_unhandled`` (STUN no handler took), ``datagrams_handled`` (non-segments a handler
+    took), ``datagrams_claimed`` (from a claimed address), ``datagrams_routed`` and
+    ``datagrams_relayed_in`` (through a route, a relay), ``punch_dropped`` and
+    ``punch_foreign`` (segments a punching connection refused, from its peer's addresses or
+    from elsewhere), ``nat_keepalives_sent`` / ``_answered`` / ``_unanswered``,
+    ``nat_mapping_changed`` (binding maintenance), ``turn_dropped``.
+
     ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
     segment.
 
@@ -219,13 +264,20 @@ class Endpoint:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, *, offload: bool = True
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        *,
+        offload: bool = True,
+        owns_socket: bool = True,
     ) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"A UDP socket was expected, got {sock!r}")
         sock.setblocking(False)
         self.loop = loop
         self.sock = sock
+        #: Close the socket when the endpoint closes (False: a caller's socket, left open).
+        self.owns_socket = owns_socket
         self.family = sock.family
         self._fd = sock.fileno()
         self._sockname: Address = sock.getsockname()
@@ -265,6 +317,17 @@ class Endpoint:
         self.gso = self.gro = False
         if offload and offload_allowed():
             self._enable_offload()
+        # Non-TCP traffic sharing the socket (see the module docstring).
+        self._handlers: list[DatagramHandler] = []
+        self._claimed: dict[Address, Sink] = {}
+        self._routes: dict[Address, Sink] = {}
+        self._punching: dict[tuple[int, int], PunchHook] = {}
+        #: NAT binding maintenance on this socket (``Config.nat_keepalive``, natkeep.py).
+        self.nat_keeper: natkeep.BindingKeeper | None = None
+        #: When set, every datagram leaves through ``egress(data, addr)`` instead of the
+        #: socket (a user-space NAT emulator puts itself there: udptcp.tools.natemu);
+        #: what comes back is handed in with :meth:`deliver`.
+        self.egress: Sink | None = None
         #: Whether ICMP errors are read from the socket's error queue (Linux).
         self.recverr = enable_recverr(sock)
         self._errors_handle: asyncio.Handle | None = None
@@ -321,14 +384,33 @@ class Endpoint:
 
     @classmethod
     def for_socket(
-        cls, loop: asyncio.AbstractEventLoop, sock: socket.socket, config: Config | None = None
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        config: Config | None = None,
+        *,
+        owns_socket: bool = True,
     ) -> Endpoint:
         """The endpoint on ``sock`` for ``loop``: the existing one, or a new one (whose
-        offloads ``config`` decides)."""
+        offloads ``config`` decides, and which closes ``sock`` when it closes only if
+        ``owns_socket``)."""
+        existing = cls.existing(loop, sock)
+        if existing is not None:
+            return existing
+        return cls(
+            loop,
+            sock,
+            offload=config.udp_offload if config is not None else True,
+            owns_socket=owns_socket,
+        )
+
+    @staticmethod
+    def existing(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Endpoint | None:
+        """The open endpoint on ``sock`` for ``loop``, if there is one."""
         existing = _registry.get(loop, {}).get(sock.fileno())
         if existing is not None and not existing._closed:
             return existing
-        return cls(loop, sock, offload=config.udp_offload if config is not None else True)
+        return None
 
     @property
     def sockname(self) -> Address:
@@ -358,6 +440,10 @@ class Endpoint:
         self._refs -= 1
         self._maybe_close()
 
+    def idle_but_for_holds(self, holds: int) -> bool:
+        """True if nothing but ``holds`` holders keeps the endpoint open."""
+        return self._refs <= holds and not self._conns and not self._listeners
+
     def _maybe_close(self) -> None:
         if self._refs <= 0 and not self._conns and not self._listeners:
             self.close()
@@ -383,6 +469,12 @@ class Endpoint:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.nat_keeper is not None:
+            self.nat_keeper.close()
+        self._handlers.clear()
+        self._claimed.clear()
+        self._routes.clear()
+        self._punching.clear()
         for handle in (self._errors_handle, self._rewatch_handle):
             if handle is not None:
                 handle.cancel()
@@ -391,10 +483,137 @@ class Endpoint:
             self.loop.remove_writer(self._fd)
         except (RuntimeError, ValueError, OSError):
             pass  # the loop is already closed
-        self.sock.close()
+        if self.owns_socket:
+            self.sock.close()
+        else:
+            self._hand_back()
         by_fd = _registry.get(self.loop)
         if by_fd is not None and by_fd.get(self._fd) is self:
             del by_fd[self._fd]
+
+    def _hand_back(self) -> None:
+        """Leave a caller's socket as a caller expects to read it: one datagram per read."""
+        if self.gro:
+            try:
+                self.sock.setsockopt(SOL_UDP, UDP_GRO, 0)
+            except OSError:
+                pass
+            self.gro = False
+
+    # ------------------------------------------------------------------ non-TCP datagrams
+
+    def add_datagram_handler(self, handler: DatagramHandler) -> Callable[[], None]:
+        """Offer ``handler`` every datagram that is not a TCP segment: STUN messages (told
+        apart before decoding) and datagrams that do not decode as a segment. Handlers are
+        asked in the order they were added; the first that returns True takes the datagram.
+        A handler that raises is logged and counts as not taking it. Returns a function
+        that removes the handler."""
+        self._handlers.append(handler)
+
+        def remove() -> None:
+            if handler in self._handlers:
+                self._handlers.remove(handler)
+
+        return remove
+
+    def claim_address(self, addr: Address, sink: Sink) -> Callable[[], None]:
+        """Hand every datagram from ``addr`` to ``sink(data, addr)`` undecoded (a TURN
+        server's ChannelData looks like anything). Returns a function that releases it."""
+        addr = tuple(addr)
+        self._claimed[addr] = sink
+
+        def release() -> None:
+            if self._claimed.get(addr) is sink:
+                del self._claimed[addr]
+
+        return release
+
+    def set_route(self, addr: Address, sink: Sink | None) -> None:
+        """Send every datagram addressed to ``addr`` (segments and :meth:`send_datagram`
+        alike) through ``sink(data, addr)`` instead of the socket: a peer reached through a
+        relay. ``None`` removes the route."""
+        addr = tuple(addr)
+        if sink is None:
+            self._routes.pop(addr, None)
+        else:
+            self._routes[addr] = sink
+
+    def route_of(self, addr: Address) -> Sink | None:
+        """The route set for ``addr``, if any."""
+        return self._routes.get(tuple(addr))
+
+    def send_datagram(self, data: bytes, addr: Address) -> None:
+        """Send one datagram of the application's own (or STUN) on the socket, queued
+        behind segments already waiting, through the route to ``addr`` if one is set."""
+        if self._closed:
+            return
+        route = self._routes.get(addr) if self._routes else None
+        if route is not None:
+            route(data, addr)
+            return
+        self._send(data, addr)
+
+    def send_direct(self, data: bytes, addr: Address) -> None:
+        """Send one datagram on the socket itself, ignoring routes (what a route sends)."""
+        if not self._closed:
+            self._send(data, addr)
+
+    def deliver(self, data: bytes, addr: Address) -> None:
+        """Take ``data`` as if the socket had received it from ``addr`` (an interposer's
+        way in; see ``egress``)."""
+        if not self._closed:
+            self.stats["datagrams_in"] += 1
+            self._on_datagram(data, addr, None)
+
+    def inject(self, data: bytes, addr: Address) -> None:
+        """Take ``data`` as if it had arrived from ``addr`` (what a relay unwrapped)."""
+        if not self._closed:
+            self.stats["datagrams_relayed_in"] += 1
+            self._on_datagram(data, addr, None, claimed=False)
+
+    def _offer(self, data: bytes, addr: Address) -> bool:
+        for handler in list(self._handlers):
+            try:
+                if handler(data, addr):
+                    return True
+            except Exception:
+                logger.exception("%r: datagram handler %r failed", self, handler)
+        return False
+
+    def _deliver_claimed(self, sink: Sink, data: bytes, addr: Address) -> None:
+        self.stats["datagrams_claimed"] += 1
+        try:
+            sink(data, addr)
+        except Exception:
+            logger.exception("%r: handler for %r failed", self, addr)
+
+    # ------------------------------------------------------------------ punching
+
+    def add_punch(self, transport: Transport, hook: PunchHook) -> None:
+        """Let ``transport`` (registered under a placeholder address) hear segments with its
+        virtual ports from any address: ``hook(segment, address)`` decides, and relocates
+        the transport (:meth:`relocate`) before returning True to have it delivered.
+        Segments it refuses are dropped silently (``punch_dropped``), never answered with a
+        reset, so a copy of the peer's SYN that came another way cannot refuse the
+        connection. The hook lasts as long as the connection."""
+        conn = transport._conn
+        self._punching[(conn.local_port, conn.remote_port)] = hook
+
+    def relocate(self, transport: Transport, addr: Address) -> None:
+        """Bind ``transport`` to the remote address ``addr`` from now on."""
+        addr = tuple(addr)
+        old = transport._key
+        if self._conns.get(old) is transport:
+            del self._conns[old]
+        key = (addr, old[1], old[2])
+        if key in self._conns and self._conns[key] is not transport:
+            raise OSError(errno.EADDRINUSE, f"virtual ports {old[1]} -> {old[2]} to {addr!r}")
+        opening = self._opening.get(transport._peer)
+        if opening is not None and transport in opening:
+            self._opened(transport)  # still in SYN-SENT: listed under its new address
+            self._opening.setdefault(addr, []).append(transport)
+        transport._relocated(addr)
+        self._conns[key] = transport
 
     # ------------------------------------------------------------------ connections
 
@@ -442,6 +661,8 @@ class Endpoint:
         if session is not None:
             securelink.link_for(self).add(transport, session)
         self._conns[key] = transport
+        if config.nat_keepalive is not None:
+            natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._opening.setdefault(peer, []).append(transport)
         transport._pump()
         return transport
@@ -477,6 +698,8 @@ class Endpoint:
         if self._conns.get(transport._key) is transport:
             del self._conns[transport._key]
             transport._deadline = None
+            if self._punching:
+                self._punching.pop((transport._key[1], transport._key[2]), None)
             if self.secure is not None:
                 self.secure.forget(transport)
             counters = transport._conn.stats_counters
@@ -711,14 +934,30 @@ class Endpoint:
         data: bytes,
         addr: Address,
         trains: dict[Transport, list[Segment]] | None = None,
+        claimed: bool = True,
     ) -> None:
         """Decode one datagram and route its segment: into ``trains`` for a connection
-        (delivered after the read burst), or at once (a SYN, a reset for a closed port)."""
+        (delivered after the read burst), or at once (a SYN, a reset for a closed port).
+        Non-TCP datagrams go to their handlers first (see the module docstring)."""
+        if claimed and self._claimed:
+            sink = self._claimed.get(addr)
+            if sink is not None:
+                self._deliver_claimed(sink, data, addr)
+                return
+        if data[4:8] == STUN_MAGIC_COOKIE and is_stun(data):
+            # RFC 8489 §5 / RFC 7983: STUN is told apart before any TCP decoding.
+            self.stats["stun_in"] += 1
+            if not self._offer(data, addr):
+                self.stats["stun_unhandled"] += 1
+            return
         if self.secure is not None and self.secure.on_datagram(data, addr, trains):
             return  # a secure connection's: authenticated (or dropped) before decoding
         try:
             seg = decode(data)
         except MalformedSegment as exc:
+            if self._handlers and self._offer(data, addr):
+                self.stats["datagrams_handled"] += 1
+                return
             self.stats["malformed"] += 1
             self.stats["malformed:" + exc.reason] += 1
             opening = self._opening.get(addr)
@@ -750,6 +989,15 @@ class Endpoint:
         key = (addr, seg.dst_port, seg.src_port)
         transport = self._conns.get(key)
         is_syn = flags & (SYN | ACK | RST) == SYN
+        if transport is None and self._punching:
+            hook = self._punching.get((seg.dst_port, seg.src_port))
+            if hook is not None:
+                # A punching connection's peer, from an address it is not bound to (yet).
+                if hook(seg, addr):
+                    transport = self._conns.get(key)
+                if transport is None:
+                    self.stats["punch_dropped"] += 1
+                    return
         if transport is not None:
             if not is_syn:
                 if trains is None:
@@ -843,6 +1091,8 @@ class Endpoint:
             attach(transport)
         listener.add_pending(transport)
         self._conns[key] = transport
+        if config.nat_keepalive is not None:
+            natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._guarded(transport, transport._pump)
 
     def _refused(self, config: Config, host: Any) -> bool:
@@ -1056,6 +1306,13 @@ class Endpoint:
             for seg in segments:
                 self._trace("out", addr, seg)
         to_bytes = encode if seal is None else seal
+        if self._routes:
+            route = self._routes.get(addr)
+            if route is not None:
+                self.stats["datagrams_routed"] += len(segments)
+                for seg in segments:
+                    route(to_bytes(seg), addr)
+                return
         if not self.gso or len(segments) == 1:
             for seg in segments:
                 self._send(to_bytes(seg), addr)
@@ -1080,6 +1337,10 @@ class Endpoint:
     def _send(self, data: bytes, addr: Address, gso: int = 0, count: int = 1) -> None:
         """Send one datagram, or with ``gso`` a run of ``count`` datagrams of that size."""
         self.stats["datagrams_out"] += count
+        if self.egress is not None:
+            for offset in range(0, len(data), gso or len(data) or 1):
+                self.egress(data[offset : offset + gso] if gso else data, addr)
+            return
         if self._sendq:
             self._sendq.append((data, addr, gso))
             return

@@ -295,6 +295,12 @@ class Transport(asyncio.Transport):
 
     # ------------------------------------------------------------------ driving the core
 
+    def _relocated(self, peer: Address) -> None:
+        """The endpoint bound this connection to a new remote address (a punched path)."""
+        self._peer = peer
+        self._key = (peer, self._conn.local_port, self._conn.remote_port)
+        self._extra["peername"] = peer  # type: ignore[attr-defined]
+
     def _receive(self, seg: Segment) -> None:
         self._conn.receive(seg, self._loop.time())
         self._pump()

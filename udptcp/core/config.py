@@ -101,6 +101,15 @@ class Config:
     keepalive_interval: float = 5.0
     #: Unanswered probes before the connection fails with ``TimeoutError``.
     keepalive_count: int = 4
+    #: NAT binding maintenance, separate from TCP keepalive: every this many seconds the
+    #: endpoint sends a 20-byte STUN Binding request (RFC 8489) to the connection's remote
+    #: address, from both sides, whatever the connection is doing, so a NAT or firewall
+    #: binding with a shorter timeout never expires. ``None`` (the default for ordinary
+    #: connections) sends none; peer connections use 5 s, below the 10-30 s some home NATs
+    #: keep an idle UDP binding. A peer that runs binding maintenance too answers, and a
+    #: changed mapped address in its answer is reported (``nat_mapping_changed``). A plain
+    #: udptcp peer drops the request as a malformed segment: it never reaches its core.
+    nat_keepalive: float | None = None
     #: How long a connection closed with ``close()`` waits in FIN-WAIT-2 for the peer's FIN.
     fin_wait2_timeout: float = 60.0
     #: How long shutting down the event loop (``asyncio.run`` returning, a ``Runner``
@@ -213,6 +222,8 @@ class Config:
         ):
             positive(name, getattr(self, name))
         positive("delayed_ack", self.delayed_ack, zero_ok=True)
+        if self.nat_keepalive is not None:
+            positive("nat_keepalive", self.nat_keepalive)
         positive("exit_linger", self.exit_linger, zero_ok=True)
         positive("syn_retries", self.syn_retries, zero_ok=True)
         positive("synack_retries", self.synack_retries, zero_ok=True)
