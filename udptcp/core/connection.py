@@ -539,6 +539,12 @@ class Connection:
             if self.state is S.FIN_WAIT_2:
                 self._enter_closed(None)  # the peer never sent its FIN
                 return
+        if (
+            self._pto_deadline is not None
+            and now >= self._pto_deadline
+            and (self._rto_deadline is None or self._pto_deadline <= self._rto_deadline)
+        ):
+            self._send_tlp(now)  # a probe due with (or before) the RTO replaces it (§7.2)
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._rto_deadline = None
             self._on_retransmission_timeout(now)
@@ -1678,10 +1684,13 @@ class Connection:
             pto += _WC_DELACK  # a lone segment may be waiting on a delayed ACK
         pto = max(pto, 0.01)
         deadline = now + pto
-        if self._rto_deadline is not None and deadline >= self._rto_deadline:
-            self._pto_deadline = None  # the RTO comes first anyway
-        else:
-            self._pto_deadline = deadline
+        if self._rto_deadline is not None and deadline > self._rto_deadline:
+            # §7.2: if the RTO would fire first, the probe goes out at the RTO's time in its
+            # place (and restarts it, §7.3). On a long path the RTO floor is below 2 SRTT:
+            # without this, a lost ACK (one per train of a small window) or a lost
+            # retransmission always ends in a timeout and a one-segment window.
+            deadline = self._rto_deadline
+        self._pto_deadline = deadline
 
     def _send_tlp(self, now: float) -> None:
         """RFC 8985 §7.3: send one new segment if allowed, else the last one again."""
