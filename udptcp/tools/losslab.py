@@ -116,6 +116,8 @@ class Case:
     size: int = 20_000_000
     cap: float = 60.0
     seed: int = 1
+    trace: float = 0.0
+    """Seconds between samples of the sender's window and counters (0: none)."""
 
 
 @dataclass
@@ -139,6 +141,9 @@ class Transfer:
     wire: dict[str, Any] = field(default_factory=dict)
     load: str = ""
     error: str = ""
+    trace: list[dict[str, float]] = field(default_factory=list)
+    """Samples over time (``Case.trace``): t, cwnd and ssthresh in segments, retransmissions,
+    recovery state."""
 
     @property
     def goodput(self) -> float:
@@ -316,6 +321,34 @@ class _KernelReceiver(threading.Thread):
             self.error = f"receiver: {exc}"
 
 
+class _KernelTracer(threading.Thread):
+    """Sample the sending socket's TCP_INFO every ``every`` seconds until ``stop``."""
+
+    def __init__(self, sock: socket.socket, every: float, start: float) -> None:
+        super().__init__(daemon=True, name="losslab tracer")
+        self.sock, self.every, self.start_time = sock, every, start
+        self.stop = threading.Event()
+        self.samples: list[dict[str, float]] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                info = _tcp_info(self.sock)
+            except OSError:
+                return
+            self.samples.append(
+                {
+                    "t": round(time.monotonic() - self.start_time, 4),
+                    "cwnd": info["snd_cwnd"],
+                    "ssthresh": min(info["snd_ssthresh"], 1 << 20),
+                    "retrans": info["total_retrans"],
+                    "ca_state": info["ca_state"],
+                    "rtt_ms": info["rtt"] / 1000,
+                    "acked": info["bytes_acked"],
+                }
+            )
+
+
 def _linux_transfer(pair_ns: tuple[str, str], case: Case, cc: str, data: bytes) -> dict[str, Any]:
     """Blocking: one kernel transfer from namespace A to B; returns figures and counters."""
     listener = _in_netns(pair_ns[1], lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
@@ -334,6 +367,9 @@ def _linux_transfer(pair_ns: tuple[str, str], case: Case, cc: str, data: bytes) 
         view = memoryview(data)
         start = time.monotonic()
         deadline = start + case.cap
+        tracer = _KernelTracer(sender, case.trace, start) if case.trace else None
+        if tracer is not None:
+            tracer.start()
         sent = 0
         while sent < len(data) and time.monotonic() < deadline:
             try:
@@ -344,6 +380,9 @@ def _linux_transfer(pair_ns: tuple[str, str], case: Case, cc: str, data: bytes) 
             receiver.join(0.1)
         stop.set()
         receiver.join(5)
+        if tracer is not None:
+            tracer.stop.set()
+            tracer.join(5)
         complete = receiver.received == len(data)
         if complete:
             # The receiver's FIN follows its last read: wait for it, so the counters hold
@@ -366,6 +405,7 @@ def _linux_transfer(pair_ns: tuple[str, str], case: Case, cc: str, data: bytes) 
         "ss": ss,
         "tcpext": {k: after.get(k, 0) - before.get(k, 0) for k in after},
         "error": receiver.error,
+        "trace": tracer.samples if tracer is not None else [],
     }
 
 
@@ -445,6 +485,7 @@ async def run_linux(case: Case, stack: str = "linux-cubic") -> Transfer:
         result.wire["data_segments_sent"] = info["data_segs_out"]
         result.wire["devices"] = devices
         result.error = figures["error"]
+        result.trace = figures["trace"]
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"[:500]
     finally:
@@ -528,6 +569,9 @@ async def run_udptcp(case: Case, receive_buffer: int | None = None) -> Transfer:
         view = memoryview(data)
         start = time.monotonic()
         deadline = start + case.cap
+        tracer = None
+        if case.trace:
+            tracer = asyncio.ensure_future(_trace_udptcp(transport, case.trace, start, result))
         sent = 0
         while sent < len(data) and time.monotonic() < deadline and not done.done():
             if not can_write.is_set():
@@ -559,6 +603,8 @@ async def run_udptcp(case: Case, receive_buffer: int | None = None) -> Transfer:
                     break
                 await asyncio.sleep(0.01)
         stats = dict(transport.get_extra_info("udptcp_stats") or {})
+        if tracer is not None:
+            tracer.cancel()
         transport.abort()
         relay.send_signal(15)
         assert relay.stdout is not None
@@ -592,6 +638,30 @@ async def run_udptcp(case: Case, receive_buffer: int | None = None) -> Transfer:
                     proc.send_signal(15)
             await _finish(proc)
     return result
+
+
+async def _trace_udptcp(
+    transport: asyncio.Transport, every: float, start: float, result: Transfer
+) -> None:
+    """Sample the sender's window and counters every ``every`` seconds into ``result``."""
+    while True:
+        await asyncio.sleep(every)
+        st = transport.get_extra_info("udptcp_stats")
+        if not st:
+            return
+        mss = int(st["mss"] or 1)
+        conn = transport.get_extra_info("udptcp_connection")
+        result.trace.append(
+            {
+                "t": round(time.monotonic() - start, 4),
+                "cwnd": round(int(st["cwnd"]) / mss, 1),
+                "ssthresh": round(min(int(st["ssthresh"]), 1 << 30) / mss, 1),
+                "retrans": st["retransmits"],
+                "ca_state": int(bool(getattr(conn, "_in_recovery", False))),
+                "rtt_ms": round(float(st["srtt"] or 0) * 1000, 1),
+                "acked": st["bytes_acked"],
+            }
+        )
 
 
 def _relay_final(text: str) -> dict[str, dict[str, int]]:
@@ -752,6 +822,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stacks", default="linux-cubic,udptcp")
     parser.add_argument("--receive-buffer", type=_size, default=None, help="udptcp's")
     parser.add_argument("--json", default=None, metavar="FILE")
+    parser.add_argument(
+        "--trace", type=float, default=0.0, metavar="S", help="sample the sender every S s"
+    )
     args = parser.parse_args(argv)
     stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
     for stack in stacks:
@@ -760,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(s in LINUX_STACKS for s in stacks) and (why := lab_unavailable()):
         parser.error(why)
     cases = [
-        Case(spec or "no impairment", spec, args.size, args.cap, args.seed)
+        Case(spec or "no impairment", spec, args.size, args.cap, args.seed, args.trace)
         for spec in (args.case or [""])
     ]
 
