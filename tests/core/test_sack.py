@@ -300,3 +300,28 @@ def test_a_recovery_caused_by_reordering_is_undone_when_dsacks_report_it():
     assert a.stats()["dsacks_received"] >= 1
     assert a.stats()["spurious_recoveries_undone"] == 1
     assert a.cc.cwnd >= cwnd_before  # RFC 3708: the cut is undone
+
+
+def test_a_duplicate_made_by_the_network_does_not_undo_a_real_recovery():
+    a, b = _pair(CFG.replace(initial_window=20))
+    t = _warm_rtt(a, b)
+    a.send(b"D" * 1452 * 10, t)
+    segs = a.take_segments()
+    lost, copied = segs[1], segs[5]
+    for s in segs:
+        if s is not lost:
+            b.receive(s, t + 0.02)
+    for s in b.take_segments():
+        a.receive(s, t + 0.04)
+    assert a._in_recovery
+    cut = a.cc.cwnd
+    assert cut < a._undo_cwnd
+    assert any(s.seq == lost.seq for s in a.take_segments())  # resent (and lost again)
+    b.receive(copied, t + 0.05)  # the path duplicated an original: the peer D-SACKs it
+    for s in b.take_segments():
+        a.receive(s, t + 0.07)
+    assert a.stats()["dsacks_received"] == 1
+    # The one retransmission of the recovery was not reported as a duplicate: the loss
+    # was real, the cut stays (RFC 3708 §3).
+    assert a.stats()["spurious_recoveries_undone"] == 0
+    assert a.cc.cwnd <= cut

@@ -170,6 +170,10 @@ class Connection:
         self._undo_cwnd: int | None = None
         self._undo_ssthresh = 0
         self._undo_retrans = 0
+        # Stream offset -> copies of that segment resent since the recovery began (at most
+        # one entry per segment of the send log): only a D-SACK for one of these says a
+        # retransmission was needless; a duplicate the network made says nothing of the kind.
+        self._undo_ranges: dict[int, int] = {}
         self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
         self._ooo_latest = 0  # receiver: offset of the newest out-of-order arrival
         self._dsack: tuple[int, int] | None = None  # receiver: duplicate to report (seqs)
@@ -629,6 +633,7 @@ class Connection:
         self._log.mark_all_lost()  # RFC 8985 §6.3
         self._rack_deadline = None
         self._undo_cwnd = None  # a timeout is not undone
+        self._undo_ranges.clear()
         self._retries += 1
         self._in_recovery = False
         self._dupacks = 0
@@ -1121,7 +1126,7 @@ class Connection:
                 or (len(blocks) > 1 and seq_ge(left, blocks[1][0]) and seq_le(right, blocks[1][1]))
             ):
                 self.stats_counters["dsacks_received"] += 1
-                self._on_dsack()
+                self._on_dsack(self._stream_offset(left))
                 continue
             start, end = self._stream_offset(left), self._stream_offset(right)
             # Ignore blocks that do not lie within what is outstanding (RFC 2018 §3).
@@ -1139,21 +1144,30 @@ class Connection:
                         self._probe_acknowledged(self._probe[1])
         return new
 
-    def _on_dsack(self) -> None:
-        """A duplicate reached the peer: the path reorders, or a retransmission was spurious.
+    def _on_dsack(self, start: int) -> None:
+        """A duplicate of the data from stream offset ``start`` reached the peer: the path
+        reorders or duplicates, or a retransmission was spurious.
 
-        RFC 8985 §6.2: widen the reordering window. RFC 3708: once every retransmission of
-        the last recovery has come back as a duplicate, nothing had been lost; restore
-        the congestion window the recovery cut.
+        RFC 8985 §6.2: widen the reordering window. RFC 3708 §3: once every retransmission
+        of the last recovery has come back as a duplicate, nothing had been lost; restore
+        the congestion window the recovery cut. Only a D-SACK for a segment resent in that
+        recovery counts (Linux's tcp_sacktag_one checks the same): a path that duplicates
+        datagrams sends D-SACKs for originals, which prove nothing about the losses.
         """
         self._reo_mult = min(self._reo_mult + 1, 16)
-        if self._undo_cwnd is None or self._undo_retrans <= 0:
+        copies = self._undo_ranges.get(start)
+        if self._undo_cwnd is None or not copies:
             return
+        if copies > 1:
+            self._undo_ranges[start] = copies - 1
+        else:
+            del self._undo_ranges[start]
         self._undo_retrans -= 1
         if self._undo_retrans == 0:
             self.cc.cwnd = max(self.cc.cwnd, self._undo_cwnd)
             self.cc.ssthresh = max(self.cc.ssthresh, self._undo_ssthresh)
             self._undo_cwnd = None
+            self._undo_ranges.clear()
             self.stats_counters["spurious_recoveries_undone"] += 1
 
     def _on_new_ack(self, ack: int, now: float, tsecr: int = 0) -> None:
@@ -1236,6 +1250,7 @@ class Connection:
             self._recover = self.snd_max
             self._undo_cwnd, self._undo_ssthresh = self.cc.cwnd, self.cc.ssthresh
             self._undo_retrans = 0
+            self._undo_ranges.clear()
             self.cc.on_loss(self._flight, now)
             self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
             self.stats_counters["fast_retransmits"] += 1
@@ -1327,6 +1342,7 @@ class Connection:
         self._retx_tsval = self._tsval()
         if self._undo_cwnd is not None:
             self._undo_retrans += 1
+            self._undo_ranges[off] = self._undo_ranges.get(off, 0) + 1
         self._rtt_seq = None
         self.stats_counters["retransmits"] += 1
         self._emit(seg, now)
