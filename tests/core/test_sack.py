@@ -204,6 +204,28 @@ def test_on_a_long_path_a_lost_ack_costs_a_probe_not_a_timeout():
     assert a.stats()["timeouts"] == 0 and a.cc.cwnd >= cwnd
 
 
+def test_sack_recovery_ends_with_cwnd_at_ssthresh_even_with_nothing_left_in_flight():
+    # Everything the sender had went out before the loss, so the full ACK leaves nothing
+    # in flight. RFC 6675 (and RFC 6937) leave recovery with cwnd = ssthresh; RFC 6582's
+    # min(ssthresh, FlightSize + SMSS) would make it one segment and cost a slow start.
+    a, b = _pair(CFG.replace(initial_window=20))
+    t = _warm_rtt(a, b)
+    a.send(b"E" * 1452 * 12, t)
+    segs = a.take_segments()
+    for s in segs[1:]:
+        b.receive(s, t + 0.02)
+    for s in b.take_segments():
+        a.receive(s, t + 0.04)
+    assert a._in_recovery
+    ssthresh = a.cc.ssthresh
+    for s in a.take_segments():
+        b.receive(s, t + 0.06)
+    for s in b.take_segments():
+        a.receive(s, t + 0.08)
+    assert not a._in_recovery and a.snd_una == a.snd_max
+    assert a.cc.cwnd == ssthresh
+
+
 def _warm_rtt(a, b, rtt=0.04):
     """One exchange with a real round trip, so RACK and the probe timer know the RTT."""
     a.send(b"w" * 100, 0.0)

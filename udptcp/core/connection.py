@@ -1178,7 +1178,16 @@ class Connection:
             if seq_ge(ack, self._recover):
                 # RFC 6582 §3.2 step 3 / RFC 6675 §5: full acknowledgment ends recovery.
                 self._in_recovery = False
-                cc.on_recovery_end(self._flight, now)
+                if not self.sack_ok:
+                    cc.on_recovery_end(self._flight, now)
+                elif self._undo_cwnd is not None:
+                    # SACK recovery ends with cwnd = ssthresh (RFC 6675 §5; RFC 6937 §3),
+                    # as Linux's does, unless D-SACKs undid its cut meanwhile. RFC 6582's
+                    # min(ssthresh, FlightSize + SMSS) guards against the burst a window
+                    # inflated by duplicate ACKs would release; sending by pipe inflates
+                    # nothing, and a sender the peer's window held back ends recovery
+                    # with little in flight, which the guard made a 1-segment window.
+                    cc.on_recovery_end(cc.ssthresh, now)
             elif self.sack_ok:
                 pass  # RFC 6675: the scoreboard decides; _output sends by pipe
             else:
