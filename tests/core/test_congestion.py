@@ -80,9 +80,66 @@ def test_a_stretch_ack_counts_as_the_delayed_acks_it_stands_for() -> None:
     from udptcp.core.congestion import slow_start
 
     mss = 1000
-    assert slow_start(10_000, 100_000, 2 * mss, mss) == 11_000  # ordinary delayed ACK: +1 MSS
+    # An ordinary delayed ACK (two segments) grows the window by two: doubling per round
+    # trip (RFC 3465, L = 2 SMSS), as Linux's slow start does.
+    assert slow_start(10_000, 100_000, 2 * mss, mss) == 12_000
     assert slow_start(10_000, 100_000, mss, mss) == 11_000
     assert slow_start(10_000, 100_000, 300, mss) == 10_300
-    # One ACK for a train of 20 segments: the 10 delayed ACKs it replaces.
-    assert slow_start(10_000, 100_000, 20 * mss, mss) == 20_000
+    # One ACK for a train of 20 segments: the 10 delayed ACKs it replaces, 2 MSS each.
+    assert slow_start(10_000, 100_000, 20 * mss, mss) == 30_000
     assert slow_start(10_000, 15_000, 20 * mss, mss) == 15_000  # never past ssthresh
+
+
+def _slow_start_rounds(cc, rtts, per_ack: int = 2):
+    """Drive slow start round by round: each round ACKs the whole window ``per_ack``
+    segments at a time, each ACK carrying an RTT sample from ``rtts`` (one value per
+    round); return cwnd in segments after each round."""
+    out = []
+    for rtt in rtts:
+        window = cc.cwnd
+        acked = 0
+        while acked < window:
+            step = min(per_ack * MSS, window - acked)
+            acked += step
+            cc.on_rtt_sample(rtt, rtt)
+            cc.on_ack(step, window - acked + cc.cwnd - window, 0.0)
+        out.append(cc.cwnd // MSS)
+        if cc.cwnd >= cc.ssthresh:
+            break
+    return out
+
+
+def test_hystart_keeps_doubling_while_the_rtt_stays_flat():
+    cc = Cubic(MSS, 10)
+    trace = _slow_start_rounds(cc, [0.05] * 6)
+    assert trace == [20, 40, 80, 160, 320, 640]
+    assert cc.hystart.active and not cc.hystart.in_css
+
+
+def test_hystart_slows_down_then_leaves_slow_start_when_the_rtt_rises():
+    cc = Cubic(MSS, 10)
+    # Flat for four rounds, then the queue builds: +10 ms is past the 50/8 = 6.25 ms bar.
+    rtts = [0.05] * 4 + [0.06] * 12
+    trace = _slow_start_rounds(cc, rtts)
+    assert trace[:4] == [20, 40, 80, 160]
+    css = trace[4:]
+    # RFC 9406: conservative slow start grows a quarter as fast (x1.25 per round) ...
+    assert all(b < 1.3 * a for a, b in zip(css, css[1:]))
+    # ... and after CSS_ROUNDS rounds hands over to congestion avoidance at that window.
+    assert cc.ssthresh < 1 << 30 and cc.ssthresh <= cc.cwnd < 1.05 * cc.ssthresh
+    assert not cc.hystart.active
+    assert len(css) <= 6  # CSS_ROUNDS rounds (the last one may end mid-round)
+
+
+def test_hystart_resumes_slow_start_when_the_rise_was_jitter():
+    cc = Cubic(MSS, 10)
+    trace = _slow_start_rounds(cc, [0.05] * 3 + [0.06] + [0.05] * 3)
+    assert cc.hystart.active and not cc.hystart.in_css
+    assert trace[-1] >= 2 * trace[-2] * 0.9  # doubling again
+
+
+def test_a_loss_in_slow_start_ends_hystart():
+    cc = Cubic(MSS, 10)
+    _slow_start_rounds(cc, [0.05] * 2)
+    cc.on_loss(cc.cwnd, 0.0)
+    assert not cc.hystart.active

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .hystart import HyStart
+
 
 class CongestionControl:
     """Window policy of one connection. Sizes are in bytes."""
@@ -23,6 +25,10 @@ class CongestionControl:
         self.ssthresh = 1 << 30
         #: Smoothed RTT in seconds, kept current by the connection (None before a sample).
         self.srtt: float | None = None
+
+    def on_rtt_sample(self, rtt: float, srtt: float | None) -> None:
+        """A new RTT measurement ``rtt``; ``srtt`` is the smoothed value after it."""
+        self.srtt = srtt
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         """New data was acknowledged outside loss recovery."""
@@ -42,17 +48,17 @@ class CongestionControl:
 
 
 def slow_start(cwnd: int, ssthresh: int, acked: int, mss: int) -> int:
-    """RFC 5681 §3.1 slow start, counting bytes (RFC 3465) with a limit that stretch ACKs
-    do not defeat.
+    """Slow start counting bytes: the window grows by what is acknowledged, so it doubles
+    every round trip (RFC 3465 with L = 2 SMSS, what a delayed ACK covers).
 
-    The usual limit is one SMSS per ACK, and a receiver delays its ACK to every second
-    segment, so the window grows by half of what is acknowledged. A receiver that
-    acknowledges a whole train at once (GRO on Linux, ``Connection.receive_many`` here)
-    sends one stretch ACK for dozens of segments; it counts as the delayed ACKs it stands
-    for, so growth per round trip stays the same (Linux counts such ACKs in full, which
-    overshoots drop-tail queues more). Never past ssthresh, where avoidance takes over.
+    A receiver that acknowledges a whole train at once (GRO on Linux,
+    ``Connection.receive_many`` here) sends one stretch ACK for dozens of segments; it
+    counts as the delayed ACKs it stands for, each within the limit, so growth per round
+    trip stays the same as with an ACK every second segment (Linux's tcp_slow_start counts
+    the same). HyStart++ (RFC 9406, :mod:`udptcp.core.hystart`) keeps the initial slow start
+    from overshooting a queue at that rate. Never past ssthresh, where avoidance takes over.
     """
-    return max(cwnd, min(cwnd + max(min(acked, mss), acked // 2), ssthresh))
+    return max(cwnd, min(cwnd + max(acked, 0), ssthresh))
 
 
 class NewReno(CongestionControl):
@@ -63,10 +69,22 @@ class NewReno(CongestionControl):
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
         self._ca_acked = 0
+        self.hystart = HyStart()
+
+    def on_rtt_sample(self, rtt: float, srtt: float | None) -> None:
+        super().on_rtt_sample(rtt, srtt)
+        self.hystart.on_rtt(rtt)
+
+    def _slow_start(self, acked: int, flight: int) -> None:
+        """Slow start (or HyStart++'s conservative slow start) for an ACK of ``acked``."""
+        grow, done = self.hystart.grow(acked, flight)
+        self.cwnd = slow_start(self.cwnd, self.ssthresh, grow, self.mss)
+        if done:
+            self.ssthresh = self.cwnd  # RFC 9406 §4.2: CSS over, avoidance from here
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd = slow_start(self.cwnd, self.ssthresh, acked, self.mss)
+            self._slow_start(acked, flight)
         else:
             # Congestion avoidance: about one MSS per round trip, counted in bytes (RFC 3465).
             self._ca_acked += acked
@@ -75,6 +93,7 @@ class NewReno(CongestionControl):
                 self.cwnd += self.mss
 
     def on_loss(self, flight: int, now: float) -> None:
+        self.hystart.stop()
         # RFC 5681 §3.2 step 2 (equation 4), then inflate by the three duplicates.
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh + 3 * self.mss
@@ -85,6 +104,7 @@ class NewReno(CongestionControl):
         self._ca_acked = 0
 
     def on_timeout(self, flight: int, now: float) -> None:
+        self.hystart.stop()
         # RFC 5681 §3.1 equation 4, and the loss window of one segment.
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
@@ -113,7 +133,7 @@ class Cubic(NewReno):
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd = slow_start(self.cwnd, self.ssthresh, acked, self.mss)
+            self._slow_start(acked, flight)
             return
         mss = self.mss
         cwnd = self.cwnd / mss
@@ -140,6 +160,7 @@ class Cubic(NewReno):
         self.cwnd = max(int(new * mss), self.cwnd)
 
     def on_loss(self, flight: int, now: float) -> None:
+        self.hystart.stop()
         cwnd = self.cwnd / self.mss
         # §4.7 fast convergence: release bandwidth to newer flows.
         if cwnd < self._w_max:

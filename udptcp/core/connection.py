@@ -1086,7 +1086,7 @@ class Connection:
             self._probe_acknowledged(self._stream_offset(ack))
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
-            self.cc.srtt = self.rtt.srtt
+            self.cc.on_rtt_sample(now - self._rtt_time, self.rtt.srtt)
             self._rtt_seq = None
         elif tsecr and seq_ge(tsecr, self._retx_tsval):
             # RFC 7323 §4: the echoed timestamp names the transmission being acknowledged,
@@ -1097,7 +1097,7 @@ class Connection:
             elapsed = ((self._tsval() - tsecr) & _MASK) / 1000
             if elapsed < self.config.rto_max:
                 self.rtt.sample(elapsed)
-                self.cc.srtt = self.rtt.srtt
+                self.cc.on_rtt_sample(elapsed, self.rtt.srtt)
         self._retries = 0
         # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
         self._tlp_out = 0
