@@ -174,6 +174,12 @@ class Connection:
         # one entry per segment of the send log): only a D-SACK for one of these says a
         # retransmission was needless; a duplicate the network made says nothing of the kind.
         self._undo_ranges: dict[int, int] = {}
+        # Proportional Rate Reduction (RFC 6937) during SACK recovery: bytes the peer
+        # reported delivered since recovery began, the send counter when it began (so
+        # prr_out = bytes_sent - base), and RecoverFS, the flight at its start.
+        self._prr_delivered = 0
+        self._prr_out_base = 0
+        self._recover_fs = 1
         self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
         self._ooo_latest = 0  # receiver: offset of the newest out-of-order arrival
         self._dsack: tuple[int, int] | None = None  # receiver: duplicate to report (seqs)
@@ -1018,6 +1024,8 @@ class Connection:
         window_changed = self._update_send_window(seg)
 
         newly_sacked = 0
+        una_before = self.snd_una
+        sacked_before = self._log.sacked_bytes()
         if self._log:
             self._log.start_ack()
         if self.sack_ok and seg.options is not None and seg.options.sack_blocks:
@@ -1037,6 +1045,11 @@ class Connection:
         if self.sack_ok and (self._sb or self._in_recovery or self._rack_deadline is not None):
             # RACK needs evidence: SACKed data, a recovery under way, or a pending timer.
             self._detect_losses(now)
+            if self._in_recovery and self._undo_cwnd is not None:
+                # What this ACK reports delivered: SND.UNA's advance plus the change in
+                # SACKed bytes (RFC 6937 DeliveredData).
+                delivered = seq_diff(self.snd_una, una_before)
+                self._prr_on_ack(delivered + self._log.sacked_bytes() - sacked_before)
 
         st = self.state
         fin_acked = self._fin_queued and seq_gt(self.snd_una, self._fin_seq)
@@ -1261,13 +1274,38 @@ class Connection:
             self._undo_retrans = 0
             self._undo_ranges.clear()
             self.cc.on_loss(self._flight, now)
-            self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
+            # RFC 6937: from here deliveries clock the sending, ssthresh / RecoverFS of
+            # each (no window inflation, RFC 6675 §5 step 4.2, and no silence while the
+            # flight drains to ssthresh either). Until an ACK reports one, nothing but
+            # the retransmission below.
+            self._prr_delivered = 0
+            self._prr_out_base = self.stats_counters["bytes_sent"]
+            self._recover_fs = max(self._flight, self._eff_mss)
+            self.cc.cwnd = max(log.pipe(), self._eff_mss)
             self.stats_counters["fast_retransmits"] += 1
             self.stats_counters["sack_recoveries"] += 1
             # Step 4.3: the first segment deemed lost goes out whatever pipe says.
             first = log.first_lost()
             if first is not None:
                 self._retransmit_range(first.start, now, first.end)
+
+    def _prr_on_ack(self, delivered: int) -> None:
+        """RFC 6937 §3.1: set cwnd for an ACK in SACK recovery that reported ``delivered``
+        bytes (Linux's tcp_cwnd_reduction does the same in segments)."""
+        if delivered <= 0:
+            return
+        self._prr_delivered += delivered
+        cc = self.cc
+        pipe = self._log.pipe()
+        prr_out = self.stats_counters["bytes_sent"] - self._prr_out_base
+        if pipe > cc.ssthresh:
+            # Proportional: ssthresh / RecoverFS of what has been delivered (rounded up).
+            sndcnt = -(-self._prr_delivered * cc.ssthresh // self._recover_fs) - prr_out
+        else:
+            # Slow start reduction bound: back towards ssthresh, no faster than slow start.
+            bound = max(self._prr_delivered - prr_out, delivered) + self._eff_mss
+            sndcnt = min(cc.ssthresh - pipe, bound)
+        cc.cwnd = max(pipe + max(sndcnt, 0), self._eff_mss)
 
     def _sack_send(self, now: float) -> None:
         """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
