@@ -143,3 +143,29 @@ def test_a_loss_in_slow_start_ends_hystart():
     _slow_start_rounds(cc, [0.05] * 2)
     cc.on_loss(cc.cwnd, 0.0)
     assert not cc.hystart.active
+
+
+def test_undoing_a_spurious_cubic_reduction_restores_its_plateau():
+    cubic = Cubic(MSS, 10)
+    _after_loss(cubic, 1000)  # W_max = 1000 segments
+    trace = _rounds_to_regain(cubic, 900 * MSS)
+    assert trace[-1] >= 855
+    before = (cubic.cwnd, cubic.ssthresh, cubic._w_max, cubic._k, cubic._epoch)
+    cubic.on_loss(cubic.cwnd, 50.0)  # a reordering, not a loss, as D-SACKs will show
+    assert cubic._w_max < 1000  # fast convergence lowered the plateau ...
+    cubic.on_undo(before[0], before[1])
+    # ... and RFC 9438 §4.9 gives back the state from before the reduction.
+    assert (cubic.cwnd, cubic.ssthresh, cubic._w_max, cubic._k, cubic._epoch) == before
+
+
+def test_cubic_reno_friendly_growth_becomes_renos_once_back_at_the_prior_window():
+    cubic = Cubic(MSS, 10)
+    _after_loss(cubic, 20)  # a small window: the Reno-friendly estimate leads
+    trace = _rounds_to_regain(cubic, 30 * MSS, rtt=0.05)
+    steps = [b - a for a, b in zip(trace, trace[1:])]
+    below = [s for w, s in zip(trace, steps) if w < 19]
+    above = [s for w, s in zip(trace, steps) if w >= 21]
+    # alpha = 3 (1 - 0.7) / (1 + 0.7) = 0.53 segment per round trip below, Reno's 1 above
+    # (RFC 9438 §4.3), the cubic curve being slower than either this close to W_max.
+    assert sum(below) / len(below) < 0.7
+    assert above and sum(above) / len(above) >= 0.95

@@ -46,6 +46,12 @@ class CongestionControl:
         """The retransmission timer expired."""
         raise NotImplementedError
 
+    def on_undo(self, cwnd: int, ssthresh: int) -> None:
+        """The last loss response was spurious (RFC 3708: every retransmission came back as
+        a duplicate): back to ``cwnd`` and ``ssthresh`` from before it."""
+        self.cwnd = max(self.cwnd, cwnd)
+        self.ssthresh = max(self.ssthresh, ssthresh)
+
 
 def slow_start(cwnd: int, ssthresh: int, acked: int, mss: int) -> int:
     """Slow start counting bytes: the window grows by what is acknowledged, so it doubles
@@ -130,6 +136,9 @@ class Cubic(NewReno):
         self._k = 0.0
         self._epoch: float | None = None  # start of the current avoidance epoch
         self._w_est = 0.0  # segments
+        self._cwnd_prior = 0.0  # cwnd (segments) when ssthresh was last set
+        # (W_max, K, epoch, W_est, cwnd_prior) before the last loss response, for undo.
+        self._prior: tuple[float, float, float | None, float, float] | None = None
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
@@ -150,8 +159,12 @@ class Cubic(NewReno):
         t = now - self._epoch
         target = self.C * (t + rtt - self._k) ** 3 + self._w_max  # W_cubic(t + RTT), §4.2
         target = min(max(target, cwnd), 1.5 * cwnd)
-        # §4.3 Reno-friendly region: alpha = 3 (1 - beta) / (1 + beta).
-        alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
+        # §4.3 Reno-friendly region: alpha = 3 (1 - beta) / (1 + beta), and 1 (Reno's)
+        # once W_est is back at the window the last reduction started from.
+        if self._w_est >= self._cwnd_prior:
+            alpha = 1.0
+        else:
+            alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
         self._w_est += alpha * (acked / mss) / cwnd
         if self._w_est > target:
             new = self._w_est
@@ -161,7 +174,8 @@ class Cubic(NewReno):
 
     def on_loss(self, flight: int, now: float) -> None:
         self.hystart.stop()
-        cwnd = self.cwnd / self.mss
+        self._prior = (self._w_max, self._k, self._epoch, self._w_est, self._cwnd_prior)
+        cwnd = self._cwnd_prior = self.cwnd / self.mss
         # §4.7 fast convergence: release bandwidth to newer flows.
         if cwnd < self._w_max:
             self._w_max = cwnd * (1 + self.BETA) / 2
@@ -171,8 +185,17 @@ class Cubic(NewReno):
         self.cwnd = self.ssthresh + 3 * self.mss
         self._epoch = None
 
+    def on_undo(self, cwnd: int, ssthresh: int) -> None:
+        # §4.9: a spurious reduction gives back the whole CUBIC state, not just the window
+        # (else the plateau W_max stays at the cut and growth restarts its concave climb).
+        super().on_undo(cwnd, ssthresh)
+        if self._prior is not None:
+            self._w_max, self._k, self._epoch, self._w_est, self._cwnd_prior = self._prior
+            self._prior = None
+
     def on_timeout(self, flight: int, now: float) -> None:
-        self._w_max = self.cwnd / self.mss
+        self._prior = None  # a timeout is never undone
+        self._w_max = self._cwnd_prior = self.cwnd / self.mss
         super().on_timeout(flight, now)
         self.ssthresh = max(int(self._w_max * self.mss * self.BETA), 2 * self.mss)
         self._epoch = None

@@ -1177,8 +1177,7 @@ class Connection:
             del self._undo_ranges[start]
         self._undo_retrans -= 1
         if self._undo_retrans == 0:
-            self.cc.cwnd = max(self.cc.cwnd, self._undo_cwnd)
-            self.cc.ssthresh = max(self.cc.ssthresh, self._undo_ssthresh)
+            self.cc.on_undo(self._undo_cwnd, self._undo_ssthresh)
             self._undo_cwnd = None
             self._undo_ranges.clear()
             self.stats_counters["spurious_recoveries_undone"] += 1
