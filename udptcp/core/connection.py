@@ -170,8 +170,8 @@ class Connection:
         self._undo_cwnd: int | None = None
         self._undo_ssthresh = 0
         self._undo_retrans = 0
-        # Stream offset -> copies of that segment resent since the recovery began (at most
-        # one entry per segment of the send log): only a D-SACK for one of these says a
+        # Stream offset -> copies of that segment resent during the last recovery (at most
+        # one entry per segment it resent): only a D-SACK for one of these says a
         # retransmission was needless; a duplicate the network made says nothing of the kind.
         self._undo_ranges: dict[int, int] = {}
         # Proportional Rate Reduction (RFC 6937) during SACK recovery: bytes the peer
@@ -1386,7 +1386,9 @@ class Connection:
             return False
         self._log.record(off, off + size, now)
         self._retx_tsval = self._tsval()
-        if self._undo_cwnd is not None:
+        if self._undo_cwnd is not None and self._in_recovery:
+            # Counted for RFC 3708 while the recovery lasts (a probe sent after it is not
+            # one of its retransmissions, and would grow the record without bound).
             self._undo_retrans += 1
             self._undo_ranges[off] = self._undo_ranges.get(off, 0) + 1
         self._rtt_seq = None
