@@ -284,6 +284,31 @@ def test_bursty_loss_keeps_the_mean_rate_in_longer_runs(run: Run) -> None:
     run(scenario())
 
 
+def test_a_loss_spell_does_not_outlast_a_silent_sender() -> None:
+    # The chain steps per datagram and per millisecond of silence: datagrams a microsecond
+    # apart meet spells of `burst` datagrams, datagrams a second apart meet the average.
+    import random
+
+    imp = Impairment(loss=0.2, burst=20.0)
+
+    def mean_run(gap: float) -> tuple[float, float]:
+        direction = relay_module.Direction("forward", imp, random.Random(5), RelayStats())
+        fates = [direction._lose(imp, i * gap) for i in range(20_000)]
+        runs, current = [], 0
+        for lost in fates:
+            if lost:
+                current += 1
+            elif current:
+                runs.append(current)
+                current = 0
+        return sum(fates) / len(fates), sum(runs) / len(runs)
+
+    busy_share, busy_run = mean_run(1e-6)
+    idle_share, idle_run = mean_run(1.0)
+    assert 0.15 < busy_share < 0.25 and 15 < busy_run < 25
+    assert 0.18 < idle_share < 0.22 and idle_run < 1.5  # 1 / (1 - 0.2) for independent losses
+
+
 # --------------------------------------------------------------------------------------------
 # Duplication, reordering, corruption
 

@@ -42,7 +42,8 @@ class Impairment:
     datagram independently. With a value >= 1 losses follow a two-state (Gilbert) chain, as
     netem's ``loss gemodel`` does: in the bad state every datagram is lost, in the good state
     none; the chain leaves the bad state with probability 1/burst per datagram and enters it
-    as often as makes ``loss`` the long-run share."""
+    as often as makes ``loss`` the long-run share. (Unlike netem's, the relay's chain also
+    steps once per millisecond of silence, so a spell does not outlast a quiet sender.)"""
     duplicate: float = 0.0
     """Probability that a datagram is sent twice (the copy is delayed independently)."""
     reorder: float = 0.0

@@ -15,7 +15,8 @@ order, which is what makes a run reproducible):
 
 1. MTU: a UDP payload longer than `mtu` bytes is dropped.
 2. Loss: dropped with probability `loss`; or, with `burst`, the two-state loss chain steps
-   once (one draw) and the datagram is dropped while it is in its bad state.
+   once (one draw; and once more per millisecond of silence before the datagram) and the
+   datagram is dropped while it is in its bad state.
 3. Corruption: with probability `corrupt` one uniformly chosen bit is flipped.
 4. Duplication: with probability `duplicate` a second copy follows; each copy then goes
    through steps 5-6 on its own.
@@ -158,6 +159,7 @@ class Direction:
         self._link_free_at = 0.0
         self._link_waiting: deque[float] = deque()  # start times of copies waiting for the link
         self._bad = False  # state of the bursty-loss chain
+        self._chain_time = 0.0  # when the chain last stepped
         self.set_impairment(impairment)
 
     def set_impairment(self, impairment: Impairment) -> None:
@@ -169,14 +171,25 @@ class Direction:
             self._p_bad_good = 1.0 / impairment.burst
             self._p_good_bad = self._p_bad_good * impairment.loss / (1.0 - impairment.loss)
 
-    def _lose(self, imp: Impairment) -> bool:
-        """Whether the loss model drops the next datagram (one draw)."""
+    def _lose(self, imp: Impairment, now: float) -> bool:
+        """Whether the loss model drops the next datagram (one draw).
+
+        The bursty chain steps once per datagram, and once more per millisecond the
+        direction was silent: a loss spell lasts about ``burst`` datagrams of a busy
+        direction, but a lone retransmission sent after a timeout meets the average loss
+        rate rather than a spell that only its own datagrams could end (which would turn
+        every spell into a chain of backed-off timeouts).
+        """
         if not imp.burst:
             return self.rng.random() < imp.loss
-        if self._bad:
-            self._bad = self.rng.random() >= self._p_bad_good
-        else:
-            self._bad = self.rng.random() < self._p_good_bad
+        steps = 1 + min(int((now - self._chain_time) * 1000), 1_000_000)
+        self._chain_time = now
+        # P(bad) after ``steps`` steps from the current state (two-state Markov chain).
+        p_gb, p_bg = self._p_good_bad, self._p_bad_good
+        share = p_gb / (p_gb + p_bg)
+        decay = max(1.0 - p_gb - p_bg, 0.0) ** steps
+        p_bad = share + ((1.0 if self._bad else 0.0) - share) * decay
+        self._bad = self.rng.random() < p_bad
         return self._bad
 
     def submit(self, data: bytes, client: Address, send: Sender) -> None:
@@ -203,7 +216,7 @@ class Direction:
             stats.dropped_mtu += 1
             self._record(now, client, data, "dropped-mtu", ())
             return
-        if imp.loss and self._lose(imp):
+        if imp.loss and self._lose(imp, now):
             stats.dropped_loss += 1
             self._record(now, client, data, "dropped-loss", ())
             return
