@@ -64,6 +64,8 @@ RELAY_DELAY = "10ms"
 #: The paths of the linux-loss scenario: (label, impairment applied to both directions).
 LINUX_PATHS: tuple[tuple[str, str], ...] = (
     ("no impairment: the wire's ceiling", ""),
+    ("no loss, 20 ms", "delay=10ms"),
+    ("no loss, 100 ms", "delay=50ms"),
     ("0.1% random, 20 ms", "loss=0.1%,delay=10ms"),
     ("1% random, 20 ms", "loss=1%,delay=10ms"),
     ("5% random, 20 ms", "loss=5%,delay=10ms"),
@@ -72,6 +74,9 @@ LINUX_PATHS: tuple[tuple[str, str], ...] = (
     ("5% random, 100 ms", "loss=5%,delay=50ms"),
     ("1% in bursts of 4, 20 ms", "loss=1%,burst=4,delay=10ms"),
     ("1% in bursts of 4, 100 ms", "loss=1%,burst=4,delay=50ms"),
+    # Below the udptcp path's own ceiling (Python relay and endpoints, ~20-45 MB/s on the
+    # 2-core machine), so that a bottleneck both stacks share sets the pace, not the relay.
+    ("0.1% random, 100 ms, 80 Mbit/s bottleneck", "loss=0.1%,delay=50ms,rate=80mbit"),
 )
 #: The kernel's congestion control in linux-loss (set per socket: a new namespace inherits
 #: the host's default, which may be BBR).
