@@ -44,14 +44,23 @@ SCENARIOS: dict[str, str] = {
     "loss": "Goodput vs loss (20 ms RTT)",
     "linux-loss": "Lossy paths beside Linux TCP (CUBIC)",
     "idle": "Idle established connections",
+    "holes": "A peer leaving one-byte holes",
 }
 #: Peers that can run each scenario (before n/a reasons and availability).
 SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
-    "bulk": ("udptcp", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "bulk-streams": ("udptcp", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "pingpong": ("udp", "udptcp", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "connect": ("udptcp", "tcp", "quic", "kcp"),
-    "reqresp": ("udptcp", "tcp", "quic", "kcp"),
+    "bulk": ("udptcp", "udptcp-secure", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
+    "bulk-streams": (
+        "udptcp",
+        "udptcp-secure",
+        "udptcp-pmtu",
+        "udptcp-nooffload",
+        "tcp",
+        "quic",
+        "kcp",
+    ),
+    "pingpong": ("udp", "udptcp", "udptcp-secure", "udptcp-nooffload", "tcp", "quic", "kcp"),
+    "connect": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
+    "reqresp": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
     # (udptcp-pmtu is left out: the relay has no MTU, so it would probe up to 64 KB
     # datagrams, which no 20 ms path carries.)
     "loss": ("udptcp", "tcp", "quic", "kcp"),
@@ -59,6 +68,8 @@ SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
     # relay, both with the same seeded impairment.
     "linux-loss": ("tcp", "udptcp"),
     "idle": ("udptcp", "tcp", "quic", "kcp"),
+    # benchmarks/holes.py: udptcp's own receive path under a hostile sender.
+    "holes": ("udptcp",),
 }
 RELAY_DELAY = "10ms"
 #: The paths of the linux-loss scenario: (label, impairment applied to both directions).
@@ -114,6 +125,7 @@ class Settings:
     idle_seconds: float = 10.0
     idle_repeat: int = 1
     raw_seconds: float = 1.5
+    holes: int = 10_000
     seed: int = 1
     loops: tuple[str, ...] = ("asyncio", "uvloop")
 
@@ -136,6 +148,7 @@ class Settings:
             idle_connections_quic=100,
             idle_seconds=1.0,
             raw_seconds=0.5,
+            holes=2000,
         )
 
     def repeats(self, scenario: str) -> int:
@@ -371,6 +384,7 @@ class Runner:
                 "reqresp": s.rate_seconds,
                 "idle": 240 + s.idle_seconds,
                 "raw": s.raw_seconds,
+                "holes": 240 + s.holes / 50,
             }[case.scenario]
         )
 
@@ -386,6 +400,8 @@ class Runner:
                 coro = self._loss(case, repeat)
             elif case.scenario == "linux-loss":
                 coro = self._linux_loss(case, repeat)
+            elif case.scenario == "holes":
+                coro = self._holes(case)
             else:
                 coro = self._pair(case)
             sample: dict[str, Any] = await asyncio.wait_for(coro, self.timeout(case))
@@ -584,6 +600,30 @@ class Runner:
             for worker in reversed(workers):
                 await worker.stop(grace=10)
 
+    async def _holes(self, case: Case) -> dict[str, Any]:
+        """``benchmarks/holes.py`` once (its core and UDP parts), flattened to one sample."""
+        args = ["-m", "benchmarks.holes", "all", "--json", "--repeat", "3", "--udp-repeat", "1"]
+        args += ["--holes", str(self.settings.holes), "--loop", case.loop]
+        worker = await Worker.python("holes", args).start()
+        try:
+            found = await worker.message("core", self.timeout(case))
+        finally:
+            await worker.stop()
+        core, udp = found["core"], found["udp"]
+        roomy, defaults = core["memory"]
+        return {
+            "core_first_us": core["costs"][0]["first_us"],
+            "core_worst_ratio": max(c["max_over_first"] for c in core["costs"]),
+            "udp_first_us": udp["first_us"],
+            "udp_worst_ratio": udp["max_over_first"],
+            "echo_p99_ms": udp["echo_during_ms"]["p99"],
+            "echo_max_ms": udp["echo_during_ms"]["max"],
+            "held_pct_of_buffer": 100 * roomy["traced_over_buffer"],
+            "traced_per_piece": roomy["traced_per_piece"],
+            "defaults_admitted": defaults["pieces_admitted"],
+            "defaults_dropped": defaults["reassembly_dropped"],
+        }
+
     async def _raw(self, case: Case) -> dict[str, Any]:
         workers: list[Worker] = []
         s = self.settings
@@ -637,6 +677,7 @@ def describe(sample: dict[str, Any]) -> str:
     if "error" in sample:
         return f"FAILED {sample['error']}"
     keys = ("mbps", "p50_us", "p99_us", "per_s", "rss_per_conn", "server_cpu_pct")
+    keys += ("core_worst_ratio", "udp_worst_ratio", "echo_max_ms")
     shown = ", ".join(f"{k}={sample[k]:.4g}" for k in keys if k in sample)
     if "relay" in sample:
         shown += f", relay seed={sample['relay']['seed']}"

@@ -171,6 +171,7 @@ class ChatServer:
         if server is None:
             return
         self._shutting_down = True
+        endpoints = getattr(server, "endpoints", ())  # udptcp's (empty once closed)
         server.close()
         for session in list(self._handlers):
             self.hub.disconnect(session, "server shutdown", notify=False)
@@ -185,6 +186,11 @@ class ChatServer:
                 await asyncio.wait(late, timeout=1.0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 2.0)
+        # Closed connections finish in the background, as closed TCP sockets do in the
+        # kernel; on udptcp, let them deliver their last segments before returning (the
+        # caller may shut down the path next: a relay, the event loop).
+        for endpoint in endpoints:
+            await endpoint.linger()
         logger.info("chat server stopped")
 
     # ------------------------------------------------------------------ one connection

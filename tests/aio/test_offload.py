@@ -401,5 +401,6 @@ async def test_a_train_of_data_and_fin_gives_one_data_received_then_eof() -> Non
         await asyncio.wait_for(receiver.eof, 5)
         assert endpoint.stats["gro_trains"] == 1
         assert bytes(receiver.data) == payload and receiver.sizes == [len(payload)]
-        assert receiver.calls == ["connection_made", "data_received", "eof_received"]
+        # (eof_received returned False: the receiver closed, so connection_lost may follow.)
+        assert receiver.calls[:3] == ["connection_made", "data_received", "eof_received"]
         transport.abort()

@@ -419,8 +419,15 @@ async def test_kernel_reopens_a_4_tuple_udptcp_holds_in_time_wait(lab: Lab) -> N
                 assert await asyncio.wait_for(loop.sock_recv(kernel, 100), 5) == b""
             finally:
                 kernel.close()
+            # connection_lost comes once the reply went out; the closed connection then
+            # finishes FIN-WAIT on its own and holds the 4-tuple in TIME-WAIT.
             assert await asyncio.wait_for(made[round_].lost, 5) is None
-            history = made[round_].transport.get_extra_info("udptcp_connection").state_history
+            conn = made[round_].transport.get_extra_info("udptcp_connection")
+            for _ in range(500):
+                if conn.state is State.TIME_WAIT:
+                    break
+                await asyncio.sleep(0.01)
+            history = conn.state_history
             assert history[-3:] == [State.FIN_WAIT_1, State.FIN_WAIT_2, State.TIME_WAIT]
     finally:
         await lab.close_server(server)

@@ -15,6 +15,8 @@ and ``asyncio.start_server``, with these udptcp additions and differences:
 * ``ssl``, ``server_hostname``, ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` mean
   what they mean to asyncio: TLS runs on the udptcp connection through asyncio's own TLS
   protocol (:mod:`udptcp.aio.tls`), so certificates and verification behave as over TCP.
+* ``identity``, ``peer_key``, ``psk`` and ``allow_plain`` turn on secure mode
+  (:mod:`udptcp.core.secure`); they set the :class:`~udptcp.Config` fields of the same names.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 from udptcp.core.config import Config
+from udptcp.core.keys import Identity
+from udptcp.core.secure import client_pattern, client_secure
 
 from . import tls
 from .endpoint import SOCKET_BUFFER, Address, Endpoint, open_endpoints
@@ -56,19 +60,36 @@ async def create_connection(
     local_vport: int | None = None,
     family: int = 0,
     all_errors: bool = False,
+    identity: Identity | None = None,
+    peer_key: bytes | None = None,
+    psk: bytes | None = None,
+    allow_plain: bool | None = None,
 ) -> tuple[asyncio.Transport, _P]:
     """Open a udptcp connection; return ``(transport, protocol)`` once it is ESTABLISHED.
+
+    Secure mode: ``peer_key`` (the server's 32-byte public key) authenticates the server
+    (Noise NK); with ``identity`` as well, the server learns the client's key (IK); ``psk``
+    (32 bytes) adds a pre-shared key, or on its own authenticates both sides. A failed
+    secure handshake raises :class:`~udptcp.SecureHandshakeError` saying why.
 
     With ``ssl`` (an ``ssl.SSLContext``, or True for asyncio's default client context) the
     TLS handshake runs on the connection before the call returns, and the transport is
     asyncio's TLS transport over it; ``server_hostname`` defaults to ``host``.
 
-    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN),
-    ``TimeoutError`` (no answer after ``config.syn_retries``) or another ``OSError``
-    (``ssl.SSLError`` and its subclasses for a failed TLS handshake). With ``all_errors``
-    every address's error is raised in an ``ExceptionGroup``, as asyncio does. If the
-    call is cancelled the half-open connection is reset and its socket released.
+    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN, or
+    a UDP service that is not udptcp answering it), ``TimeoutError`` (no answer after
+    ``config.syn_retries``) or another ``OSError`` (``ssl.SSLError`` and its subclasses
+    for a failed TLS handshake), with ``errno`` set and the address in the message as
+    asyncio's "Connect call failed". ``OverflowError`` for a port outside 0-65535. With
+    ``all_errors`` every address's error is raised in an ``ExceptionGroup``, as asyncio
+    does. If the call is cancelled the half-open connection is reset and its socket
+    released.
     """
+    config = _secure_config(config, identity, peer_key, psk, allow_plain)
+    if identity is not None and not client_secure(config):
+        raise ValueError("identity= on a connection needs the server's peer_key= (or a psk=)")
+    if client_secure(config):
+        client_pattern(config)  # a combination of keys no pattern takes: ValueError now
     options = tls.tls_options(
         ssl,
         server_side=False,
@@ -122,6 +143,9 @@ async def _create_connection(
 ) -> tuple[Transport, _Q]:
     _check_vport("vport", vport)
     _check_vport("local_vport", local_vport)
+    _check_port(port, "connect")
+    if local_addr is not None:
+        _check_port(local_addr[1], "bind")
     loop = asyncio.get_running_loop()
     config = config if config is not None else Config()
 
@@ -264,6 +288,9 @@ async def create_server(
     vport: int | None = None,
     family: int = 0,
     reuse_port: bool | None = None,
+    identity: Identity | None = None,
+    psk: bytes | None = None,
+    allow_plain: bool | None = None,
 ) -> Server:
     """Listen for udptcp connections on a UDP address; return a :class:`Server`.
 
@@ -272,7 +299,9 @@ async def create_server(
     With ``ssl`` (an ``ssl.SSLContext``) every connection runs the TLS server handshake
     before its protocol sees ``connection_made``. ``reuse_port`` sets ``SO_REUSEPORT`` on
     the UDP sockets (Linux then spreads peers over the processes sharing the port, each
-    peer address always to the same socket, which is what udptcp needs).
+    peer address always to the same socket, which is what udptcp needs). ``identity``
+    (a :class:`~udptcp.Identity`) and/or ``psk`` make it a secure server, which refuses
+    plain clients unless ``allow_plain`` is True.
     """
     options = tls.tls_options(
         ssl,
@@ -281,8 +310,9 @@ async def create_server(
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
     _check_vport("vport", vport)
+    _check_port(port, "bind")
     loop = asyncio.get_running_loop()
-    config = config if config is not None else Config()
+    config = _secure_config(config, identity, None, psk, allow_plain)
     if options is not None:
         sslcontext, _ = options
         assert sslcontext is not None
@@ -452,13 +482,55 @@ async def _resolve(
     return infos
 
 
+def _secure_config(
+    config: Config | None,
+    identity: Identity | None,
+    peer_key: bytes | None,
+    psk: bytes | None,
+    allow_plain: bool | None,
+) -> Config:
+    """``config`` (or the default) with the secure-mode keywords given applied to it."""
+    config = config if config is not None else Config()
+    changes: dict[str, object] = {}
+    for name, value in (
+        ("identity", identity),
+        ("peer_key", peer_key),
+        ("psk", psk),
+        ("allow_plain", allow_plain),
+    ):
+        if value is not None:
+            changes[name] = value
+    return config.replace(**changes) if changes else config
+
+
 def _check_udp_socket(sock: socket.socket) -> None:
     if sock.type != socket.SOCK_DGRAM:
         raise ValueError(f"A UDP Socket was expected, got {sock!r}")
 
 
+def _check_port(port: object, call: str) -> None:
+    """Refuse a port number outside 0-65535 with the ``OverflowError`` asyncio's default
+    loop raises for it (the socket module's, from ``connect()`` or ``bind()``).
+
+    Checked before name resolution, whatever the host: ``getaddrinfo`` would silently take
+    the port modulo 65536 (70000 becomes 4464), which asyncio lets through for host names
+    and uvloop for every host. A service name ("http") is left to ``getaddrinfo``.
+    """
+    if isinstance(port, (str, bytes)):
+        try:
+            port = int(port)
+        except ValueError:
+            return
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise OverflowError(f"{call}(): port must be 0-65535.")
+
+
 def _check_vport(name: str, vport: int | None) -> None:
-    if vport is not None and not (isinstance(vport, int) and 1 <= vport <= 65535):
+    if vport is None:
+        return
+    if isinstance(vport, int) and not 0 <= vport <= 65535:
+        raise OverflowError(f"{name}: port must be 0-65535.")
+    if not (isinstance(vport, int) and vport >= 1):
         raise ValueError(f"{name} must be a port number in 1..65535, got {vport!r}")
 
 

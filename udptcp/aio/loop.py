@@ -84,6 +84,10 @@ _CONNECT_PASSED = frozenset(
         "config",
         "vport",
         "local_vport",
+        "identity",
+        "peer_key",
+        "psk",
+        "allow_plain",
     }
 )
 _SERVE_IGNORED = frozenset({"flags", "reuse_address", "keep_alive"})
@@ -99,6 +103,9 @@ _SERVE_PASSED = frozenset(
         "start_serving",
         "config",
         "vport",
+        "identity",
+        "psk",
+        "allow_plain",
     }
 )
 

@@ -48,7 +48,6 @@ from udptcp.core.connection import Connection, LocalProtocolError, State, rst_fo
 from udptcp.core.events import ConnectionClosed, DataReceived, EofReceived, Event
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, RST, SYN, MalformedSegment, Segment, decode, encode
-from udptcp.core.seq import seq_gt
 from udptcp.tools.simlog import AckProgress, Drop, FlowLog, Transmission
 
 __all__ = [
@@ -635,19 +634,17 @@ class SimHost:
         key = (src, seg.dst_port, seg.src_port)
         conn = self.conns.get(key)
         is_syn = seg.flags & (SYN | ACK | RST) == SYN
-        if (
-            conn is not None
-            and conn.state is State.TIME_WAIT
-            and is_syn
-            and seq_gt(seg.seq, conn.rcv_nxt)
-        ):
+        iss: int | None = None
+        if conn is not None and is_syn and conn.accepts_reopen(seg):
             # RFC 9293 §3.10.7.4 / RFC 6191: a new incarnation may reopen from TIME-WAIT.
             del self.conns[key]
             self.net._disarm(conn)
+            iss = conn.reopen_iss()
             conn = None
         if conn is None:
             if is_syn and self.listening:
-                iss = self.isn.isn((self.name, seg.dst_port), (src, seg.src_port), now)
+                if iss is None:
+                    iss = self.isn.isn((self.name, seg.dst_port), (src, seg.src_port), now)
                 conn = Connection.accept(self.config, seg, iss=iss, mss=self.mss, now=now)
                 self.accepted.append(conn)
                 self._add(src, conn)
