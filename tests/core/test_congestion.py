@@ -169,3 +169,31 @@ def test_cubic_reno_friendly_growth_becomes_renos_once_back_at_the_prior_window(
     # (RFC 9438 §4.3), the cubic curve being slower than either this close to W_max.
     assert sum(below) / len(below) < 0.7
     assert above and sum(above) / len(above) >= 0.95
+
+
+def test_an_ack_train_spanning_half_the_rtt_ends_slow_start_at_once():
+    # A bottleneck spaces the ACKs evenly; when one round's train of them lasts half the
+    # minimum RTT, the window holds about a path's worth: slow start ends there (the ACK
+    # train of Linux's HyStart), a round before the RTT rise would show.
+    cc = Cubic(MSS, 10)
+    rtt, gap = 0.1, 0.002  # ACKs 2 ms apart: a train of 25 spans 50 ms
+    now = 0.0
+    acks = 0
+    while cc.cwnd < cc.ssthresh and acks < 10_000:
+        cc.on_rtt_sample(rtt, rtt)
+        cc.on_ack(2 * MSS, cc.cwnd, now)
+        now += gap
+        acks += 1
+    assert cc.ssthresh < 1 << 30 and not cc.hystart.active
+    # It left at about a path's worth: 50 ms of ACKs, two segments each, counted twice.
+    assert 40 * MSS <= cc.ssthresh <= 160 * MSS
+
+
+def test_acks_with_gaps_are_no_train():
+    cc = Cubic(MSS, 10)
+    now = 0.0
+    for _ in range(200):
+        cc.on_rtt_sample(0.1, 0.1)
+        cc.on_ack(2 * MSS, cc.cwnd, now)
+        now += 0.02  # 20 ms apart: a paced or idle sender, not a queue's spacing
+    assert cc.hystart.active and cc.ssthresh == 1 << 30

@@ -81,16 +81,16 @@ class NewReno(CongestionControl):
         super().on_rtt_sample(rtt, srtt)
         self.hystart.on_rtt(rtt)
 
-    def _slow_start(self, acked: int, flight: int) -> None:
+    def _slow_start(self, acked: int, flight: int, now: float) -> None:
         """Slow start (or HyStart++'s conservative slow start) for an ACK of ``acked``."""
-        grow, done = self.hystart.grow(acked, flight)
+        grow, done = self.hystart.grow(acked, flight, now, self.cwnd / self.mss)
         self.cwnd = slow_start(self.cwnd, self.ssthresh, grow, self.mss)
         if done:
             self.ssthresh = self.cwnd  # RFC 9406 §4.2: CSS over, avoidance from here
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self._slow_start(acked, flight)
+            self._slow_start(acked, flight, now)
         else:
             # Congestion avoidance: about one MSS per round trip, counted in bytes (RFC 3465).
             self._ca_acked += acked
@@ -142,7 +142,7 @@ class Cubic(NewReno):
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self._slow_start(acked, flight)
+            self._slow_start(acked, flight, now)
             return
         mss = self.mss
         cwnd = self.cwnd / mss
