@@ -82,6 +82,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.quick() if args.quick else Settings()
     if args.repeat is not None:
         settings.repeat = settings.loss_repeat = settings.idle_repeat = max(1, args.repeat)
+        settings.linux_repeat = settings.repeat
     if args.seed is not None:
         settings.seed = args.seed
     if args.idle_seconds is not None:

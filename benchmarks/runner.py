@@ -42,6 +42,7 @@ SCENARIOS: dict[str, str] = {
     "connect": "Connect + close",
     "reqresp": "Connect + 100-B request + 100-B response + close",
     "loss": "Goodput vs loss (20 ms RTT)",
+    "linux-loss": "Lossy paths beside Linux TCP (CUBIC)",
     "idle": "Idle established connections",
     "holes": "A peer leaving one-byte holes",
 }
@@ -63,11 +64,34 @@ SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
     # (udptcp-pmtu is left out: the relay has no MTU, so it would probe up to 64 KB
     # datagrams, which no 20 ms path carries.)
     "loss": ("udptcp", "tcp", "quic", "kcp"),
+    # Kernel TCP between two network namespaces (udptcp.tools.losslab), udptcp through the
+    # relay, both with the same seeded impairment.
+    "linux-loss": ("tcp", "udptcp"),
     "idle": ("udptcp", "tcp", "quic", "kcp"),
     # benchmarks/holes.py: udptcp's own receive path under a hostile sender.
     "holes": ("udptcp",),
 }
 RELAY_DELAY = "10ms"
+#: The paths of the linux-loss scenario: (label, impairment applied to both directions).
+LINUX_PATHS: tuple[tuple[str, str], ...] = (
+    ("no impairment: the wire's ceiling", ""),
+    ("no loss, 20 ms", "delay=10ms"),
+    ("no loss, 100 ms", "delay=50ms"),
+    ("0.1% random, 20 ms", "loss=0.1%,delay=10ms"),
+    ("1% random, 20 ms", "loss=1%,delay=10ms"),
+    ("5% random, 20 ms", "loss=5%,delay=10ms"),
+    ("0.1% random, 100 ms", "loss=0.1%,delay=50ms"),
+    ("1% random, 100 ms", "loss=1%,delay=50ms"),
+    ("5% random, 100 ms", "loss=5%,delay=50ms"),
+    ("1% in bursts of 4, 20 ms", "loss=1%,burst=4,delay=10ms"),
+    ("1% in bursts of 4, 100 ms", "loss=1%,burst=4,delay=50ms"),
+    # Below the udptcp path's own ceiling (Python relay and endpoints, ~20-45 MB/s on the
+    # 2-core machine), so that a bottleneck both stacks share sets the pace, not the relay.
+    ("0.1% random, 100 ms, 80 Mbit/s bottleneck", "loss=0.1%,delay=50ms,rate=80mbit"),
+)
+#: The kernel's congestion control in linux-loss (set per socket: a new namespace inherits
+#: the host's default, which may be BBR).
+LINUX_STACK = "linux-cubic"
 MATHIS_MSS = 1400
 MATHIS_RTT = 0.020
 
@@ -90,6 +114,10 @@ class Settings:
     loss_rates: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02, 0.05)
     loss_seconds: float = 4.0
     loss_repeat: int = 2
+    linux_paths: tuple[str, ...] = tuple(spec for _, spec in LINUX_PATHS)
+    linux_size: int = 20_000_000
+    linux_cap: float = 45.0
+    linux_repeat: int = 1
     idle_connections: int = 10_000
     #: aioquic handshakes run at a few hundred per second (with tracemalloc on, fewer).
     idle_connections_quic: int = 1000
@@ -113,6 +141,9 @@ class Settings:
             loss_rates=(0.0, 0.02),
             loss_seconds=1.5,
             loss_repeat=1,
+            linux_paths=("", "loss=1%,delay=10ms"),
+            linux_size=2_000_000,
+            linux_cap=20.0,
             idle_connections=500,
             idle_connections_quic=100,
             idle_seconds=1.0,
@@ -123,6 +154,8 @@ class Settings:
     def repeats(self, scenario: str) -> int:
         if scenario == "loss":
             return min(self.repeat, self.loss_repeat)
+        if scenario == "linux-loss":
+            return min(self.repeat, self.linux_repeat)
         if scenario == "idle":
             return min(self.repeat, self.idle_repeat)
         return self.repeat
@@ -135,6 +168,8 @@ class Case:
     loop: str
     loss: float | None = None
     not_applicable: str | None = None
+    #: linux-loss: the impairment both directions get (relay syntax).
+    path: str | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -142,6 +177,8 @@ class Case:
         parts = [self.scenario, self.peer, self.loop]
         if self.loss is not None:
             parts.append(f"loss={self.loss:.1%}")
+        if self.path is not None:
+            parts.append(self.path or "no impairment")
         return " ".join(parts)
 
 
@@ -155,6 +192,19 @@ def plan(scenarios: list[str], peers: list[str], settings: Settings) -> list[Cas
     for scenario in scenarios:
         if scenario == "raw":
             cases += [Case("raw", mode, loop) for mode in rawudp.MODES for loop in settings.loops]
+            continue
+        if scenario == "linux-loss":
+            from udptcp.tools.losslab import lab_unavailable
+
+            why = lab_unavailable()
+            for path in settings.linux_paths:
+                for key in SCENARIO_PEERS[scenario]:
+                    if key in peers:
+                        # The lab runs every process on uvloop.
+                        reason = why if key == "tcp" else None
+                        cases.append(
+                            Case(scenario, key, "uvloop", not_applicable=reason, path=path)
+                        )
             continue
         for key in SCENARIO_PEERS[scenario]:
             if key not in peers:
@@ -328,6 +378,7 @@ class Runner:
                 "bulk": s.bulk_seconds * 3,
                 "bulk-streams": s.bulk_seconds * 3,
                 "loss": s.loss_seconds,
+                "linux-loss": s.linux_cap,
                 "pingpong": s.rounds / 1000,
                 "connect": s.rate_seconds,
                 "reqresp": s.rate_seconds,
@@ -347,6 +398,8 @@ class Runner:
                 coro = self._idle(case)
             elif case.scenario == "loss":
                 coro = self._loss(case, repeat)
+            elif case.scenario == "linux-loss":
+                coro = self._linux_loss(case, repeat)
             elif case.scenario == "holes":
                 coro = self._holes(case)
             else:
@@ -439,6 +492,44 @@ class Runner:
         finally:
             for worker in reversed(workers):
                 await worker.stop()
+
+    async def _linux_loss(self, case: Case, repeat: int) -> dict[str, Any]:
+        """One stack on one path through ``udptcp.tools.losslab`` (which starts its own
+        processes: the TUN wire or the relay, and the receiver)."""
+        assert case.path is not None
+        s = self.settings
+        seed = s.seed + repeat
+        stack = LINUX_STACK if case.peer == "tcp" else "udptcp"
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "lab.json"
+            args = ["-m", "udptcp.tools.losslab", "--case", case.path, "--stacks", stack]
+            args += ["--size", str(s.linux_size), "--cap", str(s.linux_cap)]
+            args += ["--seed", str(seed), "--json", str(out)]
+            lab = await Worker.python("lab", args).start()
+            assert lab.proc is not None
+            await lab.proc.wait()
+            if not out.exists():
+                raise WorkerError(f"lab exited ({lab.proc.returncode}): {lab.stderr_tail()}")
+            (t,) = json.loads(out.read_text())
+        if t["error"] or not t["intact"]:
+            raise WorkerError(t["error"] or "the bytes received differ from those sent")
+        wire = t["wire"]
+        return {
+            "mbps": t["goodput"] / 1e6,
+            "bytes": t["received"],
+            "seconds": t["seconds"],
+            "complete": t["complete"],
+            "retransmits": t["retransmits"],
+            "recoveries": t["recoveries"],
+            "rtos": t["rtos"],
+            "tlps": t["tail_loss_probes"],
+            "cwnd": t["cwnd_segments"],
+            "loss_forward": wire["forward"]["loss_rate"],
+            "loss_backward": wire["backward"]["loss_rate"],
+            "largest_packet": wire["forward"].get("largest"),
+            "seed": seed,
+            "load": t["load"],
+        }
 
     async def _relay(self, case: Case, target: int, repeat: int) -> tuple[Worker, int, Any]:
         assert case.loss is not None

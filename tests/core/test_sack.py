@@ -169,6 +169,63 @@ def test_a_lost_tail_segment_is_repaired_by_a_probe_well_before_the_rto():
     assert probe_at + 0.04 < rto_at  # well before the retransmission timeout
 
 
+def test_on_a_long_path_a_lost_ack_costs_a_probe_not_a_timeout():
+    # RTT 150 ms: the probe timeout (2 x SRTT, 300 ms) lies beyond the RTO (200 ms floor).
+    # RFC 8985 §7.2: the probe then goes out at the RTO's time, in its place. Here the one
+    # ACK for a whole flight is lost: the probe's ACK must repair that without a timeout,
+    # so the congestion window survives.
+    a, b = _pair(CFG.replace(initial_window=10))
+    t, rtt = 0.0, 0.15
+    for _ in range(30):  # enough samples for SRTT to settle near 150 ms
+        a.send(b"w" * 100, t)
+        for s in a.take_segments():
+            b.receive(s, t + rtt / 2)
+        for s in b.take_segments():
+            a.receive(s, t + rtt)
+        t += rtt
+    assert 2 * a.rtt.srtt > a.rtt.rto
+    a.send(b"F" * 1452 * 6, t)
+    flight = a.take_segments()
+    for s in flight:
+        b.receive(s, t + 0.075)
+    b.take_segments()  # the ACK for the whole flight is lost
+    cwnd = a.cc.cwnd
+    rto_at = a._rto_deadline
+    probe_at = a.get_timer()
+    assert probe_at == rto_at
+    a.handle_timer(probe_at)
+    (probe,) = a.take_segments()
+    assert probe.seq == flight[-1].seq  # the last segment again, not go-back-N
+    assert a.stats()["tail_loss_probes"] == 1 and a.stats()["timeouts"] == 0
+    b.receive(probe, probe_at + 0.075)
+    for s in b.take_segments():
+        a.receive(s, probe_at + 0.15)
+    assert a.snd_una == a.snd_max
+    assert a.stats()["timeouts"] == 0 and a.cc.cwnd >= cwnd
+
+
+def test_sack_recovery_ends_with_cwnd_at_ssthresh_even_with_nothing_left_in_flight():
+    # Everything the sender had went out before the loss, so the full ACK leaves nothing
+    # in flight. RFC 6675 (and RFC 6937) leave recovery with cwnd = ssthresh; RFC 6582's
+    # min(ssthresh, FlightSize + SMSS) would make it one segment and cost a slow start.
+    a, b = _pair(CFG.replace(initial_window=20))
+    t = _warm_rtt(a, b)
+    a.send(b"E" * 1452 * 12, t)
+    segs = a.take_segments()
+    for s in segs[1:]:
+        b.receive(s, t + 0.02)
+    for s in b.take_segments():
+        a.receive(s, t + 0.04)
+    assert a._in_recovery
+    ssthresh = a.cc.ssthresh
+    for s in a.take_segments():
+        b.receive(s, t + 0.06)
+    for s in b.take_segments():
+        a.receive(s, t + 0.08)
+    assert not a._in_recovery and a.snd_una == a.snd_max
+    assert a.cc.cwnd == ssthresh
+
+
 def _warm_rtt(a, b, rtt=0.04):
     """One exchange with a real round trip, so RACK and the probe timer know the RTT."""
     a.send(b"w" * 100, 0.0)
@@ -265,3 +322,28 @@ def test_a_recovery_caused_by_reordering_is_undone_when_dsacks_report_it():
     assert a.stats()["dsacks_received"] >= 1
     assert a.stats()["spurious_recoveries_undone"] == 1
     assert a.cc.cwnd >= cwnd_before  # RFC 3708: the cut is undone
+
+
+def test_a_duplicate_made_by_the_network_does_not_undo_a_real_recovery():
+    a, b = _pair(CFG.replace(initial_window=20))
+    t = _warm_rtt(a, b)
+    a.send(b"D" * 1452 * 10, t)
+    segs = a.take_segments()
+    lost, copied = segs[1], segs[5]
+    for s in segs:
+        if s is not lost:
+            b.receive(s, t + 0.02)
+    for s in b.take_segments():
+        a.receive(s, t + 0.04)
+    assert a._in_recovery
+    cut = a.cc.cwnd
+    assert cut < a._undo_cwnd
+    assert any(s.seq == lost.seq for s in a.take_segments())  # resent (and lost again)
+    b.receive(copied, t + 0.05)  # the path duplicated an original: the peer D-SACKs it
+    for s in b.take_segments():
+        a.receive(s, t + 0.07)
+    assert a.stats()["dsacks_received"] == 1
+    # The one retransmission of the recovery was not reported as a duplicate: the loss
+    # was real, the cut stays (RFC 3708 §3).
+    assert a.stats()["spurious_recoveries_undone"] == 0
+    assert a.cc.cwnd <= cut

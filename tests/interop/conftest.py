@@ -27,7 +27,7 @@ import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,14 @@ def assert_host_untouched(baseline: list[str], when: str) -> None:
 def host_baseline() -> list[str]:
     """:func:`host_view` before the first lab of the session: normally only the sysctls."""
     return host_view()
+
+
+@pytest.fixture
+def host_unchanged(host_baseline: list[str]) -> Iterator[None]:
+    """For a test that builds its own lab (not the ``lab`` fixture): the host namespace must
+    look the same after it as before the first lab."""
+    yield
+    assert_host_untouched(host_baseline, "after the test")
 
 
 # ---------------------------------------------------------------------- the lab

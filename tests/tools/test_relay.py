@@ -241,6 +241,74 @@ def test_loss_fraction_is_seeded_and_reproducible(run: Run) -> None:
     run(scenario())
 
 
+def _loss_runs(pattern: list[int], count: int) -> list[int]:
+    """Lengths of the runs of consecutive indices missing from ``pattern``."""
+    arrived = set(pattern)
+    runs, current = [], 0
+    for i in range(count):
+        if i in arrived:
+            if current:
+                runs.append(current)
+            current = 0
+        else:
+            current += 1
+    return runs + ([current] if current else [])
+
+
+def test_bursty_loss_keeps_the_mean_rate_in_longer_runs(run: Run) -> None:
+    async def scenario() -> None:
+        count = 4000
+        patterns = {}
+        for burst in (0.0, 4.0):
+            target, client = await open_peer(), await open_peer()
+            impairment = Impairment(loss=0.05, burst=burst)
+            async with Relay(target.address, forward=impairment, seed=11) as relay:
+                await send_paced(client, relay.address, numbered(count), relay.forward_stats)
+                stats = relay.forward_stats
+                await until(lambda t=target, st=stats: len(t.received) >= st.sent)  # type: ignore[misc]
+                assert stats.dropped_loss + stats.sent == count
+            patterns[burst] = [index(data) for data in target.data]
+            target.close()
+            client.close()
+        for burst, pattern in patterns.items():
+            runs = _loss_runs(pattern, count)
+            lost = sum(runs)
+            # 5 % of 4000 is 200; bursty runs of mean 4 make the count noisier.
+            assert 100 < lost < 320, (burst, lost)
+            mean_run = lost / len(runs)
+            if burst:
+                assert 2.5 < mean_run < 6, mean_run
+            else:
+                assert mean_run < 1.3, mean_run
+
+    run(scenario())
+
+
+def test_a_loss_spell_does_not_outlast_a_silent_sender() -> None:
+    # The chain steps per datagram and per millisecond of silence: datagrams a microsecond
+    # apart meet spells of `burst` datagrams, datagrams a second apart meet the average.
+    import random
+
+    imp = Impairment(loss=0.2, burst=20.0)
+
+    def mean_run(gap: float) -> tuple[float, float]:
+        direction = relay_module.Direction("forward", imp, random.Random(5), RelayStats())
+        fates = [direction._lose(imp, i * gap) for i in range(20_000)]
+        runs, current = [], 0
+        for lost in fates:
+            if lost:
+                current += 1
+            elif current:
+                runs.append(current)
+                current = 0
+        return sum(fates) / len(fates), sum(runs) / len(runs)
+
+    busy_share, busy_run = mean_run(1e-6)
+    idle_share, idle_run = mean_run(1.0)
+    assert 0.15 < busy_share < 0.25 and 15 < busy_run < 25
+    assert 0.18 < idle_share < 0.22 and idle_run < 1.5  # 1 / (1 - 0.2) for independent losses
+
+
 # --------------------------------------------------------------------------------------------
 # Duplication, reordering, corruption
 
@@ -607,6 +675,7 @@ def test_send_errors_are_counted_and_survived(run: Run) -> None:
         ("LOSS=0.1 Delay=5MS", Impairment(loss=0.1, delay=0.005)),
         ("loss=0.1,loss=0.2", Impairment(loss=0.2)),
         (" loss=0.1 , ", Impairment(loss=0.1)),
+        ("loss=1%,burst=4", Impairment(loss=0.01, burst=4.0)),
         (
             "loss=0.05,dup=0.02,reorder=0.05,corrupt=0.01,delay=10ms,jitter=5ms,rate=10mbit,mtu=1200",
             Impairment(
@@ -624,7 +693,8 @@ def test_send_errors_are_counted_and_survived(run: Run) -> None:
 )
 def test_parse_accepts_names_and_units(text: str, expected: Impairment) -> None:
     parsed = Impairment.parse(text)
-    for name in ("loss", "duplicate", "reorder", "reorder_delay", "delay", "jitter", "corrupt"):
+    names = ("loss", "burst", "duplicate", "reorder", "reorder_delay", "delay", "jitter", "corrupt")
+    for name in names:
         assert getattr(parsed, name) == pytest.approx(getattr(expected, name)), name
     assert parsed.rate == pytest.approx(expected.rate)
     assert (parsed.queue_limit, parsed.mtu) == (expected.queue_limit, expected.mtu)
@@ -650,6 +720,7 @@ def test_parse_accepts_names_and_units(text: str, expected: Impairment) -> None:
         ("rate=fast", "not a rate"),
         ("mtu=12.5", "integer"),
         ("queue=-1", "integer"),
+        ("burst=0.5", "burst must be"),
     ],
 )
 def test_parse_rejects_nonsense_with_a_clear_message(text: str, message: str) -> None:
@@ -669,6 +740,8 @@ def test_constructor_validates() -> None:
         {"rate": 0.0},
         {"queue_limit": -1},
         {"mtu": -5},
+        {"loss": 0.1, "burst": 0.5},
+        {"loss": 1.0, "burst": 3.0},
     ):
         with pytest.raises(ValueError):
             Impairment(**bad)

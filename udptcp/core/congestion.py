@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .hystart import HyStart
+
 
 class CongestionControl:
     """Window policy of one connection. Sizes are in bytes."""
@@ -23,6 +25,10 @@ class CongestionControl:
         self.ssthresh = 1 << 30
         #: Smoothed RTT in seconds, kept current by the connection (None before a sample).
         self.srtt: float | None = None
+
+    def on_rtt_sample(self, rtt: float, srtt: float | None) -> None:
+        """A new RTT measurement ``rtt``; ``srtt`` is the smoothed value after it."""
+        self.srtt = srtt
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         """New data was acknowledged outside loss recovery."""
@@ -40,19 +46,25 @@ class CongestionControl:
         """The retransmission timer expired."""
         raise NotImplementedError
 
+    def on_undo(self, cwnd: int, ssthresh: int) -> None:
+        """The last loss response was spurious (RFC 3708: every retransmission came back as
+        a duplicate): back to ``cwnd`` and ``ssthresh`` from before it."""
+        self.cwnd = max(self.cwnd, cwnd)
+        self.ssthresh = max(self.ssthresh, ssthresh)
+
 
 def slow_start(cwnd: int, ssthresh: int, acked: int, mss: int) -> int:
-    """RFC 5681 §3.1 slow start, counting bytes (RFC 3465) with a limit that stretch ACKs
-    do not defeat.
+    """Slow start counting bytes: the window grows by what is acknowledged, so it doubles
+    every round trip (RFC 3465 with L = 2 SMSS, what a delayed ACK covers).
 
-    The usual limit is one SMSS per ACK, and a receiver delays its ACK to every second
-    segment, so the window grows by half of what is acknowledged. A receiver that
-    acknowledges a whole train at once (GRO on Linux, ``Connection.receive_many`` here)
-    sends one stretch ACK for dozens of segments; it counts as the delayed ACKs it stands
-    for, so growth per round trip stays the same (Linux counts such ACKs in full, which
-    overshoots drop-tail queues more). Never past ssthresh, where avoidance takes over.
+    A receiver that acknowledges a whole train at once (GRO on Linux,
+    ``Connection.receive_many`` here) sends one stretch ACK for dozens of segments; it
+    counts as the delayed ACKs it stands for, each within the limit, so growth per round
+    trip stays the same as with an ACK every second segment (Linux's tcp_slow_start counts
+    the same). HyStart++ (RFC 9406, :mod:`udptcp.core.hystart`) keeps the initial slow start
+    from overshooting a queue at that rate. Never past ssthresh, where avoidance takes over.
     """
-    return max(cwnd, min(cwnd + max(min(acked, mss), acked // 2), ssthresh))
+    return max(cwnd, min(cwnd + max(acked, 0), ssthresh))
 
 
 class NewReno(CongestionControl):
@@ -63,10 +75,22 @@ class NewReno(CongestionControl):
     def __init__(self, mss: int, initial_window: int) -> None:
         super().__init__(mss, initial_window)
         self._ca_acked = 0
+        self.hystart = HyStart()
+
+    def on_rtt_sample(self, rtt: float, srtt: float | None) -> None:
+        super().on_rtt_sample(rtt, srtt)
+        self.hystart.on_rtt(rtt)
+
+    def _slow_start(self, acked: int, flight: int, now: float) -> None:
+        """Slow start (or HyStart++'s conservative slow start) for an ACK of ``acked``."""
+        grow, done = self.hystart.grow(acked, flight, now, self.cwnd / self.mss)
+        self.cwnd = slow_start(self.cwnd, self.ssthresh, grow, self.mss)
+        if done:
+            self.ssthresh = self.cwnd  # RFC 9406 §4.2: CSS over, avoidance from here
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd = slow_start(self.cwnd, self.ssthresh, acked, self.mss)
+            self._slow_start(acked, flight, now)
         else:
             # Congestion avoidance: about one MSS per round trip, counted in bytes (RFC 3465).
             self._ca_acked += acked
@@ -75,6 +99,7 @@ class NewReno(CongestionControl):
                 self.cwnd += self.mss
 
     def on_loss(self, flight: int, now: float) -> None:
+        self.hystart.stop()
         # RFC 5681 §3.2 step 2 (equation 4), then inflate by the three duplicates.
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.ssthresh + 3 * self.mss
@@ -85,6 +110,7 @@ class NewReno(CongestionControl):
         self._ca_acked = 0
 
     def on_timeout(self, flight: int, now: float) -> None:
+        self.hystart.stop()
         # RFC 5681 §3.1 equation 4, and the loss window of one segment.
         self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
@@ -110,10 +136,13 @@ class Cubic(NewReno):
         self._k = 0.0
         self._epoch: float | None = None  # start of the current avoidance epoch
         self._w_est = 0.0  # segments
+        self._cwnd_prior = 0.0  # cwnd (segments) when ssthresh was last set
+        # (W_max, K, epoch, W_est, cwnd_prior) before the last loss response, for undo.
+        self._prior: tuple[float, float, float | None, float, float] | None = None
 
     def on_ack(self, acked: int, flight: int, now: float) -> None:
         if self.cwnd < self.ssthresh:
-            self.cwnd = slow_start(self.cwnd, self.ssthresh, acked, self.mss)
+            self._slow_start(acked, flight, now)
             return
         mss = self.mss
         cwnd = self.cwnd / mss
@@ -130,8 +159,12 @@ class Cubic(NewReno):
         t = now - self._epoch
         target = self.C * (t + rtt - self._k) ** 3 + self._w_max  # W_cubic(t + RTT), §4.2
         target = min(max(target, cwnd), 1.5 * cwnd)
-        # §4.3 Reno-friendly region: alpha = 3 (1 - beta) / (1 + beta).
-        alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
+        # §4.3 Reno-friendly region: alpha = 3 (1 - beta) / (1 + beta), and 1 (Reno's)
+        # once W_est is back at the window the last reduction started from.
+        if self._w_est >= self._cwnd_prior:
+            alpha = 1.0
+        else:
+            alpha = 3 * (1 - self.BETA) / (1 + self.BETA)
         self._w_est += alpha * (acked / mss) / cwnd
         if self._w_est > target:
             new = self._w_est
@@ -140,7 +173,9 @@ class Cubic(NewReno):
         self.cwnd = max(int(new * mss), self.cwnd)
 
     def on_loss(self, flight: int, now: float) -> None:
-        cwnd = self.cwnd / self.mss
+        self.hystart.stop()
+        self._prior = (self._w_max, self._k, self._epoch, self._w_est, self._cwnd_prior)
+        cwnd = self._cwnd_prior = self.cwnd / self.mss
         # §4.7 fast convergence: release bandwidth to newer flows.
         if cwnd < self._w_max:
             self._w_max = cwnd * (1 + self.BETA) / 2
@@ -150,8 +185,17 @@ class Cubic(NewReno):
         self.cwnd = self.ssthresh + 3 * self.mss
         self._epoch = None
 
+    def on_undo(self, cwnd: int, ssthresh: int) -> None:
+        # §4.9: a spurious reduction gives back the whole CUBIC state, not just the window
+        # (else the plateau W_max stays at the cut and growth restarts its concave climb).
+        super().on_undo(cwnd, ssthresh)
+        if self._prior is not None:
+            self._w_max, self._k, self._epoch, self._w_est, self._cwnd_prior = self._prior
+            self._prior = None
+
     def on_timeout(self, flight: int, now: float) -> None:
-        self._w_max = self.cwnd / self.mss
+        self._prior = None  # a timeout is never undone
+        self._w_max = self._cwnd_prior = self.cwnd / self.mss
         super().on_timeout(flight, now)
         self.ssthresh = max(int(self._w_max * self.mss * self.BETA), 2 * self.mss)
         self._epoch = None

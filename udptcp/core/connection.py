@@ -205,6 +205,16 @@ class Connection:
         self._undo_cwnd: int | None = None
         self._undo_ssthresh = 0
         self._undo_retrans = 0
+        # Stream offset -> copies of that segment resent during the last recovery (at most
+        # one entry per segment it resent): only a D-SACK for one of these says a
+        # retransmission was needless; a duplicate the network made says nothing of the kind.
+        self._undo_ranges: dict[int, int] = {}
+        # Proportional Rate Reduction (RFC 6937) during SACK recovery: bytes the peer
+        # reported delivered since recovery began, the send counter when it began (so
+        # prr_out = bytes_sent - base), and RecoverFS, the flight at its start.
+        self._prr_delivered = 0
+        self._prr_out_base = 0
+        self._recover_fs = 1
         self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
         # Receiver: offsets of the latest out-of-order arrivals, newest first, one per run
         # (RFC 2018 §4: the first SACK block holds the newest, then the most recent others).
@@ -852,6 +862,12 @@ class Connection:
             if self.state is S.FIN_WAIT_2:
                 self._enter_closed(None)  # the peer never sent its FIN
                 return
+        if (
+            self._pto_deadline is not None
+            and now >= self._pto_deadline
+            and (self._rto_deadline is None or self._pto_deadline <= self._rto_deadline)
+        ):
+            self._send_tlp(now)  # a probe due with (or before) the RTO replaces it (§7.2)
         if self._rto_deadline is not None and now >= self._rto_deadline:
             self._rto_deadline = None
             self._on_retransmission_timeout(now)
@@ -941,6 +957,7 @@ class Connection:
         self._log.mark_all_lost()  # RFC 8985 §6.3
         self._rack_deadline = None
         self._undo_cwnd = None  # a timeout is not undone
+        self._undo_ranges.clear()
         self._retries += 1
         self._silent_rounds += 1
         self._in_recovery = False
@@ -1389,6 +1406,8 @@ class Connection:
         window_changed = self._update_send_window(seg)
 
         newly_sacked = 0
+        una_before = self.snd_una
+        sacked_before = self._log.sacked_bytes()
         if self._log:
             self._log.start_ack()
         if self.sack_ok and seg.options is not None and seg.options.sack_blocks:
@@ -1408,6 +1427,11 @@ class Connection:
         if self.sack_ok and (self._sb or self._in_recovery or self._rack_deadline is not None):
             # RACK needs evidence: SACKed data, a recovery under way, or a pending timer.
             self._detect_losses(now)
+            if self._in_recovery and self._undo_cwnd is not None:
+                # What this ACK reports delivered: SND.UNA's advance plus the change in
+                # SACKed bytes (RFC 6937 DeliveredData).
+                delivered = seq_diff(self.snd_una, una_before)
+                self._prr_on_ack(delivered + self._log.sacked_bytes() - sacked_before)
 
         st = self.state
         fin_acked = self._fin_queued and seq_gt(self.snd_una, self._fin_seq)
@@ -1457,7 +1481,7 @@ class Connection:
             self._probe_acknowledged(self._stream_offset(ack))
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
-            self.cc.srtt = self.rtt.srtt
+            self.cc.on_rtt_sample(now - self._rtt_time, self.rtt.srtt)
             self._rtt_seq = None
         elif tsecr and seq_ge(tsecr, self._retx_tsval):
             # RFC 7323 §4: the echoed timestamp names the transmission being acknowledged,
@@ -1468,7 +1492,7 @@ class Connection:
             elapsed = ((self._tsval() - tsecr) & _MASK) / 1000
             if elapsed < self.config.rto_max:
                 self.rtt.sample(elapsed)
-                self.cc.srtt = self.rtt.srtt
+                self.cc.on_rtt_sample(elapsed, self.rtt.srtt)
         self._retries = 0
         # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
         self._tlp_out = 0
@@ -1497,7 +1521,7 @@ class Connection:
                 or (len(blocks) > 1 and seq_ge(left, blocks[1][0]) and seq_le(right, blocks[1][1]))
             ):
                 self.stats_counters["dsacks_received"] += 1
-                self._on_dsack()
+                self._on_dsack(self._stream_offset(left))
                 continue
             start, end = self._stream_offset(left), self._stream_offset(right)
             # Ignore blocks that do not lie within what is outstanding (RFC 2018 §3).
@@ -1522,21 +1546,29 @@ class Connection:
                         self._probe_acknowledged(self._probe[1])
         return new
 
-    def _on_dsack(self) -> None:
-        """A duplicate reached the peer: the path reorders, or a retransmission was spurious.
+    def _on_dsack(self, start: int) -> None:
+        """A duplicate of the data from stream offset ``start`` reached the peer: the path
+        reorders or duplicates, or a retransmission was spurious.
 
-        RFC 8985 §6.2: widen the reordering window. RFC 3708: once every retransmission of
-        the last recovery has come back as a duplicate, nothing had been lost; restore
-        the congestion window the recovery cut.
+        RFC 8985 §6.2: widen the reordering window. RFC 3708 §3: once every retransmission
+        of the last recovery has come back as a duplicate, nothing had been lost; restore
+        the congestion window the recovery cut. Only a D-SACK for a segment resent in that
+        recovery counts (Linux's tcp_sacktag_one checks the same): a path that duplicates
+        datagrams sends D-SACKs for originals, which prove nothing about the losses.
         """
         self._reo_mult = min(self._reo_mult + 1, 16)
-        if self._undo_cwnd is None or self._undo_retrans <= 0:
+        copies = self._undo_ranges.get(start)
+        if self._undo_cwnd is None or not copies:
             return
+        if copies > 1:
+            self._undo_ranges[start] = copies - 1
+        else:
+            del self._undo_ranges[start]
         self._undo_retrans -= 1
         if self._undo_retrans == 0:
-            self.cc.cwnd = max(self.cc.cwnd, self._undo_cwnd)
-            self.cc.ssthresh = max(self.cc.ssthresh, self._undo_ssthresh)
+            self.cc.on_undo(self._undo_cwnd, self._undo_ssthresh)
             self._undo_cwnd = None
+            self._undo_ranges.clear()
             self.stats_counters["spurious_recoveries_undone"] += 1
 
     def _on_new_ack(self, ack: int, now: float, tsecr: int = 0) -> None:
@@ -1547,7 +1579,16 @@ class Connection:
             if seq_ge(ack, self._recover):
                 # RFC 6582 §3.2 step 3 / RFC 6675 §5: full acknowledgment ends recovery.
                 self._in_recovery = False
-                cc.on_recovery_end(self._flight, now)
+                if not self.sack_ok:
+                    cc.on_recovery_end(self._flight, now)
+                elif self._undo_cwnd is not None:
+                    # SACK recovery ends with cwnd = ssthresh (RFC 6675 §5; RFC 6937 §3),
+                    # as Linux's does, unless D-SACKs undid its cut meanwhile. RFC 6582's
+                    # min(ssthresh, FlightSize + SMSS) guards against the burst a window
+                    # inflated by duplicate ACKs would release; sending by pipe inflates
+                    # nothing, and a sender the peer's window held back ends recovery
+                    # with little in flight, which the guard made a 1-segment window.
+                    cc.on_recovery_end(cc.ssthresh, now)
             elif self.sack_ok:
                 pass  # RFC 6675: the scoreboard decides; _output sends by pipe
             else:
@@ -1629,14 +1670,40 @@ class Connection:
             self._recover = self.snd_max
             self._undo_cwnd, self._undo_ssthresh = self.cc.cwnd, self.cc.ssthresh
             self._undo_retrans = 0
+            self._undo_ranges.clear()
             self.cc.on_loss(self._flight, now)
-            self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 step 4.2: no window inflation
+            # RFC 6937: from here deliveries clock the sending, ssthresh / RecoverFS of
+            # each (no window inflation, RFC 6675 §5 step 4.2, and no silence while the
+            # flight drains to ssthresh either). Until an ACK reports one, nothing but
+            # the retransmission below.
+            self._prr_delivered = 0
+            self._prr_out_base = self.stats_counters["bytes_sent"]
+            self._recover_fs = max(self._flight, self._eff_mss)
+            self.cc.cwnd = max(log.pipe(), self._eff_mss)
             self.stats_counters["fast_retransmits"] += 1
             self.stats_counters["sack_recoveries"] += 1
             # Step 4.3: the first segment deemed lost goes out whatever pipe says.
             first = log.first_lost()
             if first is not None:
                 self._retransmit_range(first.start, now, first.end)
+
+    def _prr_on_ack(self, delivered: int) -> None:
+        """RFC 6937 §3.1: set cwnd for an ACK in SACK recovery that reported ``delivered``
+        bytes (Linux's tcp_cwnd_reduction does the same in segments)."""
+        if delivered <= 0:
+            return
+        self._prr_delivered += delivered
+        cc = self.cc
+        pipe = self._log.pipe()
+        prr_out = self.stats_counters["bytes_sent"] - self._prr_out_base
+        if pipe > cc.ssthresh:
+            # Proportional: ssthresh / RecoverFS of what has been delivered (rounded up).
+            sndcnt = -(-self._prr_delivered * cc.ssthresh // self._recover_fs) - prr_out
+        else:
+            # Slow start reduction bound: back towards ssthresh, no faster than slow start.
+            bound = max(self._prr_delivered - prr_out, delivered) + self._eff_mss
+            sndcnt = min(cc.ssthresh - pipe, bound)
+        cc.cwnd = max(pipe + max(sndcnt, 0), self._eff_mss)
 
     def _sack_send(self, now: float) -> None:
         """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
@@ -1721,8 +1788,11 @@ class Connection:
             return False
         self._log.record(off, off + size, now)
         self._retx_tsval = self._tsval()
-        if self._undo_cwnd is not None:
+        if self._undo_cwnd is not None and self._in_recovery:
+            # Counted for RFC 3708 while the recovery lasts (a probe sent after it is not
+            # one of its retransmissions, and would grow the record without bound).
             self._undo_retrans += 1
+            self._undo_ranges[off] = self._undo_ranges.get(off, 0) + 1
         self._rtt_seq = None
         self.stats_counters["retransmits"] += 1
         self._emit(seg, now)
@@ -2102,10 +2172,13 @@ class Connection:
             pto += _WC_DELACK  # a lone segment may be waiting on a delayed ACK
         pto = max(pto, 0.01)
         deadline = now + pto
-        if self._rto_deadline is not None and deadline >= self._rto_deadline:
-            self._pto_deadline = None  # the RTO comes first anyway
-        else:
-            self._pto_deadline = deadline
+        if self._rto_deadline is not None and deadline > self._rto_deadline:
+            # §7.2: if the RTO would fire first, the probe goes out at the RTO's time in its
+            # place (and restarts it, §7.3). On a long path the RTO floor is below 2 SRTT:
+            # without this, a lost ACK (one per train of a small window) or a lost
+            # retransmission always ends in a timeout and a one-segment window.
+            deadline = self._rto_deadline
+        self._pto_deadline = deadline
 
     def _send_tlp(self, now: float) -> None:
         """RFC 8985 §7.3: send one new segment if allowed, else the last one again."""

@@ -310,6 +310,10 @@ class SentLog:
     def lost_bytes(self) -> int:
         return self._lost_bytes
 
+    def sacked_bytes(self) -> int:
+        """Bytes above the cumulative ACK that the peer has SACKed."""
+        return self._sacked_bytes
+
     def pipe(self) -> int:
         """Bytes in flight: sent, neither SACKed nor deemed lost (RFC 6675 §4 via RACK)."""
         return self._bytes - self._sacked_bytes - self._lost_bytes

@@ -36,7 +36,14 @@ class Impairment:
     """
 
     loss: float = 0.0
-    """Probability that a datagram is dropped."""
+    """Probability that a datagram is dropped (the long-run share, when losses are bursty)."""
+    burst: float = 0.0
+    """Mean length of a run of lost datagrams, for bursty loss; 0 (the default) loses each
+    datagram independently. With a value >= 1 losses follow a two-state (Gilbert) chain, as
+    netem's ``loss gemodel`` does: in the bad state every datagram is lost, in the good state
+    none; the chain leaves the bad state with probability 1/burst per datagram and enters it
+    as often as makes ``loss`` the long-run share. (Unlike netem's, the relay's chain also
+    steps once per millisecond of silence, so a spell does not outlast a quiet sender.)"""
     duplicate: float = 0.0
     """Probability that a datagram is sent twice (the copy is delayed independently)."""
     reorder: float = 0.0
@@ -65,6 +72,10 @@ class Impairment:
             raise ValueError(
                 f"rate must be a positive number of bytes/s or None, got {self.rate!r}"
             )
+        if self.burst != 0.0 and not (math.isfinite(self.burst) and self.burst >= 1.0):
+            raise ValueError(f"burst must be 0 (independent losses) or >= 1, got {self.burst!r}")
+        if self.burst and self.loss >= 1.0:
+            raise ValueError("bursty loss needs loss < 1")
         if self.queue_limit < 0:
             raise ValueError(f"queue_limit must be >= 0, got {self.queue_limit!r}")
         if self.mtu is not None and self.mtu < 0:
@@ -75,6 +86,7 @@ class Impairment:
         """True when this impairment changes nothing (every datagram goes straight through)."""
         return (
             self.loss == 0.0
+            and self.burst == 0.0
             and self.duplicate == 0.0
             and self.reorder == 0.0
             and self.delay == 0.0
@@ -90,8 +102,9 @@ class Impairment:
 
         Items are ``key=value`` separated by commas (or whitespace); a later item overrides an
         earlier one with the same key, so descriptions can be concatenated. Keys: ``loss``,
-        ``duplicate``/``dup``, ``reorder``, ``reorder_delay``/``reorder-delay``, ``delay``,
-        ``jitter``, ``corrupt``, ``rate``, ``queue_limit``/``queue``/``limit``, ``mtu``.
+        ``burst`` (mean loss-run length in datagrams), ``duplicate``/``dup``, ``reorder``,
+        ``reorder_delay``/``reorder-delay``, ``delay``, ``jitter``, ``corrupt``, ``rate``,
+        ``queue_limit``/``queue``/``limit``, ``mtu``.
         Probabilities are fractions or percentages (``0.05``, ``5%``). Times take ``us``,
         ``ms`` or ``s`` (bare numbers are seconds). Rates take ``bit``, ``kbit``, ``mbit``,
         ``gbit`` (bits/s) or ``b``, ``kb``, ``mb``, ``gb`` (bytes/s; bare numbers are bytes/s),
@@ -203,6 +216,7 @@ def _parse_mtu(raw: str) -> int | None:
 _ALIASES = {
     "loss": "loss",
     "drop": "loss",
+    "burst": "burst",
     "duplicate": "duplicate",
     "dup": "duplicate",
     "reorder": "reorder",
@@ -220,6 +234,7 @@ _ALIASES = {
 }
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "loss": _parse_probability,
+    "burst": _parse_number,
     "duplicate": _parse_probability,
     "reorder": _parse_probability,
     "corrupt": _parse_probability,

@@ -14,7 +14,9 @@ Per datagram, a direction applies (random draws are taken only for non-zero sett
 order, which is what makes a run reproducible):
 
 1. MTU: a UDP payload longer than `mtu` bytes is dropped.
-2. Loss: dropped with probability `loss`.
+2. Loss: dropped with probability `loss`; or, with `burst`, the two-state loss chain steps
+   once (one draw; and once more per millisecond of silence before the datagram) and the
+   datagram is dropped while it is in its bad state.
 3. Corruption: with probability `corrupt` one uniformly chosen bit is flipped.
 4. Duplication: with probability `duplicate` a second copy follows; each copy then goes
    through steps 5-6 on its own.
@@ -49,7 +51,7 @@ from typing import Any, cast
 
 from .impairment import Impairment
 
-__all__ = ["Impairment", "Record", "Relay", "RelayStats", "main"]
+__all__ = ["Direction", "Impairment", "Record", "Relay", "RelayStats", "direction_rng", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +120,24 @@ class Record:
 # One direction: impairment pipeline, link model and delay line
 
 
-class _Direction:
-    """Applies one direction's impairment and sends datagrams on when they are due."""
+def direction_rng(seed: int, name: str) -> random.Random:
+    """The generator of direction ``name`` (``"forward"``/``"backward"``) for ``seed``.
+
+    Anything else that applies an :class:`Impairment` with :class:`Direction` (the TUN
+    wire of :mod:`udptcp.tools.tunpair`, say) takes its generators from here, so the same
+    seed gives the n-th datagram of a direction the same fate whichever tool carries it.
+    (str seeds are hashed with SHA-512: stable across processes and PYTHONHASHSEED.)
+    """
+    return random.Random(f"udptcp.relay:{seed}:{name}")
+
+
+class Direction:
+    """Applies one direction's impairment and sends datagrams on when they are due.
+
+    The relay makes two. To use one elsewhere, set :attr:`loop` (the running loop) before
+    the first :meth:`submit`; each datagram then goes to the ``send`` callable it came with,
+    at once or from a timer, unless the impairment drops it (counted in ``stats``).
+    """
 
     def __init__(
         self,
@@ -140,11 +158,39 @@ class _Direction:
         self._timer_when = 0.0
         self._link_free_at = 0.0
         self._link_waiting: deque[float] = deque()  # start times of copies waiting for the link
+        self._bad = False  # state of the bursty-loss chain
+        self._chain_time = 0.0  # when the chain last stepped
         self.set_impairment(impairment)
 
     def set_impairment(self, impairment: Impairment) -> None:
         self.impairment = impairment
         self._perfect = impairment.is_perfect
+        if impairment.burst:
+            # Leave the bad state with 1/burst per datagram, enter it as often as gives the
+            # long-run share `loss`: bad / (bad + good) = p_gb / (p_gb + p_bg) = loss.
+            self._p_bad_good = 1.0 / impairment.burst
+            self._p_good_bad = self._p_bad_good * impairment.loss / (1.0 - impairment.loss)
+
+    def _lose(self, imp: Impairment, now: float) -> bool:
+        """Whether the loss model drops the next datagram (one draw).
+
+        The bursty chain steps once per datagram, and once more per millisecond the
+        direction was silent: a loss spell lasts about ``burst`` datagrams of a busy
+        direction, but a lone retransmission sent after a timeout meets the average loss
+        rate rather than a spell that only its own datagrams could end (which would turn
+        every spell into a chain of backed-off timeouts).
+        """
+        if not imp.burst:
+            return self.rng.random() < imp.loss
+        steps = 1 + min(int((now - self._chain_time) * 1000), 1_000_000)
+        self._chain_time = now
+        # P(bad) after ``steps`` steps from the current state (two-state Markov chain).
+        p_gb, p_bg = self._p_good_bad, self._p_bad_good
+        share = p_gb / (p_gb + p_bg)
+        decay = max(1.0 - p_gb - p_bg, 0.0) ** steps
+        p_bad = share + ((1.0 if self._bad else 0.0) - share) * decay
+        self._bad = self.rng.random() < p_bad
+        return self._bad
 
     def submit(self, data: bytes, client: Address, send: Sender) -> None:
         """Take one datagram received for this direction."""
@@ -170,7 +216,7 @@ class _Direction:
             stats.dropped_mtu += 1
             self._record(now, client, data, "dropped-mtu", ())
             return
-        if imp.loss and rng.random() < imp.loss:
+        if imp.loss and self._lose(imp, now):
             stats.dropped_loss += 1
             self._record(now, client, data, "dropped-loss", ())
             return
@@ -466,18 +512,14 @@ class Relay:
         self.forward_stats = RelayStats()
         self.backward_stats = RelayStats()
         # One generator per direction, seeded from `seed`: each direction is reproducible
-        # whatever happens in the other one. (str seeds are hashed with SHA-512, so this is
-        # stable across processes and PYTHONHASHSEED.)
-        self._forward = _Direction(
-            "forward",
-            forward or Impairment(),
-            random.Random(f"udptcp.relay:{seed}:forward"),
-            self.forward_stats,
+        # whatever happens in the other one.
+        self._forward = Direction(
+            "forward", forward or Impairment(), direction_rng(seed, "forward"), self.forward_stats
         )
-        self._backward = _Direction(
+        self._backward = Direction(
             "backward",
             backward or Impairment(),
-            random.Random(f"udptcp.relay:{seed}:backward"),
+            direction_rng(seed, "backward"),
             self.backward_stats,
         )
         self._listen: asyncio.DatagramTransport | None = None

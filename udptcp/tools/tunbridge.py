@@ -78,6 +78,7 @@ __all__ = [
     "call_in_netns",
     "format_record",
     "main",
+    "open_tun",
     "tcp_checksum",
     "udptcp_checksum",
 ]
@@ -217,6 +218,30 @@ def call_in_netns(netns: str | None, fn: Callable[[], _T]) -> _T:
     if error:
         raise error[0]
     return result[0]
+
+
+def open_tun(ifname: str) -> tuple[int, str]:
+    """Create a non-persistent TUN device (IPv4 packets without a packet-information header,
+    no offloads: the kernel hands it one checksummed, MTU-sized packet per read) in the
+    calling thread's network namespace; return its non-blocking fd and its name.
+
+    ``ifname`` may hold ``%d`` for the kernel to number it. The device's IPv6 is disabled (no
+    router solicitations or MLD reports to filter out) and its ``rp_filter`` set to 0; both
+    settings die with the device, which dies with its last fd.
+    """
+    name = ifname.encode()
+    if len(name) >= _IFNAMSIZ:
+        raise ValueError(f"interface name {ifname!r} is too long")
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        ifr = struct.pack(f"{_IFNAMSIZ}sH22x", name, _IFF_TUN | _IFF_NO_PI)
+        made = fcntl.ioctl(fd, _TUNSETIFF, ifr)[:_IFNAMSIZ].rstrip(b"\x00").decode()
+        _write_sysctl(f"/proc/sys/net/ipv6/conf/{made}/disable_ipv6", "1")
+        _write_sysctl(f"/proc/sys/net/ipv4/conf/{made}/rp_filter", "0")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, made
 
 
 class TunBridge:
@@ -385,20 +410,7 @@ class TunBridge:
     def _create_device(self) -> tuple[int, str]:
         """Create the device and set its sysctls; return its fd and name. Runs in ``netns``
         (:func:`call_in_netns`), where ``/proc/sys/net`` is that namespace's."""
-        name = self._ifname_request.encode()
-        if len(name) >= _IFNAMSIZ:
-            raise ValueError(f"interface name {self._ifname_request!r} is too long")
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            ifr = struct.pack(f"{_IFNAMSIZ}sH22x", name, _IFF_TUN | _IFF_NO_PI)
-            ifname = fcntl.ioctl(fd, _TUNSETIFF, ifr)[:_IFNAMSIZ].rstrip(b"\x00").decode()
-            # No IPv6 on the device: no router solicitations or MLD reports to filter out.
-            _write_sysctl(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "1")
-            _write_sysctl(f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter", "0")
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, ifname
+        return open_tun(self._ifname_request)
 
     def _configure_device(self) -> None:
         name = self.ifname

@@ -1,0 +1,859 @@
+"""Linux's TCP and udptcp side by side through the same seeded, impaired path.
+
+One *case* is an impairment applied to both directions (``loss=1%,delay=10ms``: 1 % random
+loss each way and a 20 ms round trip; ``burst=4`` makes the loss bursty) and a transfer of
+``size`` bytes one way, capped at ``cap`` seconds. Each stack moves the same bytes over it:
+
+* **Linux TCP** between two network namespaces made for the run, joined by
+  :class:`udptcp.tools.tunpair.TunPair` in a process of its own: every IP packet crosses the
+  relay's impairment pipeline, one packet per segment (the TUN devices take no offloads;
+  the counters prove it: largest packet, data segments read versus the kernel's own count).
+  The congestion control is set per socket (``TCP_CONGESTION``), since a new namespace
+  inherits the host's default, which may be BBR. Counters: the sender's ``TCP_INFO`` and
+  ``ss -tin`` line, and the sender namespace's ``TcpExt`` counters (``/proc/net/netstat``),
+  before and after.
+* **udptcp** through ``python -m udptcp.tools.relay`` with the same impairment and seed, the
+  receiver in a process of its own, the sender in this one; counters from the sender's
+  ``get_extra_info("udptcp_stats")``.
+
+The generators are seeded alike, so the n-th packet of a direction meets the same fate on
+both paths (the stacks send different packets, so the losses hit different data).
+
+Goodput is the bytes that reached the receiving application over the time from the first
+write to the last byte's arrival (slow start included), or over ``cap`` when the transfer
+did not finish. A case with no impairment at all measures the ceiling of the wire itself
+(the Python forwarder or relay): a figure near it is the wire's, not the stack's.
+
+Needs root, ``/dev/net/tun``, iproute2 and network namespaces for the Linux stacks; the
+namespaces (``udptcp-lab-<random>-a``/``-b``) are deleted afterwards, and nothing is made
+in the caller's namespace but loopback UDP. Run::
+
+    python -m udptcp.tools.losslab --case "loss=1%,delay=10ms" --size 20MB --seed 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import secrets
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "LINUX_STACKS",
+    "Case",
+    "Transfer",
+    "lab_unavailable",
+    "main",
+    "run_case",
+    "run_linux",
+    "run_udptcp",
+]
+
+#: Prefix of the namespaces a Linux run creates (the rest is random).
+NETNS_PREFIX = "udptcp-lab-"
+#: Linux stacks by name: the congestion control set on the sending socket.
+LINUX_STACKS = {"linux-cubic": "cubic", "linux-reno": "reno", "linux-bbr": "bbr"}
+ADDRESSES = ("10.200.9.1", "10.200.9.2")
+CHUNK = 64 * 1024
+START_TIMEOUT = 20.0
+
+#: TcpExt counters worth showing beside the sender's recovery figures.
+TCPEXT_KEYS = (
+    "TCPSackRecovery",
+    "TCPRenoRecovery",
+    "TCPSackRecoveryFail",
+    "TCPLossProbes",
+    "TCPLossProbeRecovery",
+    "TCPTimeouts",
+    "TCPSpuriousRTOs",
+    "TCPLostRetransmit",
+    "TCPFastRetrans",
+    "TCPSlowStartRetrans",
+    "TCPDSACKRecv",
+    "TCPDSACKUndo",
+    "TCPFullUndo",
+    "TCPPartialUndo",
+    "TCPLossUndo",
+    "TCPSACKReorder",
+    "TCPTSReorder",
+)
+
+# struct tcp_info (linux/tcp.h) up to tcpi_reord_seen: 8 u8, 24 u32, 4 u64, 6 u32, 4 u64,
+# 2 u32, 2 u64, 2 u32.
+_TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q2I")
+_TCP_INFO_FIELDS = (
+    "state ca_state retransmits probes backoff options wscale flags "
+    "rto ato snd_mss rcv_mss unacked sacked lost retrans fackets last_data_sent "
+    "last_ack_sent last_data_recv last_ack_recv pmtu rcv_ssthresh rtt rttvar snd_ssthresh "
+    "snd_cwnd advmss reordering rcv_rtt rcv_space total_retrans pacing_rate "
+    "max_pacing_rate bytes_acked bytes_received segs_out segs_in notsent_bytes min_rtt "
+    "data_segs_in data_segs_out delivery_rate busy_time rwnd_limited sndbuf_limited "
+    "delivered delivered_ce bytes_sent bytes_retrans dsack_dups reord_seen"
+).split()
+_TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One path and transfer. ``impairment`` applies to both directions (relay syntax)."""
+
+    name: str
+    impairment: str
+    size: int = 20_000_000
+    cap: float = 60.0
+    seed: int = 1
+    trace: float = 0.0
+    """Seconds between samples of the sender's window and counters (0: none)."""
+
+
+@dataclass
+class Transfer:
+    """What one stack did on one case (rates in bytes/s, times in seconds)."""
+
+    case: str
+    stack: str
+    size: int
+    received: int = 0
+    seconds: float = 0.0
+    complete: bool = False
+    intact: bool = False
+    retransmits: int = 0
+    recoveries: int = 0
+    rtos: int = 0
+    tail_loss_probes: int = 0
+    cwnd_segments: float = 0.0
+    srtt_ms: float = 0.0
+    counters: dict[str, Any] = field(default_factory=dict)
+    wire: dict[str, Any] = field(default_factory=dict)
+    load: str = ""
+    error: str = ""
+    trace: list[dict[str, float]] = field(default_factory=list)
+    """Samples over time (``Case.trace``): t, cwnd and ssthresh in segments, retransmissions,
+    recovery state."""
+
+    @property
+    def goodput(self) -> float:
+        return self.received / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "goodput": self.goodput}
+
+
+def payload_for(case: Case) -> bytes:
+    """The bytes both stacks send on ``case``: seeded, so every run sends the same."""
+    return random.Random(f"udptcp.losslab:{case.seed}").randbytes(case.size)
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def lab_unavailable() -> str | None:
+    """Why the Linux half cannot run here, or None."""
+    if sys.platform != "linux":
+        return "the Linux reference needs Linux"
+    if os.geteuid() != 0:
+        return "the Linux reference needs root (network namespaces, TUN devices)"
+    if not os.path.exists("/dev/net/tun"):
+        return "the Linux reference needs /dev/net/tun"
+    try:
+        subprocess.run(["ip", "-V"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "the Linux reference needs the ip command (iproute2)"
+    return None
+
+
+# ---------------------------------------------------------------------- subprocesses
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
+    env = dict(os.environ)
+    # The child imports the same udptcp as this process, wherever it came from.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+async def _json_line(proc: asyncio.subprocess.Process, key: str, timeout: float) -> Any:
+    """The value under ``key`` in the next JSON line carrying it; raises on exit or error."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), max(deadline - time.monotonic(), 0))
+        if not line:
+            err = b""
+            if proc.stderr is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    err = await asyncio.wait_for(proc.stderr.read(), 2)
+            raise RuntimeError(f"child exited: {err.decode(errors='replace')[-800:]}")
+        with contextlib.suppress(json.JSONDecodeError):
+            message = json.loads(line)
+            if key in message:
+                return message[key]
+            if "error" in message:
+                raise RuntimeError(message["error"])
+
+
+async def _json_lines(
+    proc: asyncio.subprocess.Process, keys: tuple[str, str], timeout: float
+) -> tuple[Any, Any]:
+    """Two values from the next JSON line carrying the first key."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), max(deadline - time.monotonic(), 0))
+        if not line:
+            raise RuntimeError("child exited before reporting")
+        with contextlib.suppress(json.JSONDecodeError):
+            message = json.loads(line)
+            if keys[0] in message:
+                return message[keys[0]], message.get(keys[1])
+
+
+async def _finish(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+    if proc.returncode is None:
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+# ---------------------------------------------------------------------- Linux
+
+
+def _in_netns(netns: str, fn: Callable[[], Any]) -> Any:
+    from .tunbridge import call_in_netns
+
+    return call_in_netns(netns, fn)
+
+
+def _tcp_ext(netns: str) -> dict[str, int]:
+    """The namespace's TcpExt and Tcp counters."""
+
+    def read() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for path in ("/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp"):
+            with open(path) as f:
+                lines = f.read().splitlines()
+            for head, values in zip(lines[::2], lines[1::2]):
+                prefix, names = head.split(":", 1)
+                if prefix in ("TcpExt", "Tcp"):
+                    for name, value in zip(names.split(), values.split(":", 1)[1].split()):
+                        out[name if prefix == "TcpExt" else f"Tcp{name}"] = int(value)
+        return out
+
+    result: dict[str, int] = _in_netns(netns, read)
+    return result
+
+
+def _tcp_info(sock: socket.socket) -> dict[str, int]:
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    raw = raw.ljust(_TCP_INFO.size, b"\0")
+    return dict(zip(_TCP_INFO_FIELDS, _TCP_INFO.unpack(raw)))
+
+
+class _KernelReceiver(threading.Thread):
+    """Accept one connection, read ``expect`` bytes (or until EOF or ``stop``), hash them,
+    close. (The receiver closes first, so the sender's socket stays out of TIME-WAIT and
+    ``ss`` still shows its figures.)"""
+
+    def __init__(self, listener: socket.socket, stop: threading.Event, expect: int) -> None:
+        super().__init__(daemon=True, name="losslab receiver")
+        self.listener = listener
+        self.stop = stop
+        self.expect = expect
+        self.received = 0
+        self.digest = hashlib.sha256()
+        self.last = 0.0
+        self.eof = False
+        self.error = ""
+
+    def run(self) -> None:
+        try:
+            self.listener.settimeout(START_TIMEOUT)
+            conn, _ = self.listener.accept()
+            with conn:
+                conn.settimeout(0.2)
+                buf = bytearray(1 << 20)
+                view = memoryview(buf)
+                while not self.stop.is_set() and self.received < self.expect:
+                    try:
+                        n = conn.recv_into(buf)
+                    except TimeoutError:
+                        continue
+                    if not n:
+                        self.eof = True
+                        break
+                    self.last = time.monotonic()
+                    self.received += n
+                    self.digest.update(view[:n])
+        except OSError as exc:
+            self.error = f"receiver: {exc}"
+
+
+class _KernelTracer(threading.Thread):
+    """Sample the sending socket's TCP_INFO every ``every`` seconds until ``stop``."""
+
+    def __init__(self, sock: socket.socket, every: float, start: float) -> None:
+        super().__init__(daemon=True, name="losslab tracer")
+        self.sock, self.every, self.start_time = sock, every, start
+        self.stop = threading.Event()
+        self.samples: list[dict[str, float]] = []
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                info = _tcp_info(self.sock)
+            except OSError:
+                return
+            self.samples.append(
+                {
+                    "t": round(time.monotonic() - self.start_time, 4),
+                    "cwnd": info["snd_cwnd"],
+                    "ssthresh": min(info["snd_ssthresh"], 1 << 20),
+                    "retrans": info["total_retrans"],
+                    "ca_state": info["ca_state"],
+                    "rtt_ms": info["rtt"] / 1000,
+                    "acked": info["bytes_acked"],
+                }
+            )
+
+
+def _linux_transfer(pair_ns: tuple[str, str], case: Case, cc: str, data: bytes) -> dict[str, Any]:
+    """Blocking: one kernel transfer from namespace A to B; returns figures and counters."""
+    listener = _in_netns(pair_ns[1], lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sender = _in_netns(pair_ns[0], lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    stop = threading.Event()
+    with listener, sender:
+        listener.bind((ADDRESSES[1], 0))
+        listener.listen(1)
+        receiver = _KernelReceiver(listener, stop, len(data))
+        receiver.start()
+        sender.setsockopt(socket.IPPROTO_TCP, _TCP_CONGESTION, cc.encode())
+        before = _tcp_ext(pair_ns[0])
+        sender.settimeout(START_TIMEOUT)
+        sender.connect((ADDRESSES[1], listener.getsockname()[1]))
+        sender.settimeout(0.2)
+        view = memoryview(data)
+        start = time.monotonic()
+        deadline = start + case.cap
+        tracer = _KernelTracer(sender, case.trace, start) if case.trace else None
+        if tracer is not None:
+            tracer.start()
+        sent = 0
+        while sent < len(data) and time.monotonic() < deadline:
+            try:
+                sent += sender.send(view[sent : sent + CHUNK])
+            except TimeoutError:
+                continue
+        while receiver.is_alive() and time.monotonic() < deadline:
+            receiver.join(0.1)
+        stop.set()
+        receiver.join(5)
+        if tracer is not None:
+            tracer.stop.set()
+            tracer.join(5)
+        complete = receiver.received == len(data)
+        if complete:
+            # The receiver's FIN follows its last read: wait for it, so the counters hold
+            # the whole transfer (the last ACKs included).
+            end_wait = time.monotonic() + 5
+            with contextlib.suppress(OSError):
+                while time.monotonic() < end_wait and sender.recv(1):
+                    pass
+        info = _tcp_info(sender)
+        ss = _ss(pair_ns[0])
+        after = _tcp_ext(pair_ns[0])
+    end = receiver.last if complete else deadline
+    return {
+        "received": receiver.received,
+        "seconds": max(end - start, 1e-9),
+        "complete": complete,
+        "intact": receiver.digest.hexdigest()
+        == hashlib.sha256(data[: receiver.received]).hexdigest(),
+        "info": info,
+        "ss": ss,
+        "tcpext": {k: after.get(k, 0) - before.get(k, 0) for k in after},
+        "error": receiver.error,
+        "trace": tracer.samples if tracer is not None else [],
+    }
+
+
+def _ss(netns: str) -> str:
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "exec", netns, "ss", "-tinH", "dst", ADDRESSES[1]],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return " ".join(out.split())
+
+
+async def run_linux(case: Case, stack: str = "linux-cubic") -> Transfer:
+    """``case`` over the kernel's TCP between two fresh namespaces (see the module docs)."""
+    cc = LINUX_STACKS[stack]
+    result = Transfer(case.name, stack, case.size, load=_load())
+    data = payload_for(case)
+    tag = secrets.token_hex(4)
+    netns = (f"{NETNS_PREFIX}{tag}-a", f"{NETNS_PREFIX}{tag}-b")
+    made: list[str] = []
+    result.counters["netns"] = list(netns)
+    wire: asyncio.subprocess.Process | None = None
+    try:
+        for name in netns:
+            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+            made.append(name)
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        argv = _python("udptcp.tools.tunpair", "--netns", *netns, "--addresses", *ADDRESSES)
+        argv += ["--both", case.impairment, "--seed", str(case.seed), "--uvloop"]
+        wire = await _spawn(argv)
+        await _json_line(wire, "ready", START_TIMEOUT)
+        figures = await asyncio.to_thread(_linux_transfer, netns, case, cc, data)
+        assert wire.stdin is not None
+        wire.stdin.close()
+        stats, devices = await _json_lines(wire, ("stats", "devices"), START_TIMEOUT)
+        info, ext = figures["info"], figures["tcpext"]
+        result.received = figures["received"]
+        result.seconds = figures["seconds"]
+        result.complete = figures["complete"]
+        result.intact = figures["intact"]
+        result.retransmits = info["total_retrans"]
+        result.recoveries = ext.get("TCPSackRecovery", 0) + ext.get("TCPRenoRecovery", 0)
+        result.rtos = ext.get("TCPTimeouts", 0)
+        result.tail_loss_probes = ext.get("TCPLossProbes", 0)
+        result.cwnd_segments = info["snd_cwnd"]
+        result.srtt_ms = info["rtt"] / 1000
+        result.counters = {
+            "tcp_info": {
+                k: info[k]
+                for k in (
+                    "snd_cwnd",
+                    "snd_ssthresh",
+                    "rtt",
+                    "min_rtt",
+                    "snd_mss",
+                    "total_retrans",
+                    "data_segs_out",
+                    "bytes_retrans",
+                    "dsack_dups",
+                    "reord_seen",
+                    "rwnd_limited",
+                    "sndbuf_limited",
+                    "busy_time",
+                )
+            },
+            "tcpext": {k: ext.get(k, 0) for k in TCPEXT_KEYS},
+            "TcpRetransSegs": ext.get("TcpRetransSegs", 0),
+            "ss": figures["ss"],
+            "congestion_control": cc,
+            "netns": list(netns),
+        }
+        result.wire = _wire_summary(stats)
+        result.wire["data_segments_sent"] = info["data_segs_out"]
+        result.wire["devices"] = devices
+        result.error = figures["error"]
+        result.trace = figures["trace"]
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        if wire is not None:
+            await _finish(wire)
+        for name in made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return result
+
+
+def _wire_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("forward", "backward"):
+        d = stats[name]
+        out[name] = {
+            "packets": d["received"],
+            "lost": d["dropped_loss"],
+            "loss_rate": d["dropped_loss"] / d["received"] if d["received"] else 0.0,
+            **({"largest": d["wire_largest"]} if "wire_largest" in d else {}),
+            **({"over_mtu": d["wire_over_mtu"]} if "wire_over_mtu" in d else {}),
+            **({"data_segments": d["wire_tcp_data_segments"]} if "wire_largest" in d else {}),
+            **({"data_segments_lost": d["wire_tcp_data_lost"]} if "wire_largest" in d else {}),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------- udptcp
+
+
+async def run_udptcp(case: Case, receive_buffer: int | None = None) -> Transfer:
+    """``case`` over udptcp through the relay (see the module docs)."""
+    import udptcp
+
+    result = Transfer(case.name, "udptcp", case.size, load=_load())
+    data = payload_for(case)
+    config: dict[str, Any] = {}
+    if receive_buffer is not None:
+        config["receive_buffer"] = receive_buffer
+    procs: list[asyncio.subprocess.Process] = []
+    opened: list[asyncio.Transport] = []
+    try:
+        receiver = await _spawn(
+            _python("udptcp.tools.losslab", "_receive", "--config", json.dumps(config))
+        )
+        procs.append(receiver)
+        port = await _json_line(receiver, "port", START_TIMEOUT)
+        argv = _python("udptcp.tools.relay", "--target", f"127.0.0.1:{port}", "--uvloop")
+        argv += ["--both", case.impairment, "--seed", str(case.seed)]
+        relay = await _spawn(argv)
+        procs.append(relay)
+        assert relay.stdout is not None
+        line = await asyncio.wait_for(relay.stdout.readline(), START_TIMEOUT)
+        match = re.match(rb"relay \S+:(\d+) ->", line)
+        if match is None:
+            raise RuntimeError(f"relay said {line!r}")
+        relay_port = int(match.group(1))
+
+        loop = asyncio.get_running_loop()
+        can_write = asyncio.Event()
+        can_write.set()
+
+        class Source(asyncio.Protocol):
+            def pause_writing(self) -> None:
+                can_write.clear()
+
+            def resume_writing(self) -> None:
+                can_write.set()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                can_write.set()
+
+        transport, _ = await asyncio.wait_for(
+            udptcp.create_connection(
+                Source, "127.0.0.1", relay_port, config=udptcp.Config(**config)
+            ),
+            START_TIMEOUT,
+        )
+        opened.append(transport)
+        transport.set_write_buffer_limits(high=1 << 20)
+        done = asyncio.ensure_future(_json_line(receiver, "done", case.cap + START_TIMEOUT))
+        view = memoryview(data)
+        start = time.monotonic()
+        deadline = start + case.cap
+        tracer = None
+        if case.trace:
+            tracer = asyncio.ensure_future(_trace_udptcp(transport, case.trace, start, result))
+        sent = 0
+        while sent < len(data) and time.monotonic() < deadline and not done.done():
+            if not can_write.is_set():
+                waiter = asyncio.ensure_future(can_write.wait())
+                await asyncio.wait(
+                    {waiter, done},
+                    timeout=deadline - time.monotonic(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                waiter.cancel()
+                continue
+            transport.write(view[sent : sent + CHUNK])
+            sent += CHUNK
+        if sent >= len(data):
+            transport.write_eof()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), max(deadline - time.monotonic(), 0))
+        if not done.done():
+            assert receiver.stdin is not None
+            receiver.stdin.write(b"report\n")
+        report = await done
+        complete = bool(report["eof"]) and report["received"] == len(data)
+        if complete:
+            # Let the last ACKs in, so the counters hold the whole transfer.
+            end_wait = loop.time() + 5
+            while loop.time() < end_wait:
+                st = transport.get_extra_info("udptcp_stats")
+                if not st or not st["bytes_in_flight"]:
+                    break
+                await asyncio.sleep(0.01)
+        stats = dict(transport.get_extra_info("udptcp_stats") or {})
+        if tracer is not None:
+            tracer.cancel()
+        transport.abort()
+        relay.send_signal(15)
+        assert relay.stdout is not None
+        tail = (await asyncio.wait_for(relay.stdout.read(), START_TIMEOUT)).decode()
+        end = report["last"] if complete else deadline
+        result.received = report["received"]
+        result.seconds = max(end - start, 1e-9)
+        result.complete = complete
+        result.intact = report["sha256"] == hashlib.sha256(data[: report["received"]]).hexdigest()
+        result.retransmits = int(stats.get("retransmits") or 0)
+        result.recoveries = int(stats.get("sack_recoveries") or 0)
+        result.rtos = int(stats.get("timeouts") or 0)
+        result.tail_loss_probes = int(stats.get("tail_loss_probes") or 0)
+        mss = int(stats.get("mss") or 1)
+        result.cwnd_segments = round(int(stats.get("cwnd") or 0) / mss, 1)
+        result.srtt_ms = float(stats.get("srtt") or 0) * 1000
+        result.counters = {
+            "udptcp_stats": stats,
+            "receiver_stats": report.get("stats", {}),
+            "config": config,
+        }
+        result.wire = _wire_summary(_relay_final(tail))
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        for tr in opened:
+            tr.abort()
+        for proc in reversed(procs):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(15)
+            await _finish(proc)
+    return result
+
+
+async def _trace_udptcp(
+    transport: asyncio.Transport, every: float, start: float, result: Transfer
+) -> None:
+    """Sample the sender's window and counters every ``every`` seconds into ``result``."""
+    while True:
+        await asyncio.sleep(every)
+        st = transport.get_extra_info("udptcp_stats")
+        if not st:
+            return
+        mss = int(st["mss"] or 1)
+        conn = transport.get_extra_info("udptcp_connection")
+        result.trace.append(
+            {
+                "t": round(time.monotonic() - start, 4),
+                "cwnd": round(int(st["cwnd"]) / mss, 1),
+                "ssthresh": round(min(int(st["ssthresh"]), 1 << 30) / mss, 1),
+                "retrans": st["retransmits"],
+                "ca_state": int(bool(getattr(conn, "_in_recovery", False))),
+                "rtt_ms": round(float(st["srtt"] or 0) * 1000, 1),
+                "acked": st["bytes_acked"],
+            }
+        )
+
+
+def _relay_final(text: str) -> dict[str, dict[str, int]]:
+    """The relay's ``[final]`` counter lines, as the Linux wire reports them."""
+    out: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        match = re.match(r"\[final\] (forward|backward):\s+(.*)", line)
+        if match:
+            pairs = (item.split("=") for item in match.group(2).split())
+            out[match.group(1)] = {k: int(v) for k, v in pairs}
+    if set(out) != {"forward", "backward"}:
+        raise RuntimeError(f"no final relay counters in {text[-300:]!r}")
+    return out
+
+
+async def _receive(config: dict[str, Any]) -> None:
+    """The udptcp receiving side (``_receive`` subcommand): one connection, read to EOF or
+    until ``report`` on stdin; prints ``done`` with the count, digest and last arrival."""
+    import udptcp
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    state: dict[str, Any] = {"received": 0, "last": 0.0, "eof": False}
+    digest = hashlib.sha256()
+    transports: list[asyncio.Transport] = []
+
+    class Sink(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transports.append(transport)  # type: ignore[arg-type]
+
+        def data_received(self, data: bytes) -> None:
+            state["received"] += len(data)
+            state["last"] = time.monotonic()
+            digest.update(data)
+
+        def eof_received(self) -> bool:
+            state["eof"] = True
+            if not done.done():
+                done.set_result(None)
+            return True
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not done.done():
+                done.set_result(None)
+
+    server = await udptcp.create_server(Sink, "127.0.0.1", 0, config=udptcp.Config(**config))
+    _emit({"port": server.sockets[0].getsockname()[1]})
+
+    def on_stdin() -> None:
+        line = sys.stdin.readline()
+        if (not line or line.strip() == "report") and not done.done():
+            done.set_result(None)
+
+    loop.add_reader(sys.stdin.fileno(), on_stdin)
+    await done
+    loop.remove_reader(sys.stdin.fileno())
+    stats = transports[0].get_extra_info("udptcp_stats") if transports else {}
+    _emit({"done": {**state, "sha256": digest.hexdigest(), "stats": stats}})
+    for transport in transports:
+        transport.close()
+    server.close()
+    # Stay until the parent is done with us (end of stdin), answering the last segments.
+    await loop.run_in_executor(None, sys.stdin.read)
+
+
+def _emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message, default=str) + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------- running cases
+
+
+async def run_case(
+    case: Case, stacks: Sequence[str], receive_buffer: int | None = None
+) -> list[Transfer]:
+    """Every stack on ``case``, one after the other."""
+    out = []
+    for stack in stacks:
+        if stack == "udptcp":
+            out.append(await run_udptcp(case, receive_buffer))
+        else:
+            out.append(await run_linux(case, stack))
+    return out
+
+
+def row(t: Transfer) -> dict[str, str]:
+    """One line of the table."""
+    fwd, back = t.wire.get("forward", {}), t.wire.get("backward", {})
+    return {
+        "case": t.case,
+        "stack": t.stack,
+        "MB/s": f"{t.goodput / 1e6:.2f}",
+        "MB": f"{t.received / 1e6:.1f}",
+        "s": f"{t.seconds:.2f}",
+        "done": "yes" if t.complete else "cap",
+        "intact": "yes" if t.intact else "NO",
+        "retx": str(t.retransmits),
+        "recov": str(t.recoveries),
+        "RTOs": str(t.rtos),
+        "TLPs": str(t.tail_loss_probes),
+        "cwnd": f"{t.cwnd_segments:g}",
+        "srtt ms": f"{t.srtt_ms:.1f}",
+        "loss fwd/back": (
+            f"{fwd.get('loss_rate', 0):.2%}/{back.get('loss_rate', 0):.2%}" if t.wire else "-"
+        ),
+        "pkts fwd": str(fwd.get("packets", "-")),
+        "largest": str(fwd.get("largest", "-")),
+        "load": t.load,
+        "error": t.error[:60],
+    }
+
+
+def table(rows: Sequence[dict[str, str]]) -> str:
+    """A Markdown table of rows sharing keys."""
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "|".join(" --- " for _ in keys) + "|"]
+    lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"([0-9.]+)\s*(k|kb|m|mb|g|gb)?", text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    unit = {"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9}.get(match[2] or "", 1)
+    return int(float(match[1]) * unit)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m udptcp.tools.losslab``: run cases, print a table (and JSON)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_receive"]:
+        sub = argparse.ArgumentParser()
+        sub.add_argument("--config", default="{}")
+        args = sub.parse_args(argv[1:])
+        import uvloop
+
+        uvloop.run(_receive(json.loads(args.config)))
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m udptcp.tools.losslab",
+        description=(__doc__ or "").splitlines()[0],
+        epilog="Stacks: udptcp, " + ", ".join(LINUX_STACKS),
+    )
+    parser.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="impairment for both directions, e.g. loss=1%%,delay=10ms (repeatable)",
+    )
+    parser.add_argument("--size", type=_size, default=20_000_000)
+    parser.add_argument("--cap", type=float, default=60.0, help="seconds per transfer")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--stacks", default="linux-cubic,udptcp")
+    parser.add_argument("--receive-buffer", type=_size, default=None, help="udptcp's")
+    parser.add_argument("--json", default=None, metavar="FILE")
+    parser.add_argument(
+        "--trace", type=float, default=0.0, metavar="S", help="sample the sender every S s"
+    )
+    args = parser.parse_args(argv)
+    stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    for stack in stacks:
+        if stack != "udptcp" and stack not in LINUX_STACKS:
+            parser.error(f"unknown stack {stack!r}")
+    if any(s in LINUX_STACKS for s in stacks) and (why := lab_unavailable()):
+        parser.error(why)
+    cases = [
+        Case(spec or "no impairment", spec, args.size, args.cap, args.seed, args.trace)
+        for spec in (args.case or [""])
+    ]
+
+    async def run() -> list[Transfer]:
+        done = []
+        for case in cases:
+            for t in await run_case(case, stacks, args.receive_buffer):
+                print(json.dumps(row(t)), flush=True)
+                done.append(t)
+        return done
+
+    import uvloop
+
+    results = uvloop.run(run())
+    print(table([row(t) for t in results]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([t.as_dict() for t in results], f, indent=1, default=str)
+    return 0 if all(t.intact and not t.error for t in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
