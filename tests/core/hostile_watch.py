@@ -131,12 +131,21 @@ class Watch:
     def note_peer(self, seg: Segment) -> None:
         """Record where a segment the peer sends puts a FIN."""
         if seg.flags & FIN:
+            iss = seg.seq if self._syncs(seg) else self.peer_iss
             end = seq_add(seg.seq, len(seg.payload) + (1 if seg.flags & SYN else 0))
-            self.fin_offsets.add((end - self.peer_iss - 1) & MASK)
+            self.fin_offsets.add((end - iss - 1) & MASK)
+
+    def _syncs(self, seg: Segment) -> bool:
+        """Would ``seg`` give the connection the peer's ISN (a SYN while in SYN-SENT)?"""
+        return bool(seg.flags & SYN) and self.conn.state is S.SYN_SENT
 
     def receive(self, seg: Segment) -> None:
+        syncs = self._syncs(seg)
         self.note_peer(seg)
         self.conn.receive(seg, self.now)
+        if syncs and self.conn.state is not S.SYN_SENT and self.conn.irs == seg.seq:
+            # Whatever the peer's ISN was meant to be, this SYN set where its stream starts.
+            self.peer_iss = seg.seq
 
     def receive_many(self, segs: list[Segment]) -> None:
         """A train, handed over the way the endpoint's transport does."""

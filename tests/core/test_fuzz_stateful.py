@@ -150,7 +150,6 @@ class HostilePeer(RuleBasedStateMachine):
         super().__init__()
         self.w: Watch
         self.conn: Connection
-        self.peer_iss = 0
         self.ts_base = 1
 
     # -- opening ------------------------------------------------------------------------
@@ -181,7 +180,7 @@ class HostilePeer(RuleBasedStateMachine):
         rtt,
         complete,
     ):
-        self.peer_iss, self.ts_base = peer_iss, ts_base
+        self.ts_base = ts_base
         if opts.timestamps is not None:
             opts.timestamps = (self.tsval(now), opts.timestamps[1])
         payload = PEER.get(0, syn_data)
@@ -221,6 +220,11 @@ class HostilePeer(RuleBasedStateMachine):
                 self.w.drain()
 
     # -- the peer's segments ------------------------------------------------------------
+
+    @property
+    def peer_iss(self) -> int:
+        """The peer's ISN: where its stream starts (the Watch follows a SYN that moved it)."""
+        return self.w.peer_iss
 
     def tsval(self, now: float) -> int:
         return (self.ts_base + int(now * 1000)) & MASK
@@ -542,7 +546,10 @@ class HostilePeer(RuleBasedStateMachine):
     def peer_sends_anything(self, dseq, dack, flags, window, size, mss, wscale, sack, ts):
         c = self.conn
         seq = seq_add(c.rcv_nxt, dseq)
-        off = (seq - self.peer_iss - 1 + (1 if flags & SYN else 0)) & MASK
+        if flags & SYN and c.state is S.SYN_SENT:
+            off = 0  # a SYN it takes starts the peer's stream
+        else:
+            off = (seq - self.peer_iss - 1 + (1 if flags & SYN else 0)) & MASK
         opts = self.options(ts, sack, mss=mss, wscale=wscale)
         seg = Segment(
             REMOTE, LOCAL, seq, seq_add(c.snd_nxt, dack), flags, window, opts, PEER.get(off, size)
