@@ -30,7 +30,7 @@ from collections import deque
 
 from udptcp.core.connection import TRANSITIONS, Connection, LocalProtocolError, State
 from udptcp.core.events import Connected, ConnectionClosed, DataReceived, EofReceived
-from udptcp.core.segment import FIN, SYN, Segment, decode, encode
+from udptcp.core.segment import ACK, FIN, SYN, Segment, decode, encode
 from udptcp.core.seq import seq_add, seq_diff, seq_le
 
 MASK = 0xFFFFFFFF
@@ -96,6 +96,10 @@ class Watch:
         self.close_error: BaseException | None = None
         self.connected = False
         self.fin_offsets: set[int] = set()  # stream offsets where the peer sent a FIN
+        # How far the peer's segments reached: stream offset past the last byte (or FIN)
+        # it sent. The connection may acknowledge nothing beyond it.
+        self.peer_end = 0
+        self.rcv_edge: int | None = None  # right edge of the window last advertised
         self.shutdown_called = False
         self.last_tsval: int | None = None  # latest TSval the connection sent
         # The latest data ranges emitted (stream offsets), for a peer choosing SACK blocks.
@@ -129,11 +133,13 @@ class Watch:
         self.conn.abort(self.now)
 
     def note_peer(self, seg: Segment) -> None:
-        """Record where a segment the peer sends puts a FIN."""
+        """Record how far the peer's segments reach and where they put a FIN."""
+        iss = seg.seq if self._syncs(seg) else self.peer_iss
+        end = (seq_add(seg.seq, seg.seg_len) - iss - 1) & MASK
         if seg.flags & FIN:
-            iss = seg.seq if self._syncs(seg) else self.peer_iss
-            end = seq_add(seg.seq, len(seg.payload) + (1 if seg.flags & SYN else 0))
-            self.fin_offsets.add((end - iss - 1) & MASK)
+            self.fin_offsets.add((end - 1) & MASK)
+        if end < 1 << 31 and iss == self.peer_iss:
+            self.peer_end = max(self.peer_end, end)
 
     def _syncs(self, seg: Segment) -> bool:
         """Would ``seg`` give the connection the peer's ISN (a SYN while in SYN-SENT)?"""
@@ -146,6 +152,7 @@ class Watch:
         if syncs and self.conn.state is not S.SYN_SENT and self.conn.irs == seg.seq:
             # Whatever the peer's ISN was meant to be, this SYN set where its stream starts.
             self.peer_iss = seg.seq
+            self.peer_end = seg.seg_len - 1
 
     def receive_many(self, segs: list[Segment]) -> None:
         """A train, handed over the way the endpoint's transport does."""
@@ -232,6 +239,16 @@ class Watch:
         if seg.flags & SYN:
             assert seg.seq == conn.iss and n == 0, seg
             return
+        if seg.flags & ACK and conn.state is not S.SYN_SENT:
+            ack_off = (seg.ack - self.peer_iss - 1) & MASK
+            assert ack_off <= self.peer_end, (
+                f"{seg!r} acknowledges peer offset {ack_off}; the peer sent up to {self.peer_end}"
+            )
+            # RFC 9293 §3.8.6.2.1 (and the code's promise): the right edge never moves left.
+            edge = seq_add(seg.ack, seg.window << conn.rcv_wscale)
+            if self.rcv_edge is not None:
+                assert seq_le(self.rcv_edge, edge), f"{seg!r}: window edge moved left"
+            self.rcv_edge = edge
         if n:
             off = (seg.seq - conn.iss - 1) & MASK
             assert off + n <= self.written, (

@@ -177,3 +177,23 @@ def test_an_out_of_order_fin_is_not_lost_when_data_beyond_it_was_held():
     assert b"".join(e.data for e in events if isinstance(e, DataReceived)) == b"abcde"
     assert any(isinstance(e, EofReceived) for e in events)
     assert conn.state is S.CLOSE_WAIT
+
+
+# -- events after the close ----------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="core bug (EOF reported after ConnectionClosed)")
+def test_nothing_is_reported_after_the_close_even_when_reading_resumes():
+    """Reading paused; the peer sends data and its FIN (held, EOF pending); the application
+    closes (resetting: unread data) and then resumes reading. The held data was dropped
+    but the pending EOF was not, so resume_reading() reported EofReceived after
+    ConnectionClosed, which must be the last event. (The asyncio transport ignores
+    resume_reading() once closing, so only direct users of the core saw it.)"""
+    conn = _established(PLAIN)
+    conn.pause_reading()
+    conn.receive(_peer(conn, 0, ACK | FIN, b"unread"), 0.02)
+    conn.close(0.03)
+    assert conn.state is S.CLOSED
+    conn.resume_reading(0.04)
+    events = conn.take_events()
+    assert isinstance(events[-1], ConnectionClosed), events

@@ -672,7 +672,7 @@ def fuzz_settings() -> tuple[settings, int]:
     Shrinking a failure to a minimal example can take minutes, so it is off unless
     UDPTCP_FUZZ_SHRINK=1: the example reported is longer but reproduces all the same.
     """
-    examples = int(os.environ.get("UDPTCP_FUZZ_EXAMPLES", "150"))
+    examples = int(os.environ.get("UDPTCP_FUZZ_EXAMPLES", "100"))
     run_seed = int(os.environ.get("UDPTCP_FUZZ_SEED", "0"))
     phases = [Phase.explicit, Phase.reuse, Phase.generate]
     if os.environ.get("UDPTCP_FUZZ_SHRINK") == "1":
