@@ -100,6 +100,7 @@ class Watch:
         # it sent. The connection may acknowledge nothing beyond it.
         self.peer_end = 0
         self.rcv_edge: int | None = None  # right edge of the window last advertised
+        self.outbox: list[Segment] = []  # emitted, not yet returned by drain()
         self.shutdown_called = False
         self.last_tsval: int | None = None  # latest TSval the connection sent
         # The latest data ranges emitted (stream offsets), for a peer choosing SACK blocks.
@@ -161,7 +162,7 @@ class Watch:
         total = 0
         while total < len(segs):
             total += self.conn.receive_many(segs[total:], self.now)
-            self.drain()
+            self._take()
             if self.conn.state is S.CLOSED:
                 break
 
@@ -180,7 +181,7 @@ class Watch:
             assert after is None or after > self.now, (
                 f"handle_timer({self.now}) left a deadline at {after}: the timer would spin"
             )
-            self.drain()
+            self._take()
         else:
             raise AssertionError(f"more than {_MAX_FIRINGS} timer firings in {seconds} s")
         self.now = end
@@ -194,11 +195,21 @@ class Watch:
     # -- checking -------------------------------------------------------------------------
 
     def drain(self) -> list[Segment]:
-        """Take what the connection emitted and reported, checking every item."""
+        """Take what the connection emitted and reported, checking every item.
+
+        Returns the segments emitted since the last call, including those that steps
+        inside the watch (timers fired by :meth:`advance`, a train) took on the way.
+        """
+        self._take()
+        out, self.outbox = self.outbox, []
+        return out
+
+    def _take(self) -> None:
         conn = self.conn
         segs = conn.take_segments()
         for seg in segs:
             self._check_segment(seg)
+        self.outbox += segs
         for seg in segs:
             if seg.payload:
                 off = (seg.seq - conn.iss - 1) & MASK
@@ -230,7 +241,6 @@ class Watch:
                 self.closed = True
                 self.close_error = ev.error
         self.check()
-        return segs
 
     def _check_segment(self, seg: Segment) -> None:
         conn = self.conn

@@ -125,6 +125,19 @@ tricks = st.sampled_from(
 )
 
 
+# Any segment at all near the connection's sequence numbers.
+ANYTHING_ARGS = dict(
+    dseq=st.integers(-70000, 70000),
+    dack=st.integers(-70000, 70000),
+    flags=st.integers(0, 255),
+    window=windows,
+    size=st.sampled_from([0, 0, 1, 100, 1452]),
+    mss=st.one_of(st.none(), peer_mss),
+    wscale=st.one_of(st.none(), st.integers(0, 255)),
+    sack=sacks,
+    ts=ts_modes,
+)
+ANYTHING = st.fixed_dictionaries(ANYTHING_ARGS)
 OPENING = dict(
     cfg=configs,
     active=st.booleans(),
@@ -449,15 +462,27 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(
-        items=st.lists(st.tuples(data_places, data_sizes, st.booleans()), min_size=2, max_size=6),
+        items=st.lists(
+            st.one_of(
+                st.tuples(st.just("data"), data_places, data_sizes, st.booleans()),
+                st.tuples(st.just("any"), ANYTHING),
+            ),
+            min_size=2,
+            max_size=6,
+        ),
         ack=acks,
         window=windows,
     )
     def peer_sends_a_train(self, items, ack, window):
-        segs = [
-            self.data_segment(p, n, fin and i == len(items) - 1, ack, window, "ok")
-            for i, (p, n, fin) in enumerate(items)
-        ]
+        """Segments that arrive together (receive_many), data and anything else mixed."""
+        segs = []
+        for i, item in enumerate(items):
+            if item[0] == "data":
+                _, place, size, fin = item
+                last = i == len(items) - 1
+                segs.append(self.data_segment(place, size, fin and last, ack, window, "ok"))
+            else:
+                segs.append(self.anything_segment(**item[1]))
         self.w.receive_many(segs)
         self.w.drain()
 
@@ -531,19 +556,7 @@ class HostilePeer(RuleBasedStateMachine):
         self.w.receive(seg)
         self.w.drain()
 
-    @live
-    @rule(
-        dseq=st.integers(-70000, 70000),
-        dack=st.integers(-70000, 70000),
-        flags=st.integers(0, 255),
-        window=windows,
-        size=st.sampled_from([0, 0, 1, 100, 1452]),
-        mss=st.one_of(st.none(), peer_mss),
-        wscale=st.one_of(st.none(), st.integers(0, 255)),
-        sack=sacks,
-        ts=ts_modes,
-    )
-    def peer_sends_anything(self, dseq, dack, flags, window, size, mss, wscale, sack, ts):
+    def anything_segment(self, dseq, dack, flags, window, size, mss, wscale, sack, ts) -> Segment:
         c = self.conn
         seq = seq_add(c.rcv_nxt, dseq)
         if flags & SYN and c.state is S.SYN_SENT:
@@ -551,10 +564,13 @@ class HostilePeer(RuleBasedStateMachine):
         else:
             off = (seq - self.peer_iss - 1 + (1 if flags & SYN else 0)) & MASK
         opts = self.options(ts, sack, mss=mss, wscale=wscale)
-        seg = Segment(
-            REMOTE, LOCAL, seq, seq_add(c.snd_nxt, dack), flags, window, opts, PEER.get(off, size)
-        )
-        self.w.receive(seg)
+        ack = seq_add(c.snd_nxt, dack)
+        return Segment(REMOTE, LOCAL, seq, ack, flags, window, opts, PEER.get(off, size))
+
+    @live
+    @rule(**ANYTHING_ARGS)
+    def peer_sends_anything(self, **kw):
+        self.w.receive(self.anything_segment(**kw))
         self.w.drain()
 
     # -- rules: the application ----------------------------------------------------------
