@@ -157,11 +157,22 @@ class Watch:
 
     def receive_many(self, segs: list[Segment]) -> None:
         """A train, handed over the way the endpoint's transport does."""
+        connecting = self.conn.state is S.SYN_SENT
         for seg in segs:
             self.note_peer(seg)
         total = 0
         while total < len(segs):
             total += self.conn.receive_many(segs[total:], self.now)
+            if connecting and self.conn.state is not S.SYN_SENT:
+                connecting = False
+                irs = self.conn.irs
+                if irs != self.peer_iss and any(g.flags & SYN and g.seq == irs for g in segs):
+                    # A SYN in the train set where the peer's stream starts: measure
+                    # from there.
+                    self.peer_iss = self.conn.irs
+                    self.peer_end = 0
+                    for seg in segs:
+                        self.note_peer(seg)
             self._take()
             if self.conn.state is S.CLOSED:
                 break

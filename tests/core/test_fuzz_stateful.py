@@ -164,6 +164,7 @@ class HostilePeer(RuleBasedStateMachine):
         self.w: Watch
         self.conn: Connection
         self.ts_base = 1
+        self.tick: float | None = None
 
     # -- opening ------------------------------------------------------------------------
 
@@ -644,12 +645,20 @@ class HostilePeer(RuleBasedStateMachine):
     @invariant()
     def invariants_hold(self):
         self.w.check()
+        # The wall time of the step just run (rule and checks), as a histogram.
+        now = time.perf_counter()
+        if self.tick is not None:
+            elapsed = now - self.tick
+            bucket = next(b for b in (0.001, 0.01, 0.1, 1.0, float("inf")) if elapsed < b)
+            STATS[f"step time < {bucket * 1000:g} ms"] += 1
+            STATS["slowest step (µs)"] = max(STATS["slowest step (µs)"], int(elapsed * 1e6))
         STATS["steps"] += 1
         c = self.conn
         STATS["state " + c.state.value] += 1
         for name in ("sack_ok", "ts_enabled", "wscale_ok", "_in_recovery", "_reassembly"):
             if getattr(c, name):
                 STATS[name.strip("_")] += 1
+        self.tick = time.perf_counter()
 
     def teardown(self):
         """Liveness: the peer falls silent; the connection must reach CLOSED."""
