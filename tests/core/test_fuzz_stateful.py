@@ -21,6 +21,7 @@ The seed and the number of examples are printed either way.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -152,6 +153,22 @@ OPENING = dict(
     rtt=st.sampled_from([0.0005, 0.01, 0.2]),
     complete=st.sampled_from([True, True, True, True, False]),
 )
+
+
+def timed(rule_function):
+    """Record the slowest run of each rule (the cost of a pathological sequence shows)."""
+
+    @functools.wraps(rule_function)
+    def run(self, **kwargs):
+        start = time.perf_counter()
+        rule_function(self, **kwargs)
+        micros = int((time.perf_counter() - start) * 1e6)
+        key = f"slowest {rule_function.__name__} (µs)"
+        STATS[key] = max(STATS[key], micros)
+
+    return run
+
+
 # Every move but reopening needs a connection that is not over yet.
 live = precondition(lambda self: self.conn.state is not S.CLOSED)
 
@@ -169,11 +186,13 @@ class HostilePeer(RuleBasedStateMachine):
     # -- opening ------------------------------------------------------------------------
 
     @initialize(**OPENING)
+    @timed
     def open(self, **kw):
         self.start(now=0.0, **kw)
 
     @precondition(lambda self: self.conn.state is S.CLOSED)
     @rule(**OPENING)
+    @timed
     def reopen(self, **kw):
         """A connection that reached CLOSED is over: the fuzz goes on with a new one."""
         self.start(now=self.w.now + 1.0, **kw)
@@ -360,12 +379,14 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(ack=acks, window=windows, sack=sacks, ts=ts_modes)
+    @timed
     def peer_acks(self, ack, window, sack, ts):
         self.w.receive(self.segment(self.ack_value(*ack), ACK, window, ts=ts, sack=sack))
         self.w.drain()
 
     @live
     @rule(ack=st.sampled_from(["all", "una", "seg"]), k=small, window=windows)
+    @timed
     def peer_acks_well(self, ack, k, window):
         """A well-behaved ACK with a real window, so transfers make progress."""
         self.w.receive(self.segment(self.ack_value(ack, k), ACK, max(window, 8000), ts="ok"))
@@ -377,6 +398,7 @@ class HostilePeer(RuleBasedStateMachine):
         window=st.sampled_from([8000, 65535]),
         sack=st.sampled_from([None, None, ("sent", 0, 0), ("sent", 3, 1), ("inside", 1, 3000)]),
     )
+    @timed
     def peer_behaves(self, size, window, sack):
         """A peer that ACKs what arrived and sends the next bytes in order, so transfers
         make progress between the tricks (a SACK sometimes: some segments were "lost")."""
@@ -391,6 +413,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(hole=st.integers(0, 63), holes=st.integers(1, 3), dt=st.sampled_from([0.0, 0.01]))
+    @timed
     def peer_lost_a_segment(self, hole, holes, dt):
         """The ACK an honest SACK receiver sends when segments went missing: the cumulative
         ACK stops at the first hole, the blocks cover what arrived after it."""
@@ -433,6 +456,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(n=st.integers(1, 5))
+    @timed
     def peer_sends_duplicate_acks(self, n):
         """Identical duplicate ACKs, window unchanged: fast retransmit without SACK."""
         c = self.conn
@@ -443,6 +467,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(window=st.integers(0, 3), ts=ts_modes)
+    @timed
     def sacks_everything_behind_a_tiny_window(self, window, ts):
         c = self.conn
         self.w.receive(self.segment(c.snd_una, ACK, window, ts=ts, sack=("all", 0, 0)))
@@ -457,6 +482,7 @@ class HostilePeer(RuleBasedStateMachine):
         window=windows,
         ts=ts_modes,
     )
+    @timed
     def peer_sends_data(self, place, size, fin, ack, window, ts):
         self.w.receive(self.data_segment(place, size, fin, ack, window, ts))
         self.w.drain()
@@ -474,6 +500,7 @@ class HostilePeer(RuleBasedStateMachine):
         ack=acks,
         window=windows,
     )
+    @timed
     def peer_sends_a_train(self, items, ack, window):
         """Segments that arrive together (receive_many), data and anything else mixed."""
         segs = []
@@ -493,6 +520,7 @@ class HostilePeer(RuleBasedStateMachine):
         count=st.integers(1, 400),
         stride=st.integers(2, 5),
     )
+    @timed
     def peer_sends_one_byte_holes(self, start, count, stride):
         """Many one-byte pieces with a hole between each: the reassembly worst case."""
         base = self.rcv_off() + 1 + start
@@ -506,6 +534,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(trick=tricks, k=small, size=data_sizes, window=windows)
+    @timed
     def peer_plays_a_flag_trick(self, trick, k, size, window):
         c = self.conn
         nxt = c.rcv_nxt
@@ -570,6 +599,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(**ANYTHING_ARGS)
+    @timed
     def peer_sends_anything(self, **kw):
         self.w.receive(self.anything_segment(**kw))
         self.w.drain()
@@ -578,12 +608,14 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(n=st.one_of(st.sampled_from([1, 100, 1452, 5000, 70_000]), st.integers(1, 20_000)))
+    @timed
     def app_writes(self, n):
         self.w.send(n)
         self.w.drain()
 
     @live
     @rule(n=st.sampled_from([1, 3000, 30_000]), dt=st.sampled_from([0.0, 0.01, 0.3]))
+    @timed
     def app_writes_then_time_passes(self, n, dt):
         self.w.send(n)
         self.w.drain()
@@ -591,6 +623,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(k=st.integers(0, 3))
+    @timed
     def app_shuts_down(self, k):
         if k == 0:  # not too soon: the exchange after it is shorter
             self.w.shutdown()
@@ -598,6 +631,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(k=st.integers(0, 3))
+    @timed
     def app_closes(self, k):
         if k == 0:  # not too soon: data arriving after it resets the connection
             self.w.close()
@@ -605,6 +639,7 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(k=st.integers(0, 7))
+    @timed
     def app_aborts(self, k):
         if k == 0:  # rarely: it ends the connection
             self.w.abort()
@@ -612,18 +647,21 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule()
+    @timed
     def app_pauses_reading(self):
         self.conn.pause_reading()
         self.w.drain()
 
     @live
     @rule()
+    @timed
     def app_resumes_reading(self):
         self.conn.resume_reading(self.w.now)
         self.w.drain()
 
     @live
     @rule()
+    @timed
     def icmp_unreachable(self):
         self.conn.icmp_unreachable(self.w.now)
         self.w.drain()
@@ -632,11 +670,13 @@ class HostilePeer(RuleBasedStateMachine):
 
     @live
     @rule(dt=st.sampled_from([0.0005, 0.005, 0.02, 0.1, 0.3, 1.0, 5.0, 30.0, 130.0]))
+    @timed
     def time_passes(self, dt):
         self.w.advance(dt)
 
     @precondition(lambda self: self.conn.get_timer() is not None)
     @rule()
+    @timed
     def next_deadline(self):
         self.w.next_timer()
 

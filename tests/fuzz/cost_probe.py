@@ -10,6 +10,7 @@ Scenarios, each against one connection with a large receive buffer:
 - ``receiver holes``: the peer sends one-byte segments, every other byte, so every segment
   leaves a hole (the reassembly queue, its SACK ranges and the SACK blocks of every ACK);
 - ``receiver fill``: then it fills the holes, lowest first (in-order delivery from the queue);
+- ``receiver cover``: the holes again, then one segment that covers every held piece;
 - ``sender sack``: the peer SACKs every other segment we sent, one new block per ACK
   (the scoreboard, the sent log and RACK's scans);
 - ``sender ack``: then acknowledges them one by one (pruning both).
@@ -84,6 +85,18 @@ def receiver(holes: int) -> None:
         conn.take_events()
         t_fill.append(time.perf_counter() - t)
     _report("receiver fill", t_fill)
+    # The same holes again, then one segment that covers every piece at once.
+    conn = _established()
+    for i in range(holes):
+        conn.receive(Segment(2, 1, PEER + 2 + 2 * i, ISS + 1, ACK, 65535, None, b"x"), now)
+        conn.take_segments()
+    cover = Segment(2, 1, PEER + 1, ISS + 1, ACK, 65535, None, b"z" * (2 * holes + 2))
+    t = time.perf_counter()
+    conn.receive(cover, now)
+    print(
+        f"{'receiver cover':<15} one segment over {holes} pieces: "
+        f"{1e3 * (time.perf_counter() - t):.1f} ms"
+    )
 
 
 def sender(blocks: int) -> None:
