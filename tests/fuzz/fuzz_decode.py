@@ -23,6 +23,7 @@ from udptcp.core.segment import (  # noqa: E402
     MALFORMED_REASONS,
     MalformedSegment,
     Options,
+    Segment,
     checksum,
     decode,
     encode,
@@ -55,9 +56,26 @@ def one_input(data: bytes) -> None:
     assert encode(again) == wire
 
 
+def _seeds() -> list[bytes]:
+    """Well-formed datagrams with every option kind, for the fuzzer to start from."""
+    segs = [
+        Segment(1, 2, 3, 4, 0x02, 65535, Options(mss=1452, wscale=7, sack_permitted=True)),
+        Segment(1, 2, 3, 4, 0x10, 100, Options(timestamps=(5, 6)), b"data"),
+        Segment(1, 2, 3, 4, 0x10, 100, Options(timestamps=(5, 6), sack_blocks=((7, 8), (9, 10)))),
+        Segment(1, 2, 3, 4, 0x18, 100, Options(sack_blocks=((1, 2),) * 4)),
+        Segment(1, 2, 3, 4, 0x10, 100, Options(unknown=((30, b"xyz"),)), b"!"),
+    ]
+    return [b"\0" + encode(seg) for seg in segs]
+
+
 def main() -> None:
     import atheris
 
+    for arg in sys.argv[1:]:
+        corpus = Path(arg)
+        if corpus.is_dir() and not any(corpus.iterdir()):
+            for i, seed in enumerate(_seeds()):
+                (corpus / f"seed-{i}").write_bytes(seed)
     atheris.instrument_all()  # coverage feedback from udptcp (and everything loaded)
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()

@@ -36,8 +36,9 @@ def _run(harness, inputs: list[tuple[str, bytes]]) -> None:
             raise
 
 
-def test_the_decoder_harness_on_saved_and_random_datagrams():
-    _run(fuzz_decode, _saved("decode") + _random_inputs(3000, 120))
+def test_the_decoder_harness_on_seeds_saved_and_random_datagrams():
+    seeds = [(f"seed {i}", data) for i, data in enumerate(fuzz_decode._seeds())]
+    _run(fuzz_decode, seeds + _saved("decode") + _random_inputs(3000, 120))
 
 
 def test_the_pair_harness_seeds_transfer_everything_they_write():
