@@ -301,11 +301,16 @@ class Watch:
             assert seq_le(conn.snd_nxt, conn.snd_max), (conn.snd_nxt, conn.snd_max)
             # SYN, every byte written, FIN: nothing else occupies sequence space.
             assert 0 <= seq_diff(conn.snd_max, conn.iss) <= self.written + 2
-        # Held memory: out-of-order pieces plus in-order data a paused reader holds.
-        limit = conn.config.receive_buffer
-        held = conn._reassembly.size + len(conn._held)
-        assert held <= limit, f"{held} bytes held, receive buffer {limit}"
-        assert len(conn._reassembly) <= conn._reassembly.size, "empty reassembly pieces"
+        # Held memory: out-of-order pieces (charged per piece) plus in-order data a paused
+        # reader holds, within the receive buffer; pieces within their cap.
+        cfg = conn.config
+        queue = conn._reassembly
+        held = queue.charge + len(conn._held)
+        assert held <= cfg.receive_buffer, (
+            f"{held} bytes charged ({queue.size} out of order in {len(queue)} pieces, "
+            f"{len(conn._held)} in order), receive buffer {cfg.receive_buffer}"
+        )
+        assert len(queue) <= min(cfg.max_reassembly_pieces, queue.size), "pieces"
         # The sender keeps records only of what is outstanding.
         buf = conn._sendbuf
         assert buf.end == self.written, (buf.end, self.written)
@@ -321,7 +326,8 @@ class Watch:
                 assert una <= sent.start < sent.end <= top, (sent, una, top)
             sb = conn._sb
             if sb:
-                assert una <= sb._starts[0] and sb._ends[-1] <= top, (sb.ranges(), una, top)
+                low, high = sb._map.first(), sb._map.last(1)[0]
+                assert low is not None and una <= low[0] and high[1] <= top, (low, high, una, top)
         deadline = conn.get_timer()
         if conn.state is S.CLOSED:
             assert deadline is None, f"CLOSED with a deadline at {deadline}"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import fuzz_decode
 import fuzz_pair
-import pytest
 
 CORPUS = Path(__file__).parent / "corpus"
 SEED = 0
@@ -55,10 +54,5 @@ def test_the_pair_harness_seeds_transfer_everything_they_write():
     assert server.written == client.delivered == 3000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finds the persist-timer bug (test_fuzz_regressions.py): a zero window and a "
-    "silent peer never end; remove with its fix",
-)
 def test_the_pair_harness_on_saved_and_random_scripts():
     _run(fuzz_pair, _saved("pair") + _random_inputs(300, 600))
