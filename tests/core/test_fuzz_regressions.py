@@ -197,3 +197,23 @@ def test_nothing_is_reported_after_the_close_even_when_reading_resumes():
     conn.resume_reading(0.04)
     events = conn.take_events()
     assert isinstance(events[-1], ConnectionClosed), events
+
+
+# -- memory beyond the receive buffer ------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="core bug (held + reassembly charge exceed receive_buffer)")
+def test_held_data_and_reassembly_charge_stay_within_the_receive_buffer():
+    """A 600-byte receive buffer and a paused reader. The peer sends 216 bytes out of
+    order (charged 216 + 256 per piece = 472, within the budget then), then 299 bytes in
+    order, which the 600-byte window promised: 771 bytes charged in all. Admission
+    checks a piece against the buffer less what is held now, but in-order data the window
+    already promised arrives later unchecked, so memory can reach twice receive_buffer,
+    which Config documents as the limit of both together. (Linux prunes its out-of-order
+    queue when the receive buffer overflows.)"""
+    cfg = PLAIN.replace(receive_buffer=600)
+    conn = _established(cfg)
+    conn.pause_reading()
+    conn.receive(_peer(conn, 300, payload=b"o" * 216), 0.02)
+    conn.receive(_peer(conn, 0, payload=b"i" * 299), 0.03)
+    assert conn._reassembly.charge + len(conn._held) <= cfg.receive_buffer
