@@ -39,6 +39,7 @@ CFG = Config(
     pacing=False,
     delayed_ack=0.0,
     initial_window=100_000,  # the sender scenario wants everything in flight at once
+    max_reassembly_pieces=1 << 20,  # measure past the default cap of 4096
 )
 
 
