@@ -777,7 +777,9 @@ def test_a_hostile_peer_cannot_crash_hang_or_corrupt_a_connection():
         f"steps<={cfg.stateful_step_count}"
     )
     start = time.perf_counter()
-    run_state_machine_as_test(seed(run_seed)(HostilePeer), settings=cfg)
-    print(f"hostile-peer fuzz: done in {time.perf_counter() - start:.1f} s")
-    for key, value in sorted(STATS.items()):
-        print(f"  {key}: {value}")
+    try:
+        run_state_machine_as_test(seed(run_seed)(HostilePeer), settings=cfg)
+    finally:
+        print(f"hostile-peer fuzz: seed={run_seed}, {time.perf_counter() - start:.1f} s")
+        for key, value in sorted(STATS.items()):
+            print(f"  {key}: {value}")
