@@ -33,6 +33,8 @@ those cause is delivered from ``call_soon``, as asyncio's own transports behave.
 from __future__ import annotations
 
 import asyncio
+import asyncio.constants
+import asyncio.transports
 import collections
 import logging
 from collections.abc import Callable, Iterable
@@ -59,7 +61,7 @@ LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 DEFAULT_HIGH_WATER = 64 * 1024
 
 
-class Transport(asyncio.Transport):
+class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     """A udptcp connection seen as an ``asyncio.Transport``.
 
     Transports are made by the endpoint: by ``create_connection`` for an active open, by a
@@ -72,6 +74,10 @@ class Transport(asyncio.Transport):
 
     # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
     _start_tls_compatible = True
+    # loop.sendfile (asyncio's base loop) reads the file and writes it in chunks, waiting
+    # for resume_writing; its helper wants a _FlowControlMixin, whose methods this class
+    # overrides all the same (uvloop has no loop.sendfile: NotImplementedError there).
+    _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK
 
     def __init__(
         self,
@@ -82,7 +88,7 @@ class Transport(asyncio.Transport):
         protocol_factory: Callable[[], asyncio.BaseProtocol] | None = None,
         listener: Listener | None = None,
     ) -> None:
-        super().__init__(extra={"peername": peer})
+        super().__init__(extra={"peername": peer}, loop=endpoint.loop)
         self._loop = endpoint.loop
         self._endpoint = endpoint
         self._conn = conn
