@@ -370,7 +370,15 @@ async def create_server(
             endpoint.set_dont_fragment()
     try:
         server = Server(
-            loop, endpoints, protocol_factory, backlog=backlog, config=config, vport=vport
+            loop,
+            endpoints,
+            protocol_factory,
+            backlog=backlog,
+            config=config,
+            vport=vport,
+            ssl_context=options[0] if options is not None else None,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
     except BaseException:
         for endpoint in created:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.trsock
+import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -106,10 +107,18 @@ class Server(asyncio.AbstractServer):
         backlog: int,
         config: Config,
         vport: int | None,
+        ssl_context: ssl.SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> None:
         self._loop = loop
         self._protocol_factory = protocol_factory
         self._backlog = backlog
+        # asyncio.Server's private attributes that widely used code reads (websockets'
+        # test helpers tell TLS servers by _ssl_context): the same names and meanings.
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
         self._config = config
         self._vport = vport
         self._serving = False
@@ -157,6 +166,13 @@ class Server(asyncio.AbstractServer):
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The endpoints this server listens on (empty once closed)."""
         return tuple(listener.endpoint for listener in self._listeners or ())
+
+    @property
+    def _sockets(self) -> list[object] | None:
+        """As asyncio.Server's: the listening sockets themselves, ``None`` once closed."""
+        if self._listeners is None:
+            return None
+        return [endpoint.sock for endpoint in self.endpoints]
 
     @property
     def sockets(self) -> tuple[asyncio.trsock.TransportSocket, ...]:
