@@ -265,10 +265,42 @@ def test_a_pre_bound_tcp_socket_is_served_over_udptcp_when_opted_in(base: str | 
             assert isinstance(server, udptcp.Server)
             (udp,) = server.sockets
             assert udp.type == socket.SOCK_DGRAM and udp.getsockname() == ("127.0.0.1", port)
-            assert tcp.fileno() == -1  # taken over
+            assert tcp.getsockname() == ("127.0.0.1", port)  # held, as asyncio holds it
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"ping")
             assert await asyncio.wait_for(reader.readexactly(4), WAIT) == b"ping"
+            writer.close()
+        assert tcp.fileno() == -1  # closed with the server
+
+    run(body, base=base, serve_tcp_sockets=True)
+
+
+@BASES
+def test_the_tcp_port_may_be_a_udp_port_a_client_of_ours_holds(base: str | None) -> None:
+    """The kernel picks a TCP port without looking at UDP: when one of the loop's own
+    client sockets holds that UDP port, both work (the client keeps its peer's datagrams)."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        server, port = await echo_server()
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            client_port = writer.get_extra_info("sockname")[1]
+            tcp = socket.socket()
+            try:
+                tcp.bind(("127.0.0.1", client_port))
+            except OSError:
+                tcp.close()
+                pytest.skip("that port is taken on TCP too")
+            tcp.listen()
+            second = await loop.create_server(Echo, sock=tcp)
+            async with second:
+                assert second.sockets[0].getsockname() == ("127.0.0.1", client_port)
+                r2, w2 = await asyncio.open_connection("127.0.0.1", client_port)
+                for r, w, text in ((reader, writer, b"old"), (r2, w2, b"new")):
+                    w.write(text)
+                    assert await asyncio.wait_for(r.readexactly(3), WAIT) == text
+                w2.close()
             writer.close()
 
     run(body, base=base, serve_tcp_sockets=True)

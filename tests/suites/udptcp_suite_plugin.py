@@ -6,7 +6,9 @@ sets the event loop policy that ``UDPTCP_SUITE_MODE`` names:
 
 * ``tcp-asyncio``: asyncio's own loop (kernel TCP), the reference run;
 * ``tcp-uvloop``: uvloop's loop (kernel TCP);
-* ``udptcp-asyncio`` / ``udptcp-uvloop``: ``udptcp.install(base=...)``, so every loop the
+* ``udptcp-asyncio`` / ``udptcp-uvloop``: ``udptcp.install(base=..., serve_tcp_sockets=True)``
+  (the opt-in that serves a pre-bound TCP socket passed as ``create_server(sock=)`` over
+  udptcp, as aiohttp's ``TestServer`` passes one), so every loop the
   suite creates through the policy (``asyncio.run``, ``asyncio.Runner``,
   ``IsolatedAsyncioTestCase``, pytest-asyncio, aiohttp's ``loop`` fixture with
   ``--aiohttp-loop=pyloop``) is a drop-in loop and its TCP goes over udptcp.
@@ -53,7 +55,9 @@ def _install() -> None:
     import udptcp
     from udptcp.aio import endpoint, transport
 
-    udptcp.install(base=None if LOOP == "asyncio" else "uvloop")
+    # serve_tcp_sockets: aiohttp's TestServer binds a TCP socket itself and passes it to
+    # create_server(sock=); the opt-in serves it over udptcp on the same port.
+    udptcp.install(base=None if LOOP == "asyncio" else "uvloop", serve_tcp_sockets=True)
 
     endpoint_init = endpoint.Endpoint.__init__
     transport_init = transport.Transport.__init__

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.staggered
+import errno
 import functools
 import itertools
 import socket
@@ -416,11 +417,16 @@ def _listening_endpoint(loop: asyncio.AbstractEventLoop, family: int, addr: Any)
     return None
 
 
-def udp_twin(sock: socket.socket) -> socket.socket:
+def udp_twin(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> socket.socket:
     """A UDP socket bound to the address a listening TCP socket has: the drop-in's opt-in
     ``serve_tcp_sockets`` serves a pre-bound ``create_server(sock=)`` socket over udptcp on
     the same port number. ``SO_REUSEPORT`` is set, so pre-forked workers that inherited the
-    one TCP socket can each bind the port (Linux then gives each peer address one worker)."""
+    one TCP socket can each bind the port (Linux then gives each peer address one worker).
+
+    The kernel picked the TCP port without looking at UDP, so one of this loop's own client
+    sockets may hold that UDP port already: such a socket is connected to its peer, so it
+    is made shareable (``SO_REUSEADDR``) and keeps its peer's datagrams (a connected
+    socket is the better match), and the new socket gets everyone else's."""
     addr = sock.getsockname()
     udp = socket.socket(sock.family, socket.SOCK_DGRAM)
     try:
@@ -431,7 +437,22 @@ def udp_twin(sock: socket.socket) -> socket.socket:
         if sock.family == socket.AF_INET6:
             v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
             udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-        udp.bind(addr)
+        try:
+            udp.bind(addr)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            clients = [
+                ep
+                for ep in open_endpoints(loop)
+                if ep.connected_peer is not None and tuple(ep.sockname[:2]) == tuple(addr[:2])
+            ]
+            if not clients:
+                raise
+            for endpoint in clients:
+                endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.bind(addr)
         return udp
     except BaseException:
         udp.close()

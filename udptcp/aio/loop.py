@@ -18,7 +18,7 @@ The loop is a subclass of the base loop class that overrides these methods:
   udptcp, a TCP one keeps its kernel meaning, except a TCP socket ``sock_connect`` connected
   over udptcp (below), and, with the opt-in ``serve_tcp_sockets=True``, a listening TCP
   socket the rules send over udptcp: the server then listens on a UDP socket bound to the
-  same address and the TCP socket is closed. Every other argument keeps its asyncio
+  same address, and holds the TCP socket (unused) until it closes. Every other argument keeps its asyncio
   meaning (``ssl``, ``server_hostname``, ``local_addr``, ``family``, ``backlog``,
   ``start_serving``, the TLS timeouts, ``reuse_port``, ``all_errors``,
   ``happy_eyeballs_delay``, ``interleave``); those that only make sense for a kernel TCP
@@ -320,9 +320,12 @@ class DropInMixin(asyncio.AbstractEventLoop):
     ) -> asyncio.AbstractServer:
         """``loop.create_server``, over udptcp when the rules say so."""
         sock = kwargs.get("sock")
+        held = None
         if sock is not None and self._serves_over_udptcp(sock):
-            kwargs["sock"] = api.udp_twin(sock)  # the same address, on UDP
-            sock.close()  # taken over, as asyncio takes a socket passed to it
+            # The same address, on UDP; the server keeps the TCP socket (a program may
+            # still ask it its address) and closes it when it closes, as asyncio's would.
+            held = sock
+            kwargs["sock"] = api.udp_twin(self, sock)
             udp = True
         elif sock is not None:
             udp = sock.type == socket.SOCK_DGRAM
@@ -346,7 +349,15 @@ class DropInMixin(asyncio.AbstractEventLoop):
             )
         options = _udptcp_kwargs("create_server", kwargs, _SERVE_PASSED, _SERVE_IGNORED)
         options.setdefault("config", self.udptcp_config)
-        return await api.create_server(protocol_factory, host, port, **options)
+        try:
+            server = await api.create_server(protocol_factory, host, port, **options)
+        except BaseException:
+            if held is not None:
+                options["sock"].close()
+            raise
+        if held is not None:
+            server._held_sockets.append(held)
+        return server
 
     def _serves_over_udptcp(self, sock: Any) -> bool:
         """A listening TCP socket for ``create_server(sock=)`` that the opt-in

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.trsock
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -119,6 +120,9 @@ class Server(asyncio.AbstractServer):
         self._ssl_context = ssl_context
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        # Sockets the server owns besides its endpoints' (the drop-in's serve_tcp_sockets:
+        # the TCP socket it was given), closed with it.
+        self._held_sockets: list[socket.socket] = []
         self._config = config
         self._vport = vport
         self._serving = False
@@ -196,6 +200,9 @@ class Server(asyncio.AbstractServer):
         self._serving = False
         for listener in listeners:
             listener.close()
+        for sock in self._held_sockets:
+            sock.close()
+        self._held_sockets.clear()
         fut = self._serving_forever_fut
         if fut is not None and not fut.done():
             fut.cancel()
