@@ -87,6 +87,10 @@ _GSO_UNSUPPORTED = {errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT}
 SOCKET_BUFFER = 2 * 1024 * 1024
 #: Ephemeral virtual ports (RFC 6335 §6 dynamic range), as a client picks them.
 EPHEMERAL_PORTS = (49152, 65535)
+#: Transport.write reads the socket itself after this many writes, or this long, without
+#: the loop reading it (Endpoint.poll_from_write).
+POLL_WRITES = 16
+POLL_INTERVAL = 0.001
 #: uvloop runs timers with millisecond granularity and may fire one slightly early; a
 #: deadline this close to the clock counts as due (the core is told the deadline itself).
 TIMER_SLACK = 0.001
@@ -196,6 +200,12 @@ class Endpoint:
         self._refs = 0
         self._closing = False  # close() is running: nothing may re-enter it
         self._closed = False
+        # The write path's look at the socket (poll_from_write): set while reading, so it
+        # never nests; while it runs, connections deliver their events from call_soon.
+        self._reading = False
+        self._deferring = False
+        self._writes_unread = 0
+        self._last_read = 0.0
         # Queued datagrams: (data, address, GSO segment size or 0 for one datagram).
         self._sendq: collections.deque[tuple[bytes, Address, int]] = collections.deque()
         #: Whether UDP GSO / GRO are in use on this socket (see ``Config.udp_offload``).
@@ -460,10 +470,38 @@ class Endpoint:
         """Read until the socket is empty (at most READ_BATCH reads), then hand each
         connection the train of segments it got, in arrival order."""
         trains: dict[Transport, list[Segment]] = {}
+        self._reading = True
+        self._writes_unread = 0
+        self._last_read = self.loop.time()
         try:
             self._read(trains)
         finally:
-            self._deliver_trains(trains)
+            try:
+                self._deliver_trains(trains)
+            finally:
+                self._reading = False
+
+    def poll_from_write(self, now: float) -> None:
+        """Called by ``Transport.write``: if the loop has not read the socket for
+        :data:`POLL_WRITES` writes or :data:`POLL_INTERVAL` seconds, read it now.
+
+        A program that writes in a loop without yielding would otherwise learn of a peer's
+        RST (or an ICMP error) only when it yields, thousands of writes later; a kernel TCP
+        socket fails its next send. Segments are processed at once, so the connection is
+        closing before ``write()`` returns; protocol callbacks still come from ``call_soon``
+        (asyncio never calls a protocol from inside ``write()``). Costs one non-blocking
+        ``recvfrom`` that finds nothing, at most once per 16 writes or per millisecond.
+        """
+        self._writes_unread += 1
+        if self._reading or self._closed:
+            return
+        if self._writes_unread < POLL_WRITES and now - self._last_read < POLL_INTERVAL:
+            return
+        self._deferring = True
+        try:
+            self._on_readable()
+        finally:
+            self._deferring = False
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
         for transport, segments in trains.items():

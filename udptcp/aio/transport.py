@@ -146,8 +146,9 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         return super().get_extra_info(name, default)
 
     def is_closing(self) -> bool:
-        """True once ``close()`` or ``abort()`` was called or the connection ended."""
-        return self._closing
+        """True once ``close()`` or ``abort()`` was called or the connection ended (also
+        when its end is known and ``connection_lost`` not yet delivered)."""
+        return self._closing or self._conn.state is State.CLOSED
 
     def close(self) -> None:
         """Send FIN after the queued data; incoming data is discarded from now on."""
@@ -242,8 +243,12 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             if self._ignored_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("udptcp: write() on a closed transport is ignored.")
             return
-        self._conn.send(data, self._loop.time())
+        now = self._loop.time()
+        self._conn.send(data, now)
         self._flush()
+        # A pending RST or ICMP error ends the connection before write() returns, as a
+        # kernel socket's next send fails, even if the program never yields.
+        self._endpoint.poll_from_write(now)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:  # type: ignore[override]
@@ -301,8 +306,11 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         Called for what the network and the timer do. Safe inside a protocol callback: the
         inner call only transmits; the outer one delivers what the callback caused, in order.
         """
-        conn = self._conn
         endpoint = self._endpoint
+        if endpoint._deferring:
+            self._flush()  # the write path reads: deliver from call_soon
+            return
+        conn = self._conn
         segments = conn.take_segments()
         if segments:
             endpoint.transmit(self._peer, segments)
