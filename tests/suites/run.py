@@ -262,13 +262,20 @@ def run_checked(cmd: list[str], cwd: Path | None = None) -> None:
 # ---------------------------------------------------------------------- running
 
 
-def run_suite(suite: Suite, mode: str, extra: list[str]) -> dict:
-    """Run one suite in one mode; the plugin's report."""
+def run_suite(
+    suite: Suite, mode: str, extra: list[str], tests: list[str] | None = None, tag: str = ""
+) -> dict:
+    """Run one suite in one mode (``tests``: only these test ids); the plugin's report.
+
+    The report of a whole run is kept as ``.cache/logs/<suite>-<mode>.json`` (later runs
+    compare against it); a slice's (``-k``, ``tests``) is named after ``tag``.
+    """
     logs = CACHE / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    report = logs / f"{suite.name}-{mode}.json"
+    name = f"{suite.name}-{mode}{tag}"
+    report = logs / f"{name}.json"
     report.unlink(missing_ok=True)
-    log = logs / f"{suite.name}-{mode}.log"
+    log = logs / f"{name}.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = str(HERE)
     env["UDPTCP_SUITE_MODE"] = mode
@@ -277,7 +284,7 @@ def run_suite(suite: Suite, mode: str, extra: list[str]) -> dict:
     # the installed (compiled) library.
     cmd = [str(venv_python().parent / "pytest"), "-p", "udptcp_suite_plugin"]
     cmd += ["-p", "no:cacheprovider", "-q", "-rfE", "--timeout=120"]
-    cmd += [*suite.pytest_args, *extra, *suite.tests]
+    cmd += [*suite.pytest_args, *extra, *(tests or suite.tests)]
     started = time.monotonic()
     with log.open("w") as out:
         subprocess.run(cmd, cwd=suite.tree, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -287,7 +294,7 @@ def run_suite(suite: Suite, mode: str, extra: list[str]) -> dict:
     result = json.loads(report.read_text())
     result["seconds"] = elapsed
     result["log"] = str(log)
-    print(f"{suite.name:10} {mode:15} {counts_text(result)}  ({elapsed:.0f} s, {log})", flush=True)
+    print(f"{name:26} {counts_text(result)}  ({elapsed:.0f} s, {log})", flush=True)
     return result
 
 
@@ -372,9 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         fetch(suite)
     make_venv()
     results: dict[tuple[str, str], dict] = {}
+    tag = "-slice" if extra else ""
     for suite in suites:
         for mode in modes:
-            results[(suite.name, mode)] = run_suite(suite, mode, extra)
+            results[(suite.name, mode)] = run_suite(suite, mode, extra, tag=tag)
 
     # Modes not run now are compared from their last run's report, when there is one.
     for suite in suites:
@@ -383,13 +391,13 @@ def main(argv: list[str] | None = None) -> int:
             if (suite.name, mode) not in results and cached.exists():
                 results[(suite.name, mode)] = json.loads(cached.read_text())
                 print(
-                    f"{suite.name:10} {mode:15} {counts_text(results[(suite.name, mode)])}"
-                    "  (the last run's report)"
+                    f"{suite.name}-{mode:21} {counts_text(results[(suite.name, mode)])}"
+                    "  (the last whole run's report)"
                 )
 
     print()
     print(table(suites, results))
-    unexpected = 0
+    unexpected = flaky = 0
     for suite in suites:
         for loop in ("asyncio", "uvloop"):
             tcp = results.get((suite.name, f"tcp-{loop}"))
@@ -399,15 +407,28 @@ def main(argv: list[str] | None = None) -> int:
             lost = regressions(suite.name, tcp, udp)
             if not lost:
                 continue
+            # Timing tests fail now and then on a loaded machine, over TCP too: what is not
+            # listed runs once more, alone, before it counts.
+            again = [nodeid for nodeid, reason in lost if reason is None]
+            rerun: dict[str, str] = {}
+            if again:
+                mode = f"udptcp-{loop}"
+                rerun = run_suite(suite, mode, [], again, tag="-rerun")["outcomes"]
             print(f"\n{suite.name} on {loop}: passes over kernel TCP, not over udptcp:")
             for nodeid, reason in lost:
                 print(f"  {udp['outcomes'].get(nodeid, 'not run'):8} {nodeid}")
                 if reason:
                     print(f"           listed: {reason}")
+                elif rerun.get(nodeid) == "passed":
+                    print("           passed when run again alone (timing)")
+                    flaky += 1
                 else:
                     unexpected += 1
     elapsed = time.monotonic() - started
-    print(f"\n{unexpected} unexpected; {elapsed / 60:.1f} min; {versions()}")
+    print(
+        f"\n{unexpected} unexpected, {flaky} passed on a rerun; {elapsed / 60:.1f} min; "
+        f"{versions()}"
+    )
     if args.update_readme:
         update_readme(suites, results, elapsed)
     return 1 if unexpected else 0
