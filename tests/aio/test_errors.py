@@ -56,6 +56,28 @@ async def test_a_write_loop_that_never_yields_sees_the_reset() -> None:
         transport.write(b"ignored")  # as on asyncio's transports: dropped, no exception
 
 
+async def test_a_write_loop_that_never_yields_sees_an_in_process_peer_close() -> None:
+    """The peer is in this process and closed its end: a kernel would answer the data with
+    RST by itself; udptcp's write path reads the peer's endpoint too, so the loop ends
+    (aioftp's test_passive_closed_on_recall does this) long before the write buffer fills."""
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, client = await udptcp.create_connection(
+            lambda: Recorder(keep_open=True),  # half-open after EOF, as asyncio's streams
+            "127.0.0.1",
+            port,
+        )
+        peer = await accepted(made)
+        peer.transport.close()  # type: ignore[union-attr]
+        await asyncio.wait_for(client.eof, 5)
+        writes = 0
+        while not transport.is_closing():
+            transport.write(b"-")
+            writes += 1
+            assert writes < 1000, "the in-process peer's reset went unnoticed"
+        assert isinstance(await asyncio.wait_for(client.lost, 5), ConnectionResetError)
+
+
 async def test_no_listener_on_the_virtual_port_is_refused_promptly() -> None:
     async with serving(Echo, vport=7000) as (server, port):
         start = time.monotonic()

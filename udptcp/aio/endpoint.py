@@ -481,7 +481,7 @@ class Endpoint:
             finally:
                 self._reading = False
 
-    def poll_from_write(self, now: float) -> None:
+    def poll_from_write(self, now: float, transport: Transport) -> None:
         """Called by ``Transport.write``: if the loop has not read the socket for
         :data:`POLL_WRITES` writes or :data:`POLL_INTERVAL` seconds, read it now.
 
@@ -491,17 +491,34 @@ class Endpoint:
         closing before ``write()`` returns; protocol callbacks still come from ``call_soon``
         (asyncio never calls a protocol from inside ``write()``). Costs one non-blocking
         ``recvfrom`` that finds nothing, at most once per 16 writes or per millisecond.
+
+        When the peer is an endpoint of this same loop (a client and its server in one
+        process, as in test suites), that endpoint is read too: the kernel would answer
+        for a closed socket on its own, udptcp only when the peer's endpoint reads.
         """
         self._writes_unread += 1
         if self._reading or self._closed:
             return
         if self._writes_unread < POLL_WRITES and now - self._last_read < POLL_INTERVAL:
             return
+        self._poll()
+        peer = transport._local_peer_endpoint()
+        if peer is not None and peer is not self and not peer._reading and not peer._closed:
+            peer._poll()
+
+    def _poll(self) -> None:
         self._deferring = True
         try:
             self._on_readable()
         finally:
             self._deferring = False
+
+    def serves(self, addr: Address) -> bool:
+        """True if datagrams sent to ``addr`` reach this endpoint's socket."""
+        if self._closed or len(addr) < 2:
+            return False
+        host, port = self.sockname[:2]
+        return port == addr[1] and host in (addr[0], "0.0.0.0", "::")
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
         for transport, segments in trains.items():

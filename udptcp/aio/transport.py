@@ -36,6 +36,7 @@ import asyncio
 import asyncio.constants
 import asyncio.transports
 import collections
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._dispatching = False
         self._dispatch_handle: asyncio.Handle | None = None
         self._socket: ConnectionSocket | None = None
+        # The peer's endpoint when it is in this loop (False: not looked for yet).
+        self._peer_endpoint: Endpoint | None | bool = False
 
     def __repr__(self) -> str:
         info = [type(self).__name__, f"{self._conn.state.value}"]
@@ -160,6 +163,22 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._conn.close(self._loop.time())
         self._flush()
         self._maybe_orphan()
+
+    def _local_peer_endpoint(self) -> Endpoint | None:
+        """The endpoint of this loop that the peer's address reaches, if the peer is in this
+        process (looked for once, on a loopback peer only)."""
+        found = self._peer_endpoint
+        if found is False:
+            found = None
+            if _is_loopback(self._peer[0]):
+                from .endpoint import open_endpoints
+
+                for endpoint in open_endpoints(self._loop):
+                    if endpoint.serves(self._peer):
+                        found = endpoint
+                        break
+            self._peer_endpoint = found
+        return found  # type: ignore[return-value]
 
     def _maybe_orphan(self) -> None:
         """After ``close()``: once everything written went out once, the application is
@@ -248,7 +267,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._flush()
         # A pending RST or ICMP error ends the connection before write() returns, as a
         # kernel socket's next send fails, even if the program never yields.
-        self._endpoint.poll_from_write(now)
+        self._endpoint.poll_from_write(now, self)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:  # type: ignore[override]
@@ -593,6 +612,13 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
 
 # States after which the application has nothing left to close.
 _FINISHED = frozenset({State.CLOSED, State.TIME_WAIT})
+
+
+def _is_loopback(host: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
