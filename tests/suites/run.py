@@ -136,7 +136,31 @@ SUITES = {
 
 #: Tests that pass over kernel TCP and fail over udptcp for a reason the README lists:
 #: (suite, test id without the loop) -> reason.
-EXPECTED: dict[tuple[str, str], str] = {}
+_KERNEL_SOCKET = "opens a kernel TCP socket itself ({}) to talk to a server that is udptcp"
+_ABORT = (
+    "abort() sends RST (listed difference): websockets aborts a connection whose opening "
+    "handshake timed out, so the peer reads ConnectionResetError instead of EOF"
+)
+EXPECTED: dict[tuple[str, str], str] = {
+    ("websockets", "tests/asyncio/test_client.py::ClientTests::test_existing_socket"): (
+        _KERNEL_SOCKET.format("socket.create_connection")
+    ),
+    (
+        "websockets",
+        "tests/asyncio/test_client.py::ClientTests::test_redirect_with_existing_socket",
+    ): _KERNEL_SOCKET.format("socket.create_connection"),
+    ("websockets", "tests/asyncio/test_client.py::ClientTests::test_timeout_during_handshake"): (
+        "its silent server is a kernel TCP socket (socket.create_server): udptcp's SYN to "
+        "that port is refused instead of timing out"
+    ),
+    ("websockets", "tests/asyncio/test_server.py::ServerTests::test_timeout_during_handshake"): (
+        _ABORT
+    ),
+    (
+        "websockets",
+        "tests/asyncio/test_server.py::SecureServerTests::test_timeout_during_tls_handshake",
+    ): _ABORT,
+}
 
 
 # ---------------------------------------------------------------------- fetching
@@ -447,6 +471,10 @@ def update_readme(
         f"Measured {when} with `python tests/suites/run.py --update-readme` "
         f"({elapsed / 60:.0f} min; {versions()}; Python {platform.python_version()}).\n\n"
         + table(suites, results)
+        + "\n\nTests that pass over kernel TCP and not over udptcp, and why:\n\n"
+        + "\n".join(
+            f"- {suite} `{nodeid}`: {reason}." for (suite, nodeid), reason in EXPECTED.items()
+        )
     )
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
