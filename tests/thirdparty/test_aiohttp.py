@@ -8,6 +8,10 @@ loop makes that a udptcp connection (``udptcp.aio.parked``), the kernel socket n
 connected. ``web.FileResponse`` uses ``loop.sendfile``, whose fallback (read, write, wait
 for ``resume_writing``) the asyncio base runs on a udptcp transport; uvloop has no
 ``sendfile`` (``NotImplementedError``) and aiohttp writes the file itself there.
+
+The other tests reach udptcp the second way an aiohttp client can: its ``socket_factory``
+hook hands aiohappyeyeballs a UDP socket, ``sock_connect`` on it merely sets the UDP peer,
+and ``create_connection(sock=<UDP socket>)`` is udptcp by the drop-in's own rule.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ def udptcp_socknames() -> set[Any]:
 
 
 def udptcp_session(**kwargs: Any) -> aiohttp.ClientSession:
-    """A ClientSession whose connections go over udptcp on the drop-in loop today."""
+    """A ClientSession handing aiohttp UDP sockets (its ``socket_factory`` hook)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(socket_factory=udp_socket),
         timeout=aiohttp.ClientTimeout(total=WAIT),
