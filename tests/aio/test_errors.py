@@ -75,6 +75,7 @@ async def test_a_write_loop_that_never_yields_sees_an_in_process_peer_close() ->
             transport.write(b"-")
             writes += 1
             assert writes < 1000, "the in-process peer's reset went unnoticed"
+        assert writes <= udptcp.aio.endpoint.POLL_WRITES
         assert isinstance(await asyncio.wait_for(client.lost, 5), ConnectionResetError)
 
 

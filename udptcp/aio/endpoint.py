@@ -501,10 +501,11 @@ class Endpoint:
             return
         if self._writes_unread < POLL_WRITES and now - self._last_read < POLL_INTERVAL:
             return
-        self._poll()
+        # The peer first: what it answers to this write is then read at once.
         peer = transport._local_peer_endpoint()
         if peer is not None and peer is not self and not peer._reading and not peer._closed:
             peer._poll()
+        self._poll()
 
     def _poll(self) -> None:
         self._deferring = True
