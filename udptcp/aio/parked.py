@@ -153,6 +153,13 @@ class ParkedConnection(asyncio.Protocol):
 
     def close(self) -> None:
         """The socket was dropped without being passed on: close the connection (FIN)."""
+        if self.adopted or self.transport is None or self.loop.is_closed():
+            return  # (a closed loop has reset its connections already)
+        # From a finalizer, which the garbage collector may run anywhere (inside another
+        # callback, in another thread): close from the loop, at a clean point.
+        self.loop.call_soon_threadsafe(self._close_now)
+
+    def _close_now(self) -> None:
         if not self.adopted and self.transport is not None:
             self.transport.close()
 
