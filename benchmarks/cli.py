@@ -6,9 +6,10 @@
     .venv/bin/python -m benchmarks --update-readme  # also put results.md into README.md
     .venv/bin/python -m benchmarks --profile bulk udptcp uvloop
 
-Scenarios (``--only``): bulk, bulk-streams, raw, pingpong, connect, reqresp, loss, idle.
-Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-pmtu, udptcp-nooffload, tcp, quic,
-kcp.
+Scenarios (``--only``): bulk, bulk-streams, raw, pingpong, connect, reqresp, loss, idle,
+holes (``python -m benchmarks.holes`` on its own says more).
+Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-secure, udptcp-pmtu,
+udptcp-nooffload, tcp, quic, kcp.
 
 Every measurement runs on both the default asyncio loop and uvloop, with the server and the
 client in separate processes; repeats are interleaved across peers. Output in ``--out``

@@ -361,6 +361,53 @@ def render(results: Results, meta: dict[str, Any], plots: str = "") -> str:
             "",
         ]
 
+    if results.has("holes"):
+        rows = []
+        for loop in loops:
+            case = results.get("holes", "udptcp", loop)
+            rows.append(
+                [
+                    loop,
+                    cell(case, "core_first_us"),
+                    cell(case, "core_worst_ratio"),
+                    cell(case, "udp_first_us"),
+                    cell(case, "udp_worst_ratio"),
+                    cell(case, "echo_p99_ms"),
+                    cell(case, "echo_max_ms"),
+                    cell(case, "held_pct_of_buffer"),
+                    cell(case, "defaults_admitted", fmt=lambda v: f"{v:,.0f}"),
+                ]
+            )
+        header = [
+            "loop",
+            "core µs/segment (first 1k)",
+            "core dearest 1k / first",
+            "UDP server µs/segment (first 1k)",
+            "UDP dearest 1k / first",
+            "other connection's echo p99 ms",
+            "echo max ms",
+            "held, % of buffer",
+            "defaults: pieces admitted",
+        ]
+        out += [f"### {SCENARIOS['holes']}", ""]
+        out += table(header, rows)
+        out += [
+            "",
+            f"`python -m benchmarks.holes` ({s.holes:,} holes): a peer sends one-byte "
+            "segments that each leave a one-byte hole, then the fillers, with "
+            "`Config(receive_buffer=16 MiB, max_reassembly_pieces=20000)` so every piece is "
+            "admitted. Core: two connections without sockets, CPU per bucket of 1,000 "
+            "segments (decode, process, encode the ACK), each bucket the least of three "
+            "runs; the ratio is the dearest bucket's over the first's, worst of four arrival "
+            "orders. UDP (one run per sample): a raw-UDP attacker that "
+            "made its own handshake against a udptcp server on 127.0.0.1 (server CPU from "
+            "/proc/PID/schedstat, echo work included) while another connection pings 1 byte "
+            "every 5 ms through the server's echo. Held: tracemalloc over the held pieces. "
+            "With the defaults (1 MiB buffer) the charge admits about 4,080 one-byte "
+            "pieces; any more are dropped and counted (`reassembly_dropped`).",
+            "",
+        ]
+
     shown = {
         "bulk": results.has("bulk") or results.has("raw"),
         "pingpong": results.has("pingpong"),

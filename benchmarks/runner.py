@@ -43,18 +43,29 @@ SCENARIOS: dict[str, str] = {
     "reqresp": "Connect + 100-B request + 100-B response + close",
     "loss": "Goodput vs loss (20 ms RTT)",
     "idle": "Idle established connections",
+    "holes": "A peer leaving one-byte holes",
 }
 #: Peers that can run each scenario (before n/a reasons and availability).
 SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
-    "bulk": ("udptcp", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "bulk-streams": ("udptcp", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "pingpong": ("udp", "udptcp", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "connect": ("udptcp", "tcp", "quic", "kcp"),
-    "reqresp": ("udptcp", "tcp", "quic", "kcp"),
+    "bulk": ("udptcp", "udptcp-secure", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
+    "bulk-streams": (
+        "udptcp",
+        "udptcp-secure",
+        "udptcp-pmtu",
+        "udptcp-nooffload",
+        "tcp",
+        "quic",
+        "kcp",
+    ),
+    "pingpong": ("udp", "udptcp", "udptcp-secure", "udptcp-nooffload", "tcp", "quic", "kcp"),
+    "connect": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
+    "reqresp": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
     # (udptcp-pmtu is left out: the relay has no MTU, so it would probe up to 64 KB
     # datagrams, which no 20 ms path carries.)
     "loss": ("udptcp", "tcp", "quic", "kcp"),
     "idle": ("udptcp", "tcp", "quic", "kcp"),
+    # benchmarks/holes.py: udptcp's own receive path under a hostile sender.
+    "holes": ("udptcp",),
 }
 RELAY_DELAY = "10ms"
 MATHIS_MSS = 1400
@@ -86,6 +97,7 @@ class Settings:
     idle_seconds: float = 10.0
     idle_repeat: int = 1
     raw_seconds: float = 1.5
+    holes: int = 10_000
     seed: int = 1
     loops: tuple[str, ...] = ("asyncio", "uvloop")
 
@@ -105,6 +117,7 @@ class Settings:
             idle_connections_quic=100,
             idle_seconds=1.0,
             raw_seconds=0.5,
+            holes=2000,
         )
 
     def repeats(self, scenario: str) -> int:
@@ -320,6 +333,7 @@ class Runner:
                 "reqresp": s.rate_seconds,
                 "idle": 240 + s.idle_seconds,
                 "raw": s.raw_seconds,
+                "holes": 240 + s.holes / 50,
             }[case.scenario]
         )
 
@@ -333,6 +347,8 @@ class Runner:
                 coro = self._idle(case)
             elif case.scenario == "loss":
                 coro = self._loss(case, repeat)
+            elif case.scenario == "holes":
+                coro = self._holes(case)
             else:
                 coro = self._pair(case)
             sample: dict[str, Any] = await asyncio.wait_for(coro, self.timeout(case))
@@ -493,6 +509,30 @@ class Runner:
             for worker in reversed(workers):
                 await worker.stop(grace=10)
 
+    async def _holes(self, case: Case) -> dict[str, Any]:
+        """``benchmarks/holes.py`` once (its core and UDP parts), flattened to one sample."""
+        args = ["-m", "benchmarks.holes", "all", "--json", "--repeat", "3", "--udp-repeat", "1"]
+        args += ["--holes", str(self.settings.holes), "--loop", case.loop]
+        worker = await Worker.python("holes", args).start()
+        try:
+            found = await worker.message("core", self.timeout(case))
+        finally:
+            await worker.stop()
+        core, udp = found["core"], found["udp"]
+        roomy, defaults = core["memory"]
+        return {
+            "core_first_us": core["costs"][0]["first_us"],
+            "core_worst_ratio": max(c["max_over_first"] for c in core["costs"]),
+            "udp_first_us": udp["first_us"],
+            "udp_worst_ratio": udp["max_over_first"],
+            "echo_p99_ms": udp["echo_during_ms"]["p99"],
+            "echo_max_ms": udp["echo_during_ms"]["max"],
+            "held_pct_of_buffer": 100 * roomy["traced_over_buffer"],
+            "traced_per_piece": roomy["traced_per_piece"],
+            "defaults_admitted": defaults["pieces_admitted"],
+            "defaults_dropped": defaults["reassembly_dropped"],
+        }
+
     async def _raw(self, case: Case) -> dict[str, Any]:
         workers: list[Worker] = []
         s = self.settings
@@ -546,6 +586,7 @@ def describe(sample: dict[str, Any]) -> str:
     if "error" in sample:
         return f"FAILED {sample['error']}"
     keys = ("mbps", "p50_us", "p99_us", "per_s", "rss_per_conn", "server_cpu_pct")
+    keys += ("core_worst_ratio", "udp_worst_ratio", "echo_max_ms")
     shown = ", ".join(f"{k}={sample[k]:.4g}" for k in keys if k in sample)
     if "relay" in sample:
         shown += f", relay seed={sample['relay']['seed']}"

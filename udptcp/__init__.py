@@ -19,7 +19,19 @@ loop (``loop.create_connection``, ``loop.create_server``, ``asyncio.open_connect
     asyncio.run(main(), loop_factory=udptcp.loop_factory())  # Python 3.12+
     udptcp.install(); asyncio.run(main())  # any version, via an event loop policy
 
-``ssl=`` runs asyncio's own TLS over a udptcp connection.
+``ssl=`` runs asyncio's own TLS over a udptcp connection. Secure mode encrypts and
+authenticates every datagram, TCP header included, after a Noise handshake in the SYN and
+SYN-ACK::
+
+    identity = udptcp.Identity.generate()          # the server's key pair
+    server = await udptcp.create_server(MyProtocol, "0.0.0.0", 4433, identity=identity)
+    transport, protocol = await udptcp.create_connection(
+        MyProtocol, "example.org", 4433, peer_key=identity.public_key)
+
+Two peers behind NATs connect with one call each (STUN, a rendezvous, punching, TURN
+fallback; the ``nat`` extra)::
+
+    reader, writer = await udptcp.open_peer_connection("session", "rendezvous.example:3478")
 
 Tunables live in :class:`Config`; ``udptcp.core`` is the sans-I/O protocol engine and
 ``udptcp.aio`` the asyncio adapter built on it.
@@ -34,21 +46,30 @@ from udptcp.aio.tls import start_tls
 from udptcp.aio.transport import Transport
 from udptcp.core.config import Config
 from udptcp.core.connection import State
+from udptcp.core.keys import Identity
+from udptcp.core.secure import SecureHandshakeError
+from udptcp.nat.errors import NATTraversalError
+from udptcp.nat.peer import create_peer_connection, open_peer_connection
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config",
     "EventLoopPolicy",
+    "NATTraversalError",
+    "Identity",
+    "SecureHandshakeError",
     "Server",
     "State",
     "Transport",
     "__version__",
     "create_connection",
+    "create_peer_connection",
     "create_server",
     "install",
     "loop_factory",
     "open_connection",
+    "open_peer_connection",
     "start_server",
     "start_tls",
     "uvloop_factory",

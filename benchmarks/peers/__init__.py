@@ -35,6 +35,13 @@ PEERS: dict[str, PeerSpec] = {
             streams=True,
         ),
         PeerSpec(
+            "udptcp-secure",
+            "udptcp, secure mode (Noise NK, ChaCha20-Poly1305)",
+            "benchmarks.peers.udptcp_peer",
+            options={"secure": True},
+            streams=True,
+        ),
+        PeerSpec(
             "udptcp-pmtu",
             "udptcp, probed MSS (pmtu_max=65507: loopback's 64 KiB MTU)",
             "benchmarks.peers.udptcp_peer",

@@ -1,10 +1,13 @@
 """udptcp through its public API: ``create_connection`` / ``create_server`` and the streams
-functions. Options: ``pmtu_max`` (path-MTU probing up to that UDP payload size). The
-offload-off variant is the same code run with ``UDPTCP_OFFLOAD=0`` in the environment."""
+functions. Options: ``pmtu_max`` (path-MTU probing up to that UDP payload size), ``secure``
+(secure mode: the server has a fixed benchmark identity, the client pins its public key, so
+the Noise NK handshake runs on every connection). The offload-off variant is the same code
+run with ``UDPTCP_OFFLOAD=0`` in the environment."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +19,32 @@ from .base import ClientPeer, P, ServerPeer, StreamHandler
 SOCKET_BUFFER = 2 * 1024 * 1024
 
 
-def make_config(options: dict[str, Any]) -> udptcp.Config:
+# Benchmark-only key pair, the same in the server and the client process (never use a key
+# derived from a public string for anything else).
+BENCH_IDENTITY = udptcp.Identity.from_private_bytes(
+    hashlib.sha256(b"udptcp benchmark identity").digest()
+)
+
+
+def make_config(options: dict[str, Any], *, server: bool = False) -> udptcp.Config:
     pmtu_max = options.get("pmtu_max")
-    return udptcp.Config(pmtu_max=int(pmtu_max) if pmtu_max else None)
+    config = udptcp.Config(pmtu_max=int(pmtu_max) if pmtu_max else None)
+    if options.get("secure"):
+        if server:
+            return config.replace(identity=BENCH_IDENTITY)
+        return config.replace(peer_key=BENCH_IDENTITY.public_key)
+    return config
+
+
+def make_server_config(options: dict[str, Any]) -> udptcp.Config:
+    """The server's config: the client's, with connection limits that let the scenarios in
+    (the idle one opens 10,000 connections, 50 handshakes at a time, from one address; the
+    defaults refuse more than 4096 per endpoint and 256 per address)."""
+    return make_config(options, server=True).replace(
+        max_connections=100_000,
+        max_connections_per_address=100_000,
+        max_half_open_per_address=1024,
+    )
 
 
 class Client(ClientPeer):
@@ -53,13 +79,15 @@ class Server(ServerPeer):
 
     async def start(self, factory: Callable[[], asyncio.Protocol], host: str) -> int:
         server = await udptcp.create_server(
-            factory, host, 0, config=make_config(self.options), backlog=1024
+            factory, host, 0, config=make_server_config(self.options), backlog=1024
         )
         self._servers = [*getattr(self, "_servers", []), server]
         return int(server.sockets[0].getsockname()[1])
 
     async def start_streams(self, handler: StreamHandler, host: str) -> int | None:
-        server = await udptcp.start_server(handler, host, 0, config=make_config(self.options))
+        server = await udptcp.start_server(
+            handler, host, 0, config=make_server_config(self.options)
+        )
         self._servers = [*getattr(self, "_servers", []), server]
         return int(server.sockets[0].getsockname()[1])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from aio_helpers import FAST, Echo, Recorder, accepted, free_udp_port, recorders
 
 import udptcp
 import udptcp.aio.endpoint
-from udptcp.aio.endpoint import open_endpoints
+from udptcp.aio.endpoint import Endpoint, open_endpoints
 from udptcp.core.segment import ACK, RST, Segment, decode, encode
 
 
@@ -28,6 +29,13 @@ async def test_abort_resets_the_peer() -> None:
         assert await asyncio.wait_for(client.lost, 5) is None
         error = await asyncio.wait_for(made[0].lost, 5)
         assert isinstance(error, ConnectionResetError)
+        assert error.errno == errno.ECONNRESET
+        # Kernel TCP says "Connection reset by peer"; udptcp adds who and why.
+        peer = made[0].transport.get_extra_info("peername")
+        assert str(error) == (
+            f"[Errno {errno.ECONNRESET}] Connection with {peer!r}: "
+            "Connection reset by peer (RST received)"
+        )
         transport.abort()  # idempotent
         await asyncio.sleep(0.01)
         assert client.lost_calls == [None]
@@ -82,9 +90,15 @@ async def test_a_write_loop_that_never_yields_sees_an_in_process_peer_close() ->
 async def test_no_listener_on_the_virtual_port_is_refused_promptly() -> None:
     async with serving(Echo, vport=7000) as (server, port):
         start = time.monotonic()
-        with pytest.raises(ConnectionRefusedError):
+        with pytest.raises(ConnectionRefusedError) as refused:
             await udptcp.create_connection(Recorder, "127.0.0.1", port, vport=7001)
         assert time.monotonic() - start < 1.0
+        # As asyncio's "Connect call failed ('127.0.0.1', 9)", with the reason added.
+        assert refused.value.errno == errno.ECONNREFUSED
+        assert str(refused.value).startswith(
+            f"[Errno {errno.ECONNREFUSED}] Connect call failed ('127.0.0.1', {port}): "
+        )
+        assert "RST answered the SYN" in str(refused.value)
         # The listening virtual port itself works.
         transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port, vport=7000)
         assert transport.get_extra_info("vports")[1] == 7000
@@ -95,9 +109,12 @@ async def test_no_listener_on_the_virtual_port_is_refused_promptly() -> None:
 async def test_nothing_bound_on_the_udp_port_is_refused_by_icmp() -> None:
     port = free_udp_port()
     start = time.monotonic()
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError) as refused:
         await udptcp.create_connection(Recorder, "127.0.0.1", port)
     assert time.monotonic() - start < 1.0
+    assert refused.value.errno == errno.ECONNREFUSED
+    assert f"Connect call failed ('127.0.0.1', {port}): " in str(refused.value)
+    assert "ICMP port unreachable" in str(refused.value)
     assert open_endpoints() == []  # the client socket was released
 
 
@@ -106,10 +123,13 @@ async def test_silent_peer_times_out() -> None:
         hole.bind(("127.0.0.1", 0))  # bound, never read: SYNs vanish
         port = hole.getsockname()[1]
         start = time.monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError) as timed_out:
             await udptcp.create_connection(Recorder, "127.0.0.1", port, config=FAST)
         # Three SYNs, backed off: 0.05 + 0.1 + 0.2 s.
         assert 0.3 <= time.monotonic() - start < 2.0
+        assert timed_out.value.errno == errno.ETIMEDOUT  # as kernel TCP's connect()
+        assert f"Connect call failed ('127.0.0.1', {port}): " in str(timed_out.value)
+        assert "no answer to 3 SYNs" in str(timed_out.value)
         assert open_endpoints() == []
 
 
@@ -210,7 +230,125 @@ async def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError):
         await udptcp.create_connection(Recorder)
     with pytest.raises(ValueError):
-        await udptcp.create_connection(Recorder, "127.0.0.1", 9, vport=70000)
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, vport=0)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
         with pytest.raises(ValueError):
             await udptcp.create_server(Echo, sock=tcp)
+
+
+OUT_OF_RANGE = [70000, 65536, -1, "70000"]
+
+
+@pytest.mark.parametrize("port", OUT_OF_RANGE, ids=repr)
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_port_outside_0_65535_overflows_as_on_asyncio(host: str, port: Any) -> None:
+    # asyncio's default loop raises these for a numeric host (the socket module's errors);
+    # getaddrinfo would otherwise take 70000 modulo 65536 and listen on 4464.
+    with pytest.raises(OverflowError, match=r"^bind\(\): port must be 0-65535\.$"):
+        await udptcp.create_server(Echo, host, port)
+    with pytest.raises(OverflowError, match=r"^bind\(\): port must be 0-65535\.$"):
+        await udptcp.start_server(lambda r, w: None, host, port)
+    with pytest.raises(OverflowError, match=r"^connect\(\): port must be 0-65535\.$"):
+        await udptcp.create_connection(Recorder, host, port)
+    with pytest.raises(OverflowError, match=r"^connect\(\): port must be 0-65535\.$"):
+        await udptcp.open_connection(host, port)
+    with pytest.raises(OverflowError, match=r"^bind\(\): port must be 0-65535\.$"):
+        await udptcp.create_connection(Recorder, host, 9, local_addr=(host, port))
+    assert open_endpoints() == []
+
+
+async def test_virtual_ports_outside_0_65535_overflow() -> None:
+    with pytest.raises(OverflowError, match="vport: port must be 0-65535"):
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, vport=70000)
+    with pytest.raises(OverflowError, match="local_vport: port must be 0-65535"):
+        await udptcp.create_connection(Recorder, "127.0.0.1", 9, local_vport=-1)
+    with pytest.raises(OverflowError, match="vport: port must be 0-65535"):
+        await udptcp.create_server(Echo, "127.0.0.1", 0, vport=65536)
+    assert open_endpoints() == []
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    """A plain UDP echo service: not udptcp."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+        self.received = 0
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received += 1
+        self.transport.sendto(data, addr)
+
+
+class UdpHello(UdpEcho):
+    """A plain UDP service that answers every datagram with a greeting."""
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received += 1
+        self.transport.sendto(b"hello", addr)
+
+
+# Slow enough a SYN timeout (0.1 * (2**7 - 1) = 12.7 s) that failing fast shows.
+PATIENT = udptcp.Config(rto_initial=0.1, syn_retries=6)
+
+
+@pytest.mark.parametrize("service", [UdpEcho, UdpHello], ids=["echo", "hello"])
+@pytest.mark.parametrize("same_vports", [False, True], ids=["vports", "same-vports"])
+async def test_a_udp_service_that_is_not_udptcp_fails_the_connect_fast(
+    service: type[UdpEcho], same_vports: bool
+) -> None:
+    loop = asyncio.get_running_loop()
+    transport, udp = await loop.create_datagram_endpoint(service, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    # With equal virtual ports an echoed SYN reaches the very connection that sent it.
+    extra = {"local_vport": port} if same_vports else {}
+    try:
+        start = time.monotonic()
+        with pytest.raises(ConnectionRefusedError) as refused:
+            await udptcp.create_connection(Recorder, "127.0.0.1", port, config=PATIENT, **extra)
+        elapsed = time.monotonic() - start
+    finally:
+        transport.close()
+    error = refused.value
+    assert error.errno == errno.ECONNREFUSED
+    assert str(error).startswith(
+        f"[Errno {errno.ECONNREFUSED}] Connect call failed ('127.0.0.1', {port}): "
+    )
+    if service is UdpEcho:
+        # The echo is recognised at once: the SYN came back as it was sent.
+        assert "the SYN came back unchanged" in str(error)
+        assert udp.received == 1
+    else:
+        # Two SYNs (the first and one retransmission) each got a non-segment answer.
+        assert "answered 2 SYNs with datagrams that are not udptcp segments" in str(error)
+        assert udp.received == 2
+    assert elapsed < 5
+    assert open_endpoints() == []
+
+
+async def test_non_segments_from_another_address_do_not_fail_a_connect() -> None:
+    # Anyone can send junk to a client's socket; only the address being connected to counts.
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind(("127.0.0.1", 0))
+
+        class AnswersFromElsewhere(UdpEcho):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                self.received += 1
+                other.sendto(b"hello", addr)
+
+        transport, udp = await loop.create_datagram_endpoint(
+            AnswersFromElsewhere, local_addr=("127.0.0.1", 0)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        client_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client_sock.bind(("127.0.0.1", 0))  # not connected: it hears every address
+        endpoint = Endpoint.for_socket(loop, client_sock)
+        try:
+            with pytest.raises(TimeoutError):
+                await udptcp.create_connection(
+                    Recorder, "127.0.0.1", port, sock=client_sock, config=FAST
+                )
+        finally:
+            transport.close()
+        assert udp.received == 3  # every SYN was answered, from the wrong address
+        assert endpoint.stats["malformed:short"] == 3

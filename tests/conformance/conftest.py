@@ -1,4 +1,5 @@
-"""The transport contract suite runs four times: kernel TCP and udptcp, each on both loops.
+"""The transport contract suite runs six times: kernel TCP, udptcp and udptcp in secure mode,
+each on both loops.
 
 The tests only ever call the loop's own methods (``loop.create_connection``,
 ``asyncio.open_connection``, ...). The ``tcp-*`` variants run them on a plain loop, so they
@@ -24,11 +25,18 @@ from conformance_helpers import Certs, make_certs
 
 import udptcp
 
+# Secure mode (both ends of every connection hold this identity and pin its key: Noise IK)
+# must keep the very same contract.
+_IDENTITY = udptcp.Identity.generate()
+_SECURE = udptcp.Config(identity=_IDENTITY, peer_key=_IDENTITY.public_key)
+
 VARIANTS = {
     "tcp-asyncio": asyncio.new_event_loop,
     "tcp-uvloop": uvloop.new_event_loop,
     "udptcp-asyncio": udptcp.loop_factory(),
     "udptcp-uvloop": udptcp.uvloop_factory(),
+    "udptcp-secure-asyncio": udptcp.loop_factory(config=_SECURE),
+    "udptcp-secure-uvloop": udptcp.uvloop_factory(config=_SECURE),
 }
 
 

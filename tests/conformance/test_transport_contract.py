@@ -7,6 +7,7 @@ Every test runs on four loops (see conftest.py): ``tcp-asyncio``, ``tcp-uvloop``
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 import pytest
@@ -87,6 +88,7 @@ async def test_a_reset_reports_connection_reset_error_once() -> None:
         p.st.abort()
         exc = await asyncio.wait_for(p.client.lost, 5)
         assert isinstance(exc, ConnectionResetError)
+        assert exc.errno == errno.ECONNRESET
         await settle()
         assert p.client.lost_calls == [exc]
         assert "eof_received" not in p.client.calls
@@ -460,8 +462,9 @@ async def test_connect_to_a_closed_port_is_refused() -> None:
                 u.bind((HOST, port))
             except OSError:
                 pytest.skip("could not find a port free for both TCP and UDP")
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConnectionRefusedError) as refused:
         await asyncio.wait_for(loop.create_connection(Recorder, HOST, port), 10)
+    assert refused.value.errno == errno.ECONNREFUSED
 
 
 # ---------------------------------------------------------------------- streams

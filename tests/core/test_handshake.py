@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
-from udptcp.core.connection import State, rst_for
+from udptcp.core.connection import FOREIGN_SYN_ROUNDS, State, rst_for
 from udptcp.core.events import Connected, ConnectionClosed
 from udptcp.core.segment import ACK, FIN, RST, SYN, Options, Segment
 from udptcp.core.seq import seq_add
@@ -79,6 +81,8 @@ def test_syn_is_retransmitted_with_backoff_then_times_out(script):
     assert script.conn.state is S.CLOSED
     (closed,) = script.take_events()
     assert isinstance(closed.error, TimeoutError)
+    assert closed.error.errno == errno.ETIMEDOUT  # as kernel TCP's connect()
+    assert "no answer to 4 SYNs" in closed.error.strerror
 
 
 def test_rst_answering_syn_refuses_the_connection(script):
@@ -88,6 +92,59 @@ def test_rst_answering_syn_refuses_the_connection(script):
     assert script.conn.state is S.CLOSED
     (closed,) = script.take_events()
     assert isinstance(closed.error, ConnectionRefusedError)
+    assert closed.error.errno == errno.ECONNREFUSED
+
+
+def test_our_own_syn_echoed_back_refuses_the_connection(script):
+    # A UDP echo service returns the SYN as sent; with equal virtual ports it reaches the
+    # connection, and would pass for a simultaneous open with itself.
+    conn = script.active(iss=10)
+    syn = script.one()
+    script.feed(syn)
+    assert conn.state is S.CLOSED
+    assert script.out() == []  # no SYN,ACK (or RST) for the echo to return again
+    (closed,) = script.take_events()
+    assert isinstance(closed.error, ConnectionRefusedError)
+    assert closed.error.errno == errno.ECONNREFUSED
+    assert "echoes datagrams" in closed.error.strerror
+
+
+def test_a_peer_syn_with_another_isn_is_still_a_simultaneous_open(script):
+    conn = script.active(iss=10)
+    syn = script.one()
+    script.feed(Segment(syn.src_port, syn.dst_port, 11, 0, SYN, 65535, syn.options))
+    assert conn.state is S.SYN_RECEIVED
+
+
+def test_datagrams_that_are_not_segments_answering_two_syns_refuse_the_connect(script):
+    conn = script.active(iss=10)
+    script.one()
+    for _ in range(3):  # however many answer one SYN, they count once
+        conn.foreign_datagram(script.now)
+    assert conn.state is S.SYN_SENT
+    for _ in range(FOREIGN_SYN_ROUNDS - 1):
+        script.advance(conn.get_timer() - script.now)
+        assert script.one().flags == SYN  # the retransmission
+        conn.foreign_datagram(script.now)
+    assert conn.state is S.CLOSED
+    assert script.now == script.config.rto_initial  # not the whole SYN timeout
+    (closed,) = script.take_events()
+    assert isinstance(closed.error, ConnectionRefusedError)
+    assert closed.error.errno == errno.ECONNREFUSED
+    assert "not udptcp segments" in closed.error.strerror
+
+
+def test_one_corrupted_answer_does_not_fail_a_good_connect(script):
+    conn = script.active(iss=10)
+    script.one()
+    conn.foreign_datagram(script.now)  # the SYN,ACK, corrupted on the way
+    script.advance(conn.get_timer() - script.now)
+    script.one()
+    script.feed(Segment(80, 4000, 5000, 11, SYN | ACK, 65535, Options(mss=1200)))
+    assert conn.state is S.ESTABLISHED
+    for _ in range(FOREIGN_SYN_ROUNDS + 1):
+        conn.foreign_datagram(script.now)  # once established: not counted
+    assert conn.state is S.ESTABLISHED
 
 
 def test_rst_with_wrong_ack_in_syn_sent_is_ignored(script):
@@ -110,6 +167,7 @@ def test_syn_sent_answers_unacceptable_ack_with_rst_seq_ack(script):
 def test_lost_syn_ack_is_sent_again_on_a_repeated_syn(script):
     script.passive(peer_iss=50, iss=900)
     first = script.one()
+    script.advance(0.6)  # a peer's SYN retransmission comes after its RTO, not at once
     script.feed(Segment(80, 4000, 50, 0, SYN, 65535, Options(mss=1452)))
     assert script.one() == first
     assert script.conn.state is S.SYN_RECEIVED

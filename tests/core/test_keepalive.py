@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from udptcp.core.config import Config
 from udptcp.core.connection import State
 from udptcp.core.events import ConnectionClosed
@@ -46,6 +48,7 @@ def test_a_silently_dead_peer_is_detected_and_reported_as_timeout():
     net.run_until(lambda: client.is_closed, timeout=200)
     closed = a.closed_with(client)
     assert isinstance(closed, ConnectionClosed) and isinstance(closed.error, TimeoutError)
+    assert closed.error.errno == errno.ETIMEDOUT
     # idle + count * interval (plus the last segment's delay), not a minute more.
     elapsed = net.now - start
     assert 25.0 + 4 * 5.0 - 0.1 <= elapsed <= 25.0 + 4 * 5.0 + 1.0

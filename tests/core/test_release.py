@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from udptcp.core.connection import State
 from udptcp.core.events import ConnectionClosed, DataReceived, EofReceived
 from udptcp.core.segment import ACK, FIN, RST, SYN, Segment
@@ -166,6 +168,7 @@ def test_rst_with_exact_sequence_resets_an_established_connection(script):
     assert conn.state is S.CLOSED
     (closed,) = script.take_events()
     assert isinstance(closed.error, ConnectionResetError)
+    assert closed.error.errno == errno.ECONNRESET
 
 
 def test_rst_in_window_but_not_exact_gets_a_challenge_ack(script):

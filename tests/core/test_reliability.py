@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from udptcp.core.config import Config
@@ -118,6 +120,7 @@ def test_user_timeout_fails_the_connection(script):
     assert conn.state is S.CLOSED
     closed = [e for e in script.take_events() if isinstance(e, ConnectionClosed)]
     assert len(closed) == 1 and isinstance(closed[0].error, TimeoutError)
+    assert closed[0].error.errno == errno.ETIMEDOUT
 
 
 def test_out_of_order_data_is_reassembled_and_acked_at_once(script):

@@ -427,3 +427,20 @@ def test_loop_classes_and_factories() -> None:
         assert loop.udptcp_routes("anything", 1)  # type: ignore[attr-defined]
     finally:
         loop.close()
+
+
+@BASES
+def test_ports_outside_0_65535_overflow_on_the_drop_in_loop(base: str | None) -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(OverflowError, match="bind"):
+            await loop.create_server(asyncio.Protocol, "127.0.0.1", 70000)
+        with pytest.raises(OverflowError, match="bind"):
+            await asyncio.start_server(lambda r, w: None, "localhost", 70000)
+        with pytest.raises(OverflowError, match="connect"):
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", -1)
+        with pytest.raises(OverflowError, match="connect"):
+            await asyncio.open_connection("127.0.0.1", "65536")
+        assert open_endpoints() == []
+
+    run(body, base=base)

@@ -444,6 +444,32 @@ def test_each_client_gets_its_own_upstream_address(run: Run) -> None:
     run(scenario())
 
 
+def test_rebind_moves_a_client_to_a_new_upstream_port(run: Run) -> None:
+    async def scenario() -> None:
+        target = await open_peer(echo=True)
+        client = await open_peer()
+        async with Relay(target.address) as relay:
+            client.sendto(b"before", relay.address)
+            await until(lambda: len(client.received) == 1)
+            old = relay.upstream_address(client.address)
+            new = await relay.rebind(client.address)
+            assert new is not None and new != old
+            assert relay.upstream_address(client.address) == new
+            client.sendto(b"after", relay.address)
+            await until(lambda: len(client.received) == 2)
+            assert [addr for _, _, addr in target.received] == [old, new]
+            assert client.data == [b"before", b"after"]
+            # What the target still sends to the old port reaches nobody.
+            target.sendto(b"to the old mapping", old)
+            target.sendto(b"to the new one", new)
+            await until(lambda: len(client.received) == 3)
+            assert client.data[-1] == b"to the new one"
+        for peer in (target, client):
+            peer.close()
+
+    run(scenario())
+
+
 def _ipv6_loopback_works() -> bool:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:

@@ -9,12 +9,20 @@ and ``asyncio.start_server``, with these udptcp additions and differences:
   fixes a connection's source virtual port (default: a random ephemeral one), which a
   simultaneous open needs.
 * ``sock=`` is a UDP socket, bound and possibly connected; the endpoint takes ownership and
-  closes it when done, as asyncio does with a socket passed to it. Passing the same socket
-  again shares its endpoint. For ``create_connection`` the peer is ``host``/``port`` if given,
-  else the socket's connected peer.
+  closes it when done, as asyncio does with a socket passed to it, unless
+  ``own_socket=False``: then it is left open (and readable by its owner again) once the
+  endpoint closes. A connect that fails or is cancelled never closes the socket passed in:
+  a hole-punched socket keeps its NAT binding for whatever is tried next. The socket gets
+  the same buffer sizes udptcp's own sockets have. Passing the same socket again shares its
+  endpoint. For ``create_connection`` the peer is ``host``/``port`` if given, else the
+  socket's connected peer; a numeric address is used at once, with no await before the
+  connection is registered, so a SYN that arrives meanwhile finds it (a simultaneous open
+  beside a listener on one punched socket).
 * ``ssl``, ``server_hostname``, ``ssl_handshake_timeout`` and ``ssl_shutdown_timeout`` mean
   what they mean to asyncio: TLS runs on the udptcp connection through asyncio's own TLS
   protocol (:mod:`udptcp.aio.tls`), so certificates and verification behave as over TCP.
+* ``identity``, ``peer_key``, ``psk`` and ``allow_plain`` turn on secure mode
+  (:mod:`udptcp.core.secure`); they set the :class:`~udptcp.Config` fields of the same names.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 from udptcp.core.config import Config
+from udptcp.core.keys import Identity
+from udptcp.core.secure import client_pattern, client_secure
 
 from . import tls
 from .endpoint import SOCKET_BUFFER, Address, Endpoint, open_endpoints
@@ -62,22 +72,40 @@ async def create_connection(
     all_errors: bool = False,
     happy_eyeballs_delay: float | None = None,
     interleave: int | None = None,
+    own_socket: bool = True,
+    identity: Identity | None = None,
+    peer_key: bytes | None = None,
+    psk: bytes | None = None,
+    allow_plain: bool | None = None,
 ) -> tuple[asyncio.Transport, _P]:
     """Open a udptcp connection; return ``(transport, protocol)`` once it is ESTABLISHED.
 
     ``happy_eyeballs_delay`` and ``interleave`` mean what they mean to asyncio (RFC 8305):
     with a delay, the addresses are tried in a staggered race and the first connection wins.
 
+    Secure mode: ``peer_key`` (the server's 32-byte public key) authenticates the server
+    (Noise NK); with ``identity`` as well, the server learns the client's key (IK); ``psk``
+    (32 bytes) adds a pre-shared key, or on its own authenticates both sides. A failed
+    secure handshake raises :class:`~udptcp.SecureHandshakeError` saying why.
+
     With ``ssl`` (an ``ssl.SSLContext``, or True for asyncio's default client context) the
     TLS handshake runs on the connection before the call returns, and the transport is
     asyncio's TLS transport over it; ``server_hostname`` defaults to ``host``.
 
-    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN),
-    ``TimeoutError`` (no answer after ``config.syn_retries``) or another ``OSError``
-    (``ssl.SSLError`` and its subclasses for a failed TLS handshake). With ``all_errors``
-    every address's error is raised in an ``ExceptionGroup``, as asyncio does. If the
-    call is cancelled the half-open connection is reset and its socket released.
+    Raises ``ConnectionRefusedError`` (RST or ICMP port unreachable answering the SYN, or
+    a UDP service that is not udptcp answering it), ``TimeoutError`` (no answer after
+    ``config.syn_retries``) or another ``OSError`` (``ssl.SSLError`` and its subclasses
+    for a failed TLS handshake), with ``errno`` set and the address in the message as
+    asyncio's "Connect call failed". ``OverflowError`` for a port outside 0-65535. With
+    ``all_errors`` every address's error is raised in an ``ExceptionGroup``, as asyncio
+    does. If the call is cancelled the half-open connection is reset and its socket
+    released.
     """
+    config = _secure_config(config, identity, peer_key, psk, allow_plain)
+    if identity is not None and not client_secure(config):
+        raise ValueError("identity= on a connection needs the server's peer_key= (or a psk=)")
+    if client_secure(config):
+        client_pattern(config)  # a combination of keys no pattern takes: ValueError now
     options = tls.tls_options(
         ssl,
         server_side=False,
@@ -103,6 +131,7 @@ async def create_connection(
             all_errors=all_errors,
             happy_eyeballs_delay=happy_eyeballs_delay,
             interleave=interleave,
+            own_socket=own_socket,
         )
 
     if options is None:
@@ -132,9 +161,13 @@ async def _create_connection(
     all_errors: bool,
     happy_eyeballs_delay: float | None = None,
     interleave: int | None = None,
+    own_socket: bool = True,
 ) -> tuple[Transport, _Q]:
     _check_vport("vport", vport)
     _check_vport("local_vport", local_vport)
+    _check_port(port, "connect")
+    if local_addr is not None:
+        _check_port(local_addr[1], "bind")
     loop = asyncio.get_running_loop()
     config = config if config is not None else Config()
 
@@ -150,14 +183,21 @@ async def _create_connection(
                     "host and port were not specified and sock is not connected"
                 ) from None
         else:
-            infos = await _resolve(loop, host, port, sock.family, 0)
+            infos = _numeric_infos(host, port, sock.family, 0)
+            if infos is None:
+                infos = await _resolve(loop, host, port, sock.family, 0)
             peer = infos[0][4]
-        endpoint = Endpoint.for_socket(loop, sock, config)
-        return await _open(endpoint, peer, protocol_factory, config, vport, local_vport)
+        endpoint = Endpoint.existing(loop, sock)
+        if endpoint is None:
+            _enlarge_buffers(sock)
+            endpoint = Endpoint.for_socket(loop, sock, config, owns_socket=own_socket)
+        return await _open(
+            endpoint, peer, protocol_factory, config, vport, local_vport, keep_socket=True
+        )
 
     if host is None or port is None:
         raise ValueError("host and port was not specified and no sock specified")
-    infos = await _resolve(loop, host, port, family, 0)
+    infos = _numeric_infos(host, port, family, 0) or await _resolve(loop, host, port, family, 0)
     local_infos = None
     if local_addr is not None:
         local_infos = await _resolve(loop, local_addr[0], local_addr[1], family, 0)
@@ -201,10 +241,15 @@ async def _open(
     config: Config,
     vport: int | None,
     local_vport: int | None,
+    *,
+    keep_socket: bool = False,
 ) -> tuple[Transport, _Q]:
+    """Connect on ``endpoint``; with ``keep_socket`` (the caller's socket) a failure or
+    cancellation that leaves the endpoint unused closes it without closing the socket."""
     if config.pmtu_max is not None:
         endpoint.set_dont_fragment()
     endpoint.acquire()
+    ok = False
     try:
         transport = endpoint.connect(
             peer,
@@ -223,8 +268,11 @@ async def _open(
             else:
                 transport.abort()
             raise
+        ok = True
         return transport, transport.get_protocol()  # type: ignore[return-value]
     finally:
+        if not ok and keep_socket and endpoint.idle_but_for_holds(1):
+            endpoint.owns_socket = False
         endpoint.release()
 
 
@@ -309,6 +357,10 @@ async def create_server(
     vport: int | None = None,
     family: int = 0,
     reuse_port: bool | None = None,
+    own_socket: bool = True,
+    identity: Identity | None = None,
+    psk: bytes | None = None,
+    allow_plain: bool | None = None,
 ) -> Server:
     """Listen for udptcp connections on a UDP address; return a :class:`Server`.
 
@@ -317,7 +369,11 @@ async def create_server(
     With ``ssl`` (an ``ssl.SSLContext``) every connection runs the TLS server handshake
     before its protocol sees ``connection_made``. ``reuse_port`` sets ``SO_REUSEPORT`` on
     the UDP sockets (Linux then spreads peers over the processes sharing the port, each
-    peer address always to the same socket, which is what udptcp needs).
+    peer address always to the same socket, which is what udptcp needs). ``identity``
+    (a :class:`~udptcp.Identity`) and/or ``psk`` make it a secure server, which refuses
+    plain clients unless ``allow_plain`` is True. With ``sock`` and
+    ``own_socket=False`` the socket is left open when the server and its connections are
+    gone.
     """
     options = tls.tls_options(
         ssl,
@@ -326,8 +382,9 @@ async def create_server(
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
     _check_vport("vport", vport)
+    _check_port(port, "bind")
     loop = asyncio.get_running_loop()
-    config = config if config is not None else Config()
+    config = _secure_config(config, identity, None, psk, allow_plain)
     if options is not None:
         sslcontext, _ = options
         assert sslcontext is not None
@@ -343,7 +400,11 @@ async def create_server(
         if host is not None or port is not None:
             raise ValueError("host/port and sock can not be specified at the same time")
         _check_udp_socket(sock)
-        endpoints = [Endpoint.for_socket(loop, sock, config)]
+        endpoint = Endpoint.existing(loop, sock)
+        if endpoint is None:
+            _enlarge_buffers(sock)
+            endpoint = Endpoint.for_socket(loop, sock, config, owns_socket=own_socket)
+        endpoints = [endpoint]
     else:
         hosts = server_hosts(host)
         infos: list[Any] = []
@@ -532,6 +593,27 @@ async def start_server(
 # ---------------------------------------------------------------------- helpers
 
 
+def _numeric_infos(
+    host: str | None, port: int | str | None, family: int, flags: int
+) -> list[Any] | None:
+    """``getaddrinfo`` for a numeric host and port, without waiting (it cannot block: no
+    name is looked up), or None when a lookup is needed."""
+    if host is None or port is None:
+        return None
+    try:
+        infos = socket.getaddrinfo(
+            host,
+            port,
+            family=family,
+            type=socket.SOCK_DGRAM,
+            proto=0,
+            flags=flags | socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+        )
+    except (OSError, UnicodeError):
+        return None
+    return infos or None
+
+
 async def _resolve(
     loop: asyncio.AbstractEventLoop,
     host: str | None,
@@ -547,13 +629,55 @@ async def _resolve(
     return infos
 
 
+def _secure_config(
+    config: Config | None,
+    identity: Identity | None,
+    peer_key: bytes | None,
+    psk: bytes | None,
+    allow_plain: bool | None,
+) -> Config:
+    """``config`` (or the default) with the secure-mode keywords given applied to it."""
+    config = config if config is not None else Config()
+    changes: dict[str, object] = {}
+    for name, value in (
+        ("identity", identity),
+        ("peer_key", peer_key),
+        ("psk", psk),
+        ("allow_plain", allow_plain),
+    ):
+        if value is not None:
+            changes[name] = value
+    return config.replace(**changes) if changes else config
+
+
 def _check_udp_socket(sock: socket.socket) -> None:
     if sock.type != socket.SOCK_DGRAM:
         raise ValueError(f"A UDP Socket was expected, got {sock!r}")
 
 
+def _check_port(port: object, call: str) -> None:
+    """Refuse a port number outside 0-65535 with the ``OverflowError`` asyncio's default
+    loop raises for it (the socket module's, from ``connect()`` or ``bind()``).
+
+    Checked before name resolution, whatever the host: ``getaddrinfo`` would silently take
+    the port modulo 65536 (70000 becomes 4464), which asyncio lets through for host names
+    and uvloop for every host. A service name ("http") is left to ``getaddrinfo``.
+    """
+    if isinstance(port, (str, bytes)):
+        try:
+            port = int(port)
+        except ValueError:
+            return
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise OverflowError(f"{call}(): port must be 0-65535.")
+
+
 def _check_vport(name: str, vport: int | None) -> None:
-    if vport is not None and not (isinstance(vport, int) and 1 <= vport <= 65535):
+    if vport is None:
+        return
+    if isinstance(vport, int) and not 0 <= vport <= 65535:
+        raise OverflowError(f"{name}: port must be 0-65535.")
+    if not (isinstance(vport, int) and vport >= 1):
         raise ValueError(f"{name} must be a port number in 1..65535, got {vport!r}")
 
 

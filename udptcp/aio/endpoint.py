@@ -17,7 +17,19 @@ or holders (:meth:`Endpoint.acquire`); when the last of these goes it closes its
 :meth:`Endpoint.close` (and :func:`close_endpoints`) close it at once: live connections are
 reset and TIME-WAIT connections are dropped silently (DESIGN §8). Shutting the loop down
 (``asyncio.run``, ``asyncio.Runner``, ``uvloop.run``: anything that calls
-``loop.shutdown_asyncgens()``) closes its endpoints the same way.
+``loop.shutdown_asyncgens()``) closes its endpoints the same way. An endpoint built on a
+caller's socket with ``owns_socket=False`` leaves that socket open when it closes (it only
+stops reading it and turns UDP GRO off again).
+
+Datagrams that are not TCP segments share the socket (DESIGN §8, NAT traversal): a STUN
+message (RFC 8489 §5: the top two bits zero, the magic cookie 0x2112A442 in bytes 4-7, a
+length field that matches the datagram) is told apart *before* decoding and offered to the
+handlers added with :meth:`Endpoint.add_datagram_handler`, and so is any datagram that fails
+to decode as a segment (an application's own protocol); what no handler takes is counted
+(``stun_unhandled``, or ``malformed:<reason>`` as before). :meth:`Endpoint.claim_address`
+hands *every* datagram from one address (a TURN server, a rendezvous) to its owner
+undecoded, :meth:`Endpoint.set_route` sends what goes to one address through a callable
+(a TURN relay), and :meth:`Endpoint.send_datagram` sends an application's own datagram.
 """
 
 from __future__ import annotations
@@ -37,11 +49,25 @@ import weakref
 from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+from udptcp.core.amplification import AMPLIFICATION_FACTOR, received_size, sent_size
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import PEER_INPUT_COUNTERS, Connection, State, rst_for
+from udptcp.core.cookies import SynCookies, check_ts_echo
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
+from udptcp.core.seq import seq_add
 
+from . import natkeep, securelink
+from .errqueue import (
+    ICMP_ERRNOS,
+    LOCAL,
+    PATH_MTU,
+    PORT_UNREACHABLE,
+    IcmpError,
+    enable_recverr,
+    quoted_segment,
+    read_errors,
+)
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -94,6 +120,37 @@ POLL_INTERVAL = 0.001
 #: uvloop runs timers with millisecond granularity and may fire one slightly early; a
 #: deadline this close to the clock counts as due (the core is told the deadline itself).
 TIMER_SLACK = 0.001
+#: What a connection counts against (Endpoint._account): nothing, the half-open table of
+#: its address, the accepted connections, TIME-WAIT.
+_SLOT_NONE, _SLOT_HALF_OPEN, _SLOT_LIVE, _SLOT_TIME_WAIT = range(4)
+#: Per-connection counters the endpoint adds to its own ``stats`` when a connection
+#: leaves the handshake, so that what the amplification rules held back is visible there.
+_HANDSHAKE_COUNTERS = ("amplification_limited", "syn_acks_rate_limited")
+#: STUN's magic cookie (RFC 8489 §5), bytes 4-7 of every STUN message.
+STUN_MAGIC_COOKIE = b"\x21\x12\xa4\x42"
+#: A datagram handler: takes ``(data, address)``, returns True if it took the datagram.
+DatagramHandler = Callable[[bytes, Address], bool]
+#: The owner of a claimed address, or a route: called with what arrives or must be sent.
+Sink = Callable[[bytes, Address], None]
+#: What a punching connection decides about a segment from an address it was not yet
+#: bound to (see :meth:`Endpoint.add_punch`): deliver it (after relocating), or drop it.
+PunchHook = Callable[[Segment, Address], bool]
+
+
+def is_stun(data: bytes) -> bool:
+    """True if ``data`` has the shape of a STUN message (RFC 8489 §5, RFC 7983 §7): the first
+    two bits zero, the magic cookie in bytes 4-7, and a body length (a multiple of 4) that
+    is exactly the rest of the datagram. A TCP segment matches only if its sequence number
+    is the cookie *and* its destination port the length: a peer can forge that, so what a
+    STUN handler takes is as hostile as any segment."""
+    return (
+        len(data) >= 20
+        and data[0] < 0x40
+        and data[4:8] == STUN_MAGIC_COOKIE
+        and (data[2] << 8 | data[3]) == len(data) - 20
+        and not data[3] & 3
+    )
+
 
 # One endpoint per socket per loop, so a socket passed twice (``sock=``) is shared: a
 # hole-punched socket can carry a server and outgoing connections at once.
@@ -168,19 +225,63 @@ class Endpoint:
 
     Build one with :meth:`for_socket`; the endpoint takes ownership of the socket and closes
     it when it closes. ``stats`` counts datagrams in and out, malformed datagrams per reason
-    (``"malformed:<reason>"``), RSTs sent for unknown segments, SYNs dropped for a full
-    backlog, send errors and ICMP errors. ``trace``, when set, is called with
-    ``("in" | "out", peer address, segment)`` for every segment.
+    (``"malformed:<reason>"``), RSTs sent for unknown segments, send errors, ICMP errors
+    (``icmp_unreachable``: port unreachable handed to a connection; ``icmp_soft``: other
+    ICMP errors handed to one; ``icmp_unmatched``: ICMP errors about no connection of ours;
+    ``icmp_path_mtu`` and ``errqueue_local``: errors that are not the peer's, ignored; and
+    in :meth:`statistics`, ``icmp_rejected``: ICMP errors a connection dropped because the
+    sequence number they quote is not one it has outstanding),
+    ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), and every
+    limit hit (the limits are in :class:`~udptcp.core.config.Config`):
+
+    * ``refused_max_connections``, ``refused_per_address``: SYNs (or SYN-cookie ACKs)
+      answered with RST because ``max_connections`` / ``max_connections_per_address``
+      connections were accepted already;
+    * ``half_open_per_address``: SYNs beyond ``max_half_open_per_address``, answered by a
+      SYN cookie (or dropped without ``syn_cookies``);
+    * ``syn_dropped_backlog``: SYNs dropped because the backlog was full and SYN cookies
+      are off;
+    * ``syn_cookies_sent``, ``syn_cookies_accepted``, ``syn_cookies_rejected``: SYN-ACKs
+      sent statelessly, final ACKs that made a connection from one, and ACKs that could
+      have answered one (a cookie was made recently) but did not check out;
+    * ``amplification_limited``: segments not sent because an address that has not completed
+      a handshake would have received more than three times what it sent (stateless
+      replies, and the SYN-ACKs and resets of half-open connections);
+      ``syn_acks_rate_limited``: duplicate SYNs that got no SYN-ACK of their own;
+    * ``time_wait_dropped``: connections forgotten at once instead of entering TIME-WAIT,
+      past ``max_time_wait``.
+
+    Traffic that is not a TCP segment (the module docstring): ``stun_in`` and
+    ``stun_unhandled`` (STUN no handler took), ``datagrams_handled`` (non-segments a handler
+    took), ``datagrams_claimed`` (from a claimed address), ``datagrams_routed`` and
+    ``datagrams_relayed_in`` (through a route, a relay), ``punch_dropped`` and
+    ``punch_foreign`` (segments a punching connection refused, from its peer's addresses or
+    from elsewhere), ``nat_keepalives_sent`` / ``_answered`` / ``_unanswered``,
+    ``nat_mapping_changed`` (binding maintenance), ``turn_dropped``.
+
+    ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
+    segment.
+
+    ICMP errors reach connections through the socket's error queue on Linux (see
+    :mod:`udptcp.aio.errqueue`), whether the socket is connected or not; elsewhere only a
+    connected socket hears of an unreachable port, and then for all its connections.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, *, offload: bool = True
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        *,
+        offload: bool = True,
+        owns_socket: bool = True,
     ) -> None:
         if sock.type != socket.SOCK_DGRAM:
             raise ValueError(f"A UDP socket was expected, got {sock!r}")
         sock.setblocking(False)
         self.loop = loop
         self.sock = sock
+        #: Close the socket when the endpoint closes (False: a caller's socket, left open).
+        self.owns_socket = owns_socket
         self.family = sock.family
         self._fd = sock.fileno()
         self._sockname: Address = sock.getsockname()
@@ -194,8 +295,22 @@ class Endpoint:
         # Set while linger() waits: any connection's progress wakes it to look again.
         self._linger_waiter: asyncio.Future[None] | None = None
         self.trace: Tracer | None = None
+        #: Secure mode on this endpoint, from its first secure connection or listener on.
+        self.secure: securelink.SecureLink | None = None
         self.isn = IsnGenerator()
+        self.cookies = SynCookies()
         self._conns: dict[Key, Transport] = {}
+        # Connection limits (Endpoint._account keeps these, O(1) per state change; an
+        # address's entry goes when its count reaches zero, so the dicts hold at most one
+        # entry per live connection). "Address" is the remote IP, whatever its UDP port.
+        self._accepted = 0  # passive connections, half-open included, TIME-WAIT not
+        self._accepted_by_host: dict[Any, int] = {}
+        self._half_open_by_host: dict[Any, int] = {}
+        self._half_open = 0
+        self._time_wait = 0
+        # Connections this endpoint opened that are still in SYN-SENT, by peer address:
+        # where a datagram that is not a segment may be the answer to a SYN.
+        self._opening: dict[Address, list[Transport]] = {}
         self._listeners: dict[int | None, Listener] = {}
         self._refs = 0
         self._closing = False  # close() is running: nothing may re-enter it
@@ -212,6 +327,24 @@ class Endpoint:
         self.gso = self.gro = False
         if offload and offload_allowed():
             self._enable_offload()
+        # Non-TCP traffic sharing the socket (see the module docstring).
+        self._handlers: list[DatagramHandler] = []
+        self._claimed: dict[Address, Sink] = {}
+        self._routes: dict[Address, Sink] = {}
+        self._punching: dict[tuple[int, int], PunchHook] = {}
+        #: NAT binding maintenance on this socket (``Config.nat_keepalive``, natkeep.py).
+        self.nat_keeper: natkeep.BindingKeeper | None = None
+        #: When set, every datagram leaves through ``egress(data, addr)`` instead of the
+        #: socket (a user-space NAT emulator puts itself there: udptcp.tools.natemu);
+        #: what comes back is handed in with :meth:`deliver`.
+        self.egress: Sink | None = None
+        #: Whether ICMP errors are read from the socket's error queue (Linux).
+        self.recverr = enable_recverr(sock)
+        self._errors_handle: asyncio.Handle | None = None
+        # libuv (uvloop) stops watching a descriptor for good the first time poll reports
+        # POLLERR for it, which every ICMP error causes: after one, watch it again.
+        self._rewatch = not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        self._rewatch_handle: asyncio.Handle | None = None
         self._heap: list[tuple[float, int, Transport]] = []
         self._counter = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -261,14 +394,33 @@ class Endpoint:
 
     @classmethod
     def for_socket(
-        cls, loop: asyncio.AbstractEventLoop, sock: socket.socket, config: Config | None = None
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        config: Config | None = None,
+        *,
+        owns_socket: bool = True,
     ) -> Endpoint:
         """The endpoint on ``sock`` for ``loop``: the existing one, or a new one (whose
-        offloads ``config`` decides)."""
+        offloads ``config`` decides, and which closes ``sock`` when it closes only if
+        ``owns_socket``)."""
+        existing = cls.existing(loop, sock)
+        if existing is not None:
+            return existing
+        return cls(
+            loop,
+            sock,
+            offload=config.udp_offload if config is not None else True,
+            owns_socket=owns_socket,
+        )
+
+    @staticmethod
+    def existing(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Endpoint | None:
+        """The open endpoint on ``sock`` for ``loop``, if there is one."""
         existing = _registry.get(loop, {}).get(sock.fileno())
         if existing is not None and not existing._closed:
             return existing
-        return cls(loop, sock, offload=config.udp_offload if config is not None else True)
+        return None
 
     @property
     def sockname(self) -> Address:
@@ -298,6 +450,10 @@ class Endpoint:
         self._refs -= 1
         self._maybe_close()
 
+    def idle_but_for_holds(self, holds: int) -> bool:
+        """True if nothing but ``holds`` holders keeps the endpoint open."""
+        return self._refs <= holds and not self._conns and not self._listeners
+
     def _maybe_close(self) -> None:
         if self._refs <= 0 and not self._conns and not self._listeners:
             self.close()
@@ -313,21 +469,161 @@ class Endpoint:
         self._flush_queue()
         self._closed = True
         self._conns.clear()
+        self._opening.clear()
         self._listeners.clear()
+        self._accepted = self._half_open = self._time_wait = 0
+        self._accepted_by_host.clear()
+        self._half_open_by_host.clear()
         self._heap.clear()
         self._sendq.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.nat_keeper is not None:
+            self.nat_keeper.close()
+        self._handlers.clear()
+        self._claimed.clear()
+        self._routes.clear()
+        self._punching.clear()
+        for handle in (self._errors_handle, self._rewatch_handle):
+            if handle is not None:
+                handle.cancel()
         try:
             self.loop.remove_reader(self._fd)
             self.loop.remove_writer(self._fd)
         except (RuntimeError, ValueError, OSError):
             pass  # the loop is already closed
-        self.sock.close()
+        if self.owns_socket:
+            self.sock.close()
+        else:
+            self._hand_back()
         by_fd = _registry.get(self.loop)
         if by_fd is not None and by_fd.get(self._fd) is self:
             del by_fd[self._fd]
+
+    def _hand_back(self) -> None:
+        """Leave a caller's socket as a caller expects to read it: one datagram per read."""
+        if self.gro:
+            try:
+                self.sock.setsockopt(SOL_UDP, UDP_GRO, 0)
+            except OSError:
+                pass
+            self.gro = False
+
+    # ------------------------------------------------------------------ non-TCP datagrams
+
+    def add_datagram_handler(self, handler: DatagramHandler) -> Callable[[], None]:
+        """Offer ``handler`` every datagram that is not a TCP segment: STUN messages (told
+        apart before decoding) and datagrams that do not decode as a segment. Handlers are
+        asked in the order they were added; the first that returns True takes the datagram.
+        A handler that raises is logged and counts as not taking it. Returns a function
+        that removes the handler."""
+        self._handlers.append(handler)
+
+        def remove() -> None:
+            if handler in self._handlers:
+                self._handlers.remove(handler)
+
+        return remove
+
+    def claim_address(self, addr: Address, sink: Sink) -> Callable[[], None]:
+        """Hand every datagram from ``addr`` to ``sink(data, addr)`` undecoded (a TURN
+        server's ChannelData looks like anything). Returns a function that releases it."""
+        addr = tuple(addr)
+        self._claimed[addr] = sink
+
+        def release() -> None:
+            if self._claimed.get(addr) is sink:
+                del self._claimed[addr]
+
+        return release
+
+    def set_route(self, addr: Address, sink: Sink | None) -> None:
+        """Send every datagram addressed to ``addr`` (segments and :meth:`send_datagram`
+        alike) through ``sink(data, addr)`` instead of the socket: a peer reached through a
+        relay. ``None`` removes the route."""
+        addr = tuple(addr)
+        if sink is None:
+            self._routes.pop(addr, None)
+        else:
+            self._routes[addr] = sink
+
+    def route_of(self, addr: Address) -> Sink | None:
+        """The route set for ``addr``, if any."""
+        return self._routes.get(tuple(addr))
+
+    def send_datagram(self, data: bytes, addr: Address) -> None:
+        """Send one datagram of the application's own (or STUN) on the socket, queued
+        behind segments already waiting, through the route to ``addr`` if one is set."""
+        if self._closed:
+            return
+        route = self._routes.get(addr) if self._routes else None
+        if route is not None:
+            route(data, addr)
+            return
+        self._send(data, addr)
+
+    def send_direct(self, data: bytes, addr: Address) -> None:
+        """Send one datagram on the socket itself, ignoring routes (what a route sends)."""
+        if not self._closed:
+            self._send(data, addr)
+
+    def deliver(self, data: bytes, addr: Address) -> None:
+        """Take ``data`` as if the socket had received it from ``addr`` (an interposer's
+        way in; see ``egress``)."""
+        if not self._closed:
+            self.stats["datagrams_in"] += 1
+            self._on_datagram(data, addr, None)
+
+    def inject(self, data: bytes, addr: Address) -> None:
+        """Take ``data`` as if it had arrived from ``addr`` (what a relay unwrapped)."""
+        if not self._closed:
+            self.stats["datagrams_relayed_in"] += 1
+            self._on_datagram(data, addr, None, claimed=False)
+
+    def _offer(self, data: bytes, addr: Address) -> bool:
+        for handler in list(self._handlers):
+            try:
+                if handler(data, addr):
+                    return True
+            except Exception:
+                logger.exception("%r: datagram handler %r failed", self, handler)
+        return False
+
+    def _deliver_claimed(self, sink: Sink, data: bytes, addr: Address) -> None:
+        self.stats["datagrams_claimed"] += 1
+        try:
+            sink(data, addr)
+        except Exception:
+            logger.exception("%r: handler for %r failed", self, addr)
+
+    # ------------------------------------------------------------------ punching
+
+    def add_punch(self, transport: Transport, hook: PunchHook) -> None:
+        """Let ``transport`` (registered under a placeholder address) hear segments with its
+        virtual ports from any address: ``hook(segment, address)`` decides, and relocates
+        the transport (:meth:`relocate`) before returning True to have it delivered.
+        Segments it refuses are dropped silently (``punch_dropped``), never answered with a
+        reset, so a copy of the peer's SYN that came another way cannot refuse the
+        connection. The hook lasts as long as the connection."""
+        conn = transport._conn
+        self._punching[(conn.local_port, conn.remote_port)] = hook
+
+    def relocate(self, transport: Transport, addr: Address) -> None:
+        """Bind ``transport`` to the remote address ``addr`` from now on."""
+        addr = tuple(addr)
+        old = transport._key
+        if self._conns.get(old) is transport:
+            del self._conns[old]
+        key = (addr, old[1], old[2])
+        if key in self._conns and self._conns[key] is not transport:
+            raise OSError(errno.EADDRINUSE, f"virtual ports {old[1]} -> {old[2]} to {addr!r}")
+        opening = self._opening.get(transport._peer)
+        if opening is not None and transport in opening:
+            self._opened(transport)  # still in SYN-SENT: listed under its new address
+            self._opening.setdefault(addr, []).append(transport)
+        transport._relocated(addr)
+        self._conns[key] = transport
 
     # ------------------------------------------------------------------ connections
 
@@ -356,6 +652,11 @@ class Endpoint:
                 errno.EADDRINUSE,
                 f"virtual ports {local_vport} -> {remote_vport} to {peer!r} are already in use",
             )
+        session = None
+        if securelink.client_secure(config):
+            session, config = securelink.client_session(
+                self, config, peer, local_vport, remote_vport
+            )
         now = self.loop.time()
         iss = self.isn.isn(self._local_id(local_vport), _remote_id(peer, remote_vport), now)
         conn = Connection.connect(
@@ -367,9 +668,22 @@ class Endpoint:
             now=now,
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
+        if session is not None:
+            securelink.link_for(self).add(transport, session)
         self._conns[key] = transport
+        if config.nat_keepalive is not None:
+            natkeep.keeper_for(self).track(transport, config.nat_keepalive)
+        self._opening.setdefault(peer, []).append(transport)
         transport._pump()
         return transport
+
+    def _opened(self, transport: Transport) -> None:
+        """``transport`` left SYN-SENT (to SYN-RECEIVED, ESTABLISHED or CLOSED)."""
+        opening = self._opening.get(transport._peer)
+        if opening is not None and transport in opening:
+            opening.remove(transport)
+            if not opening:
+                del self._opening[transport._peer]
 
     def _pick_vport(self, peer: Address, remote_vport: int) -> int:
         low, high = EPHEMERAL_PORTS
@@ -394,9 +708,15 @@ class Endpoint:
         if self._conns.get(transport._key) is transport:
             del self._conns[transport._key]
             transport._deadline = None
+            if self._punching:
+                self._punching.pop((transport._key[1], transport._key[2]), None)
+            if self.secure is not None:
+                self.secure.forget(transport)
             counters = transport._conn.stats_counters
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
+            self._set_slot(transport, _SLOT_NONE)
+            self._opened(transport)
             self._maybe_close()
 
     def _lingering(self, since: float, now: float) -> list[Transport]:
@@ -444,6 +764,72 @@ class Endpoint:
         out.update(totals)
         return out
 
+    def _account(self, transport: Transport) -> None:
+        """The connection changed state: move it between the limits' counts.
+
+        Called by the transport whenever it sees a state it has not accounted for. A
+        connection entering TIME-WAIT beyond ``max_time_wait`` is forgotten at once (as
+        Linux does past ``tcp_max_tw_buckets``); its application was told it closed already.
+        """
+        state = transport._conn.state
+        transport._accounted_state = state
+        if state is not State.SYN_SENT and transport._listener is None:
+            self._opened(transport)
+        if self._conns.get(transport._key) is not transport:
+            return
+        if state is State.TIME_WAIT:
+            slot = _SLOT_TIME_WAIT
+        elif transport._listener is None or state is State.CLOSED:
+            slot = _SLOT_NONE
+        elif state is State.SYN_RECEIVED:
+            slot = _SLOT_HALF_OPEN
+        else:
+            slot = _SLOT_LIVE
+        if slot == transport._slot:
+            return
+        if slot == _SLOT_TIME_WAIT and self._time_wait >= transport._conn.config.max_time_wait:
+            self.stats["time_wait_dropped"] += 1
+            self._forget(transport)
+            return
+        self._set_slot(transport, slot)
+
+    def _set_slot(self, transport: Transport, slot: int) -> None:
+        old = transport._slot
+        if old == slot:
+            return
+        transport._slot = slot
+        host = transport._peer[0]
+        if old == _SLOT_HALF_OPEN:
+            self._half_open -= 1
+            _decrement(self._half_open_by_host, host)
+            counters = transport._conn.stats_counters
+            for name in _HANDSHAKE_COUNTERS:
+                if counters[name]:
+                    self.stats[name] += counters[name]
+        elif old == _SLOT_TIME_WAIT:
+            self._time_wait -= 1
+        if old in (_SLOT_HALF_OPEN, _SLOT_LIVE) and slot not in (_SLOT_HALF_OPEN, _SLOT_LIVE):
+            self._accepted -= 1
+            _decrement(self._accepted_by_host, host)
+        if slot in (_SLOT_HALF_OPEN, _SLOT_LIVE) and old not in (_SLOT_HALF_OPEN, _SLOT_LIVE):
+            self._accepted += 1
+            self._accepted_by_host[host] = self._accepted_by_host.get(host, 0) + 1
+        if slot == _SLOT_HALF_OPEN:
+            self._half_open += 1
+            self._half_open_by_host[host] = self._half_open_by_host.get(host, 0) + 1
+        elif slot == _SLOT_TIME_WAIT:
+            self._time_wait += 1
+
+    def limits(self) -> dict[str, int]:
+        """How much of each limit is in use now: accepted connections (half-open
+        included), half-open ones, TIME-WAIT ones, and the remote addresses counted."""
+        return {
+            "accepted": self._accepted,
+            "half_open": self._half_open,
+            "time_wait": self._time_wait,
+            "addresses": len(self._accepted_by_host),
+        }
+
     def connections(self) -> list[Transport]:
         """Transports of the connections on this endpoint (TIME-WAIT included)."""
         return list(self._conns.values())
@@ -474,12 +860,19 @@ class Endpoint:
         self._writes_unread = 0
         self._last_read = self.loop.time()
         try:
-            self._read(trains)
-        finally:
             try:
-                self._deliver_trains(trains)
+                datagrams = self._read(trains)
             finally:
-                self._reading = False
+                self._deliver_trains(trains)
+            if datagrams == 0 and not self._closed and not self._deferring:
+                self.stats["empty_wakeups"] += 1
+                # Woken with nothing to read: poll reported POLLERR for an error queue that
+                # holds something (a local error, or an ICMP error whose pending errno a
+                # send took). Left there it would wake us again at once, forever.
+                self._read_errors()
+                self._watch_again_soon()
+        finally:
+            self._reading = False
 
     def poll_from_write(self, now: float, transport: Transport) -> None:
         """Called by ``Transport.write``: if the loop has not read the socket for
@@ -528,30 +921,33 @@ class Endpoint:
             self._deliver_train(transport, segments)
         trains.clear()
 
-    def _read(self, trains: dict[Transport, list[Segment]]) -> None:
+    def _read(self, trains: dict[Transport, list[Segment]]) -> int:
+        """Read up to READ_BATCH times; return how many datagrams (or errors) came."""
         sock = self.sock
         gro = self.gro
         pending = 0  # segments read and not yet delivered
-        for _ in range(READ_BATCH):
+        for reads in range(READ_BATCH):
             try:
                 if gro:
                     data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, _GRO_CMSG_SPACE)
                 else:
                     data, addr = sock.recvfrom(RECV_SIZE)
             except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionRefusedError:
-                # ICMP port unreachable, reported on a connected socket (DESIGN §8).
-                self._on_icmp_unreachable()
-                if self._closed:
-                    return
-                continue
+                return reads
             except OSError as exc:
                 if self._closed:
-                    return
+                    return reads
+                if exc.errno in ICMP_ERRNOS or isinstance(exc, ConnectionResetError):
+                    # An ICMP error's pending errno (Windows reports port unreachable as
+                    # a reset): the details are in the error queue (DESIGN §8).
+                    self._on_pending_error()
+                    self._watch_again_soon()
+                    if self._closed:
+                        return reads
+                    continue
                 self.stats["recv_errors"] += 1
                 logger.debug("%r: recvfrom failed: %s", self, exc)
-                return
+                return reads
             size = 0
             if gro and ancdata:
                 for level, kind, value in ancdata:
@@ -571,12 +967,13 @@ class Endpoint:
                 self._on_datagram(data, addr, trains)
                 pending += 1
             if self._closed:
-                return
+                return reads + 1
             if pending >= TRAIN_MAX:
                 # Deliver (and so acknowledge) before reading on: a sender must hear
                 # from us well within its loss-probe timeout, however long the burst.
                 self._deliver_trains(trains)
                 pending = 0
+        return READ_BATCH
 
     def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
         rest = segments
@@ -593,22 +990,52 @@ class Endpoint:
         data: bytes,
         addr: Address,
         trains: dict[Transport, list[Segment]] | None = None,
+        claimed: bool = True,
     ) -> None:
         """Decode one datagram and route its segment: into ``trains`` for a connection
-        (delivered after the read burst), or at once (a SYN, a reset for a closed port)."""
+        (delivered after the read burst), or at once (a SYN, a reset for a closed port).
+        Non-TCP datagrams go to their handlers first (see the module docstring)."""
+        if claimed and self._claimed:
+            sink = self._claimed.get(addr)
+            if sink is not None:
+                self._deliver_claimed(sink, data, addr)
+                return
+        if data[4:8] == STUN_MAGIC_COOKIE and is_stun(data):
+            # RFC 8489 §5 / RFC 7983: STUN is told apart before any TCP decoding.
+            self.stats["stun_in"] += 1
+            if not self._offer(data, addr):
+                self.stats["stun_unhandled"] += 1
+            return
+        if self.secure is not None and self.secure.on_datagram(data, addr, trains):
+            return  # a secure connection's: authenticated (or dropped) before decoding
         try:
             seg = decode(data)
         except MalformedSegment as exc:
+            if self._handlers and self._offer(data, addr):
+                self.stats["datagrams_handled"] += 1
+                return
             self.stats["malformed"] += 1
             self.stats["malformed:" + exc.reason] += 1
+            opening = self._opening.get(addr)
+            if opening:
+                # Perhaps the answer of a UDP service that is not udptcp to our SYN.
+                now = self.loop.time()
+                for transport in list(opening):
+                    self._guarded(transport, transport._foreign_datagram, now)
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
-        self._route(seg, addr, trains)
+        self._route(seg, addr, trains, len(data))
 
     def _route(
-        self, seg: Segment, addr: Address, trains: dict[Transport, list[Segment]] | None
+        self,
+        seg: Segment,
+        addr: Address,
+        trains: dict[Transport, list[Segment]] | None,
+        size: int | None = None,
     ) -> None:
+        """Hand ``seg`` to its connection, or answer it here. ``size`` is the datagram's
+        (for the amplification limit; unknown for a segment routed again)."""
         flags = seg.flags
         if flags & (SYN | FIN) == SYN | FIN:
             # No stack opens a connection with a FIN (T/TCP, which did, is historic);
@@ -618,6 +1045,15 @@ class Endpoint:
         key = (addr, seg.dst_port, seg.src_port)
         transport = self._conns.get(key)
         is_syn = flags & (SYN | ACK | RST) == SYN
+        if transport is None and self._punching:
+            hook = self._punching.get((seg.dst_port, seg.src_port))
+            if hook is not None:
+                # A punching connection's peer, from an address it is not bound to (yet).
+                if hook(seg, addr):
+                    transport = self._conns.get(key)
+                if transport is None:
+                    self.stats["punch_dropped"] += 1
+                    return
         if transport is not None:
             if not is_syn:
                 if trains is None:
@@ -635,50 +1071,257 @@ class Endpoint:
                 # ISN beyond everything the old one sent.
                 self.stats["time_wait_reopened"] += 1
                 self._forget(transport)
-                self._on_syn(seg, addr, key, iss=conn.reopen_iss())
+                self._on_syn(seg, addr, key, size, iss=conn.reopen_iss())
                 return
             elif self._conns.get(key) is transport:
                 self._guarded(transport, transport._receive, seg)
                 return
         if is_syn:
-            self._on_syn(seg, addr, key)
+            mirror = self._conns.get((addr, seg.src_port, seg.dst_port))
+            if mirror is not None and mirror._conn.reflects_own_syn(seg):
+                # One of our own SYNs, echoed back with its ports as we sent them: that
+                # connection learns it is talking to an echo service (with equal ports
+                # the echo reaches it by the lookup above).
+                self._guarded(mirror, mirror._receive, seg)
+                return
+            self._on_syn(seg, addr, key, size)
             return
-        self._reply_rst(seg, addr)
+        if seg.flags & (SYN | ACK | RST) == ACK and self._on_cookie_ack(seg, addr, key, size):
+            return
+        self._reply_rst(seg, addr, size)
 
-    def _on_syn(self, seg: Segment, addr: Address, key: Key, iss: int | None = None) -> None:
+    def _listener_for(self, seg: Segment) -> Listener | None:
         listener = self._listeners.get(seg.dst_port) or self._listeners.get(None)
-        if listener is None or not listener.serving:
-            self._reply_rst(seg, addr)  # a closed port (RFC 9293 §3.10.7.1)
+        return listener if listener is not None and listener.serving else None
+
+    def _on_syn(
+        self, seg: Segment, addr: Address, key: Key, size: int | None, iss: int | None = None
+    ) -> None:
+        """A SYN for no connection: refuse it, answer it with a cookie, or open a half-open
+        connection (with ``iss`` when it reopens a TIME-WAIT 4-tuple)."""
+        listener = self._listener_for(seg)
+        if listener is None:
+            self._reply_rst(seg, addr, size)  # a closed port (RFC 9293 §3.10.7.1)
             return
-        if listener.pending >= listener.backlog:
-            # Like Linux with a full accept queue: drop, the client's SYN retry comes back.
-            self.stats["syn_dropped_backlog"] += 1
+        config = listener.config
+        host = addr[0]
+        if self._refused(config, host):
+            # RST, as a full Linux listener with syncookies does not do but a server
+            # refusing a client does: the client learns at once instead of after its SYN
+            # retries, and a forged SYN earns its victim one RST no larger than the SYN.
+            self._reply_rst(seg, addr, size)
             return
         now = self.loop.time()
-        config = listener.config
+        over_address = self._half_open_by_host.get(host, 0) >= config.max_half_open_per_address
+        if over_address or listener.pending >= listener.backlog:
+            if over_address:
+                self.stats["half_open_per_address"] += 1
+            if config.syn_cookies and securelink.cookie_allowed(config, seg):
+                self._send_cookie(seg, addr, config, now, size)
+            elif not over_address:
+                # Like Linux with a full queue and no cookies: drop (no RST, which would
+                # fail a client that a SYN retry a second later might get through).
+                self.stats["syn_dropped_backlog"] += 1
+            return
+        attach = None
+        wire_extra = (0, 0)
+        if securelink.server_secure(config) or (seg.options is not None and seg.options.unknown):
+            # Secure mode: an offer to accept or decline, or a plain SYN to refuse.
+            accepted = securelink.accept_syn(self, config, seg, addr, size)
+            if accepted is None:
+                return
+            seg, config, attach, wire_extra = accepted
         if iss is None:
             iss = self.isn.isn(self._local_id(seg.dst_port), _remote_id(addr, seg.src_port), now)
-        conn = Connection.accept(config, seg, iss=iss, mss=self.mss_for(config), now=now)
+        conn = Connection.accept(
+            config,
+            seg,
+            iss=iss,
+            mss=self.mss_for(config),
+            now=now,
+            received=size,
+            wire_extra=wire_extra,
+        )
         transport = Transport(self, conn, addr, listener=listener)
+        if attach is not None:
+            attach(transport)
         listener.add_pending(transport)
         self._conns[key] = transport
+        if config.nat_keepalive is not None:
+            natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._guarded(transport, transport._pump)
 
-    def _reply_rst(self, seg: Segment, addr: Address) -> None:
-        rst = rst_for(seg)
-        if rst is not None:
-            self.stats["rst_sent"] += 1
-            self.transmit(addr, [rst])
+    def _refused(self, config: Config, host: Any) -> bool:
+        """True (and counted) when a new connection from ``host`` would break a limit."""
+        if self._accepted_by_host.get(host, 0) >= config.max_connections_per_address:
+            self.stats["refused_per_address"] += 1
+            return True
+        if self._accepted >= config.max_connections:
+            self.stats["refused_max_connections"] += 1
+            return True
+        return False
 
-    def _on_icmp_unreachable(self) -> None:
-        self.stats["icmp_unreachable"] += 1
-        peer = self.connected_peer
-        if peer is None:
+    def _send_cookie(
+        self, seg: Segment, addr: Address, config: Config, now: float, size: int | None
+    ) -> None:
+        """Answer ``seg`` with a SYN cookie's SYN-ACK and forget it (RFC 4987 §3.6)."""
+        opts = seg.options
+        peer_mss = opts.mss if opts is not None and opts.mss else 536  # RFC 9293 §3.7.1
+        cookie = self.cookies.make(
+            _cookie_peer(addr), seg.dst_port, seg.src_port, seg.seq, peer_mss, now
+        )
+        syn_ack = Connection.cookie_syn_ack(
+            config, seg, iss=cookie, mss=self.mss_for(config), now=now
+        )
+        if self._send_stateless(addr, syn_ack, seg, size):
+            self.stats["syn_cookies_sent"] += 1
+
+    def _on_cookie_ack(self, seg: Segment, addr: Address, key: Key, size: int | None) -> bool:
+        """A bare ACK for no connection: if it completes a SYN cookie's handshake, make the
+        connection and return True. False: it is a stray segment (answered with RST)."""
+        now = self.loop.time()
+        if not self.cookies.recently_made(now):
+            return False
+        listener = self._listener_for(seg)
+        if listener is None or not listener.config.syn_cookies:
+            return False
+        config = listener.config
+        iss = seq_add(seg.ack, -1)
+        peer_mss = self.cookies.check(
+            _cookie_peer(addr), seg.dst_port, seg.src_port, seq_add(seg.seq, -1), iss, now
+        )
+        wscale: int | None = None
+        sack = False
+        ts = seg.options.timestamps if seg.options is not None else None
+        if peer_mss is not None and ts is not None and config.timestamps:
+            # The window-scale and SACK choices come back in the TSecr (RFC 7323 says a
+            # peer echoes our TSval); one that cannot be our cookie's TSval is refused.
+            choices = check_ts_echo(ts[1], iss, now)
+            if choices is None:
+                peer_mss = None
+            else:
+                wscale, sack = choices
+        if peer_mss is None:
+            self.stats["syn_cookies_rejected"] += 1
+            return False
+        if self._refused(config, addr[0]):
+            self._reply_rst(seg, addr, size)
+            return True
+        conn = Connection.from_cookie(
+            config,
+            seg,
+            iss=iss,
+            mss=self.mss_for(config),
+            peer_mss=peer_mss,
+            wscale=wscale,
+            sack=sack,
+            now=now,
+        )
+        self.stats["syn_cookies_accepted"] += 1
+        transport = Transport(self, conn, addr, listener=listener)
+        self._conns[key] = transport
+        self._guarded(transport, transport._pump)
+        return True
+
+    def _reply_rst(self, seg: Segment, addr: Address, size: int | None = None) -> None:
+        rst = rst_for(seg)
+        if rst is not None and self._send_stateless(addr, rst, seg, size):
+            self.stats["rst_sent"] += 1
+
+    def _send_stateless(
+        self, addr: Address, reply: Segment, cause: Segment, size: int | None
+    ) -> bool:
+        """Send a reply that no connection accounts for, if it is at most three times the
+        datagram that caused it (RFC 9000 §8.1's rule: the address is unproven)."""
+        received = size if size is not None else received_size(cause)
+        if sent_size(reply) > AMPLIFICATION_FACTOR * received:
+            self.stats["amplification_limited"] += 1
+            return False
+        self.transmit(addr, [reply])
+        return True
+
+    # ------------------------------------------------------------------ ICMP errors
+
+    def _on_pending_error(self) -> None:
+        """A recv or send failed with an ICMP error's errno: find out what it was about."""
+        if self.recverr:
+            self._read_errors()
+        elif self.connected_peer is not None:
+            # No error queue: the kernel says only that the connected peer's port is
+            # unreachable, not about which datagram.
+            self.stats["icmp_unreachable"] += 1
+            peer = self.connected_peer
+            now = self.loop.time()
+            for transport in list(self._conns.values()):
+                if transport._peer == peer:
+                    self._guarded(transport, transport._icmp_unreachable, now, None)
+        else:
+            self.stats["icmp_unmatched"] += 1
+
+    def _pending_error_soon(self) -> None:
+        """As :meth:`_on_pending_error`, from a fresh loop callback: a send fails inside
+        some connection's processing, which must not be re-entered."""
+        if self._errors_handle is None and not self._closed:
+            self._errors_handle = self.loop.call_soon(self._on_pending_error_soon)
+
+    def _on_pending_error_soon(self) -> None:
+        self._errors_handle = None
+        if not self._closed:
+            self._on_pending_error()
+            self._watch_again_soon()
+
+    def _read_errors(self) -> None:
+        """Drain the socket's error queue; hand each ICMP error to its connection."""
+        if not self.recverr or self._closed:
+            return
+        errors = read_errors(self.sock, READ_BATCH)
+        if errors:
+            self._watch_again_soon()
+        for error in errors:
+            self._on_icmp_error(error)
+            if self._closed:
+                return
+
+    def _on_icmp_error(self, error: IcmpError) -> None:
+        kind = error.kind
+        if kind == LOCAL:
+            self.stats["errqueue_local"] += 1  # e.g. EMSGSIZE: the send said so already
+            return
+        if kind == PATH_MTU:
+            self.stats["icmp_path_mtu"] += 1  # probing finds the size (RFC 8899)
+            return
+        quoted = quoted_segment(error.quote)
+        transport = None
+        if quoted is not None:
+            # Our own segment, quoted: its source port is ours, its destination the peer's.
+            src, dst, seq = quoted
+            transport = self._conns.get((error.address, src, dst))
+        if transport is None:
+            self.stats["icmp_unmatched"] += 1
             return
         now = self.loop.time()
-        for transport in list(self._conns.values()):
-            if transport._peer == peer:
-                self._guarded(transport, transport._icmp_unreachable, now)
+        if kind == PORT_UNREACHABLE:
+            self.stats["icmp_unreachable"] += 1
+            self._guarded(transport, transport._icmp_unreachable, now, seq)
+        else:
+            self.stats["icmp_soft"] += 1
+            self._guarded(transport, transport._icmp_soft_error, now, kind, seq)
+
+    def _watch_again_soon(self) -> None:
+        """After POLLERR, re-register the socket with loops that drop it then (uvloop)."""
+        if self._rewatch and self._rewatch_handle is None and not self._closed:
+            self._rewatch_handle = self.loop.call_soon(self._watch_again)
+
+    def _watch_again(self) -> None:
+        self._rewatch_handle = None
+        if self._closed:
+            return
+        loop, fd = self.loop, self._fd
+        loop.remove_reader(fd)
+        loop.add_reader(fd, self._on_readable)
+        if self._sendq:
+            loop.remove_writer(fd)
+            loop.add_writer(fd, self._on_writable)
 
     def _guarded(self, transport: Transport, method: Callable[..., Any], *args: Any) -> Any:
         """Run a call into one connection; an exception there must not hurt the others.
@@ -700,11 +1343,17 @@ class Endpoint:
 
     # ------------------------------------------------------------------ sending
 
-    def transmit(self, addr: Address, segments: Sequence[Segment]) -> None:
+    def transmit(
+        self,
+        addr: Address,
+        segments: Sequence[Segment],
+        seal: Callable[[Segment], bytes] | None = None,
+    ) -> None:
         """Encode and send ``segments`` to ``addr``, queueing what the kernel will not take.
 
-        Runs of equal-sized datagrams go out as one GSO send where the socket has it.
-        Our own segments are never dropped for lack of socket buffer (DESIGN §8).
+        ``seal`` replaces :func:`encode` for a secure connection. Runs of equal-sized
+        datagrams go out as one GSO send where the socket has it. Our own segments are
+        never dropped for lack of socket buffer (DESIGN §8).
         """
         if self._closed:
             return
@@ -712,11 +1361,19 @@ class Endpoint:
         if trace is not None:
             for seg in segments:
                 self._trace("out", addr, seg)
+        to_bytes = encode if seal is None else seal
+        if self._routes:
+            route = self._routes.get(addr)
+            if route is not None:
+                self.stats["datagrams_routed"] += len(segments)
+                for seg in segments:
+                    route(to_bytes(seg), addr)
+                return
         if not self.gso or len(segments) == 1:
             for seg in segments:
-                self._send(encode(seg), addr)
+                self._send(to_bytes(seg), addr)
             return
-        datagrams = [encode(seg) for seg in segments]
+        datagrams = [to_bytes(seg) for seg in segments]
         i, n = 0, len(datagrams)
         while i < n:
             # A GSO run: datagrams of one size, the last of them possibly shorter.
@@ -736,6 +1393,10 @@ class Endpoint:
     def _send(self, data: bytes, addr: Address, gso: int = 0, count: int = 1) -> None:
         """Send one datagram, or with ``gso`` a run of ``count`` datagrams of that size."""
         self.stats["datagrams_out"] += count
+        if self.egress is not None:
+            for offset in range(0, len(data), gso or len(data) or 1):
+                self.egress(data[offset : offset + gso] if gso else data, addr)
+            return
         if self._sendq:
             self._sendq.append((data, addr, gso))
             return
@@ -745,27 +1406,33 @@ class Endpoint:
             self._sendq.append((data, addr, gso))
             self.stats["send_queued"] += 1
             self.loop.add_writer(self._fd, self._on_writable)
-        except ConnectionRefusedError:
-            # A pending ICMP error surfaced on send; tell the connections outside the
-            # segment loop that is running now.
-            self.loop.call_soon(self._on_icmp_unreachable)
         except OSError as exc:
             self._send_failed(data, addr, gso, exc)
 
-    def _send_now(self, data: bytes, addr: Address, gso: int) -> None:
+    def _send_now(self, data: bytes, addr: Address, gso: int, again: bool = True) -> None:
         connected = addr == self.connected_peer
-        if not gso:
+        try:
+            if not gso:
+                if connected:
+                    self.sock.send(data)
+                else:
+                    self.sock.sendto(data, addr)
+                return
+            self.stats["gso_sends"] += 1
+            control = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(gso))]
             if connected:
-                self.sock.send(data)
+                self.sock.sendmsg([data], control)
             else:
-                self.sock.sendto(data, addr)
-            return
-        self.stats["gso_sends"] += 1
-        control = [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(gso))]
-        if connected:
-            self.sock.sendmsg([data], control)
-        else:
-            self.sock.sendmsg([data], control, 0, addr)
+                self.sock.sendmsg([data], control, 0, addr)
+        except OSError as exc:
+            if not again or exc.errno not in ICMP_ERRNOS:
+                raise
+            # The pending error of an ICMP message about an earlier datagram (to this peer
+            # or any other) failed this send, which sent nothing. The failed call took the
+            # error, so send again; what the error was about is read outside the segment
+            # processing that is running now.
+            self._pending_error_soon()
+            self._send_now(data, addr, gso, False)
 
     def _send_failed(self, data: bytes, addr: Address, gso: int, exc: OSError) -> None:
         if not gso:
@@ -799,8 +1466,6 @@ class Endpoint:
                 self._send_now(data, addr, gso)
             except (BlockingIOError, InterruptedError):
                 return
-            except ConnectionRefusedError:
-                self.loop.call_soon(self._on_icmp_unreachable)
             except OSError as exc:
                 queue.popleft()
                 if gso:
@@ -878,3 +1543,16 @@ _DELIVERING = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
 
 def _remote_id(addr: Address, vport: int) -> tuple[Any, ...]:
     return (addr[0], addr[1], vport)
+
+
+def _cookie_peer(addr: Address) -> tuple[Any, ...]:
+    """The part of a UDP address a SYN cookie is bound to: host and port."""
+    return (addr[0], addr[1])
+
+
+def _decrement(counts: dict[Any, int], host: Any) -> None:
+    left = counts.get(host, 0) - 1
+    if left > 0:
+        counts[host] = left
+    else:
+        counts.pop(host, None)

@@ -95,6 +95,11 @@ _CONNECT_PASSED = frozenset(
         "config",
         "vport",
         "local_vport",
+        "own_socket",
+        "identity",
+        "peer_key",
+        "psk",
+        "allow_plain",
     }
 )
 # What create_connection(sock=) passes on when it adopts a connection sock_connect made.
@@ -114,6 +119,10 @@ _SERVE_PASSED = frozenset(
         "start_serving",
         "config",
         "vport",
+        "own_socket",
+        "identity",
+        "psk",
+        "allow_plain",
     }
 )
 

@@ -9,9 +9,14 @@ asyncio calls it for a connection the kernel has accepted.
 or :meth:`Server.serve_forever`: a SYN arriving before that is answered with RST, as a TCP
 socket that is bound but not yet listening would answer it.
 
-``backlog`` bounds the connections that are still in the handshake (SYN-RECEIVED); a SYN
-beyond it is dropped silently, as Linux does with a full queue, so the client's SYN
-retransmission tries again later.
+``backlog`` bounds the connections that are still in the handshake (SYN-RECEIVED), and so
+the memory a SYN flood can take. A SYN beyond it is answered with a SYN cookie
+(``Config.syn_cookies``, on by default, as Linux's ``tcp_syncookies``): a stateless SYN-ACK,
+the connection being made only when the client's final ACK proves its address. With cookies
+off such a SYN is dropped silently, as Linux does with a full queue, so the client's SYN
+retransmission tries again later. The connection limits of the server's ``Config``
+(``max_connections``, ``max_connections_per_address``, ``max_half_open_per_address``) apply
+as well; the endpoint's ``stats`` count every limit hit.
 
 :meth:`Server.close` stops accepting (pending handshakes are reset) and leaves established
 connections alone; :meth:`Server.wait_closed` returns once the server is closed *and* all

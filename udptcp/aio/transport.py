@@ -39,21 +39,26 @@ import collections
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from udptcp.core.connection import Connection, State
+from udptcp.core.errors import aborted
 from udptcp.core.events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from udptcp.core.segment import Segment
 
 from .connsocket import ConnectionSocket
 
 if TYPE_CHECKING:
+    from udptcp.core.secure import SecureSession
+
     from .endpoint import Address, Endpoint
     from .server import Listener, Server
 
-__all__ = ["Transport"]
+__all__ = ["Transport", "with_address"]
 
 logger = logging.getLogger("udptcp")
+
+_E = TypeVar("_E", bound="BaseException | None")
 
 #: Writes on a closed transport tolerated before a warning is logged (as asyncio's
 #: ``constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES``).
@@ -70,7 +75,11 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     ``sockname`` (local UDP address), ``socket`` (a per-connection
     :class:`~udptcp.aio.connsocket.ConnectionSocket`), ``vports`` (local and remote virtual
     ports), ``udptcp_stats`` (the connection's counters and estimators, computed on call)
-    and ``udptcp_connection`` (the core connection itself, for tests and tools).
+    and ``udptcp_connection`` (the core connection itself, for tests and tools). In secure
+    mode ``secure`` is the ``(pattern, cipher)`` pair (None on a plain connection),
+    ``peer_key`` the peer's authenticated static public key (None when the pattern leaves
+    the peer anonymous) and ``secure_handshake_hash`` the Noise handshake hash, the same on
+    both ends (a channel binding).
     """
 
     # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
@@ -96,6 +105,10 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._peer = peer
         self._key = (peer, conn.local_port, conn.remote_port)
         self._deadline: float | None = None
+        # The endpoint's connection limits: the state last accounted for and the count
+        # the connection is in (Endpoint._account).
+        self._accounted_state: State | None = None
+        self._slot = 0
         # Active open: the factory is called on ESTABLISHED, as asyncio calls it once the
         # socket connected; create_connection awaits the waiter.
         self._protocol_factory = protocol_factory
@@ -121,6 +134,10 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._socket: ConnectionSocket | None = None
         # The peer's endpoint when it is in this loop (False: not looked for yet).
         self._peer_endpoint: Endpoint | None | bool = False
+        # Secure mode: the session and the encoder that seals this connection's segments
+        # (None on a plain connection: the endpoint encodes them itself).
+        self._secure: SecureSession | None = None
+        self._seal: Callable[[Segment], bytes] | None = None
 
     def __repr__(self) -> str:
         info = [type(self).__name__, f"{self._conn.state.value}"]
@@ -146,7 +163,21 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             return (self._conn.local_port, self._conn.remote_port)
         if name == "udptcp_connection":
             return self._conn
+        if name in ("secure", "peer_key", "secure_handshake_hash"):
+            session = self._secure
+            if session is None or not session.established:
+                return default
+            if name == "secure":
+                return session.info
+            value = session.peer_key if name == "peer_key" else session.handshake_hash
+            return default if value is None else value
         return super().get_extra_info(name, default)
+
+    def _moved(self, peer: Address) -> None:
+        """Secure mode moved the connection to the peer's new UDP address."""
+        self._peer = peer
+        self._key = (peer, self._conn.local_port, self._conn.remote_port)
+        self._extra["peername"] = peer  # type: ignore[attr-defined]  # BaseTransport's slot
 
     def is_closing(self) -> bool:
         """True once ``close()`` or ``abort()`` was called or the connection ended (also
@@ -294,6 +325,12 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
 
     # ------------------------------------------------------------------ driving the core
 
+    def _relocated(self, peer: Address) -> None:
+        """The endpoint bound this connection to a new remote address (a punched path)."""
+        self._peer = peer
+        self._key = (peer, self._conn.local_port, self._conn.remote_port)
+        self._extra["peername"] = peer  # type: ignore[attr-defined]
+
     def _receive(self, seg: Segment) -> None:
         self._conn.receive(seg, self._loop.time())
         self._pump()
@@ -315,8 +352,16 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._conn.handle_timer(now)
         self._pump()
 
-    def _icmp_unreachable(self, now: float) -> None:
-        self._conn.icmp_unreachable(now)
+    def _icmp_unreachable(self, now: float, seq: int | None) -> None:
+        self._conn.icmp_unreachable(now, seq)
+        self._pump()
+
+    def _foreign_datagram(self, now: float) -> None:
+        self._conn.foreign_datagram(now)
+        self._pump()
+
+    def _icmp_soft_error(self, now: float, detail: str, seq: int | None) -> None:
+        self._conn.icmp_soft_error(now, detail, seq)
         self._pump()
 
     def _pump(self) -> None:
@@ -332,7 +377,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         conn = self._conn
         segments = conn.take_segments()
         if segments:
-            endpoint.transmit(self._peer, segments)
+            endpoint.transmit(self._peer, segments, self._seal)
         if not self._dispatching:
             self._dispatching = True
             try:
@@ -346,12 +391,14 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                     self._dispatch()
                     segments = conn.take_segments()
                     if segments:
-                        endpoint.transmit(self._peer, segments)
+                        endpoint.transmit(self._peer, segments, self._seal)
             finally:
                 self._dispatching = False
         deadline = conn.get_timer()
         if deadline != self._deadline:
             endpoint._schedule(self, deadline)
+        if conn.state is not self._accounted_state:
+            endpoint._account(self)
         if conn.state is State.CLOSED:
             endpoint._forget(self)
         elif self._protocol_paused:
@@ -372,7 +419,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         conn = self._conn
         segments = conn.take_segments()
         if segments:
-            self._endpoint.transmit(self._peer, segments)
+            self._endpoint.transmit(self._peer, segments, self._seal)
         if not self._dispatching:
             events = conn.take_events()
             if events:
@@ -382,6 +429,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         deadline = conn.get_timer()
         if deadline != self._deadline:
             self._endpoint._schedule(self, deadline)
+        if conn.state is not self._accounted_state:
+            self._endpoint._account(self)
         if conn.state is State.CLOSED:
             self._endpoint._forget(self)
 
@@ -440,7 +489,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             else:
                 self._connected()
         elif kind is ConnectionClosed:
-            self._connection_closed(ev.error)  # type: ignore[attr-defined]
+            error = ev.error  # type: ignore[attr-defined]
+            self._connection_closed(with_address(error, self._peer, self._protocol is None))
 
     def _connected(self) -> None:
         """Active open reached ESTABLISHED: make the protocol, wake create_connection."""
@@ -519,7 +569,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             self._loop.call_soon(self._call_connection_lost, error)
         elif self._waiter is not None and not self._waiter.done():
             if error is None:
-                error = ConnectionAbortedError("udptcp connection closed during the handshake")
+                error = with_address(aborted("closed during the handshake"), self._peer, True)
             self._waiter.set_exception(error)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
@@ -608,6 +658,24 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                     "protocol": self._protocol,
                 }
             )
+
+
+def with_address(error: _E, peer: Address, connecting: bool) -> _E:
+    """A connection's error as the application sees it: the core's exception (an
+    ``OSError`` with ``errno`` and ``strerror``) made again with the peer's UDP address in
+    its message, as asyncio's ``ConnectionRefusedError(111, "Connect call failed
+    ('127.0.0.1', 9)")`` has it; anything else is returned as it is.
+
+    ``connecting``: the connection never reached the application (``create_connection``
+    raises it), so the message starts as asyncio's does for a failed connect.
+    """
+    if not isinstance(error, OSError) or error.errno is None or error.strerror is None:
+        return error
+    if connecting:
+        text = f"Connect call failed {peer!r}: {error.strerror}"
+    else:
+        text = f"Connection with {peer!r}: {error.strerror}"
+    return cast(_E, type(error)(error.errno, text))
 
 
 # States after which the application has nothing left to close.

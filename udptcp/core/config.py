@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from udptcp.core.keys import Identity, check_key
 
 #: UDP payload budget for a 1500-byte MTU path (DESIGN §2): 1500 - 20 (IPv4) - 8 (UDP).
 PAYLOAD_BUDGET_IPV4 = 1472
@@ -29,6 +31,14 @@ class Config:
     #: sides must offer. 1 MiB fills a 100 Mbit/s path with an 80 ms RTT; more mostly
     #: fills socket buffers on fast local paths (4 MiB halved loopback throughput).
     receive_buffer: int = 1024 * 1024
+    #: Most out-of-order pieces held for reassembly per connection. Each held piece is also
+    #: charged its bytes plus 256 bytes of bookkeeping against ``receive_buffer`` (as Linux
+    #: charges ``truesize``), so a peer that leaves a hole after every byte cannot make the
+    #: queue cost many times its window; an arrival that does not fit is dropped and
+    #: counted (``reassembly_dropped``), for the sender to retransmit. 4096 is where the
+    #: default 1 MiB buffer runs out on 1-byte pieces anyway; adjacent arrivals join one
+    #: piece, so an ordinary transfer, even through heavy loss, holds far fewer.
+    max_reassembly_pieces: int = 4096
     #: Path MTU probing (RFC 8899 datagram PLPMTUD, in RFC 4821's way for a byte stream):
     #: the largest UDP payload to search up to, or ``None`` to send ``max_datagram``-sized
     #: datagrams only. Probes are real data segments; a lost probe is resent at the proven
@@ -91,6 +101,15 @@ class Config:
     keepalive_interval: float = 5.0
     #: Unanswered probes before the connection fails with ``TimeoutError``.
     keepalive_count: int = 4
+    #: NAT binding maintenance, separate from TCP keepalive: every this many seconds the
+    #: endpoint sends a 20-byte STUN Binding request (RFC 8489) to the connection's remote
+    #: address, from both sides, whatever the connection is doing, so a NAT or firewall
+    #: binding with a shorter timeout never expires. ``None`` (the default for ordinary
+    #: connections) sends none; peer connections use 5 s, below the 10-30 s some home NATs
+    #: keep an idle UDP binding. A peer that runs binding maintenance too answers, and a
+    #: changed mapped address in its answer is reported (``nat_mapping_changed``). A plain
+    #: udptcp peer drops the request as a malformed segment: it never reaches its core.
+    nat_keepalive: float | None = None
     #: How long a connection closed with ``close()`` waits in FIN-WAIT-2 for the peer's FIN.
     fin_wait2_timeout: float = 60.0
     #: How long shutting down the event loop (``asyncio.run`` returning, a ``Runner``
@@ -111,6 +130,64 @@ class Config:
     #: without the fq qdisc: in the simulator matrix it did not lower slow-start losses
     #: at drop-tail bottlenecks and cost goodput under reordering and bursty loss.
     pacing: bool = False
+    #: Secure mode: a Noise handshake rides in the SYN and SYN-ACK, then every datagram is
+    #: encrypted and authenticated (``udptcp.core.secure`` describes the protocol). A
+    #: server is secure when it has an ``identity`` or a ``psk``, a client when it has a
+    #: ``peer_key`` or a ``psk``. This side's static key pair: a server's is what its
+    #: clients pin; a client's (used only with ``peer_key``) lets the server learn who
+    #: connected (Noise IK instead of NK).
+    identity: Identity | None = None
+    #: The server's public key (32 bytes) a client pins: the handshake fails with
+    #: ``SecureHandshakeError`` unless the server holds its private key.
+    peer_key: bytes | None = None
+    #: A 32-byte pre-shared key mixed into the handshake (Noise ``psk`` patterns); both
+    #: sides must hold it. On its own (no keys) it authenticates both sides.
+    psk: bytes | None = field(default=None, repr=False)
+    #: A secure client falls back to a plain connection when the server does not speak
+    #: secure mode, and a server with an identity or PSK accepts plain clients too.
+    #: Off by default: the peer's lack of secure mode is an error.
+    allow_plain: bool = False
+
+    # Limits against hostile peers. They apply to the connections an endpoint accepts
+    # (passive opens); connections the application opens itself are its own business, except
+    # that TIME-WAIT is bounded for every connection on the endpoint. "Address" means the
+    # remote IP address, whatever its UDP port: a host picks its source ports freely, so a
+    # per-(IP, port) limit would bound nothing. Every limit hit is counted in the endpoint's
+    # ``stats`` (see ``udptcp.aio.endpoint.Endpoint``). A server's ``Config`` decides the
+    # limits for the SYNs its listeners take.
+
+    #: SYN cookies (RFC 4987 §3.6, as Linux with ``tcp_syncookies=1``): when a listener's
+    #: half-open table (``create_server``'s ``backlog``) is full, or one address already has
+    #: ``max_half_open_per_address`` handshakes in it, a SYN is answered with a SYN-ACK
+    #: whose sequence number is a keyed MAC of the handshake, and nothing is kept until the
+    #: final ACK proves the address. Such a connection's peer MSS is rounded down to one of
+    #: eight common values, and it has window scaling and SACK only when timestamps are in
+    #: use (they carry those choices). Off: those SYNs are dropped and counted, and clients
+    #: wait for their SYN retransmission.
+    syn_cookies: bool = True
+    #: Connections one endpoint accepts and keeps at once, half-open ones included,
+    #: TIME-WAIT not; a SYN beyond it is answered with RST. An idle connection costs about
+    #: 12 KB, so 4096 of them cost ~50 MB, while one that fills its windows can hold a
+    #: receive buffer and a send buffer each: the limit is what bounds that worst case. It
+    #: is in the range of Linux's accept-queue ceiling (``somaxconn`` 4096) and above the
+    #: ~1000 connections a default ``ulimit -n`` lets an asyncio TCP server keep.
+    max_connections: int = 4096
+    #: Connections accepted from one remote IP address at once (half-open included,
+    #: TIME-WAIT not); a SYN beyond it is answered with RST. One host rarely needs more
+    #: than a few dozen connections to one server; 256 leaves room for many hosts behind
+    #: one NAT address while one address cannot take more than 1/16 of ``max_connections``.
+    max_connections_per_address: int = 256
+    #: Handshakes from one remote IP address held in a listener's half-open table at once.
+    #: Beyond it the address's SYNs get SYN cookies (or are dropped without them), so one
+    #: address cannot fill the table that every other client needs; a browser opens about
+    #: six connections at once, so 32 is ample for a few hosts behind one NAT address.
+    max_half_open_per_address: int = 32
+    #: Connections of one endpoint kept in TIME-WAIT at once (all of them, accepted or
+    #: not). A connection that would go beyond it is forgotten at once instead, as Linux
+    #: does past ``tcp_max_tw_buckets``: its 4-tuple merely loses the protection against
+    #: old duplicates that TIME-WAIT gives. TIME-WAIT lasts ``2 * msl`` (60 s), so 8192
+    #: allows ~135 active closes per second, sustained, for ~100 MB at worst. 0 keeps none.
+    max_time_wait: int = 8192
 
     def __post_init__(self) -> None:
         def positive(name: str, value: float, zero_ok: bool = False) -> None:
@@ -127,6 +204,11 @@ class Config:
             raise ValueError(f"Config.min_mss must be in 64..65495, got {self.min_mss!r}")
         if self.receive_buffer < 1:
             raise ValueError(f"Config.receive_buffer must be >= 1, got {self.receive_buffer!r}")
+        if not isinstance(self.max_reassembly_pieces, int) or self.max_reassembly_pieces < 1:
+            raise ValueError(
+                f"Config.max_reassembly_pieces must be an int >= 1, got "
+                f"{self.max_reassembly_pieces!r}"
+            )
         for name in (
             "msl",
             "rto_initial",
@@ -140,12 +222,31 @@ class Config:
         ):
             positive(name, getattr(self, name))
         positive("delayed_ack", self.delayed_ack, zero_ok=True)
+        if self.nat_keepalive is not None:
+            positive("nat_keepalive", self.nat_keepalive)
         positive("exit_linger", self.exit_linger, zero_ok=True)
         positive("syn_retries", self.syn_retries, zero_ok=True)
         positive("synack_retries", self.synack_retries, zero_ok=True)
         positive("initial_window", self.initial_window)
+        for name in ("max_connections", "max_connections_per_address", "max_half_open_per_address"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(
+                    f"Config.{name} must be an integer >= 1, got {getattr(self, name)!r}"
+                )
+        if not isinstance(self.max_time_wait, int) or self.max_time_wait < 0:
+            raise ValueError(
+                f"Config.max_time_wait must be an integer >= 0, got {self.max_time_wait!r}"
+            )
         if self.rto_min > self.rto_max:
             raise ValueError("Config.rto_min must not exceed Config.rto_max")
+        if self.identity is not None and not isinstance(self.identity, Identity):
+            raise TypeError(
+                f"Config.identity must be a udptcp.Identity, got {type(self.identity).__name__}"
+            )
+        if self.peer_key is not None:
+            self.peer_key = check_key("Config.peer_key", self.peer_key)
+        if self.psk is not None:
+            self.psk = check_key("Config.psk", self.psk)
 
     def replace(self, **changes: object) -> Config:
         """Return a copy with some fields changed."""

@@ -16,9 +16,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from .buffers import ReassemblyQueue, SendBuffer
+from .amplification import AmplificationBudget, received_size, sent_size
+from .buffers import DROPPED, ReassemblyQueue, SendBuffer
 from .config import Config
 from .congestion import CongestionControl, create
+from .cookies import encode_ts_choices
+from .errors import refused, reset, timed_out
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from .rack import SentLog
 from .rtt import RttEstimator
@@ -40,6 +43,8 @@ _CHALLENGE_ACKS_PER_SECOND = 10
 # One ACK per this interval for unacceptable segments (out of window, PAWS-old, acknowledging
 # unsent data), as Linux's net.ipv4.tcp_invalid_ratelimit (500 ms).
 _INVALID_ACK_INTERVAL = 0.5
+# Out-of-order arrivals remembered for SACK blocks: one more than the blocks that fit.
+_SACK_RECENT = 5
 # RFC 8985 §7.2 adds a worst-case delayed-ACK time to a lone segment's probe timeout; it
 # suggests 200 ms, but both udptcp (Config.delayed_ack) and Linux acknowledge within 40 ms.
 _WC_DELACK = 0.04
@@ -51,6 +56,17 @@ _MAX_TLPS = 2
 _INITIAL_RCV_SPACE = 128 * 1024
 # Persist timer bounds (RFC 1122 §4.2.2.17 leaves them open; Linux uses RTO-based backoff).
 _PERSIST_MAX = 60.0
+# Least time between two SYN-ACKs that duplicate SYNs earn in SYN-RECEIVED (Linux bounds
+# such out-of-window answers by tcp_invalid_ratelimit, 500 ms): a burst of copies of one
+# SYN gets one answer, not one each.
+_SYNACK_MIN_INTERVAL = 0.5
+#: Consecutive timer-driven retransmissions (RTO, zero-window or keepalive probe), each
+#: answered by ICMP port unreachable with nothing from the peer meanwhile, after which a
+#: connection is taken to be dead (see Connection.icmp_unreachable).
+ICMP_DEAD_ROUNDS = 2
+#: SYN transmissions answered only by datagrams that are not udptcp segments after which a
+#: connect is refused (see Connection.foreign_datagram).
+FOREIGN_SYN_ROUNDS = 2
 
 
 class State(enum.Enum):
@@ -116,6 +132,7 @@ PEER_INPUT_COUNTERS = (
     "missing_timestamp_dropped",
     "paws_rejected",
     "reassembly_dropped",
+    "icmp_rejected",
 )
 
 
@@ -189,7 +206,9 @@ class Connection:
         self._undo_ssthresh = 0
         self._undo_retrans = 0
         self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
-        self._ooo_latest = 0  # receiver: offset of the newest out-of-order arrival
+        # Receiver: offsets of the latest out-of-order arrivals, newest first, one per run
+        # (RFC 2018 §4: the first SACK block holds the newest, then the most recent others).
+        self._sack_recent: list[int] = []
         self._dsack: tuple[int, int] | None = None  # receiver: duplicate to report (seqs)
         # RFC 7323 timestamps.
         self.ts_enabled = False
@@ -227,6 +246,14 @@ class Connection:
         self._rtt_time = 0.0
         self._retries = 0
         self._handshake_lost = False  # a SYN or SYN,ACK had to be sent again
+        self._syn_sent_at: float | None = None  # when our SYN or SYN,ACK last went out
+        # Passive open until ESTABLISHED: the peer's address is unproven, so what we send
+        # it is bounded by what it sent us (RFC 9000 §8.1's rule; see .amplification).
+        self._amp: AmplificationBudget | None = None
+        # Bytes a layer between us and the wire adds to each SYN/SYN-ACK and to every other
+        # segment (secure mode's handshake message, its sealing): the budget counts them.
+        self._wire_syn_extra = 0
+        self._wire_extra = 0
         self._una_since: float | None = None  # when the oldest unacknowledged data went out
 
         self._rto_deadline: float | None = None
@@ -259,7 +286,18 @@ class Connection:
         self._invalid_ack_time = -_INVALID_ACK_INTERVAL
         self._closed_reported = False
         self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
+        #: The latest ICMP error that did not end the connection (RFC 1122 §4.2.3.9).
         self.soft_error: str | None = None
+        # The peer's port answering ICMP port unreachable (see icmp_unreachable): timer-
+        # driven retransmissions since the peer last sent anything, the latest of them that
+        # drew an unreachable, and how many in a row did.
+        self._silent_rounds = 0
+        self._unreach_round = 0
+        self._unreach_streak = 0
+        # SYN-SENT: SYN transmissions answered by datagrams that are not segments (see
+        # foreign_datagram), and the latest such transmission (_retries + 1; 0: none).
+        self._foreign_rounds = 0
+        self._foreign_round = 0
 
         self._out: list[Segment] = []
         self._events: list[Event] = []
@@ -290,6 +328,10 @@ class Connection:
                 "pmtu_probes",
                 "pmtu_probe_failures",
                 "pmtu_black_holes",
+                "amplification_limited",
+                "syn_acks_rate_limited",
+                "reassembly_dropped",
+                "icmp_rejected",
             ),
             0,
         )
@@ -308,17 +350,128 @@ class Connection:
         return conn
 
     @classmethod
-    def accept(cls, config: Config, syn: Segment, *, iss: int, mss: int, now: float) -> Connection:
-        """Passive open from a listener receiving ``syn`` (§3.10.7.2): answer SYN-ACK."""
+    def accept(
+        cls,
+        config: Config,
+        syn: Segment,
+        *,
+        iss: int,
+        mss: int,
+        now: float,
+        received: int | None = None,
+        wire_extra: tuple[int, int] = (0, 0),
+    ) -> Connection:
+        """Passive open from a listener receiving ``syn`` (§3.10.7.2): answer SYN-ACK.
+
+        ``received`` is the size of the datagram that carried ``syn`` (by default the
+        least its segment can take): until the handshake completes, the connection sends
+        the peer at most three times the bytes it received from it, SYN-ACK
+        retransmissions and resets included (see :mod:`udptcp.core.amplification`).
+        ``wire_extra`` is what the layer below adds to each SYN-ACK and to each other
+        segment on its way out (secure mode), which that budget counts too.
+        """
         conn = cls(config, local_port=syn.dst_port, remote_port=syn.src_port, iss=iss, mss=mss)
+        conn._now = now
+        conn._wire_syn_extra, conn._wire_extra = wire_extra
+        conn.passive = True
+        conn.state = S.LISTEN
+        conn.state_history = [S.LISTEN]
+        conn._amp = AmplificationBudget(received if received is not None else received_size(syn))
+        conn._take_peer_syn(syn)
+        conn._set_state(S.SYN_RECEIVED)
+        conn._send_syn(now)
+        return conn
+
+    @classmethod
+    def from_cookie(
+        cls,
+        config: Config,
+        ack: Segment,
+        *,
+        iss: int,
+        mss: int,
+        peer_mss: int,
+        wscale: int | None,
+        sack: bool,
+        now: float,
+    ) -> Connection:
+        """Passive open completed by a SYN cookie (RFC 4987 §3.6).
+
+        The caller has checked that ``ack`` acknowledges the cookie ``iss`` and recovered
+        from it the peer's MSS and, from its timestamps, the peer's window-scale shift
+        (``None``: no window scaling) and SACK-permitted choices. The connection is built
+        as :meth:`accept` would have built it from that SYN, as though the SYN-ACK of
+        :meth:`cookie_syn_ack` had been sent, and then takes ``ack`` as its final
+        handshake segment: LISTEN, SYN-RECEIVED, ESTABLISHED, with data carried on the ACK
+        delivered. It never holds an amplification budget: the ACK proved the address.
+        """
+        ts = ack.options.timestamps if ack.options is not None else None
+        use_ts = ts is not None and config.timestamps
+        syn = Segment(
+            ack.src_port,
+            ack.dst_port,
+            seq_add(ack.seq, -1),
+            0,
+            SYN,
+            0,
+            Options(
+                mss=peer_mss,
+                wscale=wscale if use_ts else None,
+                sack_permitted=sack and use_ts,
+                timestamps=(ts[0], 0) if use_ts and ts is not None else None,
+            ),
+        )
+        conn = cls(config, local_port=ack.dst_port, remote_port=ack.src_port, iss=iss, mss=mss)
         conn._now = now
         conn.passive = True
         conn.state = S.LISTEN
         conn.state_history = [S.LISTEN]
         conn._take_peer_syn(syn)
         conn._set_state(S.SYN_RECEIVED)
-        conn._send_syn(now)
+        # What sending the cookie's SYN,ACK would have recorded: our SYN is outstanding,
+        # the window it advertised (a fresh connection's, as in cookie_syn_ack), the ACK.
+        conn.snd_nxt = conn.snd_max = seq_add(conn.iss, 1)
+        conn._window_field(syn=True)
+        conn._ack_sent(conn.rcv_nxt)
+        conn.receive(ack, now)
         return conn
+
+    @staticmethod
+    def cookie_syn_ack(config: Config, syn: Segment, *, iss: int, mss: int, now: float) -> Segment:
+        """The SYN-ACK that answers ``syn`` with SYN cookie ``iss``, keeping no state.
+
+        It is the SYN-ACK :meth:`accept` would send (a fresh connection's window, our MSS,
+        and only options the SYN offered), except that without timestamps it offers neither
+        window scaling nor SACK, and with them its TSval carries the peer's window-scale
+        and SACK choices (``udptcp.core.cookies.encode_ts_choices``) for the final ACK to
+        echo back. :meth:`from_cookie` rebuilds the same connection from that ACK.
+        """
+        opts = syn.options
+        our_mss = mss if config.pmtu_max is None else max(mss, config.pmtu_max - 20)
+        wscale: int | None = None
+        sack = False
+        timestamps: tuple[int, int] | None = None
+        if opts is not None and opts.timestamps is not None and config.timestamps:
+            peer_wscale = opts.wscale if config.window_scaling else None
+            sack = opts.sack_permitted and config.sack
+            tsval = encode_ts_choices(
+                (int(now * 1000) + iss) & _MASK,  # _tsval()'s clock with _ts_offset = iss
+                None if peer_wscale is None else min(peer_wscale, _MAX_WSCALE),
+                sack,
+            )
+            timestamps = (tsval, opts.timestamps[0])
+            if peer_wscale is not None:
+                wscale = _wscale_for(config.receive_buffer)
+        window = min(config.receive_buffer, _INITIAL_RCV_SPACE, _MAX_WINDOW_FIELD)
+        return Segment(
+            syn.dst_port,
+            syn.src_port,
+            iss & _MASK,
+            seq_add(syn.seq, 1),
+            SYN | ACK,
+            window,
+            Options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamps=timestamps),
+        )
 
     def _take_peer_syn(self, syn: Segment) -> None:
         # The window our own SYN offered (active side) holds from the peer's ISN + 1 on.
@@ -367,6 +520,7 @@ class Connection:
         )
         if self._retries == 0:
             self._rtt_seq, self._rtt_time = self.iss, now
+        self._syn_sent_at = now
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
         self._emit(seg, now)
@@ -430,6 +584,13 @@ class Connection:
             # SND.MAX, not the possibly rewound SND.NXT, so the peer finds it in its window.
             self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
         self._enter_closed(None)
+
+    def fail(self, error: BaseException, now: float) -> None:
+        """End the connection at once with ``error``, sending nothing: a layer above the
+        state machine (secure mode) refused the peer and has answered it itself."""
+        self._now = now
+        if self.state is not S.CLOSED:
+            self._enter_closed(error)
 
     def pause_reading(self) -> None:
         """Hold in-order data in the core; the advertised window shrinks as it fills."""
@@ -502,16 +663,112 @@ class Connection:
         new window (RFC 1122 §4.2.2.13). Linux steps SND.NXT + 65537 past it likewise."""
         return seq_add(self.snd_max, 65537)
 
-    def icmp_unreachable(self, now: float) -> None:
-        """The path reported the peer unreachable: fatal while connecting, soft otherwise.
+    def icmp_unreachable(self, now: float, seq: int | None = None) -> None:
+        """The peer's UDP port answered a datagram of ours with ICMP port unreachable.
 
-        RFC 1122 §4.2.3.9 lets a port unreachable abort a connection being opened; on a
-        synchronized connection it is only remembered (RFC 5461).
+        ``seq`` is the sequence number of the segment the ICMP message quotes, when it
+        quotes one; an error that quotes a segment this connection cannot have sent
+        recently (outside SND.UNA - 1 .. SND.MAX, where probes and ACKs sit; the ISS in
+        SYN-SENT) is ignored, as RFC 5927 §4.1 asks of TCP, so that a blind attacker must
+        guess sequence numbers to forge one.
+
+        * SYN-SENT: the connection is refused (RFC 1122 §4.2.3.9 allows a port
+          unreachable to abort a connection being opened; kernel TCP does).
+        * Other states: one unreachable is soft (RFC 1122 §4.2.3.9, RFC 5461): a
+          transient routing change, a NAT rebooting, a forged message. But a port
+          unreachable from the peer's own host means no socket is bound to the port any
+          more: the peer process died without a FIN or RST. The connection fails with
+          ``ConnectionResetError`` once unreachables have answered ``ICMP_DEAD_ROUNDS``
+          (2) consecutive timer-driven retransmissions (RTO retransmissions, zero-window
+          probes or keepalive probes), with no segment at all from the peer since the
+          first of them. Unreachables answering the original transmission or a tail-loss
+          probe do not count. With the default timers that is about three RTOs after the
+          first loss (RTO, then the backed-off 2 RTO) instead of the user timeout.
         """
-        if self.state is S.SYN_SENT:
-            self._enter_closed(ConnectionRefusedError("Connection refused (port unreachable)"))
+        self._now = now
+        st = self.state
+        if st in (S.CLOSED, S.LISTEN, S.TIME_WAIT) or not self._icmp_quote_ok(seq):
+            return
+        if st is S.SYN_SENT:
+            self._enter_closed(refused("ICMP port unreachable: nothing is bound to that UDP port"))
+            return
+        self.soft_error = "port unreachable"
+        rounds = self._silent_rounds
+        if rounds == 0 or rounds == self._unreach_round:
+            return  # the first transmission's answer, or this round already counted
+        if rounds == self._unreach_round + 1:
+            self._unreach_streak += 1
         else:
-            self.soft_error = "port unreachable"
+            self._unreach_streak = 1
+        self._unreach_round = rounds
+        if self._unreach_streak >= ICMP_DEAD_ROUNDS:
+            self._enter_closed(
+                reset(
+                    f"ICMP port unreachable answered {self._unreach_streak} retransmissions "
+                    "in a row: the peer's endpoint is gone"
+                )
+            )
+
+    def icmp_soft_error(self, now: float, detail: str, seq: int | None = None) -> None:
+        """An ICMP error other than port unreachable (host or network unreachable, time
+        exceeded, ...) about a datagram of ours: remembered in :attr:`soft_error`, never
+        fatal (RFC 1122 §4.2.3.9: these are soft errors, the retransmissions go on)."""
+        self._now = now
+        if self.state not in (S.CLOSED, S.LISTEN) and self._icmp_quote_ok(seq):
+            self.soft_error = detail
+
+    def foreign_datagram(self, now: float) -> None:
+        """A datagram that is not a udptcp segment (too short, bad header or options, bad
+        checksum) came from the peer's UDP address while this connection was opening.
+
+        Something other than udptcp answers at that address (a DNS server, a game
+        server, any UDP service), and left alone the connect would retransmit its SYN
+        into it for the whole SYN timeout (63 s by default). The connect is refused
+        once such datagrams have answered ``FOREIGN_SYN_ROUNDS`` (2) different
+        transmissions of the SYN (the first and a retransmission, so about one initial
+        RTO after the connect began) and no segment from the peer has ended SYN-SENT.
+        Only in SYN-SENT: an established connection only counts and drops them.
+
+        Why two, and why only here: one corrupted SYN,ACK on a lossy path must not fail
+        a good connect (it takes answers to two SYNs in a row corrupted, with no valid
+        one between, to do it); and anyone can send a datagram with the peer's source
+        address, so this is kept to the few seconds a connection is opening, where a
+        forged ICMP error or a RST acknowledging the SYN already ends it.
+        """
+        self._now = now
+        if self.state is not S.SYN_SENT:
+            return
+        transmission = self._retries + 1
+        if transmission != self._foreign_round:
+            self._foreign_round = transmission
+            self._foreign_rounds += 1
+        if self._foreign_rounds >= FOREIGN_SYN_ROUNDS:
+            self._enter_closed(
+                refused(
+                    f"the UDP service there answered {self._foreign_rounds} SYNs with "
+                    "datagrams that are not udptcp segments"
+                )
+            )
+
+    def reflects_own_syn(self, seg: Segment) -> bool:
+        """True if ``seg`` is this connection's own SYN, come back: a SYN, no ACK, and our
+        ISS (a peer choosing the same ISN has a chance of 2**-32), while opening."""
+        return (
+            self.state is S.SYN_SENT
+            and seg.flags & (SYN | ACK | RST) == SYN
+            and seg.seq == self.iss
+        )
+
+    def _icmp_quote_ok(self, seq: int | None) -> bool:
+        if seq is None:
+            return True
+        if self.state is S.SYN_SENT:
+            ok = seq == self.iss
+        else:
+            ok = seq_le(seq_add(self.snd_una, -1), seq) and seq_le(seq, self.snd_max)
+        if not ok:
+            self.stats_counters["icmp_rejected"] += 1
+        return ok
 
     # ------------------------------------------------------------------ outputs
 
@@ -576,6 +833,9 @@ class Connection:
             mss=self._eff_mss,
             pmtu=self._send_cap + 20,
             bytes_in_flight=self._flight,
+            reassembly_pieces=len(self._reassembly),
+            reassembly_bytes=self._reassembly.size,
+            reassembly_charge=self._reassembly.charge,
         )
         return out
 
@@ -626,11 +886,14 @@ class Connection:
             self._keepalive_deadline = now + self.keepalive_idle
             return
         if self._keepalive_unanswered >= self.keepalive_count:
-            self._enter_closed(TimeoutError("connection timed out (keepalive unanswered)"))
+            self._enter_closed(
+                timed_out(f"{self._keepalive_unanswered} keepalive probes unanswered")
+            )
             return
         # An already-acknowledged sequence number with no data: any live peer answers with
         # an ACK (§3.10.7.4), and the probe needs no window.
         self._keepalive_unanswered += 1
+        self._silent_rounds += 1
         self.stats_counters["keepalive_probes"] += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
         self._keepalive_deadline = now + self.keepalive_interval
@@ -642,9 +905,11 @@ class Connection:
         if st in (S.SYN_SENT, S.SYN_RECEIVED):
             limit = self.config.syn_retries if st is S.SYN_SENT else self.config.synack_retries
             if self._retries >= limit:
-                self._enter_closed(TimeoutError("connection timed out (no answer to SYN)"))
+                what = "SYN" if st is S.SYN_SENT else "SYN,ACK"
+                self._enter_closed(timed_out(f"no answer to {self._retries + 1} {what}s"))
                 return
             self._retries += 1
+            self._silent_rounds += 1
             self._handshake_lost = True
             self.rtt.back_off()
             self.stats_counters["retransmits"] += 1
@@ -653,7 +918,7 @@ class Connection:
         if self.snd_una == self.snd_max:
             return  # everything was acknowledged meanwhile
         if self._una_since is not None and now - self._una_since >= self.config.user_timeout:
-            self._enter_closed(TimeoutError("connection timed out (data unacknowledged)"))
+            self._enter_closed(timed_out(f"data unacknowledged for {now - self._una_since:.0f} s"))
             return
         # RFC 5681 §3.1: ssthresh is only reduced by the first timeout of a series.
         if self._retries == 0:
@@ -677,6 +942,7 @@ class Connection:
         self._rack_deadline = None
         self._undo_cwnd = None  # a timeout is not undone
         self._retries += 1
+        self._silent_rounds += 1
         self._in_recovery = False
         self._dupacks = 0
         self._recover = self.snd_max  # RFC 6582 §3.2 step 4 after a timeout
@@ -705,6 +971,7 @@ class Connection:
             self._send_data(now, override_sws=True)
             return
         self.stats_counters["window_probes"] += 1
+        self._silent_rounds += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
         self._persist_backoff = min(self._persist_backoff * 2, 64)
         self._persist_deadline = now + min(self.rtt.rto * self._persist_backoff, _PERSIST_MAX)
@@ -762,12 +1029,16 @@ class Connection:
         self._now = now
         self.stats_counters["segments_received"] += 1
         self._keepalive_unanswered = 0
+        # The peer is there: ICMP errors from before this say nothing about it any more.
+        self._silent_rounds = self._unreach_round = self._unreach_streak = 0
         st = self.state
         if st is S.ESTABLISHED and self._predicted(seg, now):
             pass
         elif st is S.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
         elif st is not S.CLOSED and st is not S.LISTEN:
+            if self._amp is not None:
+                self._amp.credit(received_size(seg))
             self._receive_synchronizing(seg, now)
         if self.keepalive and self.state in _KEEPALIVE_STATES:
             self._keepalive_deadline = now + self.keepalive_idle
@@ -792,10 +1063,17 @@ class Connection:
         # Second: a reset with an acceptable ACK refuses the connection.
         if flags & RST:
             if flags & ACK:
-                self._enter_closed(ConnectionRefusedError("Connection refused"))
+                self._enter_closed(refused("RST answered the SYN: nothing listens on that port"))
             return
         # Fourth: the SYN.
         if not flags & SYN:
+            return
+        if self.reflects_own_syn(seg):
+            # Our SYN came back as sent: a UDP echo service, not udptcp. Without this it
+            # would look like a simultaneous open with ourselves, and "connect".
+            self._enter_closed(
+                refused("the SYN came back unchanged: the UDP service there echoes datagrams")
+            )
             return
         self._take_peer_syn(seg)
         if flags & ACK:
@@ -908,9 +1186,15 @@ class Connection:
                 self._establish(seg, now)
                 self._ack_now = True
             elif not flags & (ACK | RST):
-                # The peer's SYN again: our SYN,ACK was lost. Answer it again.
+                # The peer's SYN again: our SYN,ACK was lost. Answer it again, but not every
+                # copy of a burst (a forged one multiplies what goes to its victim).
                 self._handshake_lost = True
-                self._emit(self._syn_ack_again(), now)
+                last = self._syn_sent_at
+                if last is None or now - last >= _SYNACK_MIN_INTERVAL or now < last:
+                    self._syn_sent_at = now
+                    self._emit(self._syn_ack_again(), now)
+                else:
+                    self.stats_counters["syn_acks_rate_limited"] += 1
             return
 
         ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
@@ -965,11 +1249,11 @@ class Connection:
             if st is S.TIME_WAIT:
                 return  # RFC 1337: ignore RST in TIME-WAIT
             if st is S.SYN_RECEIVED:
-                self._enter_closed(ConnectionRefusedError("Connection refused"))
+                self._enter_closed(refused("RST answered the SYN,ACK"))
             elif st in (S.CLOSING, S.LAST_ACK):
                 self._enter_closed(None)
             else:
-                self._enter_closed(ConnectionResetError("Connection reset by peer"))
+                self._enter_closed(reset("RST received"))
             return
 
         # Fourth: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
@@ -1039,6 +1323,7 @@ class Connection:
 
     def _enter_established(self) -> None:
         self._set_state(S.ESTABLISHED)
+        self._amp = None  # the peer answered our ISN: its address is proven
         self._retries = 0
         self._events.append(Connected())
         if self._handshake_lost:
@@ -1218,10 +1503,17 @@ class Connection:
             # Ignore blocks that do not lie within what is outstanding (RFC 2018 §3).
             start, end = max(start, una_off), min(end, max_off)
             if start < end:
-                added = self._sb.add(start, end)
+                # A receiver's runs each hold at least one whole segment we logged, so more
+                # ranges than twice that is a peer splitting them to make every ACK dearer:
+                # a block that would add one more is ignored.
+                fresh: list[tuple[int, int]] = []
+                added = self._sb.add(start, end, fresh, 2 * len(self._log) + 8)
                 if added:
                     new += added
-                    self._log.sack(start, end, now, self.rtt.min_rtt or 0.0)
+                    # Only the newly SACKed sub-ranges can complete a segment: the log
+                    # visits those, so a block repeated a byte longer each time stays cheap.
+                    run = self._sb.find(start) or (start, end)  # the run the block joined
+                    self._log.sack(run[0], run[1], now, self.rtt.min_rtt or 0.0, fresh)
                     if (
                         self._probe is not None
                         and start <= self._probe[0]
@@ -1497,12 +1789,25 @@ class Connection:
         if offset > self._rcv_off:
             # Out of order: hold it and send a duplicate ACK at once (RFC 5681 §4.2).
             self.stats_counters["out_of_order_segments"] += 1
-            if payload and not self._reassembly.add(offset, payload):
-                self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
-            self._ooo_latest = offset
+            self._ack_now = True
+            if payload:
+                kept = self._reassembly.add(
+                    offset,
+                    payload,
+                    self.config.receive_buffer - len(self._held),
+                    self.config.max_reassembly_pieces,
+                )
+                if kept == DROPPED:
+                    # No room (the per-piece charge or the piece cap): drop it, as Linux
+                    # drops what its receive buffer cannot take; it was not SACKed, so the
+                    # sender will send it again. The FIN, if any, comes again with it.
+                    self.stats_counters["reassembly_dropped"] += 1
+                    return
+                if not kept:
+                    self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
+                self._note_ooo_arrival(offset)
             if fin:
                 self._fin_off = offset + len(payload)
-            self._ack_now = True
             return
         filled_hole = len(self._reassembly) > 0
         if payload:
@@ -1514,6 +1819,18 @@ class Connection:
                 self._schedule_ack(len(payload), now)
         if fin or (self._fin_off is not None and self._fin_off == self._rcv_off):
             self._receive_fin(now)
+
+    def _note_ooo_arrival(self, offset: int) -> None:
+        """Remember an out-of-order arrival for the SACK blocks (RFC 2018 §4): it goes first,
+        and earlier arrivals now in the same run (or beyond the five kept) drop out."""
+        run = self._reassembly.run_at(offset)
+        recent = [offset]
+        for off in self._sack_recent:
+            if len(recent) == _SACK_RECENT:
+                break
+            if run is None or not run[0] <= off < run[1]:
+                recent.append(off)
+        self._sack_recent = recent
 
     def _accept_in_order(self, data: bytes) -> None:
         n = len(data)
@@ -1841,26 +2158,44 @@ class Connection:
     def _sack_blocks(self) -> tuple[tuple[int, int], ...]:
         """SACK blocks for the next segment (RFC 2018 §4, RFC 2883 §4).
 
-        A D-SACK block comes first when a duplicate arrived; then the block holding the
-        newest out-of-order data; then the others, highest first. Three fit beside
-        timestamps in the 40 option bytes, four without.
+        A D-SACK block comes first when a duplicate arrived; then the run holding the
+        newest out-of-order data, then the runs of the arrivals before it, most recent
+        first (so each run is reported in several ACKs, in case some are lost); any room
+        left goes to the highest runs. Three fit beside timestamps in the 40 option bytes,
+        four without. A few lookups, O(log n) each, whatever the number of runs.
         """
-        runs = self._reassembly.runs() if len(self._reassembly) else []
-        if not runs and self._dsack is None:
+        reassembly = self._reassembly
+        if not reassembly and self._dsack is None:
             return ()
         limit = 3 if self.ts_enabled else 4
         blocks: list[tuple[int, int]] = []
         if self._dsack is not None:
             blocks.append(self._dsack)
-        base_off, base_seq = self._rcv_off, self.rcv_nxt
-        runs.sort(key=lambda r: (not r[0] <= self._ooo_latest < r[1], -r[0]))
-        for start, end in runs[: limit - len(blocks)]:
-            blocks.append((seq_add(base_seq, start - base_off), seq_add(base_seq, end - base_off)))
+        if reassembly:
+            runs: list[tuple[int, int]] = []
+            want = limit - len(blocks)
+            for off in self._sack_recent:
+                run = reassembly.run_at(off)  # None once delivered
+                if run is not None and run not in runs:
+                    runs.append(run)
+                    if len(runs) == want:
+                        break
+            if len(runs) < want:
+                for run in reassembly.highest_runs(want):
+                    if run not in runs:
+                        runs.append(run)
+                        if len(runs) == want:
+                            break
+            base_off, base_seq = self._rcv_off, self.rcv_nxt
+            for start, end in runs:
+                blocks.append(
+                    (seq_add(base_seq, start - base_off), seq_add(base_seq, end - base_off))
+                )
         return tuple(blocks)
 
     def _sack_option_len(self) -> int:
         """Bytes the SACK blocks add to a segment (NOP, NOP, kind, length, 8 per block)."""
-        n = (1 if self._dsack is not None else 0) + self._reassembly.run_count
+        n = (1 if self._dsack is not None else 0) + self._reassembly.run_count  # O(1)
         n = min(n, 3 if self.ts_enabled else 4)
         return 4 + 8 * n if n else 0
 
@@ -1880,6 +2215,13 @@ class Connection:
         return ts
 
     def _emit(self, seg: Segment, now: float) -> None:
+        if self._amp is not None and not self._amp.spend(
+            sent_size(seg) + (self._wire_syn_extra if seg.flags & SYN else self._wire_extra)
+        ):
+            # Beyond three times what the unproven address sent us (RFC 9000 §8.1): not
+            # sent. A retransmitted SYN from a real peer earns the next SYN,ACK.
+            self.stats_counters["amplification_limited"] += 1
+            return
         if seg.flags & ACK:
             self._ack_sent(seg.ack)
         self.stats_counters["segments_sent"] += 1
@@ -1904,6 +2246,16 @@ class Connection:
         limit = _MAX_WINDOW_FIELD << self.rcv_wscale
         space = self._rcv_space
         free = min(space - len(self._held), limit)
+        reassembly = self._reassembly
+        if reassembly:
+            # Out-of-order pieces are charged their bookkeeping on top of their bytes
+            # (buffers.PIECE_OVERHEAD): offer no more than the buffer can still hold if the
+            # window fills. Never below the edge already offered (the return below and
+            # _window_field keep it); arrivals that no longer fit are dropped, as Linux does.
+            free = min(
+                free,
+                self.config.receive_buffer - len(self._held) - reassembly.charge + reassembly.size,
+            )
         current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
         if free - current < min(space // 2, self.mss) and free != current:
             return min(current, limit)

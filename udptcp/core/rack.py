@@ -13,6 +13,7 @@ deemed lost.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 
 
 class Sent:
@@ -200,16 +201,30 @@ class SentLog:
             elif first.lost:
                 self._lost_bytes += first.end - una
 
-    def sack(self, start: int, end: int, now: float, min_rtt: float) -> None:
-        """Mark the segments lying wholly inside ``[start, end)`` as SACKed; RACK learns."""
-        i = bisect.bisect_left(self._starts, start)
-        segs = self._segs
-        while i < len(segs) and segs[i].start < end:
-            seg = segs[i]
-            if not seg.sacked and seg.end <= end:
-                self._set_sacked(seg)
-                self._delivered(seg, now, min_rtt)
-            i += 1
+    def sack(
+        self,
+        start: int,
+        end: int,
+        now: float,
+        min_rtt: float,
+        new: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        """Mark the segments lying wholly inside ``[start, end)`` as SACKed; RACK learns.
+
+        ``new``, when given, lists the sub-ranges of ``[start, end)`` that were not SACKed
+        before (the rest was, and marked then): only segments overlapping them can change,
+        so only those are visited, and a SACK block that a peer repeats one byte longer
+        each time costs O(log n), not a walk over the whole block.
+        """
+        segs, starts = self._segs, self._starts
+        for lo, hi in new if new is not None else ((start, end),):
+            i = max(bisect.bisect_right(starts, lo) - 1, 0)
+            while i < len(segs) and segs[i].start < hi:
+                seg = segs[i]
+                if not seg.sacked and seg.end > lo and start <= seg.start and seg.end <= end:
+                    self._set_sacked(seg)
+                    self._delivered(seg, now, min_rtt)
+                i += 1
 
     def start_ack(self) -> None:
         """Call before the SACK blocks and cumulative ACK of one incoming segment: what it

@@ -44,7 +44,9 @@ __all__ = [
     "Segment",
     "checksum",
     "decode",
+    "decode_options",
     "encode",
+    "encode_options",
     "options_length",
 ]
 
@@ -417,6 +419,24 @@ def _encode_options(options: Options, aligned: bool) -> bytes:
     return encoded + b"\x00" * (-len(encoded) & 3)
 
 
+def encode_options(options: Options) -> bytes:
+    """The option bytes :func:`encode` puts in a header for ``options``, padded to a 4-byte
+    boundary (secure mode encrypts them apart from the header). Raises ValueError if they
+    need more than :data:`MAX_OPTIONS_LEN` bytes."""
+    opts = _encode_options(options, aligned=True)
+    if len(opts) > MAX_OPTIONS_LEN:
+        opts = _encode_options(options, aligned=False)
+    if len(opts) > MAX_OPTIONS_LEN:
+        raise ValueError(f"options need {len(opts)} bytes, more than {MAX_OPTIONS_LEN}")
+    return opts
+
+
+def decode_options(data: bytes, start: int, end: int) -> Options:
+    """Parse the option bytes ``data[start:end]`` as :func:`decode` parses a header's,
+    raising :class:`MalformedSegment` (``"option-overrun"``, ``"option-length"``)."""
+    return _decode_options(data, end, start)
+
+
 def encode(seg: Segment) -> bytes:
     """Return the wire form of ``seg``: header, options, payload (RFC 9293 §3.1).
 
@@ -543,8 +563,8 @@ def decode(data: bytes | bytearray | memoryview) -> Segment:
     return Segment(src_port, dst_port, seq, ack, flags, window, options, data[header_len:])
 
 
-def _decode_options(data: bytes, end: int) -> Options:
-    """Parse the options in ``data[HEADER_LEN:end]`` (RFC 9293 §3.2).
+def _decode_options(data: bytes, end: int, start: int = HEADER_LEN) -> Options:
+    """Parse the options in ``data[start:end]`` (RFC 9293 §3.2).
 
     A known kind appearing twice keeps its last value.
     """
@@ -554,7 +574,7 @@ def _decode_options(data: bytes, end: int) -> Options:
     sack_blocks: tuple[tuple[int, int], ...] = ()
     timestamps: tuple[int, int] | None = None
     unknown: list[tuple[int, bytes]] = []
-    i = HEADER_LEN
+    i = start
     while i < end:
         kind = data[i]
         if kind == _OPT_EOL:

@@ -582,6 +582,21 @@ class Relay:
         sockname: Address = upstream.transport.get_extra_info("sockname")
         return sockname
 
+    async def rebind(self, client: Address) -> Address | None:
+        """Give ``client`` a new upstream socket, as a NAT that dropped and remade its
+        mapping does: from now on the target sees the client's datagrams come from a new
+        port, and what it sends to the old one is lost. Returns the new address (None if
+        the socket could not be opened)."""
+        old = self._upstreams.pop(client, None)
+        if old is not None and old.transport is not None:
+            old.transport.close()
+        upstream = self._upstreams[client] = _Upstream(self, client)
+        upstream.task = asyncio.get_running_loop().create_task(
+            upstream.open(self._target_family, self._upstream_local, self._target_addr)
+        )
+        await upstream.task
+        return self.upstream_address(client)
+
     @property
     def pending(self) -> int:
         """Datagrams (both directions) waiting on a link or in a delay line."""

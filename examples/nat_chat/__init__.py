@@ -1,0 +1,1 @@
+"""Two peers behind NATs chatting over one udptcp peer connection (see README.md)."""
