@@ -12,6 +12,7 @@ import pytest
 from aio_helpers import FAST, Echo, Recorder, accepted, free_udp_port, recorders, serving
 
 import udptcp
+import udptcp.aio.endpoint
 from udptcp.aio.endpoint import Endpoint, open_endpoints
 from udptcp.core.segment import ACK, RST, Segment, decode, encode
 
@@ -38,6 +39,52 @@ async def test_abort_resets_the_peer() -> None:
         transport.abort()  # idempotent
         await asyncio.sleep(0.01)
         assert client.lost_calls == [None]
+
+
+async def test_a_write_loop_that_never_yields_sees_the_reset() -> None:
+    """A peer's RST waiting in the socket ends the connection before the next write()s
+    return, as a kernel socket's next send fails, though the program never yields; the
+    protocol still hears of it only from the loop (never inside write())."""
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        transport.write(b"x")
+        peer = await accepted(made)
+        await peer.received(1)
+        peer.transport.abort()  # type: ignore[union-attr]  # the RST is in our socket now
+        writes = 0
+        while not transport.is_closing():
+            transport.write(b"y")
+            writes += 1
+            assert writes < 1000, "the reset went unnoticed"
+        # The write path reads at least every POLL_WRITES writes.
+        assert writes <= udptcp.aio.endpoint.POLL_WRITES
+        assert "connection_lost" not in client.calls  # not from inside write()
+        assert isinstance(await asyncio.wait_for(client.lost, 5), ConnectionResetError)
+        transport.write(b"ignored")  # as on asyncio's transports: dropped, no exception
+
+
+async def test_a_write_loop_that_never_yields_sees_an_in_process_peer_close() -> None:
+    """The peer is in this process and closed its end: a kernel would answer the data with
+    RST by itself; udptcp's write path reads the peer's endpoint too, so the loop ends
+    (aioftp's test_passive_closed_on_recall does this) long before the write buffer fills."""
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, client = await udptcp.create_connection(
+            lambda: Recorder(keep_open=True),  # half-open after EOF, as asyncio's streams
+            "127.0.0.1",
+            port,
+        )
+        peer = await accepted(made)
+        peer.transport.close()  # type: ignore[union-attr]
+        await asyncio.wait_for(client.eof, 5)
+        writes = 0
+        while not transport.is_closing():
+            transport.write(b"-")
+            writes += 1
+            assert writes < 1000, "the in-process peer's reset went unnoticed"
+        assert writes <= udptcp.aio.endpoint.POLL_WRITES
+        assert isinstance(await asyncio.wait_for(client.lost, 5), ConnectionResetError)
 
 
 async def test_no_listener_on_the_virtual_port_is_refused_promptly() -> None:

@@ -249,3 +249,21 @@ async def test_a_server_restarts_on_its_port_while_its_closed_connections_wait_i
         await udptcp.create_server(CloseFirst, "127.0.0.1", port)
     again.close()
     await asyncio.wait_for(again.wait_closed(), 5)
+
+
+async def test_asyncio_private_attributes_that_libraries_read() -> None:
+    """asyncio.Server's _ssl_context (websockets' test helpers tell TLS servers by it),
+    the TLS timeouts and _sockets, with asyncio's meanings."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    plain = await udptcp.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    tls = await udptcp.create_server(
+        asyncio.Protocol, "127.0.0.1", 0, ssl=context, ssl_handshake_timeout=7.0
+    )
+    async with plain, tls:
+        assert plain._ssl_context is None and plain._ssl_handshake_timeout is None
+        assert tls._ssl_context is context and tls._ssl_handshake_timeout == 7.0
+        assert tls._ssl_shutdown_timeout is None
+        assert [s.fileno() for s in plain._sockets] == [s.fileno() for s in plain.sockets]
+    assert plain._sockets is None

@@ -1,25 +1,17 @@
 """``aiohttp``: its real web server and HTTP client talk over udptcp through the drop-in loop.
 
 The server (``web.AppRunner`` + ``web.TCPSite``) calls ``loop.create_server`` and runs over
-udptcp unmodified. The client does not, yet: ``aiohttp.ClientSession`` (aiohttp >= 3.10)
-connects through ``aiohappyeyeballs.start_connection``, which makes a kernel TCP socket,
-connects it with ``loop.sock_connect`` and only then hands it to
-``loop.create_connection(sock=...)``. The drop-in loop does not override ``sock_connect``, so
-the connect goes to kernel TCP (refused: nothing listens on TCP there) and the TCP socket
-keeps its kernel meaning; whatever the rules say, and if a kernel TCP server does listen on
-that port number, the request silently goes to it. ``test_default_client_session_*``
-documents that gap (a strict xfail: it fails loudly once the drop-in closes it).
+udptcp unmodified. So does the client: ``aiohttp.ClientSession`` (aiohttp >= 3.10) connects
+through ``aiohappyeyeballs.start_connection``, which makes a kernel TCP socket, connects it
+with ``loop.sock_connect`` and hands it to ``loop.create_connection(sock=...)``; the drop-in
+loop makes that a udptcp connection (``udptcp.aio.parked``), the kernel socket never
+connected. ``web.FileResponse`` uses ``loop.sendfile``, whose fallback (read, write, wait
+for ``resume_writing``) the asyncio base runs on a udptcp transport; uvloop has no
+``sendfile`` (``NotImplementedError``) and aiohttp writes the file itself there.
 
-Until then an aiohttp client reaches udptcp through aiohttp's public ``socket_factory``
-hook, handing aiohappyeyeballs a UDP socket: ``sock_connect`` on it merely sets the UDP
-peer, and ``create_connection(sock=<UDP socket>)`` is udptcp by the drop-in's own rule.
-That is the client the other tests use.
-
-A second gap: on the asyncio base, ``loop.sendfile`` refuses udptcp transports with
-``RuntimeError`` (they declare no ``_sendfile_compatible`` mode, and asyncio's fallback needs
-a ``_FlowControlMixin`` transport), and ``web.FileResponse`` only falls back to plain writes
-on ``NotImplementedError``. uvloop has no ``sendfile`` at all (``NotImplementedError``), so
-there it works.
+The other tests reach udptcp the second way an aiohttp client can: its ``socket_factory``
+hook hands aiohappyeyeballs a UDP socket, ``sock_connect`` on it merely sets the UDP peer,
+and ``create_connection(sock=<UDP socket>)`` is udptcp by the drop-in's own rule.
 """
 
 from __future__ import annotations
@@ -43,7 +35,6 @@ from thirdparty_helpers import (
     assert_udp_server,
     assert_udptcp_transport,
     lossy_relay,
-    on_uvloop,
     payload,
     sha256,
     udp_datagrams,
@@ -55,15 +46,6 @@ from udptcp.aio.endpoint import open_endpoints
 
 pytestmark = pytest.mark.timeout(60)
 
-GAP_SOCK_CONNECT = (
-    "drop-in gap: aiohttp's client connects a kernel TCP socket with loop.sock_connect "
-    "(aiohappyeyeballs.start_connection) and passes it as create_connection(sock=...); "
-    "the drop-in loop does not override sock_connect, so the connect is kernel TCP"
-)
-GAP_SENDFILE = (
-    "drop-in gap: on the asyncio base loop.sendfile(udptcp transport) raises RuntimeError "
-    "('sendfile is not supported for transport'), which web.FileResponse does not catch"
-)
 BLOB = payload(BIG, seed=5)
 FILE = web.AppKey("file", Path)
 
@@ -80,7 +62,7 @@ def udptcp_socknames() -> set[Any]:
 
 
 def udptcp_session(**kwargs: Any) -> aiohttp.ClientSession:
-    """A ClientSession whose connections go over udptcp on the drop-in loop today."""
+    """A ClientSession handing aiohttp UDP sockets (its ``socket_factory`` hook)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(socket_factory=udp_socket),
         timeout=aiohttp.ClientTimeout(total=WAIT),
@@ -239,25 +221,29 @@ async def test_five_mib_up_and_down_through_a_lossy_relay(
         assert_lossy_path_repaired(relay, server_stats)
 
 
-@pytest.mark.xfail(strict=True, raises=aiohttp.ClientConnectorError, reason=GAP_SOCK_CONNECT)
 async def test_default_client_session_over_the_drop_in_loop(
     site: tuple[int, web.Application],
 ) -> None:
-    """What an unmodified aiohttp program does: a plain ClientSession."""
+    """What an unmodified aiohttp program does: a plain ClientSession, by name and by
+    address; each connection goes over udptcp, no kernel TCP socket is left open."""
+    assert_drop_in_loop()
     port, _ = site
+    before = udp_datagrams()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as session:
-        async with session.get(f"http://127.0.0.1:{port}/hello/plain?lang=de") as response:
-            assert await response.text() == "hello plain (de)"
+        for host in ("127.0.0.1", "localhost"):  # localhost: ::1 refused, then 127.0.0.1
+            async with session.get(f"http://{host}:{port}/hello/plain?lang=de") as response:
+                assert await response.text() == "hello plain (de)"
+                # The server's peer is one of this loop's udptcp endpoints: the client's.
+                peer = server_transports[-1].get_extra_info("peername")
+                assert peer in udptcp_socknames()
+        assert len(server_transports) == 2
+        assert all(isinstance(t, udptcp.Transport) for t in server_transports)
+    assert udp_datagrams() - before > 6
 
 
-async def test_file_response(
-    site: tuple[int, web.Application], request: pytest.FixtureRequest
-) -> None:
-    """web.FileResponse: loop.sendfile's fallback over udptcp."""
-    if not on_uvloop():
-        request.applymarker(
-            pytest.mark.xfail(strict=True, raises=aiohttp.ClientPayloadError, reason=GAP_SENDFILE)
-        )
+async def test_file_response(site: tuple[int, web.Application]) -> None:
+    """web.FileResponse: loop.sendfile's fallback over udptcp (the asyncio base), aiohttp's
+    own chunked writes on uvloop."""
     port, app = site
     content = payload(300_000, seed=7)
     app[FILE].write_bytes(content)
@@ -265,3 +251,5 @@ async def test_file_response(
         async with session.get(f"http://127.0.0.1:{port}/file") as response:
             assert response.status == 200
             assert await response.read() == content
+    (server_transport,) = server_transports
+    assert server_transport.get_extra_info("udptcp_stats")["bytes_sent"] > len(content)

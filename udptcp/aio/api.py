@@ -28,6 +28,10 @@ and ``asyncio.start_server``, with these udptcp additions and differences:
 from __future__ import annotations
 
 import asyncio
+import asyncio.staggered
+import errno
+import functools
+import itertools
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -66,6 +70,8 @@ async def create_connection(
     local_vport: int | None = None,
     family: int = 0,
     all_errors: bool = False,
+    happy_eyeballs_delay: float | None = None,
+    interleave: int | None = None,
     own_socket: bool = True,
     identity: Identity | None = None,
     peer_key: bytes | None = None,
@@ -73,6 +79,9 @@ async def create_connection(
     allow_plain: bool | None = None,
 ) -> tuple[asyncio.Transport, _P]:
     """Open a udptcp connection; return ``(transport, protocol)`` once it is ESTABLISHED.
+
+    ``happy_eyeballs_delay`` and ``interleave`` mean what they mean to asyncio (RFC 8305):
+    with a delay, the addresses are tried in a staggered race and the first connection wins.
 
     Secure mode: ``peer_key`` (the server's 32-byte public key) authenticates the server
     (Noise NK); with ``identity`` as well, the server learns the client's key (IK); ``psk``
@@ -120,6 +129,8 @@ async def create_connection(
             local_vport=local_vport,
             family=family,
             all_errors=all_errors,
+            happy_eyeballs_delay=happy_eyeballs_delay,
+            interleave=interleave,
             own_socket=own_socket,
         )
 
@@ -148,6 +159,8 @@ async def _create_connection(
     local_vport: int | None,
     family: int,
     all_errors: bool,
+    happy_eyeballs_delay: float | None = None,
+    interleave: int | None = None,
     own_socket: bool = True,
 ) -> tuple[Transport, _Q]:
     _check_vport("vport", vport)
@@ -189,17 +202,35 @@ async def _create_connection(
     if local_addr is not None:
         local_infos = await _resolve(loop, local_addr[0], local_addr[1], family, 0)
 
+    attempts = [(fam, proto, addr) for fam, _type, proto, _name, addr in infos]
+    if happy_eyeballs_delay is not None and interleave is None:
+        interleave = 1  # as asyncio: happy eyeballs interleaves the families
+    if interleave and len(attempts) > 1:
+        attempts = _interleave(attempts, interleave)
     exceptions: list[OSError] = []
-    for fam, _type, proto, _name, addr in infos:
+
+    async def attempt(fam: int, proto: int, addr: Address) -> tuple[Transport, _Q]:
         try:
             endpoint = _client_endpoint(loop, fam, proto, addr, local_infos, config)
-        except OSError as exc:
-            exceptions.append(exc)
-            continue
-        try:
             return await _open(endpoint, addr, protocol_factory, config, vport, local_vport)
         except OSError as exc:  # ConnectionRefusedError, TimeoutError, ...
             exceptions.append(exc)
+            raise
+
+    if happy_eyeballs_delay is None or len(attempts) == 1:
+        for fam, proto, addr in attempts:
+            try:
+                return await attempt(fam, proto, addr)
+            except OSError:
+                continue
+    else:
+        # RFC 8305 as asyncio runs it: the next address starts after the delay (or as soon
+        # as the previous one failed); the first to connect wins, the others are reset.
+        winner, _, _ = await asyncio.staggered.staggered_race(
+            (functools.partial(attempt, *a) for a in attempts), happy_eyeballs_delay
+        )
+        if winner is not None:
+            return winner  # type: ignore[no-any-return]
     _raise_connect_errors(exceptions, all_errors)
 
 
@@ -266,6 +297,20 @@ def _client_endpoint(
     except BaseException:
         sock.close()
         raise
+
+
+def _interleave(attempts: list[Any], first_family_count: int) -> list[Any]:
+    """Alternate address families, ``first_family_count`` of the first family first
+    (RFC 8305 §4, as ``loop.create_connection(interleave=)`` orders them)."""
+    by_family: dict[int, list[Any]] = {}
+    for item in attempts:
+        by_family.setdefault(item[0], []).append(item)
+    lists = list(by_family.values())
+    ordered: list[Any] = lists[0][: first_family_count - 1]
+    lists[0] = lists[0][first_family_count - 1 :]
+    for group in itertools.zip_longest(*lists):
+        ordered.extend(item for item in group if item is not None)
+    return ordered
 
 
 def _bind_first(sock: socket.socket, family: int, local_infos: list[Any]) -> None:
@@ -387,7 +432,15 @@ async def create_server(
             endpoint.set_dont_fragment()
     try:
         server = Server(
-            loop, endpoints, protocol_factory, backlog=backlog, config=config, vport=vport
+            loop,
+            endpoints,
+            protocol_factory,
+            backlog=backlog,
+            config=config,
+            vport=vport,
+            ssl_context=options[0] if options is not None else None,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
     except BaseException:
         for endpoint in created:
@@ -423,6 +476,48 @@ def _listening_endpoint(loop: asyncio.AbstractEventLoop, family: int, addr: Any)
         ):
             return endpoint
     return None
+
+
+def udp_twin(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> socket.socket:
+    """A UDP socket bound to the address a listening TCP socket has: the drop-in's opt-in
+    ``serve_tcp_sockets`` serves a pre-bound ``create_server(sock=)`` socket over udptcp on
+    the same port number. ``SO_REUSEPORT`` is set, so pre-forked workers that inherited the
+    one TCP socket can each bind the port (Linux then gives each peer address one worker).
+
+    The kernel picked the TCP port without looking at UDP, so one of this loop's own client
+    sockets may hold that UDP port already: such a socket is connected to its peer, so it
+    is made shareable (``SO_REUSEADDR``) and keeps its peer's datagrams (a connected
+    socket is the better match), and the new socket gets everyone else's."""
+    addr = sock.getsockname()
+    udp = socket.socket(sock.family, socket.SOCK_DGRAM)
+    try:
+        udp.setblocking(False)
+        _enlarge_buffers(udp)
+        if hasattr(socket, "SO_REUSEPORT"):
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if sock.family == socket.AF_INET6:
+            v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+            udp.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        try:
+            udp.bind(addr)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            clients = [
+                ep
+                for ep in open_endpoints(loop)
+                if ep.connected_peer is not None and tuple(ep.sockname[:2]) == tuple(addr[:2])
+            ]
+            if not clients:
+                raise
+            for endpoint in clients:
+                endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.bind(addr)
+        return udp
+    except BaseException:
+        udp.close()
+        raise
 
 
 def _bound_socket(

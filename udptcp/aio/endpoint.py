@@ -113,6 +113,10 @@ _GSO_UNSUPPORTED = {errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT}
 SOCKET_BUFFER = 2 * 1024 * 1024
 #: Ephemeral virtual ports (RFC 6335 §6 dynamic range), as a client picks them.
 EPHEMERAL_PORTS = (49152, 65535)
+#: Transport.write reads the socket itself after this many writes, or this long, without
+#: the loop reading it (Endpoint.poll_from_write).
+POLL_WRITES = 16
+POLL_INTERVAL = 0.001
 #: uvloop runs timers with millisecond granularity and may fire one slightly early; a
 #: deadline this close to the clock counts as due (the core is told the deadline itself).
 TIMER_SLACK = 0.001
@@ -311,6 +315,12 @@ class Endpoint:
         self._refs = 0
         self._closing = False  # close() is running: nothing may re-enter it
         self._closed = False
+        # The write path's look at the socket (poll_from_write): set while reading, so it
+        # never nests; while it runs, connections deliver their events from call_soon.
+        self._reading = False
+        self._deferring = False
+        self._writes_unread = 0
+        self._last_read = 0.0
         # Queued datagrams: (data, address, GSO segment size or 0 for one datagram).
         self._sendq: collections.deque[tuple[bytes, Address, int]] = collections.deque()
         #: Whether UDP GSO / GRO are in use on this socket (see ``Config.udp_offload``).
@@ -846,17 +856,63 @@ class Endpoint:
         """Read until the socket is empty (at most READ_BATCH reads), then hand each
         connection the train of segments it got, in arrival order."""
         trains: dict[Transport, list[Segment]] = {}
+        self._reading = True
+        self._writes_unread = 0
+        self._last_read = self.loop.time()
         try:
-            datagrams = self._read(trains)
+            try:
+                datagrams = self._read(trains)
+            finally:
+                self._deliver_trains(trains)
+            if datagrams == 0 and not self._closed and not self._deferring:
+                self.stats["empty_wakeups"] += 1
+                # Woken with nothing to read: poll reported POLLERR for an error queue that
+                # holds something (a local error, or an ICMP error whose pending errno a
+                # send took). Left there it would wake us again at once, forever.
+                self._read_errors()
+                self._watch_again_soon()
         finally:
-            self._deliver_trains(trains)
-        if datagrams == 0 and not self._closed:
-            self.stats["empty_wakeups"] += 1
-            # Woken with nothing to read: poll reported POLLERR for an error queue that
-            # holds something (a local error, or an ICMP error whose pending errno a send
-            # took). Left there it would wake us again at once, forever.
-            self._read_errors()
-            self._watch_again_soon()
+            self._reading = False
+
+    def poll_from_write(self, now: float, transport: Transport) -> None:
+        """Called by ``Transport.write``: if the loop has not read the socket for
+        :data:`POLL_WRITES` writes or :data:`POLL_INTERVAL` seconds, read it now.
+
+        A program that writes in a loop without yielding would otherwise learn of a peer's
+        RST (or an ICMP error) only when it yields, thousands of writes later; a kernel TCP
+        socket fails its next send. Segments are processed at once, so the connection is
+        closing before ``write()`` returns; protocol callbacks still come from ``call_soon``
+        (asyncio never calls a protocol from inside ``write()``). Costs one non-blocking
+        ``recvfrom`` that finds nothing, at most once per 16 writes or per millisecond.
+
+        When the peer is an endpoint of this same loop (a client and its server in one
+        process, as in test suites), that endpoint is read too: the kernel would answer
+        for a closed socket on its own, udptcp only when the peer's endpoint reads.
+        """
+        self._writes_unread += 1
+        if self._reading or self._closed:
+            return
+        if self._writes_unread < POLL_WRITES and now - self._last_read < POLL_INTERVAL:
+            return
+        # The peer first: what it answers to this write is then read at once.
+        peer = transport._local_peer_endpoint()
+        if peer is not None and peer is not self and not peer._reading and not peer._closed:
+            peer._poll()
+        self._poll()
+
+    def _poll(self) -> None:
+        self._deferring = True
+        try:
+            self._on_readable()
+        finally:
+            self._deferring = False
+
+    def serves(self, addr: Address) -> bool:
+        """True if datagrams sent to ``addr`` reach this endpoint's socket."""
+        if self._closed or len(addr) < 2:
+            return False
+        host, port = self.sockname[:2]
+        return port == addr[1] and host in (addr[0], "0.0.0.0", "::")
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
         for transport, segments in trains.items():

@@ -10,17 +10,25 @@ and every ``loop.create_connection``, ``loop.create_server``, ``asyncio.open_con
 ``asyncio.start_server`` the program makes goes over udptcp. ``base="uvloop"`` (or
 :func:`uvloop_factory`) does the same on uvloop.
 
-The loop is a subclass of the base loop class that overrides three methods:
+The loop is a subclass of the base loop class that overrides these methods:
 
 * ``create_connection`` / ``create_server`` ask the loop's *rules* whether the destination
   (for a server: the address it listens on) goes over udptcp; if not, the base loop's own
   method runs, untouched. A ``sock=`` argument decides by itself: a UDP socket goes over
-  udptcp, a TCP one keeps its kernel meaning. Every other argument keeps its asyncio
+  udptcp, a TCP one keeps its kernel meaning, except a TCP socket ``sock_connect`` connected
+  over udptcp (below), and, with the opt-in ``serve_tcp_sockets=True``, a listening TCP
+  socket the rules send over udptcp: the server then listens on a UDP socket bound to the
+  same address, and holds the TCP socket (unused) until it closes. Every other argument keeps its asyncio
   meaning (``ssl``, ``server_hostname``, ``local_addr``, ``family``, ``backlog``,
-  ``start_serving``, the TLS timeouts, ``reuse_port``, ``all_errors``); those that only make
-  sense for a kernel TCP socket (``proto``, ``flags``, ``happy_eyeballs_delay``,
-  ``interleave``, ``reuse_address``, ``keep_alive``) are accepted and have no effect.
-  udptcp's own keywords (``config``, ``vport``, ``local_vport``) are accepted too.
+  ``start_serving``, the TLS timeouts, ``reuse_port``, ``all_errors``,
+  ``happy_eyeballs_delay``, ``interleave``); those that only make sense for a kernel TCP
+  socket (``proto``, ``flags``, ``reuse_address``, ``keep_alive``) are accepted and have
+  no effect. udptcp's own keywords (``config``, ``vport``, ``local_vport``) are accepted too.
+* ``sock_connect`` on a TCP socket whose destination the rules send over udptcp makes a
+  udptcp connection instead of connecting the socket, and ``create_connection(sock=)``
+  adopts it: the pattern of aiohttp's client (``aiohappyeyeballs``) and python-socks.
+  ``sock_sendall`` / ``sock_recv`` / ``sock_recv_into`` work on such a socket meanwhile
+  (:mod:`udptcp.aio.parked`).
 * ``start_tls`` upgrades a udptcp transport with :func:`udptcp.aio.tls.start_tls` (uvloop's
   own refuses transports it did not make), so ``StreamWriter.start_tls`` works.
 * ``close`` first closes the loop's udptcp endpoints (:func:`close_endpoints`): live
@@ -48,6 +56,7 @@ from udptcp.core.config import Config
 
 from . import api, tls
 from .endpoint import close_endpoints
+from .parked import Parking, is_stream_socket
 from .transport import Transport
 
 __all__ = [
@@ -70,7 +79,7 @@ Rules = Rule | str | Iterable[str | tuple[Any, Any]] | None
 """What ``rules=`` accepts: a :data:`Rule`, one pattern, or a list of patterns."""
 
 # Keywords of loop.create_connection / create_server that only configure a kernel socket.
-_CONNECT_IGNORED = frozenset({"proto", "flags", "happy_eyeballs_delay", "interleave"})
+_CONNECT_IGNORED = frozenset({"proto", "flags"})
 _CONNECT_PASSED = frozenset(
     {
         "ssl",
@@ -81,6 +90,8 @@ _CONNECT_PASSED = frozenset(
         "ssl_handshake_timeout",
         "ssl_shutdown_timeout",
         "all_errors",
+        "happy_eyeballs_delay",
+        "interleave",
         "config",
         "vport",
         "local_vport",
@@ -90,6 +101,10 @@ _CONNECT_PASSED = frozenset(
         "psk",
         "allow_plain",
     }
+)
+# What create_connection(sock=) passes on when it adopts a connection sock_connect made.
+_ADOPT_PASSED = frozenset(
+    {"ssl", "server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout"}
 )
 _SERVE_IGNORED = frozenset({"flags", "reuse_address", "keep_alive"})
 _SERVE_PASSED = frozenset(
@@ -218,10 +233,57 @@ class DropInMixin(asyncio.AbstractEventLoop):
 
     udptcp_rules: Rule = staticmethod(_everything)  # type: ignore[assignment]
     udptcp_config: Config | None = None
+    udptcp_serve_tcp_sockets: bool = False
+    _udptcp_parking: Parking | None = None
 
     def udptcp_routes(self, host: Any, port: Any) -> bool:
         """True if a connection to (or a server on) ``host``/``port`` goes over udptcp."""
         return bool(self.udptcp_rules(host, port))
+
+    def _parking(self) -> Parking:
+        if self._udptcp_parking is None:
+            self._udptcp_parking = Parking()
+        return self._udptcp_parking
+
+    def _parked(self, sock: Any) -> Any:
+        parking = self._udptcp_parking
+        return parking.get(sock) if parking is not None else None
+
+    # ------------------------------------------------------------------ the socket API
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        """``loop.sock_connect``; a TCP socket whose destination the rules send over udptcp
+        gets a udptcp connection instead, for ``create_connection(sock=)`` to adopt
+        (:mod:`udptcp.aio.parked`)."""
+        if is_stream_socket(sock) and isinstance(address, tuple) and len(address) >= 2:
+            if self.udptcp_routes(address[0], address[1]):
+                await self._parking().connect(self, sock, address, self.udptcp_config)
+                return
+        await super().sock_connect(sock, address)
+
+    async def sock_sendall(self, sock: socket.socket, data: Any) -> None:  # type: ignore[override]
+        """``loop.sock_sendall``, also on a socket ``sock_connect`` connected over udptcp."""
+        parked = self._parked(sock)
+        if parked is not None:
+            return await parked.sendall(data)  # type: ignore[no-any-return]
+        return await super().sock_sendall(sock, data)
+
+    async def sock_recv(self, sock: socket.socket, nbytes: int) -> bytes:
+        """``loop.sock_recv``, also on a socket ``sock_connect`` connected over udptcp."""
+        parked = self._parked(sock)
+        if parked is not None:
+            return await parked.recv(nbytes)  # type: ignore[no-any-return]
+        return await super().sock_recv(sock, nbytes)
+
+    async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
+        """``loop.sock_recv_into``, also on a socket ``sock_connect`` connected over udptcp."""
+        parked = self._parked(sock)
+        if parked is not None:
+            view = memoryview(buf).cast("B")
+            data = await parked.recv(len(view))
+            view[: len(data)] = data
+            return len(data)
+        return await super().sock_recv_into(sock, buf)
 
     async def create_connection(  # type: ignore[override]
         self,
@@ -232,6 +294,17 @@ class DropInMixin(asyncio.AbstractEventLoop):
     ) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
         """``loop.create_connection``, over udptcp when the rules say so."""
         sock = kwargs.get("sock")
+        if sock is not None and self._parked(sock) is not None:
+            # sock_connect made a udptcp connection for this TCP socket: adopt it.
+            if host is not None or port is not None:
+                raise ValueError("host/port and sock can not be specified at the same time")
+            options = _udptcp_kwargs("create_connection", kwargs, _CONNECT_PASSED, _CONNECT_IGNORED)
+            # The rest (family, local_addr, ...) is ignored with sock=, as asyncio does.
+            return await self._parking().adopt(
+                sock,
+                protocol_factory,
+                **{k: v for k, v in options.items() if k in _ADOPT_PASSED},
+            )
         if sock is not None:
             udp = sock.type == socket.SOCK_DGRAM
         else:
@@ -256,7 +329,14 @@ class DropInMixin(asyncio.AbstractEventLoop):
     ) -> asyncio.AbstractServer:
         """``loop.create_server``, over udptcp when the rules say so."""
         sock = kwargs.get("sock")
-        if sock is not None:
+        held = None
+        if sock is not None and self._serves_over_udptcp(sock):
+            # The same address, on UDP; the server keeps the TCP socket (a program may
+            # still ask it its address) and closes it when it closes, as asyncio's would.
+            held = sock
+            kwargs["sock"] = api.udp_twin(self, sock)
+            udp = True
+        elif sock is not None:
             udp = sock.type == socket.SOCK_DGRAM
         else:
             hosts = api.server_hosts(host)
@@ -278,7 +358,24 @@ class DropInMixin(asyncio.AbstractEventLoop):
             )
         options = _udptcp_kwargs("create_server", kwargs, _SERVE_PASSED, _SERVE_IGNORED)
         options.setdefault("config", self.udptcp_config)
-        return await api.create_server(protocol_factory, host, port, **options)
+        try:
+            server = await api.create_server(protocol_factory, host, port, **options)
+        except BaseException:
+            if held is not None:
+                options["sock"].close()
+            raise
+        if held is not None:
+            server._held_sockets.append(held)
+        return server
+
+    def _serves_over_udptcp(self, sock: Any) -> bool:
+        """A listening TCP socket for ``create_server(sock=)`` that the opt-in
+        ``udptcp_serve_tcp_sockets`` and the rules send over udptcp."""
+        if not self.udptcp_serve_tcp_sockets or not is_stream_socket(sock):
+            return False
+        host, port = sock.getsockname()[:2]
+        wildcard = host in ("0.0.0.0", "::")
+        return self.udptcp_routes(None if wildcard else host, port)
 
     async def start_tls(  # type: ignore[override]
         self,
@@ -366,12 +463,15 @@ def new_event_loop(
     base: str | type[asyncio.AbstractEventLoop] | None = None,
     rules: Rules = None,
     config: Config | None = None,
+    *,
+    serve_tcp_sockets: bool = False,
 ) -> asyncio.AbstractEventLoop:
     """A new drop-in loop; see :func:`loop_factory` for the arguments."""
     loop = loop_class(base)()
     assert isinstance(loop, DropInMixin)
     loop.udptcp_rules = compile_rules(rules)
     loop.udptcp_config = config
+    loop.udptcp_serve_tcp_sockets = serve_tcp_sockets
     return loop
 
 
@@ -383,15 +483,20 @@ class LoopFactory:
         base: str | type[asyncio.AbstractEventLoop] | None = None,
         rules: Rules = None,
         config: Config | None = None,
+        *,
+        serve_tcp_sockets: bool = False,
     ) -> None:
         loop_class(base)  # fail now on a bad base
         compile_rules(rules)  # and on bad rules
         self.base = base
         self.rules = rules
         self.config = config
+        self.serve_tcp_sockets = serve_tcp_sockets
 
     def __call__(self) -> asyncio.AbstractEventLoop:
-        return new_event_loop(self.base, self.rules, self.config)
+        return new_event_loop(
+            self.base, self.rules, self.config, serve_tcp_sockets=self.serve_tcp_sockets
+        )
 
     def __repr__(self) -> str:
         return f"udptcp.loop_factory(base={self.base!r}, rules={self.rules!r})"
@@ -401,19 +506,27 @@ def loop_factory(
     base: str | type[asyncio.AbstractEventLoop] | None = None,
     rules: Rules = None,
     config: Config | None = None,
+    *,
+    serve_tcp_sockets: bool = False,
 ) -> LoopFactory:
     """A loop factory for ``asyncio.run(..., loop_factory=)`` / ``asyncio.Runner``.
 
     ``base``: ``None`` (asyncio's default selector loop), ``"uvloop"`` or an event loop
     class. ``rules``: which destinations go over udptcp (default all; see the module
     docstring). ``config``: the :class:`~udptcp.Config` of those connections.
+    ``serve_tcp_sockets``: serve a listening TCP socket passed as ``create_server(sock=)``
+    over udptcp, on a UDP socket bound to the same address, when the rules say so (the
+    gunicorn / uvicorn pattern of a socket bound before the loop starts); off by default,
+    so such a socket keeps its kernel TCP meaning.
     """
-    return LoopFactory(base, rules, config)
+    return LoopFactory(base, rules, config, serve_tcp_sockets=serve_tcp_sockets)
 
 
-def uvloop_factory(rules: Rules = None, config: Config | None = None) -> LoopFactory:
+def uvloop_factory(
+    rules: Rules = None, config: Config | None = None, *, serve_tcp_sockets: bool = False
+) -> LoopFactory:
     """``loop_factory(base="uvloop", ...)``."""
-    return LoopFactory("uvloop", rules, config)
+    return LoopFactory("uvloop", rules, config, serve_tcp_sockets=serve_tcp_sockets)
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
@@ -424,9 +537,11 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         base: str | type[asyncio.AbstractEventLoop] | None = None,
         rules: Rules = None,
         config: Config | None = None,
+        *,
+        serve_tcp_sockets: bool = False,
     ) -> None:
         super().__init__()
-        self.loop_factory = LoopFactory(base, rules, config)
+        self.loop_factory = LoopFactory(base, rules, config, serve_tcp_sockets=serve_tcp_sockets)
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
         """A new drop-in loop."""
@@ -437,12 +552,14 @@ def install(
     base: str | type[asyncio.AbstractEventLoop] | None = None,
     rules: Rules = None,
     config: Config | None = None,
+    *,
+    serve_tcp_sockets: bool = False,
 ) -> EventLoopPolicy:
     """Make every loop asyncio creates from now on a drop-in loop; return the policy.
 
     For code that calls ``asyncio.run(main())`` without a ``loop_factory``. Undo with
-    ``asyncio.set_event_loop_policy(None)``.
+    ``asyncio.set_event_loop_policy(None)``. The arguments are :func:`loop_factory`'s.
     """
-    policy = EventLoopPolicy(base, rules, config)
+    policy = EventLoopPolicy(base, rules, config, serve_tcp_sockets=serve_tcp_sockets)
     asyncio.set_event_loop_policy(policy)
     return policy

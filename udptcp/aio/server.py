@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.trsock
+import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -111,10 +113,21 @@ class Server(asyncio.AbstractServer):
         backlog: int,
         config: Config,
         vport: int | None,
+        ssl_context: ssl.SSLContext | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> None:
         self._loop = loop
         self._protocol_factory = protocol_factory
         self._backlog = backlog
+        # asyncio.Server's private attributes that widely used code reads (websockets'
+        # test helpers tell TLS servers by _ssl_context): the same names and meanings.
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        # Sockets the server owns besides its endpoints' (the drop-in's serve_tcp_sockets:
+        # the TCP socket it was given), closed with it.
+        self._held_sockets: list[socket.socket] = []
         self._config = config
         self._vport = vport
         self._serving = False
@@ -164,6 +177,13 @@ class Server(asyncio.AbstractServer):
         return tuple(listener.endpoint for listener in self._listeners or ())
 
     @property
+    def _sockets(self) -> list[object] | None:
+        """As asyncio.Server's: the listening sockets themselves, ``None`` once closed."""
+        if self._listeners is None:
+            return None
+        return [endpoint.sock for endpoint in self.endpoints]
+
+    @property
     def sockets(self) -> tuple[asyncio.trsock.TransportSocket, ...]:
         """The UDP sockets listened on, wrapped as asyncio wraps them (empty once closed)."""
         return tuple(asyncio.trsock.TransportSocket(ep.sock) for ep in self.endpoints)
@@ -185,6 +205,9 @@ class Server(asyncio.AbstractServer):
         self._serving = False
         for listener in listeners:
             listener.close()
+        for sock in self._held_sockets:
+            sock.close()
+        self._held_sockets.clear()
         fut = self._serving_forever_fut
         if fut is not None and not fut.done():
             fut.cancel()

@@ -33,7 +33,10 @@ those cause is delivered from ``call_soon``, as asyncio's own transports behave.
 from __future__ import annotations
 
 import asyncio
+import asyncio.constants
+import asyncio.transports
 import collections
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -64,7 +67,7 @@ LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 DEFAULT_HIGH_WATER = 64 * 1024
 
 
-class Transport(asyncio.Transport):
+class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     """A udptcp connection seen as an ``asyncio.Transport``.
 
     Transports are made by the endpoint: by ``create_connection`` for an active open, by a
@@ -81,6 +84,10 @@ class Transport(asyncio.Transport):
 
     # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
     _start_tls_compatible = True
+    # loop.sendfile (asyncio's base loop) reads the file and writes it in chunks, waiting
+    # for resume_writing; its helper wants a _FlowControlMixin, whose methods this class
+    # overrides all the same (uvloop has no loop.sendfile: NotImplementedError there).
+    _sendfile_compatible = asyncio.constants._SendfileMode.FALLBACK
 
     def __init__(
         self,
@@ -91,7 +98,7 @@ class Transport(asyncio.Transport):
         protocol_factory: Callable[[], asyncio.BaseProtocol] | None = None,
         listener: Listener | None = None,
     ) -> None:
-        super().__init__(extra={"peername": peer})
+        super().__init__(extra={"peername": peer}, loop=endpoint.loop)
         self._loop = endpoint.loop
         self._endpoint = endpoint
         self._conn = conn
@@ -125,6 +132,8 @@ class Transport(asyncio.Transport):
         self._dispatching = False
         self._dispatch_handle: asyncio.Handle | None = None
         self._socket: ConnectionSocket | None = None
+        # The peer's endpoint when it is in this loop (False: not looked for yet).
+        self._peer_endpoint: Endpoint | None | bool = False
         # Secure mode: the session and the encoder that seals this connection's segments
         # (None on a plain connection: the endpoint encodes them itself).
         self._secure: SecureSession | None = None
@@ -171,8 +180,9 @@ class Transport(asyncio.Transport):
         self._extra["peername"] = peer  # type: ignore[attr-defined]  # BaseTransport's slot
 
     def is_closing(self) -> bool:
-        """True once ``close()`` or ``abort()`` was called or the connection ended."""
-        return self._closing
+        """True once ``close()`` or ``abort()`` was called or the connection ended (also
+        when its end is known and ``connection_lost`` not yet delivered)."""
+        return self._closing or self._conn.state is State.CLOSED
 
     def close(self) -> None:
         """Send FIN after the queued data; incoming data is discarded from now on."""
@@ -184,6 +194,22 @@ class Transport(asyncio.Transport):
         self._conn.close(self._loop.time())
         self._flush()
         self._maybe_orphan()
+
+    def _local_peer_endpoint(self) -> Endpoint | None:
+        """The endpoint of this loop that the peer's address reaches, if the peer is in this
+        process (looked for once, on a loopback peer only)."""
+        found = self._peer_endpoint
+        if found is False:
+            found = None
+            if _is_loopback(self._peer[0]):
+                from .endpoint import open_endpoints
+
+                for endpoint in open_endpoints(self._loop):
+                    if endpoint.serves(self._peer):
+                        found = endpoint
+                        break
+            self._peer_endpoint = found
+        return found  # type: ignore[return-value]
 
     def _maybe_orphan(self) -> None:
         """After ``close()``: once everything written went out once, the application is
@@ -267,8 +293,12 @@ class Transport(asyncio.Transport):
             if self._ignored_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("udptcp: write() on a closed transport is ignored.")
             return
-        self._conn.send(data, self._loop.time())
+        now = self._loop.time()
+        self._conn.send(data, now)
         self._flush()
+        # A pending RST or ICMP error ends the connection before write() returns, as a
+        # kernel socket's next send fails, even if the program never yields.
+        self._endpoint.poll_from_write(now, self)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:  # type: ignore[override]
@@ -340,8 +370,11 @@ class Transport(asyncio.Transport):
         Called for what the network and the timer do. Safe inside a protocol callback: the
         inner call only transmits; the outer one delivers what the callback caused, in order.
         """
-        conn = self._conn
         endpoint = self._endpoint
+        if endpoint._deferring:
+            self._flush()  # the write path reads: deliver from call_soon
+            return
+        conn = self._conn
         segments = conn.take_segments()
         if segments:
             endpoint.transmit(self._peer, segments, self._seal)
@@ -647,6 +680,13 @@ def with_address(error: _E, peer: Address, connecting: bool) -> _E:
 
 # States after which the application has nothing left to close.
 _FINISHED = frozenset({State.CLOSED, State.TIME_WAIT})
+
+
+def _is_loopback(host: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
