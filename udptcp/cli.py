@@ -21,6 +21,8 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
+from udptcp import __version__
+
 __all__ = ["COMMANDS", "main"]
 
 #: (name, help, add its arguments, run it).
@@ -114,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m udptcp", description="udptcp's command-line tools"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"udptcp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add_args, run in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
