@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -24,24 +25,65 @@ def test_readme_has_three_one_line_commands_and_ci_runs_the_test_one_verbatim():
     assert "'.[bench]'" in bench  # the peers come from the bench extra
 
 
-def test_demo_shows_the_seed_sequences_and_exits_by_itself():
+def _demo(*args: str) -> str:
+    # This checkout's udptcp, whatever the environment has installed.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), "--loss", "0.1", "--seed", "3"],
+        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
+        env=env,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
     )
-    out = proc.stdout
     assert proc.returncode == 0, proc.stderr
-    # The seed's fields, named as the seed names them.
+    return proc.stdout
+
+
+def test_demo_shows_the_seed_sequences_and_exits_by_itself():
+    out = _demo("--loss", "0.1", "--seed", "3")
+    # The handshake and release fields, named x, y, u, v, w as the legend explains.
     assert re.search(r"client -> server  SYN +seq=x\b", out)
     assert re.search(r"server -> client  SYN,ACK +seq=y  ack=x\+1\b", out)
     assert re.search(r"client -> server  ACK +seq=x\+1  ack=y\+1\b", out)
     assert re.search(r"client -> server  FIN,ACK +seq=u\b", out)
-    assert re.search(r"server -> client  ACK +seq=\S+  ack=u\+1\b", out)
+    assert re.search(r"server -> client  ACK +seq=v  ack=u\+1\b", out)
     assert re.search(r"server -> client  FIN,ACK +seq=w  ack=u\+1\b", out)
     assert re.search(r"client -> server  ACK +seq=u\+1  ack=w\+1\b", out)
-    assert "FIN-WAIT-1 -> FIN-WAIT-2 -> TIME-WAIT" in out
-    assert "reaches CLOSED" in out
-    assert "server: goodbye!" in out
-    assert "lost by the relay" in out  # the demo's relay really loses segments
+    assert "x = the client's initial sequence number" in out  # the legend
+    # Both sides' states, the passive side's included.
+    for side, change in [
+        ("server", "LISTEN -> SYN-RECEIVED"),
+        ("server", "SYN-RECEIVED -> ESTABLISHED"),
+        ("server", "ESTABLISHED -> CLOSE-WAIT"),
+        ("server", "CLOSE-WAIT -> LAST-ACK"),
+        ("server", "LAST-ACK -> CLOSED"),
+        ("client", "CLOSED -> SYN-SENT"),
+        ("client", "SYN-SENT -> ESTABLISHED"),
+        ("client", "ESTABLISHED -> FIN-WAIT-1"),
+        ("client", "FIN-WAIT-1 -> FIN-WAIT-2"),
+        ("client", "FIN-WAIT-2 -> TIME-WAIT"),
+        ("client", "TIME-WAIT -> CLOSED"),
+    ]:
+        assert re.search(rf"\ds  {side}: {change}\n", out), change
+    # SYN options, the shortened timers, the loss and its repair, TIME-WAIT's length.
+    assert "options: MSS 1452, window scale" in out
+    assert "RTO 300 ms at first and never below 50 ms" in out
+    assert "TIME-WAIT lasts 2×MSL = 2 s" in out
+    assert "LOST by the relay" in out
+    assert "(resent: no ACK before the retransmission timer (RTO) expired)" in out
+    assert "TIME-WAIT lasted 2.00 s" in out
+    assert "server says: goodbye!" in out
+    assert "seed notes" not in out and "DESIGN" not in out
+
+
+def test_demo_prints_the_same_transcript_for_the_same_seed():
+    args = ("--loss", "0.3", "--seed", "2", "--verbose")
+    first, second = _demo(*args), _demo(*args)
+    assert first == second
+    # --verbose shows the chat's data and ACKs, and this seed's losses repair themselves.
+    assert re.search(r"client -> server  PSH,ACK +seq=x\+1  ack=y\+1  len=14\b", first)
+    assert "tail-loss probe" in first and "duplicate ACK: answers a repeated FIN" in first
+    assert _demo("--loss", "0.3", "--seed", "4") != first
