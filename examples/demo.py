@@ -35,18 +35,21 @@ from udptcp.tools.relay import Impairment, Record, Relay
 from udptcp.tools.vclock import VirtualClockLoop
 
 # Shortened timers, so that a lost segment is resent quickly and TIME-WAIT ends while you
-# watch: loopback round trips take well under a millisecond.
-CONFIG = udptcp.Config(msl=1.0, rto_initial=0.3, rto_min=0.05)
+# watch. The delayed ACK is shortened with the RTO floor: a lone segment's tail-loss probe
+# fires at min(2 SRTT + delayed-ACK allowance, RTO) (RFC 8985 §7.2), and a 40 ms delayed ACK
+# crossing a 10 ms round trip would arrive at the 50 ms floor exactly.
+CONFIG = udptcp.Config(msl=1.0, rto_initial=0.3, rto_min=0.05, delayed_ack=0.02)
 DELAY = 0.005  # the relay's one-way delay
 LINES = ["hello, server", "how is the weather in UDP land?", "bye for now"]
 
 LEGEND = """\
 How to read it: each segment line is "time  sender -> receiver  FLAGS  seq=..  ack=..".
   x = the client's initial sequence number, y = the server's (each side picks its own);
-  u = the sequence number of the client's FIN, v = the server's next sequence number when
-  it acknowledges that FIN, w = the sequence number of the server's FIN; x+1 is one past x.
-  A SYN and a FIN each use up one sequence number, so the answer to seq=x is ack=x+1.
-  "ack=" is only meaningful when the ACK flag is set; len= counts data bytes. A SYN's
+  u = the sequence number of the client's FIN, w = that of the server's FIN; x+1 is one
+  past x, y+89 is 89 past y: the SYN took one sequence number and each data byte one more.
+  A SYN and a FIN each use up one sequence number, so the answer to seq=x is ack=x+1:
+  "ack=" names the next sequence number its sender expects, everything before it received.
+  "ack=" is shown only when the ACK flag is set; len= counts data bytes. A SYN's
   options: MSS = the most data per segment its sender accepts, window scale = the shift
   applied to its window field, SACK permitted = it can report what arrived past a hole,
   timestamps = each segment carries a clock value (RTT on every ACK, old segments told apart).
@@ -212,9 +215,6 @@ class Transcript:
             letter = "x" if from_client else "y"
         elif "FIN" in names:
             letter = "u" if from_client else "w"
-        elif not from_client and "u" in self.names.values():
-            # The server's first segment after the client's FIN: the seed calls its seq v.
-            letter = "v"
         seq = self._name(seg.seq, letter)
         ack = f"  ack={self._name(seg.ack)}" if "ACK" in names else ""
         data = f"  len={len(seg.payload)}" if seg.payload else ""
@@ -322,7 +322,8 @@ async def main(loss: float, seed: int, verbose: bool) -> None:
         f" {DELAY * 1000:.0f} ms.\n"
         f"Timers shortened for the demo: RTO {CONFIG.rto_initial * 1000:.0f} ms at first and"
         f" never below {CONFIG.rto_min * 1000:.0f} ms (defaults: 1 s, 200 ms);\n"
-        f"MSL {CONFIG.msl:.0f} s, so TIME-WAIT lasts 2×MSL = {2 * CONFIG.msl:.0f} s"
+        f"delayed ACKs {CONFIG.delayed_ack * 1000:.0f} ms (default 40 ms);"
+        f" MSL {CONFIG.msl:.0f} s, so TIME-WAIT lasts 2×MSL = {2 * CONFIG.msl:.0f} s"
         f" (default 2×30 s)."
     )
     print(LEGEND + "\n")
@@ -384,7 +385,7 @@ async def main(loss: float, seed: int, verbose: bool) -> None:
     out.states()
     lasted = loop.time() - closed_at
     restarted = (
-        " (it restarts when the server's FIN comes again)" if lasted > 2 * CONFIG.msl else ""
+        " (it restarts when the server's FIN comes again)" if lasted > 2 * CONFIG.msl + 0.01 else ""
     )
     print(f"{'':10}... TIME-WAIT lasted {lasted:.2f} s{restarted}\n")
 

@@ -66,7 +66,8 @@ def test_seed_four_way_release_field_by_field_and_time_wait_lasts_2msl():
     assert bytes(a.received[client]) == b"last words"
     assert client.state_history[-4:] == [S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.TIME_WAIT]
     assert server.state_history[-4:] == [S.ESTABLISHED, S.CLOSE_WAIT, S.LAST_ACK, S.CLOSED]
-    # The application hears of the close when TIME-WAIT starts (DESIGN §8).
+    # The application hears of the close when TIME-WAIT starts
+    # (docs/architecture.md#closing-and-connection_lost).
     assert a.closed_with(client) == ConnectionClosed(None)
     # TIME-WAIT lasts exactly 2 MSL.
     net.run_until(lambda: client.state is S.CLOSED)

@@ -1,4 +1,4 @@
-"""The drop-in loop: unmodified asyncio code goes over udptcp by one line (DESIGN §6).
+"""The drop-in loop: unmodified asyncio code goes over udptcp by one line.
 
 These tests build their own loops (the drop-in ones), on both bases.
 """

@@ -1,4 +1,4 @@
-"""Interop with a real, conforming TCP: the Linux kernel's, bridged onto UDP (DESIGN §7).
+"""Interop with a real, conforming TCP: the Linux kernel's, bridged onto UDP.
 
 A :class:`~udptcp.tools.tunbridge.TunBridge` turns kernel TCP packets on a TUN device into
 udptcp datagrams and back, converting only the checksum. Kernel sockets on one side, udptcp on
@@ -37,7 +37,8 @@ if TYPE_CHECKING:  # the fixture's type, for annotations only
 pytestmark = pytest.mark.timeout(30)
 
 MB = 1 << 20
-#: udptcp's MSS on IPv4: the 1472-byte payload budget minus the 20-byte header (DESIGN §2).
+#: udptcp's MSS on IPv4: the 1472-byte payload budget minus the 20-byte header
+#: (docs/architecture.md#wire-format).
 UDPTCP_MSS = 1452
 #: The kernel's MSS on the 1500-byte TUN device: 1500 - 20 (IPv4) - 20 (TCP).
 KERNEL_MSS = 1460
@@ -400,7 +401,7 @@ async def test_udptcp_abort_resets_kernel(lab: Lab) -> None:
 async def test_kernel_reopens_a_4_tuple_udptcp_holds_in_time_wait(lab: Lab) -> None:
     # udptcp closes first and keeps the 4-tuple in TIME-WAIT; the kernel reconnects from the
     # same port. Its new ISN is higher, so the SYN reopens the connection (RFC 9293
-    # §3.10.7.4, DESIGN §8) instead of being stalled for 2 MSL.
+    # §3.10.7.4, RFC 6191) instead of being stalled for 2 MSL.
     server, made = await lab.udptcp_server(close_after_reply=True)
     loop = asyncio.get_running_loop()
     port = 0

@@ -1,4 +1,4 @@
-"""Interop with the Linux kernel's TCP when things go wrong or stall (DESIGN §7).
+"""Interop with the Linux kernel's TCP when things go wrong or stall.
 
 The same lab as ``test_kernel_tcp.py`` (a TUN bridge between kernel sockets in a namespace of
 their own and udptcp on 127.0.0.1, see conftest), here for what TCP's timers and feedback are

@@ -1,4 +1,4 @@
-"""The asyncio adapter (DESIGN §5 layer 2): endpoint, transport, server and streams."""
+"""The asyncio adapter (the second of three layers): endpoint, transport, server and streams."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""``create_connection``, ``create_server`` and the streams functions (DESIGN §6).
+"""``create_connection``, ``create_server`` and the streams functions.
 
 They mirror ``loop.create_connection``, ``loop.create_server``, ``asyncio.open_connection``
 and ``asyncio.start_server``, with these udptcp additions and differences:
 
 * Addresses are UDP addresses, resolved with ``type=SOCK_DGRAM``.
 * ``vport`` names the destination virtual port of a connection (default: the UDP port given)
-  or the one virtual port a server listens on (default: any, DESIGN §4). ``local_vport``
+  or the one virtual port a server listens on (default: any; docs/architecture.md#endpoints-and-virtual-ports). ``local_vport``
   fixes a connection's source virtual port (default: a random ephemeral one), which a
   simultaneous open needs.
 * ``sock=`` is a UDP socket, bound and possibly connected; the endpoint takes ownership and
@@ -285,7 +285,7 @@ def _client_endpoint(
     config: Config,
 ) -> Endpoint:
     """A fresh UDP socket for one outgoing connection, connected to ``peer`` so the kernel
-    reports ICMP port unreachable to it (DESIGN §8)."""
+    reports ICMP port unreachable to it (docs/architecture.md#icmp-errors)."""
     sock = socket.socket(family, socket.SOCK_DGRAM, proto)
     try:
         sock.setblocking(False)

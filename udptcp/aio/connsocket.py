@@ -1,4 +1,6 @@
-"""The per-connection socket-like object behind ``get_extra_info("socket")`` (DESIGN §8).
+"""The per-connection socket-like object behind ``get_extra_info("socket")``.
+
+Why it is not the shared UDP socket: docs/architecture.md#the-socket-object.
 
 Libraries call ``transport.get_extra_info("socket").setsockopt(...)`` in ``connection_made``
 to set ``TCP_NODELAY``, ``SO_KEEPALIVE`` and friends. A udptcp connection has no kernel socket
@@ -111,7 +113,7 @@ class ConnectionSocket:
         return 0.0
 
     def close(self) -> None:
-        """Does nothing: closing is the transport's job (DESIGN §8)."""
+        """Does nothing: closing is the transport's job."""
 
     def shutdown(self, how: int) -> None:
         """Does nothing: use ``transport.write_eof()`` or ``close()``."""

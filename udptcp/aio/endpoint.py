@@ -1,4 +1,6 @@
-"""The endpoint: one UDP socket, many connections, one timer (DESIGN §4, §5 layer 2).
+"""The endpoint: one UDP socket, many connections, one timer.
+
+See docs/architecture.md#endpoints-and-virtual-ports for how connections share the socket.
 
 An :class:`Endpoint` reads its non-blocking UDP socket itself (``loop.add_reader``, draining
 up to :data:`READ_BATCH` datagrams per wake-up; a ``DatagramProtocol`` on the default loop
@@ -15,13 +17,13 @@ and a single ``loop.call_at`` handle armed at the earliest deadline.
 Ownership: an endpoint stays open while it has connections (TIME-WAIT included), listeners
 or holders (:meth:`Endpoint.acquire`); when the last of these goes it closes its socket.
 :meth:`Endpoint.close` (and :func:`close_endpoints`) close it at once: live connections are
-reset and TIME-WAIT connections are dropped silently (DESIGN §8). Shutting the loop down
+reset and TIME-WAIT connections are dropped silently (docs/architecture.md#closing-and-connection_lost). Shutting the loop down
 (``asyncio.run``, ``asyncio.Runner``, ``uvloop.run``: anything that calls
 ``loop.shutdown_asyncgens()``) closes its endpoints the same way. An endpoint built on a
 caller's socket with ``owns_socket=False`` leaves that socket open when it closes (it only
 stops reading it and turns UDP GRO off again).
 
-Datagrams that are not TCP segments share the socket (DESIGN §8, NAT traversal): a STUN
+Datagrams that are not TCP segments share the socket (NAT traversal): a STUN
 message (RFC 8489 §5: the top two bits zero, the magic cookie 0x2112A442 in bytes 4-7, a
 length field that matches the datagram) is told apart *before* decoding and offered to the
 handlers added with :meth:`Endpoint.add_datagram_handler`, and so is any datagram that fails
@@ -161,7 +163,7 @@ _registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Endpoi
 
 # One parked async generator per loop: asyncio.run(), asyncio.Runner, uvloop.run() and
 # pytest-asyncio all call loop.shutdown_asyncgens() before closing the loop, which closes it,
-# and its ``finally`` closes the loop's endpoints (DESIGN §8: closing the loop drops TIME-WAIT
+# and its ``finally`` closes the loop's endpoints (closing the loop drops TIME-WAIT
 # connections silently instead of leaking their sockets).
 _shutdown_watchers: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, AsyncGenerator[None, None]
@@ -201,7 +203,7 @@ def offload_allowed() -> bool:
 
 
 def payload_budget(family: int) -> int:
-    """Default UDP payload budget for a socket family (DESIGN §2)."""
+    """Default UDP payload budget for a socket family (docs/architecture.md#wire-format)."""
     return PAYLOAD_BUDGET_IPV6 if family == socket.AF_INET6 else PAYLOAD_BUDGET_IPV4
 
 
@@ -214,7 +216,7 @@ def open_endpoints(loop: asyncio.AbstractEventLoop | None = None) -> list[Endpoi
 def close_endpoints(loop: asyncio.AbstractEventLoop | None = None) -> None:
     """Close every endpoint of ``loop`` at once, as closing the loop should.
 
-    Live connections are reset; TIME-WAIT connections are dropped silently (DESIGN §8).
+    Live connections are reset; TIME-WAIT connections are dropped silently.
     """
     for endpoint in open_endpoints(loop):
         endpoint.close()
@@ -286,7 +288,7 @@ class Endpoint:
         self._fd = sock.fileno()
         self._sockname: Address = sock.getsockname()
         try:
-            # A connected socket (a client endpoint) hears ICMP errors (DESIGN §8).
+            # A connected socket (a client endpoint) hears ICMP errors (docs/architecture.md#icmp-errors).
             self.connected_peer: Address | None = sock.getpeername()
         except OSError:
             self.connected_peer = None
@@ -939,7 +941,7 @@ class Endpoint:
                     return reads
                 if exc.errno in ICMP_ERRNOS or isinstance(exc, ConnectionResetError):
                     # An ICMP error's pending errno (Windows reports port unreachable as
-                    # a reset): the details are in the error queue (DESIGN §8).
+                    # a reset): the details are in the error queue.
                     self._on_pending_error()
                     self._watch_again_soon()
                     if self._closed:
@@ -1353,7 +1355,8 @@ class Endpoint:
 
         ``seal`` replaces :func:`encode` for a secure connection. Runs of equal-sized
         datagrams go out as one GSO send where the socket has it. Our own segments are
-        never dropped for lack of socket buffer (DESIGN §8).
+        never dropped for lack of socket buffer
+        (docs/architecture.md#back-pressure).
         """
         if self._closed:
             return

@@ -1,4 +1,4 @@
-"""The drop-in event loop (DESIGN §6): unmodified asyncio code runs over udptcp.
+"""The drop-in event loop: unmodified asyncio code runs over udptcp.
 
 One line at program start::
 
@@ -384,7 +384,7 @@ class DropInMixin(asyncio.AbstractEventLoop):
         sslcontext: Any,
         **kwargs: Any,
     ) -> asyncio.Transport | None:
-        """``loop.start_tls``; a udptcp transport is upgraded by udptcp's own (DESIGN §6)."""
+        """``loop.start_tls``; a udptcp transport is upgraded by udptcp's own."""
         if _is_udptcp(transport):
             return await tls.start_tls(transport, protocol, sslcontext, **kwargs)
         return await super().start_tls(transport, protocol, sslcontext, **kwargs)

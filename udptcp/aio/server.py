@@ -1,4 +1,4 @@
-"""The object ``create_server`` returns, with ``asyncio.Server``'s surface (DESIGN §6).
+"""The object ``create_server`` returns, with ``asyncio.Server``'s surface.
 
 A :class:`Server` owns one listener per endpoint (one endpoint per bound UDP address). A
 listener accepts SYNs for its virtual port (or any, when ``vport`` is ``None``); the

@@ -1,4 +1,4 @@
-"""TLS over udptcp, through asyncio's own TLS machinery (DESIGN §6).
+"""TLS over udptcp, through asyncio's own TLS machinery.
 
 asyncio runs TLS as a protocol, ``asyncio.sslproto.SSLProtocol``, stacked on a byte-stream
 transport: it feeds the ciphertext the transport delivers into an ``ssl.SSLObject`` and

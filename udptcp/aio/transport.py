@@ -1,4 +1,4 @@
-"""``asyncio.Transport`` over one udptcp connection (DESIGN §6).
+"""``asyncio.Transport`` over one udptcp connection.
 
 The transport drives a sans-I/O :class:`~udptcp.core.connection.Connection`: after every call
 into it (a segment, a write, a close, a timer) it *pumps*: sends the segments the connection
@@ -278,7 +278,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         return self._conn.unsent_bytes
 
     def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
-        """Queue ``data`` for sending; never blocks, never drops (DESIGN §8)."""
+        """Queue ``data`` for sending; never blocks, never drops
+        (docs/architecture.md#back-pressure)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from udptcp.core.keys import Identity, check_key
 
-#: UDP payload budget for a 1500-byte MTU path (DESIGN §2): 1500 - 20 (IPv4) - 8 (UDP).
+#: UDP payload budget for a 1500-byte MTU path: 1500 - 20 (IPv4) - 8 (UDP).
 PAYLOAD_BUDGET_IPV4 = 1472
 #: 1500 - 40 (IPv6) - 8 (UDP).
 PAYLOAD_BUDGET_IPV6 = 1452

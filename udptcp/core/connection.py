@@ -2355,7 +2355,8 @@ class Connection:
     @property
     def _eff_mss(self) -> int:
         """Data bytes per full segment: the smaller MSS, less the options every segment
-        carries (DESIGN §8: options shrink the data, the datagram stays within budget)."""
+        carries (options shrink the data, so the datagram stays within the payload budget:
+        docs/architecture.md#wire-format)."""
         return min(self._send_cap, self.peer_mss) - (_TIMESTAMPS_LEN if self.ts_enabled else 0)
 
     @property

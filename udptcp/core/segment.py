@@ -1,4 +1,4 @@
-"""TCP segments and their wire codec (DESIGN §2, RFC 9293 §3.1).
+"""TCP segments and their wire codec (RFC 9293 §3.1).
 
 One UDP datagram carries exactly one TCP segment, byte for byte as RFC 9293 §3.1 lays it out,
 with one difference: the checksum covers the segment alone, with no IP pseudo-header, because
@@ -536,7 +536,7 @@ def decode(data: bytes | bytearray | memoryview) -> Segment:
     Raises :class:`MalformedSegment` for any content that is not a well-formed segment, and
     no other exception for any bytes-like input. The checks run in the order the module
     docstring lists. The URG flag is kept in ``flags`` as received, but the urgent pointer is
-    ignored (DESIGN §2). Options are parsed only when the data offset is above 5.
+    ignored (docs/architecture.md#wire-format). Options are parsed only when the data offset is above 5.
     """
     if type(data) is not bytes:
         data = bytes(data)  # also flattens memoryviews of other formats or shapes

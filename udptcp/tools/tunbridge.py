@@ -1,6 +1,7 @@
 """Bridge the kernel's own TCP onto udptcp's UDP carriage through a TUN device.
 
-udptcp segments are byte-exact RFC 9293 TCP segments (DESIGN §2); only their checksum differs:
+udptcp segments are byte-exact RFC 9293 TCP segments
+(docs/architecture.md#wire-format); only their checksum differs:
 it covers the segment alone, with no IP pseudo-header. So a real TCP stack can talk to a udptcp
 endpoint if something moves segments between IP packets and UDP datagrams and converts the
 checksum. :class:`TunBridge` does that with a TUN device::
@@ -120,7 +121,7 @@ _SOCKET_BUFFER = 4 * 1024 * 1024
 
 
 def udptcp_checksum(segment: bytes | bytearray | memoryview) -> bytes:
-    """Return ``segment`` with its checksum set the udptcp way (DESIGN §2): RFC 1071 over the
+    """Return ``segment`` with its checksum set the udptcp way: RFC 1071 over the
     segment alone, computed with the checksum field zeroed."""
     seg = bytearray(segment)
     seg[16:18] = b"\x00\x00"
