@@ -30,7 +30,7 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from .client import Backoff, ChatClient, run_plain, run_terminal
+from .client import EOF_TIMEOUT, Backoff, ChatClient, run_plain, run_terminal
 from .net import TRANSPORTS, check_transport
 from .protocol import ChatError, normalize_room, validate_nick
 from .server import ChatServer
@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         "--ping", type=float, default=15.0, metavar="S", help="ping every S seconds (0: never)"
     )
     client.add_argument("--plain", action="store_true", help="no prompt_toolkit: plain stdin")
+    client.add_argument(
+        "--eof-timeout",
+        type=float,
+        default=EOF_TIMEOUT,
+        metavar="S",
+        help="once stdin is closed, give up after S seconds without a server (plain mode)",
+    )
     return parser
 
 
@@ -127,7 +134,7 @@ async def _server(args: argparse.Namespace) -> None:
             await relay.close()
 
 
-async def _client(args: argparse.Namespace) -> None:
+async def _client(args: argparse.Namespace) -> int:
     client = ChatClient(
         args.host,
         args.port,
@@ -139,18 +146,17 @@ async def _client(args: argparse.Namespace) -> None:
         ping_interval=args.ping or None,
     )
     if args.plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        await run_plain(client)
-    else:
-        await run_terminal(client)
+        return await run_plain(client, args.eof_timeout)
+    await run_terminal(client)
+    return 1 if client.failure is not None else 0
 
 
-def _run(coro: Coroutine[Any, Any, None], loop: str) -> None:
+def _run(coro: Coroutine[Any, Any, int | None], loop: str) -> int | None:
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(coro)
-    else:
-        asyncio.run(coro)
+        return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.WARNING if args.quiet else logging.INFO
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        _run(_server(args) if args.role == "server" else _client(args), args.loop)
+        status = _run(_server(args) if args.role == "server" else _client(args), args.loop)
     except KeyboardInterrupt:
-        pass
+        return 0
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

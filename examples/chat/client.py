@@ -43,6 +43,10 @@ from .protocol import (
 __all__ = ["Backoff", "ChatClient", "render", "run_plain", "run_terminal"]
 
 READ_SIZE = 4096
+#: How long the connect over the other transport may take (see ChatClient._other_transport).
+PROBE_TIMEOUT = 2.0
+#: After standard input ends, how long run_plain waits for a server to send its lines to.
+EOF_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,10 @@ class ChatClient:
         self._silent = False
         self._bye: str | None = None
         self._rng = random.Random()
+        #: Why the client stopped trying by itself (the server speaks the other transport).
+        self.failure: str | None = None
+        #: What the latest connection attempt ran into (a status other than the backoff's).
+        self.last_status = ""
 
     # ------------------------------------------------------------------ public surface
 
@@ -190,6 +198,8 @@ class ChatClient:
     # ------------------------------------------------------------------ connection loop
 
     def _status(self, text: str) -> None:
+        if not text.startswith("reconnecting in"):
+            self.last_status = text
         if self.on_status is not None:
             self.on_status(text)
 
@@ -202,8 +212,12 @@ class ChatClient:
                     self.connect_timeout,
                 )
             except ConnectionRefusedError:
+                if await self._other_transport():
+                    break
                 self._status(f"connection refused by {self.address} (is the server running?)")
             except (TimeoutError, asyncio.TimeoutError):
+                if await self._other_transport():
+                    break
                 self._status(
                     f"no answer from {self.address} within {self.connect_timeout:g} s (timed out)"
                 )
@@ -225,6 +239,32 @@ class ChatClient:
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _other_transport(self) -> bool:
+        """After a failed connect: does a server of the other transport answer there?
+
+        A udptcp client reaching a kernel TCP server finds no UDP socket on that port (an
+        ICMP port unreachable: refused), and a TCP client reaching a udptcp server finds no
+        TCP listener; either would otherwise retry for ever. One short connect over the
+        other transport tells; it is closed at once. Sets :attr:`failure` and says why.
+        """
+        other: Transport = "tcp" if self.transport == "udptcp" else "udptcp"
+        probe = udptcp.Config(rto_initial=0.2, syn_retries=2) if other == "udptcp" else None
+        try:
+            _reader, writer = await asyncio.wait_for(
+                open_connection(other, self.host, self.port, config=probe), PROBE_TIMEOUT
+            )
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        names = {"tcp": "kernel TCP", "udptcp": "udptcp (TCP over UDP)"}
+        self.failure = (
+            f"{self.address} is a {names[other]} server, and this client speaks"
+            f" {names[self.transport]}: run the client with --transport {other}"
+            f" (or the server with --transport {self.transport})"
+        )
+        self._status(self.failure)
+        return True
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         """One connection, from ``/nick`` to its end; returns why it ended."""
@@ -426,34 +466,65 @@ async def run_terminal(client: ChatClient) -> None:
             await client.quit(reason)
 
 
-async def run_plain(client: ChatClient) -> None:
-    """Chat through standard input and output, one line each (for pipes and scripts)."""
+async def run_plain(client: ChatClient, eof_timeout: float = EOF_TIMEOUT) -> int:
+    """Chat through standard input and output, one line each (for pipes and scripts).
+
+    Returns the exit status: 0 after the input is done (or ``/quit``), 1 when the client
+    gave up (the server speaks the other transport) or when standard input has ended and
+    the lines still waiting could not be delivered within ``eof_timeout`` seconds (a
+    script's lines wait for a connection, but not for ever once nobody can type more).
+    """
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
+    stdin_closed = asyncio.Event()
 
     def read_stdin() -> None:  # a thread: stdin may be a file, which the loop cannot watch
         for text in sys.stdin:
             loop.call_soon_threadsafe(lines.put_nowait, text.rstrip("\n"))
+        loop.call_soon_threadsafe(stdin_closed.set)
         loop.call_soon_threadsafe(lines.put_nowait, None)
 
     def show(text: str | None) -> None:
         if text is not None:
             print(text, flush=True)
 
-    client.on_line = lambda line: show(render(line, client.nick))
-    client.on_status = lambda text: show(f"! {text}")
-    threading.Thread(target=read_stdin, daemon=True).start()
-    client.start()
     reason = ""
-    try:
+
+    async def feed() -> None:
+        nonlocal reason
         while (text := await lines.get()) is not None:
             await client.wait_registered()  # a script's lines wait for the connection
             quit_reason = _user_line(client, text, show)
             if quit_reason is not None:
                 reason = quit_reason
-                break
+                return
+
+    async def deadline() -> None:
+        await stdin_closed.wait()
+        await asyncio.sleep(eof_timeout)
+
+    client.on_line = lambda line: show(render(line, client.nick))
+    client.on_status = lambda text: show(f"! {text}")
+    threading.Thread(target=read_stdin, daemon=True).start()
+    running = client.start()
+    feeding = loop.create_task(feed())
+    waiting = loop.create_task(deadline())
+    status = 0
+    try:
+        await asyncio.wait({running, feeding, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not feeding.done():
+            status = 1
+            if client.failure is None:
+                last = f" (last: {client.last_status})" if client.last_status else ""
+                show(
+                    f"! standard input is closed and the lines left could not be sent to"
+                    f" {client.address} within {eof_timeout:g} s: giving up{last}"
+                )
     finally:
+        for task in (feeding, waiting):
+            task.cancel()
         await client.quit(reason)
+    return status
 
 
 def _user_line(client: ChatClient, text: str, show: Callable[[str | None], None]) -> str | None:

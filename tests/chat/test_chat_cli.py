@@ -87,3 +87,54 @@ async def test_plain_client_reads_commands_from_a_pipe(request: pytest.FixtureRe
             await read_until(proc, r"^-> \*bob\* psst$")
             await bob.expect("LEAVE", "lobby", "carol", text="quit: bye all")
             assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_plain_client_gives_up_once_stdin_is_closed_and_no_server_answers(
+    request: pytest.FixtureRequest,
+) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once this block ends: nobody answers there
+    proc = await run(
+        "client", "--port", str(port), "--nick", "dave", "--plain", "--eof-timeout", "0.5",
+        "--backoff", "0.05", "--loop", loop_name(request), stdin=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"is anyone there?\n")
+        await proc.stdin.drain()
+        proc.stdin.close()
+        await read_until(
+            proc,
+            rf"^! standard input is closed and the lines left could not be sent to"
+            rf" 127\.0\.0\.1:{port} within 0\.5 s: giving up \(last: .*refused",
+        )
+        assert await asyncio.wait_for(proc.wait(), 10) == 1
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_plain_tcp_client_against_a_udptcp_server_says_so_and_exits(
+    request: pytest.FixtureRequest,
+) -> None:
+    async with chat_server() as server:
+        port = server.address[1]
+        proc = await run(
+            "client", "--port", str(port), "--nick", "erin", "--plain", "--transport", "tcp",
+            "--loop", loop_name(request), stdin=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            await read_until(
+                proc,
+                rf"^! 127\.0\.0\.1:{port} is a udptcp \(TCP over UDP\) server, and this client"
+                r" speaks kernel TCP: run the client with --transport udptcp",
+            )
+            assert await asyncio.wait_for(proc.wait(), 10) == 1
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()

@@ -109,3 +109,40 @@ async def test_a_nickname_taken_while_away_is_replaced_by_a_variant() -> None:
             assert alice.client.nick == "alice_"
             await alice.status("nickname taken; trying alice_")
             impostor.writer.close()
+
+
+async def test_a_udptcp_client_says_the_server_speaks_kernel_tcp_and_stops() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)  # kernel TCP
+    port = server.sockets[0].getsockname()[1]
+    alice = Person("alice", port, transport="udptcp")
+    try:
+        async with people(alice):
+            await alice.status(
+                f"127.0.0.1:{port} is a kernel TCP server, and this client speaks udptcp (TCP"
+                " over UDP): run the client with --transport tcp (or the server with"
+                " --transport udptcp)"
+            )
+            task = alice.client.start()
+            await asyncio.wait_for(task, 10)  # it stopped trying by itself
+            assert alice.client.failure is not None
+            assert not any(s.startswith("reconnecting") for s in alice.statuses)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_tcp_client_says_the_server_speaks_udptcp_and_stops() -> None:
+    async with chat_server() as server:
+        port = server.address[1]
+        bob = Person("bob", port, transport="tcp")
+        async with people(bob):
+            await bob.status(
+                f"127.0.0.1:{port} is a udptcp (TCP over UDP) server, and this client speaks"
+                " kernel TCP: run the client with --transport udptcp (or the server with"
+                " --transport tcp)"
+            )
+            await asyncio.wait_for(bob.client.start(), 10)
+            assert not any(s.startswith("reconnecting") for s in bob.statuses)
