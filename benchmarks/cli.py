@@ -1,7 +1,7 @@
 """Measure udptcp side by side with kernel TCP, aioquic and KCP, and the raw UDP ceiling.
 
     .venv/bin/python -m benchmarks                  # everything (~15 min on 2 cores)
-    .venv/bin/python -m benchmarks --quick          # smoke check (< 2 min)
+    .venv/bin/python -m benchmarks --quick          # smoke check (< 2 min), into scratch/
     .venv/bin/python -m benchmarks --only bulk,pingpong --peers udptcp,tcp --repeat 5
     .venv/bin/python -m benchmarks --update-readme  # also put results.md into README.md
     .venv/bin/python -m benchmarks --profile bulk udptcp uvloop
@@ -13,7 +13,9 @@ udptcp-nooffload, tcp, quic, kcp.
 
 Every measurement runs on both the default asyncio loop and uvloop, with the server and the
 client in separate processes; repeats are interleaved across peers. Output in ``--out``
-(default ``benchmarks/results/``): ``results.md`` (median and min–max per cell),
+(default ``benchmarks/results/`` for a full run or with ``--update-readme``; a ``--quick`` or
+partial run goes to the git-ignored ``benchmarks/results/scratch/``): ``results.md`` (median
+and min–max per cell),
 ``results.json`` (every raw sample) and PNG plots. The peers come from the ``bench`` extra
 (``pip install -e '.[bench]'``); a peer that does not import is reported as not installed.
 """
@@ -34,6 +36,9 @@ from .peers import PEERS, unavailable
 from .runner import ROOT, SCENARIOS, Case, Runner, Settings, Worker, describe, plan, run_cases
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
+#: Where runs that are not the full measurement go unless asked: git-ignored, so a smoke or
+#: partial run never replaces the committed results.
+SCRATCH_OUT = DEFAULT_OUT / "scratch"
 PROFILE_LOSS = 0.01
 
 
@@ -50,7 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--peers", default=None, metavar="PEER[,...]")
     parser.add_argument("--loops", default=None, metavar="LOOP[,...]", help="asyncio,uvloop")
     parser.add_argument("--seed", type=int, default=None, help="relay seed base (default 1)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where results go (default: benchmarks/results/ for a full run or"
+        " --update-readme, benchmarks/results/scratch/ for --quick and partial runs)",
+    )
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument(
         "--idle-seconds",
@@ -92,6 +104,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def output_dir(args: argparse.Namespace) -> Path:
+    """``--out`` if given; the committed results folder only for a full run or when the
+    README is to be updated; otherwise the git-ignored scratch folder."""
+    if args.out is not None:
+        return Path(args.out)
+    partial = args.quick or any(value is not None for value in (args.only, args.peers, args.loops))
+    return SCRATCH_OUT if partial and not args.update_readme else DEFAULT_OUT
+
+
 def profile(args: argparse.Namespace, settings: Settings) -> int:
     scenario, peer, loop = args.profile
     _split(scenario, list(SCENARIOS), "scenario")
@@ -131,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{settings.seed}",
         flush=True,
     )
+    print(f"results will go to {output_dir(args)}", flush=True)
     start = time.monotonic()
     load_start = report.load_average()
     interrupted = False
@@ -150,19 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     meta["interrupted"] = interrupted
     meta["load_start"] = load_start
     meta["load_end"] = report.load_average()
-    path = report.write(args.out, cases, settings, meta)
+    out = output_dir(args)
+    out.mkdir(parents=True, exist_ok=True)
+    path = report.write(out, cases, settings, meta)
     results = report.Results(cases, settings)
     try:
         from . import plots
 
-        for png in plots.plot_all(results, args.out):
+        for png in plots.plot_all(results, out):
             print(f"wrote {png}")
     except ImportError as exc:
         print(f"no plots: {exc}", file=sys.stderr)
     print(f"wrote {path} and {path.with_suffix('.json')}\n")
     print(path.read_text())
     if args.update_readme:
-        prefix = os.path.relpath(args.out.resolve(), ROOT) + "/"
+        prefix = os.path.relpath(out.resolve(), ROOT) + "/"
         report.update_readme(ROOT / "README.md", report.render(results, meta, plots=prefix))
         print(f"updated {ROOT / 'README.md'}")
     print(f"wall time {wall / 60:.1f} min")

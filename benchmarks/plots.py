@@ -51,9 +51,11 @@ def plot_all(results: Results, out_dir: Path) -> list[Path]:
     loops = results.loops
 
     def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
+        if fig.get_layout_engine() is None:
+            fig.tight_layout()
         path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110)
+        # "tight" grows the image to whatever lies outside the axes (legends, long labels).
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
 
@@ -71,7 +73,8 @@ def plot_all(results: Results, out_dir: Path) -> list[Path]:
             if results.has("raw"):
                 series = [("raw", mode, loop, f"{loop} Protocol") for loop in loops]
                 groups.append((f"raw UDP ceiling: {title}", series))
-        fig, ax = plt.subplots(figsize=(9, 0.55 * len(groups) * 2 + 1.5))
+        # Constrained layout keeps the legend below the axes inside the figure.
+        fig, ax = plt.subplots(figsize=(9, 0.55 * len(groups) * 2 + 1.5), layout="constrained")
         labels = [f"{loop} {api}" for loop in loops for api in ("Protocol", "streams")]
         height = 0.8 / len(labels)
         for i, label in enumerate(labels):
@@ -89,7 +92,7 @@ def plot_all(results: Results, out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("MB/s (log scale), median with min–max")
         ax.set_title("Bulk transfer over loopback, one way")
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=4)
+        fig.legend(fontsize=8, loc="outside lower center", ncol=len(labels))
         ax.grid(axis="x", alpha=0.3, which="both")
         save(fig, "bulk")
 

@@ -672,13 +672,27 @@ async def run_cases(
         progress(f"[{number}/{len(todo)}] {case.label} #{repeat + 1}: {describe(sample)}")
 
 
+#: How the progress log shows each figure of a sample: (key, format with its unit, scale).
+PROGRESS_FIGURES = (
+    ("mbps", "{:.4g} MB/s", 1.0),
+    ("p50_us", "p50 {:.4g} µs", 1.0),
+    ("p99_us", "p99 {:.4g} µs", 1.0),
+    ("per_s", "{:.4g}/s", 1.0),
+    ("rss_per_conn", "server RSS {:.4g} KiB/conn", 1 / 1024),  # sampled in bytes
+    ("server_cpu_pct", "server CPU {:.4g}%", 1.0),
+    ("core_worst_ratio", "core worst/first {:.4g}x", 1.0),
+    ("udp_worst_ratio", "UDP worst/first {:.4g}x", 1.0),
+    ("echo_max_ms", "echo max {:.4g} ms", 1.0),
+)
+
+
 def describe(sample: dict[str, Any]) -> str:
-    """A one-line summary of a sample for the progress log."""
+    """A one-line summary of a sample for the progress log, each figure with its unit."""
     if "error" in sample:
         return f"FAILED {sample['error']}"
-    keys = ("mbps", "p50_us", "p99_us", "per_s", "rss_per_conn", "server_cpu_pct")
-    keys += ("core_worst_ratio", "udp_worst_ratio", "echo_max_ms")
-    shown = ", ".join(f"{k}={sample[k]:.4g}" for k in keys if k in sample)
+    shown = ", ".join(
+        fmt.format(sample[key] * scale) for key, fmt, scale in PROGRESS_FIGURES if key in sample
+    )
     if "relay" in sample:
-        shown += f", relay seed={sample['relay']['seed']}"
+        shown += f", relay seed {sample['relay']['seed']}"
     return f"{shown} ({sample.get('wall_s', 0):.1f} s)"
