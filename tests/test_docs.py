@@ -71,7 +71,7 @@ def test_no_design_section_references_are_left() -> None:
 
 
 def test_links_into_the_architecture_page_name_real_sections() -> None:
-    """``docs/architecture.md#anchor`` in code comments must name a heading that exists."""
+    """Code comments that point into the architecture page must name a heading it has."""
     text = (DOCS / "architecture.md").read_text()
     anchors = {
         re.sub(r"[^\w\- ]", "", title).strip().lower().replace(" ", "-")
