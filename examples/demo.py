@@ -88,6 +88,10 @@ class Transcript:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, verbose: bool) -> None:
         self.loop = loop
+        # How long after a send its line is printed: by then the relay has read the datagram
+        # and decided its fate. On the virtual clock the relay reads it before any timer
+        # runs; in real time (uvloop) give it a couple of milliseconds.
+        self.flush_delay = 1e-6 if isinstance(loop, VirtualClockLoop) else 0.002
         self.start = loop.time()
         self.verbose = verbose
         self.show = True  # False during the chat unless verbose
@@ -113,9 +117,11 @@ class Transcript:
 
     async def note(self, text: str) -> None:
         """Print an event of the program itself (a call it made, what it read)."""
-        await asyncio.sleep(1e-5)  # segments sent just before are printed first
+        now = self._t()
+        while self.pending:  # segments sent just before are printed first
+            await asyncio.sleep(self.flush_delay)
         self.states()
-        print(f"{self._t()}  {text}")
+        print(f"{now}  {text}")
 
     def states(self) -> None:
         """Print every state change not printed yet, on both sides."""
@@ -175,7 +181,7 @@ class Transcript:
         line = Line(self.loop.time(), side, seg, note)
         self.pending.append(line)
         # The relay reads the datagram in the loop's next turn; print after it has.
-        self.loop.call_later(1e-6, self._flush, line)
+        self.loop.call_later(self.flush_delay, self._flush, line)
 
     def relay_record(self, rec: Record) -> None:
         """The relay's account of one datagram: losses mark the pending line."""

@@ -34,10 +34,22 @@ __all__ = ["VirtualClockLoop"]
 class _Clock:
     """The loop's time, shared with its selector."""
 
-    def __init__(self) -> None:
+    def __init__(self, next_timer: Callable[[], float | None]) -> None:
         self.now = 0.0
         #: Calls running in threads: while any is, the clock waits for it in real time.
         self.threads = 0
+        #: When the loop's earliest timer is due (None: no timer).
+        self.next_timer = next_timer
+
+    def advance(self, timeout: float) -> None:
+        """Move to the timers asyncio meant to sleep until: exactly their due time, since
+        ``now + (due - now)`` can fall a rounding error short of it, and code that checks
+        ``loop.time() >= due`` would then find it not due yet."""
+        due = self.next_timer()
+        if due is not None and due <= self.now + timeout + 1e-9:
+            self.now = max(self.now, due)
+        else:
+            self.now += timeout
 
 
 class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
@@ -57,7 +69,7 @@ class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-ty
             result: list[tuple[selectors.SelectorKey, int]] = super().select(None)
             return result
         # asyncio asked to sleep until its next timer and nothing is ready: be there now.
-        self._clock.now += timeout
+        self._clock.advance(timeout)
         return []
 
 
@@ -65,7 +77,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
     """A selector event loop whose ``time()`` is virtual (see the module docstring)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self._vclock = _Clock()
+        self._vclock = _Clock(self._next_timer)
         super().__init__(selector=_VirtualSelector(self._vclock), **kwargs)
 
     # typeshed states this with a TypeVarTuple, which the 3.10 syntax here cannot restate.
@@ -81,6 +93,18 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
 
         future.add_done_callback(done)
         return future
+
+    def _next_timer(self) -> float | None:
+        # asyncio keeps its timers in a heap (BaseEventLoop._scheduled) and runs, in one
+        # turn, every timer due before the earliest one plus its clock resolution. Moving the
+        # clock to the latest of those means each of them finds itself due when it runs:
+        # a timer that re-checks ``loop.time()`` against its deadline (the relay's delay
+        # line does) is never run a rounding error early.
+        scheduled = self._scheduled  # type: ignore[attr-defined]
+        if not scheduled:
+            return None
+        limit = scheduled[0].when() + self._clock_resolution  # type: ignore[attr-defined]
+        return float(max(h.when() for h in scheduled if h.when() < limit))
 
     def time(self) -> float:
         """The virtual time in seconds since the loop was made."""
