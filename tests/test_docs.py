@@ -56,6 +56,20 @@ def test_the_configuration_page_expands_to_a_table_row_per_field() -> None:
     assert "| `max_datagram`: `int | None` | `None` |" in table
 
 
+def test_the_architecture_page_maps_every_module_from_its_docstring() -> None:
+    hooks = _hooks()
+    page = hooks.on_page_markdown((DOCS / "architecture.md").read_text(), None, None, None)
+    assert hooks.MODULE_MARKER not in page and hooks.RFC_MARKER not in page
+    package = ROOT / "udptcp"
+    for path in sorted(package.rglob("*.py")):
+        if not path.read_text().strip():
+            continue  # an empty __init__.py
+        name = str(path.relative_to(package))
+        row = re.search(rf"^\| `{re.escape(name)}` \| (.*?) \|", page, re.M)
+        assert row and row.group(1).strip(), f"udptcp/{name} needs a module docstring"
+    assert re.search(r"^\| 6298 \| the retransmission timer \| `core/rtt.py`", page, re.M)
+
+
 def test_no_design_section_references_are_left() -> None:
     """Code, tests and output point at the documentation, not at a note users never see."""
     needle = "DESIGN" + " §"
