@@ -443,6 +443,8 @@ async def run_terminal(client: ChatClient) -> None:
         app = get_app_or_none()
         if app is not None:
             app.invalidate()  # the prompt shows the room and connection state
+            if client.failure is not None and app.is_running:
+                app.exit(exception=EOFError())  # the client gave up: end the prompt too
 
     client.on_line = lambda line: show(render(line, client.nick))
     client.on_status = lambda text: show(f"! {text}")

@@ -173,3 +173,23 @@ async def test_incoming_lines_print_above_a_half_typed_line_which_stays_intact(
                 assert await asyncio.wait_for(term.proc.wait(), 10) == 0
             finally:
                 await term.close()
+
+
+async def test_the_terminal_client_names_the_other_transport_and_exits(
+    request: pytest.FixtureRequest,
+) -> None:
+    loop_name = "uvloop" if "uvloop" in request.node.name else "asyncio"
+    async with chat_server() as server:  # udptcp
+        port = server.address[1]
+        term = await Terminal.spawn(
+            "-m", "examples.chat", "client", "--port", str(port), "--nick", "carol",
+            "--transport", "tcp", "--loop", loop_name,
+        )  # fmt: skip
+        try:
+            await term.until(
+                lambda: "is a udptcp (TCP over UDP) server" in term.screen.text(),
+                "the transport mismatch explained",
+            )
+            assert await asyncio.wait_for(term.proc.wait(), 10) == 1
+        finally:
+            await term.close()
