@@ -1,4 +1,5 @@
-"""Opening a connection: the seed's three-way handshake, field by field, and its failures."""
+"""Opening a connection: the three-way handshake as docs/tutorial.md draws it, field by field,
+and its failures."""
 
 from __future__ import annotations
 

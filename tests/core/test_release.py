@@ -1,4 +1,5 @@
-"""Releasing a connection: the seed's four-way release, TIME-WAIT, half-close, resets."""
+"""Releasing a connection: the four-way release as docs/tutorial.md draws it, TIME-WAIT,
+half-close, resets."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _release(net, a, b, client, server):
 def test_seed_four_way_release_field_by_field_and_time_wait_lasts_2msl():
     net, a, b, client, server = _pair(msl=30.0)
     start = len(net.trace)
-    # First: the client's application is done sending: FIN=1, seq=u. (The seed's client
+    # First: the client's application is done sending: FIN=1, seq=u. (The client
     # still receives while half-closed, so this is shutdown(), asyncio's write_eof().)
     a.shutdown(client)
     net.run_until(lambda: server.state is S.CLOSE_WAIT)
