@@ -4,8 +4,6 @@ connection and names the behaviour it pins."""
 
 from __future__ import annotations
 
-import pytest
-
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.events import ConnectionClosed, DataReceived, EofReceived
@@ -110,7 +108,6 @@ def test_a_fast_retransmit_behind_a_three_byte_window_resends_only_those_three_b
 # -- a peer that shuts its window and falls silent ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (persist timer never gives up), fixed by the lead")
 def test_a_zero_window_peer_that_falls_silent_is_timed_out_not_probed_forever():
     """A peer offers a zero window and never answers again. Window probes carry no new
     data, so nothing is outstanding: neither the retransmission timeout (user timeout)
@@ -130,7 +127,6 @@ def test_a_zero_window_peer_that_falls_silent_is_timed_out_not_probed_forever():
     assert now > 0
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (persist timer never gives up), fixed by the lead")
 def test_a_close_behind_a_zero_window_still_ends_when_the_peer_is_silent():
     """The same after close(): the FIN waits for a window that never opens."""
     conn = _established(PLAIN, window=0)
@@ -143,7 +139,6 @@ def test_a_close_behind_a_zero_window_still_ends_when_the_peer_is_silent():
 # -- data beyond the peer's FIN ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (data held beyond a FIN is delivered)")
 def test_a_fin_in_order_ends_the_stream_even_with_data_held_beyond_it():
     """A peer sends one byte at offset 5 (held: a hole before it), then five bytes at 0
     with FIN, so its FIN takes sequence number 5. The connection delivered the held byte
@@ -162,7 +157,6 @@ def test_a_fin_in_order_ends_the_stream_even_with_data_held_beyond_it():
     assert [s.ack for s in conn.take_segments()][-1] == PEER + 7
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (an out-of-order FIN is forgotten)")
 def test_an_out_of_order_fin_is_not_lost_when_data_beyond_it_was_held():
     """A FIN arrives out of order at offset 5, then a byte at offset 5 (beyond the FIN),
     then the five bytes before it. Delivery ran past the FIN's offset, so the remembered
@@ -182,7 +176,6 @@ def test_an_out_of_order_fin_is_not_lost_when_data_beyond_it_was_held():
 # -- events after the close ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (EOF reported after ConnectionClosed)")
 def test_nothing_is_reported_after_the_close_even_when_reading_resumes():
     """Reading paused; the peer sends data and its FIN (held, EOF pending); the application
     closes (resetting: unread data) and then resumes reading. The held data was dropped
@@ -202,7 +195,6 @@ def test_nothing_is_reported_after_the_close_even_when_reading_resumes():
 # -- memory beyond the receive buffer ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (held + reassembly charge exceed receive_buffer)")
 def test_held_data_and_reassembly_charge_stay_within_the_receive_buffer():
     """A 600-byte receive buffer and a paused reader. The peer sends 216 bytes out of
     order (charged 216 + 256 per piece = 472, within the budget then), then 299 bytes in

@@ -14,10 +14,9 @@ reach CLOSED within hours of virtual time.
 Short in CI (a fixed seed, so every run is the same). For a longer run::
 
     UDPTCP_FUZZ_EXAMPLES=20000 UDPTCP_FUZZ_SEED=$RANDOM \\
-        python -m pytest -q -s --runxfail tests/core/test_fuzz_stateful.py
+        python -m pytest -q -s tests/core/test_fuzz_stateful.py
 
-The seed and the number of examples are printed either way. (``--runxfail`` while the
-test is marked xfail for the bugs it knows: otherwise a failure would pass unseen.)
+The seed and the number of examples are printed either way.
 """
 
 from __future__ import annotations
@@ -764,12 +763,6 @@ def fuzz_settings() -> tuple[settings, int]:
 
 # A long run (UDPTCP_FUZZ_EXAMPLES) may take hours: no per-test timeout then.
 @pytest.mark.timeout(0 if "UDPTCP_FUZZ_EXAMPLES" in os.environ else 120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="finds the core bugs pinned by the xfail tests in test_fuzz_regressions.py "
-    "(persist timer never gives up; data beyond a FIN; EOF after the close; held data "
-    "beyond receive_buffer); remove with their fixes",
-)
 def test_a_hostile_peer_cannot_crash_hang_or_corrupt_a_connection():
     cfg, run_seed = fuzz_settings()
     print(

@@ -86,8 +86,9 @@ class Config:
     syn_retries: int = 5
     #: SYN-ACK retransmissions before a half-open passive connection is dropped.
     synack_retries: int = 5
-    #: Give up (``TimeoutError``) when data stays unacknowledged this long
-    #: (RFC 9293 §3.8.3 "user timeout"; RFC 5482).
+    #: Give up (``TimeoutError``) when data stays unacknowledged this long, or window
+    #: probes behind a shut window go unanswered this long (RFC 9293 §3.8.3 "user
+    #: timeout"; RFC 5482).
     user_timeout: float = 120.0
     #: Keepalive probes on an idle connection (RFC 1122 §4.2.3.6). On by default, unlike
     #: kernel TCP: UDP bindings in NATs expire after tens of seconds of silence (RFC 4787
