@@ -10,6 +10,8 @@ from __future__ import annotations
 import collections
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
@@ -29,7 +31,7 @@ from udptcp.core.secure_wire import (
     option_body,
     reject_segment,
 )
-from udptcp.core.segment import ACK, RST, SYN, Segment, decode, encode
+from udptcp.core.segment import ACK, RST, SYN, Options, Segment, decode, encode
 
 A_ADDR = ("198.51.100.1", 40001)
 B_ADDR = ("203.0.113.2", 40002)
@@ -262,3 +264,44 @@ def test_a_reject_that_does_not_answer_our_syn_changes_nothing() -> None:
     b.receive(a.take())
     a.receive(b.take())
     assert a.conn.state is b.conn.state is State.ESTABLISHED
+
+
+@settings(
+    derandomize=True,
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    initiator=st.booleans(),
+    flags=st.sampled_from([SYN, SYN | ACK, RST, RST | ACK, ACK, SYN | RST, 0]),
+    body=st.one_of(st.none(), st.binary(max_size=6)),
+    payload=st.binary(max_size=120),
+    near_ack=st.booleans(),
+    seq=st.integers(0, 0xFFFFFFFF),
+)
+def test_no_handshake_segment_raises_or_connects_by_itself(
+    initiator: bool, flags: int, body: bytes | None, payload: bytes, near_ack: bool, seq: int
+) -> None:
+    """Whatever a (hostile) peer sends while the handshake runs, the session drops it,
+    fails with SecureHandshakeError, or hands TCP a segment without handshake bytes."""
+    a, b = ik()
+    me = b if initiator else a
+    me.take()
+    ack = (me.conn.iss + 1) & 0xFFFFFFFF if near_ack else seq ^ 0x5A5A
+    options = None
+    if body is not None:
+        options = Options(unknown=((OPTION_KIND, EXID.to_bytes(2, "big") + body),))
+    local, remote = me.session.local_port, me.session.remote_port
+    seg = Segment(remote, local, seq, ack, flags, 1000, options, payload)
+    out = me.session.open_plain(seg, me.other, 0.0)
+    if me.session.failure is not None:
+        assert out is None
+    if out is not None and out.flags & (SYN | RST) == SYN and out.payload:
+        # Only a SYN,ACK that does not acknowledge our SYN goes by unstripped: TCP's
+        # SYN-SENT rules refuse it (RFC 9293 §3.10.7.3, first check).
+        assert initiator and out.ack != (me.conn.iss + 1) & 0xFFFFFFFF
+    if out is not None:
+        me.conn.receive(out, 0.0)
+    # Nothing plain completes a handshake.
+    assert not me.session.established and me.conn.state is not State.ESTABLISHED

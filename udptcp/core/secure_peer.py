@@ -31,7 +31,11 @@ must agree.
 :class:`~udptcp.core.secure.SecureHandshakeError`: the side that finds the problem fails
 and answers with a REJECT RST, and the other reports that RST's reason
 (:data:`PEER_REASONS`). A peer without secure mode is refused (it sends a SYN or SYN-ACK
-without the option); there is no fallback to plain.
+without the option); there is no fallback to plain. The price of failing fast: a forged
+handshake segment from the peer's address with the session's virtual ports, arriving before
+the real one, ends the attempt too. Forging one takes what only the path and the
+rendezvous see (both public addresses and the two random virtual ports), and an attacker
+on the path can drop the handshake anyway; it can never make a peer accept the wrong key.
 """
 
 from __future__ import annotations
@@ -238,13 +242,12 @@ class PeerSession(SecureSession):
             elif body is None:
                 self._fail(self._plain_peer("a SYN"), seg, addr, REFUSED_PLAIN)
             else:
-                self._fail(
-                    "the other peer offered a handshake of its own: both peers were "
-                    "given the initiator's role",
-                    seg,
-                    addr,
-                    MALFORMED,
+                why = (
+                    "it offered a handshake of its own: both peers were given the initiator's role"
+                    if body[:1] == bytes((OFFER,))
+                    else "its secure-mode option is malformed"
                 )
+                self._fail(f"the other peer's SYN makes no sense here: {why}", seg, addr, MALFORMED)
             return None
         if flags & RST:
             if self._refused_by_peer(seg, body):
