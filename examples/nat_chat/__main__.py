@@ -14,6 +14,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import udptcp
 
@@ -40,16 +41,22 @@ def main() -> int:
     parser.add_argument("--identity", metavar="FILE", help="our key file (made if missing)")
     parser.add_argument("--peer-key", metavar="HEX", help="the other peer's public key")
     args = parser.parse_args()
-    secure = {}
-    if bool(args.identity) != bool(args.peer_key):
-        parser.error("--identity and --peer-key go together (each peer pins the other's key)")
+    secure: dict[str, Any] = {}
     if args.identity:
         key_file = Path(args.identity)
         if not key_file.exists():
             udptcp.Identity.generate().save(key_file)
         secure["identity"] = udptcp.Identity.load(key_file)
-        secure["peer_key"] = bytes.fromhex(args.peer_key)
-        print(f"* our public key: {secure['identity'].public_key.hex()}")
+        print(
+            f"* our public key (give it to the other peer): {secure['identity'].public_key.hex()}"
+        )
+    if bool(args.identity) != bool(args.peer_key):
+        parser.error("--identity and --peer-key go together (each peer pins the other's key)")
+    if args.peer_key:
+        try:
+            secure["peer_key"] = bytes.fromhex(args.peer_key)
+        except ValueError:
+            parser.error("--peer-key takes the other peer's public key: 64 hex digits")
     try:
         path = asyncio.run(
             chat(
