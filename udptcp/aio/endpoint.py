@@ -71,6 +71,8 @@ from .errqueue import (
 from .transport import Transport
 
 if TYPE_CHECKING:
+    from udptcp.core.secure import SecureSession
+
     from .server import Listener
 
 __all__ = ["Address", "Endpoint", "close_endpoints", "open_endpoints"]
@@ -623,6 +625,8 @@ class Endpoint:
             self._opened(transport)  # still in SYN-SENT: listed under its new address
             self._opening.setdefault(addr, []).append(transport)
         transport._relocated(addr)
+        if transport._secure is not None:
+            transport._secure.peer = addr  # not a migration: the path is being chosen
         self._conns[key] = transport
 
     # ------------------------------------------------------------------ connections
@@ -639,9 +643,12 @@ class Endpoint:
         *,
         remote_vport: int,
         local_vport: int | None = None,
+        secure: SecureSession | None = None,
     ) -> Transport:
         """Active open towards ``peer``: SYN sent, the transport's ``_waiter`` resolves on
-        ESTABLISHED (or fails with the connection's error)."""
+        ESTABLISHED (or fails with the connection's error). ``secure``: a session the
+        caller made (a peer connection's, :func:`securelink.peer_session`, with ``config``
+        the one made with it), instead of one made from ``config``'s keys."""
         if self._closed:
             raise OSError(errno.EBADF, "udptcp endpoint is closed")
         if local_vport is None:
@@ -668,6 +675,8 @@ class Endpoint:
             now=now,
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
+        if secure is not None:
+            session = secure
         if session is not None:
             securelink.link_for(self).add(transport, session)
         self._conns[key] = transport
@@ -1054,6 +1063,13 @@ class Endpoint:
                 if transport is None:
                     self.stats["punch_dropped"] += 1
                     return
+                if transport._secure is not None:
+                    # A secure peer connection's handshake rules come first.
+                    assert self.secure is not None
+                    opened = self.secure.open_punched(transport, seg, addr)
+                    if opened is None:
+                        return
+                    seg = opened
         if transport is not None:
             if not is_syn:
                 if trains is None:

@@ -29,6 +29,7 @@ from udptcp.core.secure import (
     client_secure,
     server_secure,
 )
+from udptcp.core.secure_peer import PeerSession
 from udptcp.core.secure_wire import (
     ACCEPT_EXTRA,
     DECLINE_EXTRA,
@@ -56,6 +57,7 @@ __all__ = [
     "accept_syn",
     "cookie_allowed",
     "client_secure",
+    "peer_session",
     "secure_config",
     "server_secure",
 ]
@@ -194,6 +196,32 @@ def client_session(
     return session, secure_config(config, _budget(endpoint))
 
 
+def peer_session(
+    endpoint: Endpoint,
+    config: Config,
+    *,
+    initiator: bool,
+    peer: Address,
+    local_vport: int,
+    remote_vport: int,
+) -> tuple[PeerSession, Config]:
+    """The session of a secure peer connection (:mod:`udptcp.core.secure_peer`) and the
+    config its core gets: without the keys (the session holds them, and
+    :meth:`Endpoint.connect` must not make a client session of its own) and with the
+    smaller datagram budget."""
+    link_for(endpoint)
+    session = PeerSession(
+        config,
+        initiator,
+        local_port=local_vport,
+        remote_port=remote_vport,
+        peer=peer,
+        stats=endpoint.stats,
+    )
+    bare = config.replace(identity=None, peer_key=None, psk=None)
+    return session, secure_config(bare, _budget(endpoint))
+
+
 class SecureLink:
     """Secure mode on one endpoint: see the module docstring."""
 
@@ -297,6 +325,22 @@ class SecureLink:
         self._settle(transport, session)
         return seg
 
+    def open_punched(self, transport: Transport, seg: Segment, addr: Address) -> Segment | None:
+        """A plain segment that bound a punching secure connection to ``addr`` (the
+        endpoint's punch hook relocated it there): what its session lets through."""
+        session = transport._secure
+        assert session is not None
+        return self.endpoint._guarded(  # type: ignore[no-any-return]
+            transport, self._open_segment, transport, session, seg, addr
+        )
+
+    def _open_segment(
+        self, transport: Transport, session: SecureSession, seg: Segment, addr: Address
+    ) -> Segment | None:
+        opened = session.open_plain(seg, addr, self.endpoint.loop.time())
+        self._settle(transport, session)
+        return opened
+
     def _owner(self, data: bytes, addr: Address, dst_port: int, src_port: int) -> Transport | None:
         """The secure connection whose keys authenticate a datagram from a new address."""
         candidates = self._by_ports.get((dst_port, src_port))
@@ -319,7 +363,8 @@ class SecureLink:
         if session.outbox:
             out, session.outbox = session.outbox, []
             for datagram, addr in out:
-                endpoint._send(datagram, addr)
+                # Through the route to ``addr`` if it has one (a peer behind a relay).
+                endpoint.send_datagram(datagram, addr)
         if session.failure is not None:
             transport._conn.fail(session.failure, endpoint.loop.time())
             transport._pump()
