@@ -56,6 +56,7 @@ from udptcp.core.cookies import SynCookies, check_ts_echo
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
+from udptcp.core.stats import ConnectionStats
 
 from . import natkeep, securelink
 from .errqueue import (
@@ -833,6 +834,11 @@ class Endpoint:
     def connections(self) -> list[Transport]:
         """Transports of the connections on this endpoint (TIME-WAIT included)."""
         return list(self._conns.values())
+
+    def connection_stats(self) -> list[ConnectionStats]:
+        """:class:`~udptcp.core.stats.ConnectionStats` of every connection on this endpoint
+        (TIME-WAIT included; an ``ss -ti`` of the endpoint), computed on call."""
+        return [transport.stats() for transport in self._conns.values()]
 
     # ------------------------------------------------------------------ listeners
 
