@@ -58,7 +58,7 @@ from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, d
 from udptcp.core.seq import seq_add
 from udptcp.core.stats import ConnectionStats
 
-from . import natkeep, securelink
+from . import natkeep, observe, securelink
 from .errqueue import (
     ICMP_ERRNOS,
     LOCAL,
@@ -704,8 +704,9 @@ class Endpoint:
     def _local_id(self, vport: int) -> tuple[Any, ...]:
         return (self.sockname[0], self.sockname[1], vport)
 
-    def _forget(self, transport: Transport) -> None:
-        """Remove a connection that reached CLOSED (or is being replaced)."""
+    def _forget(self, transport: Transport, why: str | None = None) -> None:
+        """Remove a connection that reached CLOSED (or is being replaced; ``why`` says how
+        it ended when it did not reach CLOSED)."""
         if self._conns.get(transport._key) is transport:
             del self._conns[transport._key]
             transport._deadline = None
@@ -716,6 +717,7 @@ class Endpoint:
             counters = transport._conn.stats_counters
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
+            observe.forgotten(self, transport, why)
             self._set_slot(transport, _SLOT_NONE)
             self._opened(transport)
             self._maybe_close()
@@ -774,6 +776,7 @@ class Endpoint:
         """
         state = transport._conn.state
         transport._accounted_state = state
+        observe.state_changed(self, transport)
         if state is not State.SYN_SENT and transport._listener is None:
             self._opened(transport)
         if self._conns.get(transport._key) is not transport:
@@ -790,7 +793,9 @@ class Endpoint:
             return
         if slot == _SLOT_TIME_WAIT and self._time_wait >= transport._conn.config.max_time_wait:
             self.stats["time_wait_dropped"] += 1
-            self._forget(transport)
+            limit = transport._conn.config.max_time_wait
+            observe.limit_hit("time_wait_dropped", observe._addr(transport._peer), limit)
+            self._forget(transport, "dropped from TIME-WAIT")
             return
         self._set_slot(transport, slot)
 
@@ -1076,7 +1081,7 @@ class Endpoint:
                 # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its
                 # ISN beyond everything the old one sent.
                 self.stats["time_wait_reopened"] += 1
-                self._forget(transport)
+                self._forget(transport, "reopened by a new SYN")
                 self._on_syn(seg, addr, key, size, iss=conn.reopen_iss())
                 return
             elif self._conns.get(key) is transport:
@@ -1122,12 +1127,15 @@ class Endpoint:
         if over_address or listener.pending >= listener.backlog:
             if over_address:
                 self.stats["half_open_per_address"] += 1
+                limit = config.max_half_open_per_address
+                observe.limit_hit("half_open_per_address", host, limit)
             if config.syn_cookies and securelink.cookie_allowed(config, seg):
                 self._send_cookie(seg, addr, config, now, size)
             elif not over_address:
                 # Like Linux with a full queue and no cookies: drop (no RST, which would
                 # fail a client that a SYN retry a second later might get through).
                 self.stats["syn_dropped_backlog"] += 1
+                observe.limit_hit("syn_dropped_backlog", observe._addr(addr), listener.backlog)
             return
         attach = None
         wire_extra = (0, 0)
@@ -1161,9 +1169,12 @@ class Endpoint:
         """True (and counted) when a new connection from ``host`` would break a limit."""
         if self._accepted_by_host.get(host, 0) >= config.max_connections_per_address:
             self.stats["refused_per_address"] += 1
+            limit = config.max_connections_per_address
+            observe.limit_hit("refused_per_address", host, limit)
             return True
         if self._accepted >= config.max_connections:
             self.stats["refused_max_connections"] += 1
+            observe.limit_hit("refused_max_connections", host, config.max_connections)
             return True
         return False
 
@@ -1181,6 +1192,9 @@ class Endpoint:
         )
         if self._send_stateless(addr, syn_ack, seg, size):
             self.stats["syn_cookies_sent"] += 1
+            backlog = self._listener_for(seg)
+            limit = backlog.backlog if backlog is not None else 0
+            observe.limit_hit("syn_cookies_sent", observe._addr(addr), limit)
 
     def _on_cookie_ack(self, seg: Segment, addr: Address, key: Key, size: int | None) -> bool:
         """A bare ACK for no connection: if it completes a SYN cookie's handshake, make the
@@ -1242,6 +1256,8 @@ class Endpoint:
         received = size if size is not None else received_size(cause)
         if sent_size(reply) > AMPLIFICATION_FACTOR * received:
             self.stats["amplification_limited"] += 1
+            limit = AMPLIFICATION_FACTOR
+            observe.limit_hit("amplification_limited", observe._addr(addr), limit)
             return False
         self.transmit(addr, [reply])
         return True
