@@ -58,7 +58,7 @@ from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, d
 from udptcp.core.seq import seq_add
 from udptcp.core.stats import ConnectionStats
 
-from . import natkeep, observe, securelink
+from . import natkeep, observe, securelink, tracing
 from .errqueue import (
     ICMP_ERRNOS,
     LOCAL,
@@ -468,6 +468,7 @@ class Endpoint:
             if transport._conn.state is not State.TIME_WAIT:
                 transport._endpoint_closing()  # RST, connection_lost(None) soon
         self._flush_queue()
+        observe.endpoint_closed(self)
         self._closed = True
         self._conns.clear()
         self._opening.clear()
@@ -675,6 +676,8 @@ class Endpoint:
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._opening.setdefault(peer, []).append(transport)
+        if config.trace is not None:
+            tracing.trace_connection(self, transport, config.trace)
         transport._pump()
         return transport
 
@@ -1163,6 +1166,8 @@ class Endpoint:
         self._conns[key] = transport
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
+        if config.trace is not None:
+            tracing.trace_connection(self, transport, config.trace, (seg, addr))
         self._guarded(transport, transport._pump)
 
     def _refused(self, config: Config, host: Any) -> bool:
@@ -1240,6 +1245,8 @@ class Endpoint:
         self.stats["syn_cookies_accepted"] += 1
         transport = Transport(self, conn, addr, listener=listener)
         self._conns[key] = transport
+        if config.trace is not None:
+            tracing.trace_connection(self, transport, config.trace, (seg, addr))
         self._guarded(transport, transport._pump)
         return True
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from udptcp.core.connection import State
 
+from .tracing import EndpointTracer
+
 if TYPE_CHECKING:
     from .endpoint import Endpoint
     from .transport import Transport
@@ -122,7 +124,10 @@ def state_changed(endpoint: Endpoint, transport: Transport) -> None:
 
 
 def forgotten(endpoint: Endpoint, transport: Transport, why: str | None = None) -> None:
-    """The endpoint forgot ``transport``: log how the connection ended."""
+    """The endpoint forgot ``transport``: stop tracing it, log how the connection ended."""
+    trace = endpoint.trace
+    if isinstance(trace, EndpointTracer):
+        trace.forget(transport)
     conn = transport._conn
     dropped = conn.stats_counters["reassembly_dropped"]
     if dropped and connection_logger.isEnabledFor(_INFO):
@@ -144,6 +149,12 @@ def forgotten(endpoint: Endpoint, transport: Transport, why: str | None = None) 
         c["bytes_received"],
         c["retransmits"],
     )
+
+
+def endpoint_closed(endpoint: Endpoint) -> None:
+    """The endpoint closed: release its trace files."""
+    if isinstance(endpoint.trace, EndpointTracer):
+        endpoint.trace.close()
 
 
 def _ending(error: BaseException | None) -> str:
