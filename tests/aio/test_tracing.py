@@ -166,6 +166,9 @@ async def test_pcap_packets_carry_valid_ip_and_tcp_checksums_one_per_segment(
     assert linktype == 101 and written == len(packets)
     assert written == sum(e["event"].startswith("segment_") for e in events)
     st = transport.get_extra_info("stats")
+    endpoint = transport._endpoint
+    if endpoint.gso:  # the runs really went out as GSO sends, and came apart in the pcap
+        assert endpoint.stats["gso_sends"] > 0
     for packet, event in zip(packets, [e for e in events if e["event"].startswith("segment_")]):
         assert packet[0] >> 4 == 4 and checksum(packet[:20]) == 0  # IPv4 header checksum
         src, dst = ipaddress.ip_address(packet[12:16]), ipaddress.ip_address(packet[16:20])
