@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aio_helpers import Recorder, accepted, recorders, serving
+from aio_helpers import Recorder, accepted, ipv6_available, recorders, serving
 
 import udptcp
 from udptcp.aio.tracing import trace_endpoint
@@ -276,3 +276,61 @@ async def test_tshark_marks_the_retransmissions_of_a_lossy_transfer(tmp_path: Pa
     assert marked | out_of_order == resent
     errors = _tshark("-r", str(out), "-Y", "_ws.expert.severity >= error")
     assert errors == "", f"expert errors:\n{errors}"
+
+
+async def test_both_ends_in_one_file_draw_each_segment_once(tmp_path: Path) -> None:
+    path = tmp_path / "both.jsonl"
+    config = udptcp.Config(trace=str(path))
+    made, factory = recorders()
+    async with serving(factory, config=config) as (server, port):
+        transport, client = await udptcp.create_connection(
+            Recorder, "127.0.0.1", port, config=config
+        )
+        peer = await accepted(made)
+        transport.write(b"ping")
+        await peer.received(4)
+        transport.close()
+        await client.lost
+        assert peer.transport is not None
+        peer.transport.close()
+        await peer.lost
+    events = _events(path)
+    lines = list(ladder(events))
+    body = "\n".join(lines)
+    # The client (A) sent the first SYN; both ends' states are drawn, each on its side.
+    assert lines[0].startswith("A 127.0.0.1:") and f"B 127.0.0.1:{port} vport {port}" in lines[0]
+    assert sum("  SYN seq=x <" in line for line in lines) == 1  # sent and received: drawn once
+    assert "LISTEN -> SYN-RECEIVED" in body and "SYN-SENT -> ESTABLISHED" in body
+    right = next(line for line in lines if "LISTEN -> SYN-RECEIVED" in line)
+    left = next(line for line in lines if "CLOSED -> SYN-SENT" in line)
+    assert right.index("LISTEN") > left.index("CLOSED") + 30
+    assert "ACK seq=x+1 ack=y+1 len=4" in body
+
+
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
+async def test_an_ipv6_trace_becomes_ipv6_packets_with_valid_checksums(tmp_path: Path) -> None:
+    path = tmp_path / "v6.jsonl"
+    made, factory = recorders()
+    async with serving(factory, host="::1") as (server, port):
+        transport, client = await udptcp.create_connection(
+            Recorder, "::1", port, config=udptcp.Config(trace=str(path))
+        )
+        peer = await accepted(made)
+        transport.write(b"six" * 1000)
+        await peer.received(3000)
+        transport.abort()
+        await peer.lost
+    out = tmp_path / "v6.pcap"
+    with out.open("wb") as f:
+        written = write_pcap(_events(path), f)
+    _, packets = _pcap_packets(out)
+    assert written == len(packets) > 3
+    for packet in packets:
+        assert packet[0] >> 4 == 6 and packet[6] == 6  # IPv6, next header TCP
+        assert struct.unpack("!H", packet[4:6])[0] == len(packet) - 40
+        tcp = packet[40:]
+        pseudo = packet[8:40] + struct.pack("!I3xB", len(tcp), 6)
+        assert checksum(pseudo + tcp) == 0
+    if TSHARK is not None:
+        assert _tshark("-r", str(out), "-Y", "_ws.expert.severity >= error") == ""
+        assert _tshark("-r", str(out), "-c", "1", "-T", "fields", "-e", "ipv6.src") == "::1\n"
