@@ -340,3 +340,37 @@ def test_trace_reads_standard_input_and_rejects_what_is_not_a_trace(a_trace: Pat
     bad = _run("trace", "-", stdin=b'{"event": "trace_start"}\nnot json\n')
     assert bad.returncode == 2
     assert "- is not a udptcp trace: line 2: not JSON" in _no_traceback(bad)
+
+
+def test_cat_prints_ss_style_statistics_on_sigusr1(
+    tmp_path: Path, background: list[Background]
+) -> None:
+    server = _start(background, "cat", "-l", "0", "-v", "-q", stdout=tmp_path / "out")
+    port = int(server.line_matching(r"listening on [\d.]+:(\d+)").group(1))
+    client = subprocess.Popen(
+        [*UDPTCP, "cat", "-v", "-q", "127.0.0.1", str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=_root(),
+    )
+    try:
+        assert client.stdin is not None and client.stderr is not None
+        assert client.stderr.readline().startswith(b"connected to 127.0.0.1:")
+        client.stdin.write(b"z" * 10_000)
+        client.stdin.flush()
+        server.line_matching(r"connection from 127\.0\.0\.1:")
+        os.kill(client.pid, signal.SIGUSR1)
+        line = client.stderr.readline().decode()
+        # (The listener's stdin is empty: it may have half-closed already.)
+        assert re.match(r"(ESTABLISHED|CLOSE-WAIT) cubic wscale:5,5 rto:\d+ ", line), line
+        assert re.search(r" mss:\d+ pmtu:\d+ cwnd:\d+ ", line) and " segs_out:" in line
+        client.stdin.close()  # EOF: half-close, then both ends finish
+        assert client.wait(TIMEOUT) == 0 and server.proc.wait(TIMEOUT) == 0
+        assert client.stderr.read() == b""  # -q: no summary line
+        assert (tmp_path / "out").read_bytes() == b"z" * 10_000
+    finally:
+        if client.poll() is None:
+            os.kill(client.pid, signal.SIGKILL)
+            client.wait()
+        client.stderr.close()  # type: ignore[union-attr]

@@ -261,7 +261,8 @@ class Endpoint:
     ``nat_mapping_changed`` (binding maintenance), ``turn_dropped``.
 
     ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
-    segment.
+    segment (``Config.trace`` installs a :class:`~udptcp.aio.tracing.EndpointTracer` here,
+    which also records state changes).
 
     ICMP errors reach connections through the socket's error queue on Linux (see
     :mod:`udptcp.aio.errqueue`), whether the socket is connected or not; elsewhere only a

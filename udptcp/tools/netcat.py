@@ -177,8 +177,11 @@ async def _session(
     args: argparse.Namespace,
     stdin_fd: int,
     stdout: IO[bytes],
+    hello: str,
 ) -> tuple[int, int, float]:
-    """Copy both ways until both ends are done; returns (sent, received, seconds)."""
+    """Copy both ways until both ends are done; returns (sent, received, seconds).
+    ``hello`` (with ``-v``) is printed once SIGUSR1 is handled, so a script that waits for
+    it may send the signal."""
     loop = asyncio.get_running_loop()
     show = not args.quiet and not args.no_progress and (args.progress or sys.stderr.isatty())
     progress = _Progress(show, _stdin_size(stdin_fd))
@@ -190,6 +193,8 @@ async def _session(
             signal.SIGUSR1,
             lambda: print(ss_line(transport.get_extra_info("stats")), file=sys.stderr, flush=True),
         )
+    if args.verbose:
+        print(hello, file=sys.stderr, flush=True)
 
     async def upload() -> None:
         while True:
@@ -268,20 +273,18 @@ async def _main(args: argparse.Namespace) -> int:
         try:
             reader, writer = await accepted
             server.close()  # take no more connections
-            if args.verbose:
-                peer = writer.get_extra_info("peername")
-                print(f"connection from {peer[0]}:{peer[1]}", file=sys.stderr, flush=True)
-            sent, received, elapsed = await _session(reader, writer, args, stdin_fd, stdout)
+            peer = writer.get_extra_info("peername")
+            hello = f"connection from {peer[0]}:{peer[1]}"
+            sent, received, elapsed = await _session(reader, writer, args, stdin_fd, stdout, hello)
         finally:
             server.close()
     else:
         reader, writer = await udptcp.open_connection(
             args.host, args.port, config=config, vport=args.vport
         )
-        if args.verbose:
-            peer = writer.get_extra_info("peername")
-            print(f"connected to {peer[0]}:{peer[1]}", file=sys.stderr, flush=True)
-        sent, received, elapsed = await _session(reader, writer, args, stdin_fd, stdout)
+        peer = writer.get_extra_info("peername")
+        hello = f"connected to {peer[0]}:{peer[1]}"
+        sent, received, elapsed = await _session(reader, writer, args, stdin_fd, stdout, hello)
     if not args.quiet:
         rate = (sent + received) / elapsed if elapsed > 0 else 0.0
         print(
