@@ -77,11 +77,11 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     :class:`~udptcp.aio.connsocket.ConnectionSocket`), ``vports`` (local and remote virtual
     ports), ``stats`` (a :class:`~udptcp.core.stats.ConnectionStats`: state, RTT, windows,
     counters, computed on call), ``udptcp_stats`` (the older flat ``dict`` of counters and
-    estimators, kept as it was) and ``udptcp_connection`` (the core connection itself, for tests and tools). In secure
-    mode ``secure`` is the ``(pattern, cipher)`` pair (None on a plain connection),
-    ``peer_key`` the peer's authenticated static public key (None when the pattern leaves
-    the peer anonymous) and ``secure_handshake_hash`` the Noise handshake hash, the same on
-    both ends (a channel binding).
+    estimators, kept as it was) and ``udptcp_connection`` (the core connection itself, for
+    tests and tools). In secure mode ``secure`` is the ``(pattern, cipher)`` pair (None on
+    a plain connection), ``peer_key`` the peer's authenticated static public key (None when
+    the pattern leaves the peer anonymous) and ``secure_handshake_hash`` the Noise
+    handshake hash, the same on both ends (a channel binding).
     """
 
     # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
