@@ -23,6 +23,7 @@ import time
 from typing import IO, Any
 
 import udptcp
+from udptcp.core.connection import Connection, State
 from udptcp.core.stats import ConnectionStats
 
 __all__ = ["add_arguments", "run", "ss_line"]
@@ -30,6 +31,8 @@ __all__ = ["add_arguments", "run", "ss_line"]
 CHUNK = 256 * 1024
 #: How often the end of an upload looks whether the peer acknowledged everything.
 ACK_POLL = 0.005
+#: How often TIME-WAIT at the end looks whether the peer spoke again.
+LINGER_POLL = 0.05
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -178,8 +181,9 @@ async def _session(
     stdin_fd: int,
     stdout: IO[bytes],
     hello: str,
-) -> tuple[int, int, float]:
-    """Copy both ways until both ends are done; returns (sent, received, seconds).
+) -> tuple[int, int, float, Connection]:
+    """Copy both ways until both ends are done; returns (sent, received, seconds, the
+    connection).
     ``hello`` (with ``-v``) is printed once SIGUSR1 is handled, so a script that waits for
     it may send the signal."""
     loop = asyncio.get_running_loop()
@@ -249,7 +253,27 @@ async def _session(
     writer.close()
     with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
-    return counts[0], counts[1], elapsed
+    return counts[0], counts[1], elapsed, transport.get_extra_info("udptcp_connection")
+
+
+async def _linger_in_time_wait(conn: Connection) -> None:
+    """Stay while the connection is in TIME-WAIT until the peer has been silent for three
+    retransmission timeouts (at least a second).
+
+    Kernel TCP keeps TIME-WAIT after the process exits; ours ends with the process. If our
+    last ACK was lost, the peer sends its FIN again after its RTO, and someone must answer
+    it, or the peer is left in LAST-ACK retransmitting to a closed port (RFC 9293
+    §3.10.7.4: TIME-WAIT re-acknowledges a retransmitted FIN).
+    """
+    loop = asyncio.get_running_loop()
+    quiet = max(1.0, 3 * conn.rtt.rto)
+    heard = conn.stats_counters["segments_received"]
+    since = loop.time()
+    while conn.state is State.TIME_WAIT and loop.time() - since < quiet:
+        await asyncio.sleep(LINGER_POLL)
+        if conn.stats_counters["segments_received"] != heard:
+            heard = conn.stats_counters["segments_received"]
+            since = loop.time()
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -275,7 +299,9 @@ async def _main(args: argparse.Namespace) -> int:
             server.close()  # take no more connections
             peer = writer.get_extra_info("peername")
             hello = f"connection from {peer[0]}:{peer[1]}"
-            sent, received, elapsed = await _session(reader, writer, args, stdin_fd, stdout, hello)
+            sent, received, elapsed, conn = await _session(
+                reader, writer, args, stdin_fd, stdout, hello
+            )
         finally:
             server.close()
     else:
@@ -284,14 +310,18 @@ async def _main(args: argparse.Namespace) -> int:
         )
         peer = writer.get_extra_info("peername")
         hello = f"connected to {peer[0]}:{peer[1]}"
-        sent, received, elapsed = await _session(reader, writer, args, stdin_fd, stdout, hello)
+        sent, received, elapsed, conn = await _session(
+            reader, writer, args, stdin_fd, stdout, hello
+        )
     if not args.quiet:
         rate = (sent + received) / elapsed if elapsed > 0 else 0.0
         print(
             f"sent {_size(sent)} ({sent} bytes), received {_size(received)} ({received} bytes) "
             f"in {elapsed:.2f} s: {_size(rate)}/s",
             file=sys.stderr,
+            flush=True,
         )
+    await _linger_in_time_wait(conn)
     return 0
 
 
