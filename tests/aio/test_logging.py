@@ -130,3 +130,43 @@ def test_logging_below_the_level_costs_no_record(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.ERROR, logger="udptcp")
     observe.limit_hit("refused_max_connections", "10.0.0.1", 5)
     assert caplog.records == [] and observe._next_log == {}
+
+
+async def test_time_wait_overflow_is_info_and_the_connection_says_how_it_ended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="udptcp")
+    config = udptcp.Config(max_time_wait=0)
+    made, factory = recorders()
+    async with serving(factory, config=config) as (server, port):
+        client, proto = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        peer = await accepted(made)
+        assert peer.transport is not None
+        peer.transport.close()  # the server closes first: it would hold the TIME-WAIT
+        await proto.eof
+        client.close()
+        await until(lambda: server.endpoints[0].stats["time_wait_dropped"] == 1)
+    (info,) = _messages(caplog, "udptcp.endpoint", logging.INFO)
+    assert "forgotten instead of entering TIME-WAIT: max_time_wait (0)" in info
+    ended = [m for m in _messages(caplog, "udptcp.connection", logging.DEBUG) if "dropped" in m]
+    assert len(ended) == 1 and "dropped (max_time_wait reached) in TIME-WAIT: " in ended[0]
+
+
+async def test_a_connection_that_hit_the_reassembly_cap_says_so_at_its_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The cap itself is tested where it is counted (tests/core/test_reassembly.py); here,
+    # that a connection which counted drops reports them once, at INFO, when it ends.
+    caplog.set_level(logging.INFO, logger="udptcp")
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        peer = await accepted(made)
+        assert peer.transport is not None
+        peer.transport.get_extra_info("udptcp_connection").stats_counters["reassembly_dropped"] = 7
+        transport.abort()
+        await peer.lost
+        await until(lambda: not server.endpoints[0].connections())
+    (line,) = _messages(caplog, "udptcp.connection", logging.INFO)
+    assert "dropped 7 out-of-order segments at max_reassembly_pieces (4096)" in line
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

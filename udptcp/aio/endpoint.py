@@ -799,7 +799,7 @@ class Endpoint:
             self.stats["time_wait_dropped"] += 1
             limit = transport._conn.config.max_time_wait
             observe.limit_hit("time_wait_dropped", observe._addr(transport._peer), limit)
-            self._forget(transport, "dropped from TIME-WAIT")
+            self._forget(transport, "dropped (max_time_wait reached)")
             return
         self._set_slot(transport, slot)
 

@@ -5,9 +5,10 @@ printed unless the application configures logging (and nothing at WARNING or abo
 in normal operation, so Python's last-resort handler stays silent too). Loggers:
 
 * ``udptcp.connection`` — DEBUG: a connection reached ESTABLISHED ("opened"), and its end
-  ("closed", "reset", "timed out", "refused", "aborted", "dropped from TIME-WAIT"), with
-  its addresses, virtual ports, bytes each way and retransmissions. INFO at its end when it
-  dropped out-of-order segments at ``Config.max_reassembly_pieces``.
+  ("closed", "reset", "timed out", "refused", "aborted", "dropped (max_time_wait
+  reached)", "reopened by a new SYN"), with its addresses, virtual ports, bytes each way
+  and retransmissions. INFO at its end when it dropped out-of-order segments at
+  ``Config.max_reassembly_pieces``.
 * ``udptcp.endpoint`` — limit hits: WARNING when a connection is refused at
   ``max_connections`` or ``max_connections_per_address``, or a SYN is dropped because the
   listen backlog is full and SYN cookies are off; INFO when SYN cookies are engaged, a host
