@@ -37,8 +37,10 @@ LINGER_POLL = 0.05
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``udptcp cat``'s options."""
-    parser.add_argument("host", nargs="?", help="host to connect to (not with -l)")
-    parser.add_argument("port", nargs="?", type=_port, help="its UDP port (not with -l)")
+    parser.add_argument("host", nargs="?", metavar="HOST", help="host to connect to (not with -l)")
+    parser.add_argument(
+        "port", nargs="?", type=_port, metavar="PORT", help="its UDP port (not with -l)"
+    )
     parser.add_argument(
         "-l",
         "--listen",
