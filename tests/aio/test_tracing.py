@@ -17,6 +17,7 @@ import pytest
 from aio_helpers import Recorder, accepted, ipv6_available, recorders, serving
 
 import udptcp
+from udptcp.aio.endpoint import open_endpoints
 from udptcp.aio.tracing import trace_endpoint
 from udptcp.core.segment import checksum, decode
 from udptcp.tools.pcap import ladder, read_trace, write_pcap
@@ -334,3 +335,30 @@ async def test_an_ipv6_trace_becomes_ipv6_packets_with_valid_checksums(tmp_path:
     if TSHARK is not None:
         assert _tshark("-r", str(out), "-Y", "_ws.expert.severity >= error") == ""
         assert _tshark("-r", str(out), "-c", "1", "-T", "fields", "-e", "ipv6.src") == "::1\n"
+
+
+async def test_a_trace_file_that_cannot_be_opened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = str(tmp_path / "missing-dir" / "t.jsonl")
+    # An active open fails with the file's error ...
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        with pytest.raises(FileNotFoundError):
+            await udptcp.create_connection(
+                Recorder, "127.0.0.1", port, config=udptcp.Config(trace=bad)
+            )
+        # (and leaves nothing behind on the shared client endpoint)
+        assert all(not e.connections() for e in open_endpoints() if not e._listeners)
+    # ... a server goes on untraced and says so once.
+    made, factory = recorders()
+    async with serving(factory, config=udptcp.Config(trace=bad)) as (server, port):
+        for _ in range(2):
+            transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+            transport.write(b"still served")
+            await accepted(made, len(made) or 1)
+            await made[-1].received(12)
+            transport.close()
+            await client.lost
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"cannot write the trace file {bad}: No such file or directory"]

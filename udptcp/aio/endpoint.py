@@ -671,14 +671,14 @@ class Endpoint:
             now=now,
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
+        if config.trace is not None:  # before anything refers to it: opening may fail
+            tracing.trace_connection(self, transport, config.trace)
         if session is not None:
             securelink.link_for(self).add(transport, session)
         self._conns[key] = transport
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._opening.setdefault(peer, []).append(transport)
-        if config.trace is not None:
-            tracing.trace_connection(self, transport, config.trace)
         transport._pump()
         return transport
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import logging
 import socket
 import time
 from typing import IO, TYPE_CHECKING, Any
@@ -51,6 +52,9 @@ VERSION = 1
 
 # Open trace files by path, shared by every tracer writing to them.
 _files: dict[str, TraceFile] = {}
+# Paths that could not be opened for a passive connection (logged once).
+_failed: set[str] = set()
+logger = logging.getLogger("udptcp.endpoint")
 
 
 class TraceFile:
@@ -259,8 +263,20 @@ def trace_connection(
     received: tuple[Segment, Address] | None = None,
 ) -> None:
     """Trace ``transport`` (a connection made with ``Config.trace``) to ``path``; a passive
-    connection passes the segment that made it as ``received``."""
-    tracer_for(endpoint).add(transport, path, received)
+    connection passes the segment that made it as ``received``.
+
+    A file that cannot be opened fails an active open (``create_connection`` raises the
+    ``OSError``); a passive one goes on untraced, logged once per path, so a bad path in a
+    server's ``Config`` cannot break the endpoint's receive path.
+    """
+    try:
+        tracer_for(endpoint).add(transport, path, received)
+    except OSError as exc:
+        if received is None:
+            raise
+        if path not in _failed:
+            _failed.add(path)
+            logger.error("cannot write the trace file %s: %s", path, exc.strerror or exc)
 
 
 def trace_endpoint(endpoint: Endpoint, path: str, *, payload: bool = False) -> EndpointTracer:
