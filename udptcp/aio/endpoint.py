@@ -56,8 +56,9 @@ from udptcp.core.cookies import SynCookies, check_ts_echo
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
+from udptcp.core.stats import ConnectionStats
 
-from . import natkeep, securelink
+from . import natkeep, observe, securelink, tracing
 from .errqueue import (
     ICMP_ERRNOS,
     LOCAL,
@@ -262,7 +263,8 @@ class Endpoint:
     ``nat_mapping_changed`` (binding maintenance), ``turn_dropped``.
 
     ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
-    segment.
+    segment (``Config.trace`` installs a :class:`~udptcp.aio.tracing.EndpointTracer` here,
+    which also records state changes).
 
     ICMP errors reach connections through the socket's error queue on Linux (see
     :mod:`udptcp.aio.errqueue`), whether the socket is connected or not; elsewhere only a
@@ -469,6 +471,7 @@ class Endpoint:
             if transport._conn.state is not State.TIME_WAIT:
                 transport._endpoint_closing()  # RST, connection_lost(None) soon
         self._flush_queue()
+        observe.endpoint_closed(self)
         self._closed = True
         self._conns.clear()
         self._opening.clear()
@@ -675,6 +678,8 @@ class Endpoint:
             now=now,
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
+        if config.trace is not None:  # before anything refers to it: opening may fail
+            tracing.trace_connection(self, transport, config.trace)
         if secure is not None:
             session = secure
         if session is not None:
@@ -712,8 +717,9 @@ class Endpoint:
     def _local_id(self, vport: int) -> tuple[Any, ...]:
         return (self.sockname[0], self.sockname[1], vport)
 
-    def _forget(self, transport: Transport) -> None:
-        """Remove a connection that reached CLOSED (or is being replaced)."""
+    def _forget(self, transport: Transport, why: str | None = None) -> None:
+        """Remove a connection that reached CLOSED (or is being replaced; ``why`` says how
+        it ended when it did not reach CLOSED)."""
         if self._conns.get(transport._key) is transport:
             del self._conns[transport._key]
             transport._deadline = None
@@ -724,6 +730,7 @@ class Endpoint:
             counters = transport._conn.stats_counters
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
+            observe.forgotten(self, transport, why)
             self._set_slot(transport, _SLOT_NONE)
             self._opened(transport)
             self._maybe_close()
@@ -782,6 +789,7 @@ class Endpoint:
         """
         state = transport._conn.state
         transport._accounted_state = state
+        observe.state_changed(self, transport)
         if state is not State.SYN_SENT and transport._listener is None:
             self._opened(transport)
         if self._conns.get(transport._key) is not transport:
@@ -798,7 +806,9 @@ class Endpoint:
             return
         if slot == _SLOT_TIME_WAIT and self._time_wait >= transport._conn.config.max_time_wait:
             self.stats["time_wait_dropped"] += 1
-            self._forget(transport)
+            limit = transport._conn.config.max_time_wait
+            observe.limit_hit("time_wait_dropped", observe._addr(transport._peer), limit)
+            self._forget(transport, "dropped (max_time_wait reached)")
             return
         self._set_slot(transport, slot)
 
@@ -842,6 +852,11 @@ class Endpoint:
     def connections(self) -> list[Transport]:
         """Transports of the connections on this endpoint (TIME-WAIT included)."""
         return list(self._conns.values())
+
+    def connection_stats(self) -> list[ConnectionStats]:
+        """:class:`~udptcp.core.stats.ConnectionStats` of every connection on this endpoint
+        (TIME-WAIT included; an ``ss -ti`` of the endpoint), computed on call."""
+        return [transport.stats() for transport in self._conns.values()]
 
     # ------------------------------------------------------------------ listeners
 
@@ -1086,7 +1101,7 @@ class Endpoint:
                 # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its
                 # ISN beyond everything the old one sent.
                 self.stats["time_wait_reopened"] += 1
-                self._forget(transport)
+                self._forget(transport, "reopened by a new SYN")
                 self._on_syn(seg, addr, key, size, iss=conn.reopen_iss())
                 return
             elif self._conns.get(key) is transport:
@@ -1132,12 +1147,15 @@ class Endpoint:
         if over_address or listener.pending >= listener.backlog:
             if over_address:
                 self.stats["half_open_per_address"] += 1
+                limit = config.max_half_open_per_address
+                observe.limit_hit("half_open_per_address", host, limit)
             if config.syn_cookies and securelink.cookie_allowed(config, seg):
                 self._send_cookie(seg, addr, config, now, size)
             elif not over_address:
                 # Like Linux with a full queue and no cookies: drop (no RST, which would
                 # fail a client that a SYN retry a second later might get through).
                 self.stats["syn_dropped_backlog"] += 1
+                observe.limit_hit("syn_dropped_backlog", observe._addr(addr), listener.backlog)
             return
         attach = None
         wire_extra = (0, 0)
@@ -1165,15 +1183,20 @@ class Endpoint:
         self._conns[key] = transport
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
+        if config.trace is not None:
+            tracing.trace_connection(self, transport, config.trace, (seg, addr))
         self._guarded(transport, transport._pump)
 
     def _refused(self, config: Config, host: Any) -> bool:
         """True (and counted) when a new connection from ``host`` would break a limit."""
         if self._accepted_by_host.get(host, 0) >= config.max_connections_per_address:
             self.stats["refused_per_address"] += 1
+            limit = config.max_connections_per_address
+            observe.limit_hit("refused_per_address", host, limit)
             return True
         if self._accepted >= config.max_connections:
             self.stats["refused_max_connections"] += 1
+            observe.limit_hit("refused_max_connections", host, config.max_connections)
             return True
         return False
 
@@ -1191,6 +1214,9 @@ class Endpoint:
         )
         if self._send_stateless(addr, syn_ack, seg, size):
             self.stats["syn_cookies_sent"] += 1
+            backlog = self._listener_for(seg)
+            limit = backlog.backlog if backlog is not None else 0
+            observe.limit_hit("syn_cookies_sent", observe._addr(addr), limit)
 
     def _on_cookie_ack(self, seg: Segment, addr: Address, key: Key, size: int | None) -> bool:
         """A bare ACK for no connection: if it completes a SYN cookie's handshake, make the
@@ -1236,6 +1262,8 @@ class Endpoint:
         self.stats["syn_cookies_accepted"] += 1
         transport = Transport(self, conn, addr, listener=listener)
         self._conns[key] = transport
+        if config.trace is not None:
+            tracing.trace_connection(self, transport, config.trace, (seg, addr))
         self._guarded(transport, transport._pump)
         return True
 
@@ -1252,6 +1280,8 @@ class Endpoint:
         received = size if size is not None else received_size(cause)
         if sent_size(reply) > AMPLIFICATION_FACTOR * received:
             self.stats["amplification_limited"] += 1
+            limit = AMPLIFICATION_FACTOR
+            observe.limit_hit("amplification_limited", observe._addr(addr), limit)
             return False
         self.transmit(addr, [reply])
         return True

@@ -45,6 +45,7 @@ from udptcp.core.connection import Connection, State
 from udptcp.core.errors import aborted
 from udptcp.core.events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from udptcp.core.segment import Segment
+from udptcp.core.stats import ConnectionStats
 
 from .connsocket import ConnectionSocket
 
@@ -74,12 +75,13 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     listener for a passive one. ``get_extra_info`` knows ``peername`` (remote UDP address),
     ``sockname`` (local UDP address), ``socket`` (a per-connection
     :class:`~udptcp.aio.connsocket.ConnectionSocket`), ``vports`` (local and remote virtual
-    ports), ``udptcp_stats`` (the connection's counters and estimators, computed on call)
-    and ``udptcp_connection`` (the core connection itself, for tests and tools). In secure
-    mode ``secure`` is the ``(pattern, cipher)`` pair (None on a plain connection),
-    ``peer_key`` the peer's authenticated static public key (None when the pattern leaves
-    the peer anonymous) and ``secure_handshake_hash`` the Noise handshake hash, the same on
-    both ends (a channel binding).
+    ports), ``stats`` (a :class:`~udptcp.core.stats.ConnectionStats`: state, RTT, windows,
+    counters, computed on call), ``udptcp_stats`` (the older flat ``dict`` of counters and
+    estimators, kept as it was) and ``udptcp_connection`` (the core connection itself, for
+    tests and tools). In secure mode ``secure`` is the ``(pattern, cipher)`` pair (None on
+    a plain connection), ``peer_key`` the peer's authenticated static public key (None when
+    the pattern leaves the peer anonymous) and ``secure_handshake_hash`` the Noise
+    handshake hash, the same on both ends (a channel binding).
     """
 
     # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
@@ -157,6 +159,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             return self._socket
         if name == "sockname":
             return self._endpoint.sockname
+        if name == "stats":
+            return self.stats()
         if name == "udptcp_stats":
             return self._conn.stats()
         if name == "vports":
@@ -172,6 +176,10 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             value = session.peer_key if name == "peer_key" else session.handshake_hash
             return default if value is None else value
         return super().get_extra_info(name, default)
+
+    def stats(self) -> ConnectionStats:
+        """The connection's statistics now (``get_extra_info("stats")``)."""
+        return ConnectionStats.of(self._conn, sockname=self._endpoint.sockname, peername=self._peer)
 
     def _moved(self, peer: Address) -> None:
         """Secure mode moved the connection to the peer's new UDP address."""

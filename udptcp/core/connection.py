@@ -298,6 +298,9 @@ class Connection:
         self._challenge_count = 0
         self._invalid_ack_time = -_INVALID_ACK_INTERVAL
         self._closed_reported = False
+        #: Why the connection reached CLOSED: None after a clean close, else the error the
+        #: application was (or would have been) given (for logs and statistics).
+        self.close_error: BaseException | None = None
         self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
         #: The latest ICMP error that did not end the connection (RFC 1122 §4.2.3.9).
         self.soft_error: str | None = None
@@ -2451,6 +2454,7 @@ class Connection:
     def _enter_closed(self, error: BaseException | None) -> None:
         if self.state is not S.CLOSED:
             self._set_state(S.CLOSED)
+            self.close_error = error
         self._rto_deadline = self._delack_deadline = None
         self._persist_deadline = self._close_deadline = None
         self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
