@@ -124,6 +124,7 @@ def test_a_zero_window_peer_that_falls_silent_is_timed_out_not_probed_forever():
     assert conn.state is S.CLOSED, (conn.state, conn.stats_counters["window_probes"])
     closed = [e for e in conn.take_events() if isinstance(e, ConnectionClosed)]
     assert closed and isinstance(closed[0].error, TimeoutError)
+    assert conn.stats_counters["persist_timeouts"] == 1
     assert now > 0
 
 
@@ -155,6 +156,7 @@ def test_a_fin_in_order_ends_the_stream_even_with_data_held_beyond_it():
     assert any(isinstance(e, EofReceived) for e in events)
     assert conn.rcv_nxt == PEER + 1 + 5 + 1
     assert [s.ack for s in conn.take_segments()][-1] == PEER + 7
+    assert conn.stats_counters["beyond_fin_dropped"] == 1
 
 
 def test_an_out_of_order_fin_is_not_lost_when_data_beyond_it_was_held():
@@ -209,3 +211,4 @@ def test_held_data_and_reassembly_charge_stay_within_the_receive_buffer():
     conn.receive(_peer(conn, 300, payload=b"o" * 216), 0.02)
     conn.receive(_peer(conn, 0, payload=b"i" * 299), 0.03)
     assert conn._reassembly.charge + len(conn._held) <= cfg.receive_buffer
+    assert conn.stats_counters["reassembly_pruned"] == 1

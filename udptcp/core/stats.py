@@ -175,7 +175,16 @@ class ConnectionStats:
     peer_mss_clamped: int
     """Absurd MSS values in the peer's SYN clamped to ``Config.min_mss``."""
     reassembly_dropped: int
-    """Out-of-order segments dropped at ``Config.max_reassembly_pieces``."""
+    """Out-of-order segments dropped at ``Config.max_reassembly_pieces`` or the receive
+    buffer's charge."""
+    reassembly_pruned: int
+    """Times held out-of-order data was dropped (highest first) so that in-order data the
+    window promised fits in ``Config.receive_buffer`` (RFC 2018 §8 reneging)."""
+    beyond_fin_dropped: int
+    """Segments whose data lay beyond the peer's FIN, dropped (the stream ends there)."""
+    persist_timeouts: int
+    """Connections ended because window probes behind a shut window went unanswered for
+    ``Config.user_timeout``."""
     icmp_rejected: int
     """ICMP errors ignored because they quoted no segment we have outstanding."""
     amplification_limited: int
