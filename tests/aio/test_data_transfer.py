@@ -9,7 +9,8 @@ import socket
 from typing import Any
 
 import pytest
-from aio_helpers import Echo, Recorder, accepted, ipv6_available, recorders, serving, until
+from aio_helpers import accepted, ipv6_available, recorders, serving, until
+from support.protocols import Echo, Recorder
 
 import udptcp
 

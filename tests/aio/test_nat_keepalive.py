@@ -8,7 +8,7 @@ import asyncio
 import socket
 
 import pytest
-from aio_helpers import Echo, Recorder
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import Endpoint

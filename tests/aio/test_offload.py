@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aio_helpers import Recorder, accepted, serving
+from aio_helpers import accepted, serving
+from support.protocols import Recorder
 
 import udptcp
 from udptcp.aio.endpoint import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, Endpoint

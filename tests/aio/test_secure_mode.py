@@ -15,7 +15,8 @@ import os
 import socket
 
 import pytest
-from aio_helpers import Echo, Recorder, accepted, recorders, serving, until
+from aio_helpers import accepted, recorders, serving, until
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import Endpoint

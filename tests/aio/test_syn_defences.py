@@ -10,7 +10,8 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from aio_helpers import FAST, Echo, Recorder, recorders, serving, until
+from aio_helpers import FAST, recorders, serving, until
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import Endpoint

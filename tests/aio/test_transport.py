@@ -9,7 +9,8 @@ import warnings
 
 import pytest
 import uvloop
-from aio_helpers import FAST, Echo, Recorder, accepted, recorders, serving
+from aio_helpers import FAST, accepted, recorders, serving
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.connsocket import ConnectionSocket
