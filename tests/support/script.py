@@ -161,3 +161,9 @@ def scripted_config() -> Config:
         keepalive=False,  # RFC 1122's default; test_keepalive.py covers it
         pacing=False,  # whole windows at once, as RFC 9293 describes (test_pacing.py)
     )
+
+
+def states(conn: Connection) -> list[State]:
+    """The states ``conn`` went through, oldest first (``state_history`` without causes, if it
+    records them)."""
+    return [h[0] if isinstance(h, tuple) else h for h in conn.state_history]
