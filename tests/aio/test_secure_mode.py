@@ -47,7 +47,7 @@ REJECTIONS = (
 
 
 def endpoint_of(transport: asyncio.BaseTransport) -> Endpoint:
-    return transport._endpoint  # type: ignore[attr-defined,no-any-return]
+    return transport.endpoint  # type: ignore[attr-defined,no-any-return]
 
 
 def rejected(endpoint: Endpoint) -> int:

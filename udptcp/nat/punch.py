@@ -134,7 +134,7 @@ class Punch:
         transport = self.transport
         if transport is None or self.endpoint.is_closed:
             return
-        conn = transport._conn
+        conn = transport.conn
         if conn.state not in _HANDSHAKE:
             self.stop()
             return
@@ -175,7 +175,7 @@ class Punch:
     def _plausible(self, seg: Segment) -> bool:
         """A handshake segment of our peer's connection, as far as we can tell."""
         assert self.transport is not None
-        conn = self.transport._conn
+        conn = self.transport.conn
         flags = seg.flags
         if flags & RST:
             return False
@@ -194,7 +194,7 @@ class Punch:
 
     def _hook(self, seg: Segment, addr: Address) -> bool:
         transport = self.transport
-        if transport is None or transport._conn.state not in _HANDSHAKE:
+        if transport is None or transport.conn.state not in _HANDSHAKE:
             return False  # settled: copies from other paths are dropped, nothing recorded
         if addr[0] not in self.allowed_ips and not self.relayed_by_us(addr):
             self.endpoint.stats["punch_foreign"] += 1
