@@ -8,6 +8,9 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+# Echo and Recorder live in the shared support package; tests here may import them from
+# either place.
+from support.protocols import Echo as Echo
 from support.protocols import Recorder
 
 import udptcp

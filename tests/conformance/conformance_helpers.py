@@ -13,7 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+# HOST, HOSTNAME_MISMATCH, Certs and Recorder live in the shared support package; tests
+# here may import them from either place.
 from support.certs import HOST
+from support.certs import HOSTNAME_MISMATCH as HOSTNAME_MISMATCH
+from support.certs import Certs as Certs
 from support.protocols import Recorder
 
 from udptcp.aio.loop import DropInMixin
