@@ -169,6 +169,32 @@ def test_seed_time_wait_answers_the_fin_again_when_the_last_ack_was_lost():
     assert states(server)[-3:] == [S.CLOSE_WAIT, S.LAST_ACK, S.CLOSED]
 
 
+def test_simultaneous_open_crosses_syns_and_both_sides_answer():
+    # Not in the notes either: both ends open at once (RFC 9293 Figure 8), each SYN
+    # answered with SYN,ACK, each SYN,ACK with ACK.
+    net = SimNet(seed=12)
+    a, b = net.host("a"), net.host("b")  # neither listens
+    net.connect_hosts(a, b, Link(delay=0.01), Link(delay=0.01))
+    ca = a.connect(b, 90, local_port=80, iss=1000)
+    cb = b.connect(a, 80, local_port=90, iss=5000)
+    net.run_until(lambda: ca.state is S.ESTABLISHED and cb.state is S.ESTABLISHED)
+    net.run_for(0.5)
+    names, _ = assert_ladder(
+        net.trace,
+        """
+        a -> b   SYN seq=x
+        a <- b   SYN seq=y
+        a <- b   SYN,ACK seq=y ack=x+1
+        a -> b   SYN,ACK seq=x ack=y+1
+        a -> b   ACK seq=x+1 ack=y+1
+        a <- b   ACK seq=y+1 ack=x+1
+        """,
+    )
+    assert (names["x"], names["y"]) == (1000, 5000)
+    for conn in (ca, cb):
+        assert states(conn) == [S.CLOSED, S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED]
+
+
 def test_simultaneous_close_crosses_fins_and_both_sides_wait():
     # Not in the notes, but their release drawn for two active closers (RFC 9293 Figure 13).
     net, a, b, client, server = _established()
