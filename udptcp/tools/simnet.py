@@ -660,23 +660,19 @@ class SimHost:
     def _route(
         self, seg: Segment, src: str, trains: dict[Connection, list[Segment]] | None
     ) -> None:
+        is_syn = seg.flags & (SYN | ACK | RST) == SYN
+        if is_syn and trains:
+            # A SYN for a known 4-tuple: what came before it goes first (that train may
+            # close the connection, or leave it in TIME-WAIT for the SYN to reopen).
+            known = self.conns.get((src, seg.dst_port, seg.src_port))
+            pending = trains.pop(known, None) if known is not None else None
+            if known is not None and pending:
+                self._deliver_train(known, pending)
         route, conn, key = self.conns.route(seg, src)
-        if (
-            route is Route.CONNECTION
-            and trains is not None
-            and conn is not None
-            and seg.flags & (SYN | ACK | RST) == SYN
-        ):
-            # A SYN for a known 4-tuple: what came before it goes first, then route it
-            # again (that train may have closed the connection).
-            pending = trains.pop(conn, None)
-            if pending:
-                self._deliver_train(conn, pending)
-                route, conn, key = self.conns.route(seg, src)
         if route is Route.CONNECTION or route is Route.OWN_SYN:
             assert conn is not None
-            if trains is None or route is Route.OWN_SYN:
-                self._deliver_train(conn, [seg])
+            if trains is None or is_syn:
+                self._deliver_train(conn, [seg])  # a SYN is handled at once, as alone
             else:
                 trains.setdefault(conn, []).append(seg)
             return
@@ -685,9 +681,6 @@ class SimHost:
         if route is Route.REOPEN:
             # RFC 9293 §3.10.7.4 / RFC 6191: a new incarnation may reopen from TIME-WAIT.
             assert conn is not None
-            pending = trains.pop(conn, None) if trains is not None else None
-            if pending:
-                self._deliver_train(conn, pending)
             self.conns.remove(key, conn)
             self.net._disarm(self, conn)
             iss = conn.reopen_iss()
