@@ -167,7 +167,7 @@ async def test_pcap_packets_carry_valid_ip_and_tcp_checksums_one_per_segment(
     assert linktype == 101 and written == len(packets)
     assert written == sum(e["event"].startswith("segment_") for e in events)
     st = transport.get_extra_info("stats")
-    endpoint = transport._endpoint
+    endpoint = transport.endpoint
     if endpoint.gso:  # the runs really went out as GSO sends, and came apart in the pcap
         assert endpoint.stats["gso_sends"] > 0
     for packet, event in zip(packets, [e for e in events if e["event"].startswith("segment_")]):

@@ -4,6 +4,8 @@ connection and names the behaviour it pins."""
 
 from __future__ import annotations
 
+from support.segments import LOCAL, REMOTE, seg
+
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.events import ConnectionClosed, DataReceived, EofReceived
@@ -11,7 +13,6 @@ from udptcp.core.segment import ACK, FIN, SYN, Options, Segment
 from udptcp.core.seq import seq_add, seq_le
 
 S = State
-LOCAL, REMOTE = 4000, 80
 ISS, PEER = 1000, 500_000
 MSS = 1452
 PLAIN = Config(
@@ -28,7 +29,7 @@ def _established(cfg: Config, window: int = 65535, **peer_opts: object) -> Conne
     conn = Connection.connect(cfg, local_port=LOCAL, remote_port=REMOTE, iss=ISS, mss=MSS, now=0.0)
     conn.take_segments()
     opts = Options(mss=MSS, **peer_opts)  # type: ignore[arg-type]
-    conn.receive(Segment(REMOTE, LOCAL, PEER, ISS + 1, SYN | ACK, window, opts), 0.01)
+    conn.receive(seg(SYN | ACK, seq=PEER, ack=ISS + 1, window=window, options=opts), 0.01)
     conn.take_segments()
     conn.take_events()
     assert conn.state is S.ESTABLISHED
@@ -40,7 +41,7 @@ def _peer(conn: Connection, off: int, flags: int = ACK, payload: bytes = b"", **
     ack = kw.pop("ack", conn.snd_max)
     window = kw.pop("window", 65535)
     opts = kw.pop("options", None)
-    return Segment(REMOTE, LOCAL, PEER + 1 + off, ack, flags, window, opts, payload)  # type: ignore[arg-type]
+    return seg(flags, seq=PEER + 1 + off, ack=ack, window=window, options=opts, payload=payload)  # type: ignore[arg-type]
 
 
 def _run_timers(conn: Connection, now: float, seconds: float) -> float:
@@ -80,9 +81,9 @@ def test_a_tail_loss_probe_after_everything_was_sacked_resends_only_sent_bytes()
     probes = conn.take_segments()
     assert conn.stats_counters["tail_loss_probes"] == 1
     assert probes and not _beyond_snd_max(conn, probes)
-    for seg in probes:
-        off = seg.seq - ISS - 1
-        assert seg.payload == written[off : off + len(seg.payload)]
+    for segment in probes:
+        off = segment.seq - ISS - 1
+        assert segment.payload == written[off : off + len(segment.payload)]
     # The window opens: new data follows from SND.MAX, and nothing raises.
     conn.receive(_peer(conn, 0, window=65535), probe_time + 0.01)
     more = conn.take_segments()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.segments import seg as mkseg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.sack import Scoreboard
-from udptcp.core.segment import SYN, Options, Segment
+from udptcp.core.segment import SYN, Options
 from udptcp.tools.simnet import connected_pair
 
 S = State
@@ -55,10 +56,10 @@ def test_the_sent_log_keeps_pipe_lost_and_sacked_counts_through_splits():
 
 
 def test_sack_permitted_is_answered_only_when_offered():
-    syn = Segment(2000, 1000, 5, 0, SYN, 65535, Options(mss=1452, sack_permitted=True))
+    syn = mkseg(SYN, seq=5, options=Options(mss=1452, sack_permitted=True), src=2000, dst=1000)
     conn = Connection.accept(CFG, syn, iss=ISS, mss=1452, now=0.0)
     assert conn.take_segments()[0].options.sack_permitted
-    syn = Segment(2000, 1000, 5, 0, SYN, 65535, Options(mss=1452))
+    syn = mkseg(SYN, seq=5, mss=1452, src=2000, dst=1000)
     conn = Connection.accept(CFG, syn, iss=ISS, mss=1452, now=0.0)
     assert not conn.take_segments()[0].options.sack_permitted
     assert not conn.sack_ok

@@ -195,7 +195,7 @@ async def test_the_initiator_answers_the_responders_syn_with_its_offer() -> None
     pa.stop()
     pb.stop()
     assert eb.statistics()["secure_peer_waits"] >= 1
-    assert tb._conn.state is ta._conn.state is State.ESTABLISHED
+    assert tb.conn.state is ta.conn.state is State.ESTABLISHED
     assert tb.get_extra_info("peer_key") == ALICE.public_key
     assert ta.get_extra_info("peer_key") == BOB.public_key
     ta.abort()

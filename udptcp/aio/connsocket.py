@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import socket
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .interfaces import HostedTransport as Transport
 from .tcpinfo import TCP_INFO, TCP_INFO_SIZE, pack_tcp_info
-
-if TYPE_CHECKING:
-    from .transport import Transport
 
 __all__ = ["ConnectionSocket"]
 
@@ -52,7 +50,7 @@ class ConnectionSocket:
     @property
     def family(self) -> int:
         """Address family of the UDP socket underneath."""
-        return int(self._transport._endpoint.family)
+        return int(self._transport.endpoint.family)
 
     def fileno(self) -> int:
         """Always -1: there is no kernel socket for this connection."""
@@ -60,16 +58,16 @@ class ConnectionSocket:
 
     def getsockname(self) -> Any:
         """Local UDP address."""
-        return self._transport._endpoint.sockname
+        return self._transport.endpoint.sockname
 
     def getpeername(self) -> Any:
         """Remote UDP address (behind a relay or NAT: the relay's)."""
-        return self._transport._peer
+        return self._transport.peer
 
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
         """Set an option; TCP_NODELAY reaches the connection, the rest is remembered."""
         self._options[(level, optname)] = value
-        conn = self._transport._conn
+        conn = self._transport.conn
         if level == _TCP and optname == socket.TCP_NODELAY:
             conn.set_nodelay(bool(_as_int(value)))
         elif level == _SOL and optname == socket.SO_KEEPALIVE:
@@ -80,7 +78,7 @@ class ConnectionSocket:
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         """Read an option back: what was set, or a sensible default."""
-        conn = self._transport._conn
+        conn = self._transport.conn
         if level == _TCP and optname == TCP_INFO:
             info = pack_tcp_info(
                 self._transport.get_extra_info("stats"),
@@ -133,7 +131,7 @@ class ConnectionSocket:
 
     def __repr__(self) -> str:
         t = self._transport
-        local, remote = t._conn.local_port, t._conn.remote_port
+        local, remote = t.conn.local_port, t.conn.remote_port
         return (
             f"<udptcp.ConnectionSocket laddr={self.getsockname()!r} vport={local} "
             f"raddr={self.getpeername()!r} vport={remote}>"

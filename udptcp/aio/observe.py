@@ -111,15 +111,15 @@ def state_changed(endpoint: Endpoint, transport: Transport) -> None:
         on_state = getattr(trace, "state_changed", None)
         if on_state is not None:
             on_state(transport)
-    conn = transport._conn
+    conn = transport.conn
     if conn.state is State.ESTABLISHED and connection_logger.isEnabledFor(logging.DEBUG):
         connection_logger.debug(
             "%s opened (%s): %s vport %d <-> %s vport %d",
             _name(transport),
-            "passive" if transport._listener is not None else "active",
+            "passive" if transport.listener is not None else "active",
             _addr(endpoint.sockname),
             conn.local_port,
-            _addr(transport._peer),
+            _addr(transport.peer),
             conn.remote_port,
         )
 
@@ -129,7 +129,7 @@ def forgotten(endpoint: Endpoint, transport: Transport, why: str | None = None) 
     trace = endpoint.trace
     if isinstance(trace, EndpointTracer):
         trace.forget(transport)
-    conn = transport._conn
+    conn = transport.conn
     dropped = conn.stats_counters["reassembly_dropped"]
     if dropped and connection_logger.isEnabledFor(_INFO):
         connection_logger.info(
@@ -176,8 +176,8 @@ def _ending(error: BaseException | None) -> str:
 
 
 def _name(transport: Transport) -> str:
-    conn = transport._conn
-    return f"connection {_addr(transport._peer)} vports {conn.local_port}->{conn.remote_port}"
+    conn = transport.conn
+    return f"connection {_addr(transport.peer)} vports {conn.local_port}->{conn.remote_port}"
 
 
 def _addr(addr: Any) -> str:

@@ -123,7 +123,7 @@ class EndpointTracer:
         """Trace ``transport``'s connection to ``path``, starting with ``received`` (the
         segment that made a passive connection, which arrived before it existed) and the
         connection's state changes so far."""
-        key = transport._key
+        key = transport.key
         if key not in self._by_key:
             self._by_key[key] = TraceFile.open(path)
             if received is not None and self._all is None:
@@ -132,7 +132,7 @@ class EndpointTracer:
 
     def forget(self, transport: Transport) -> None:
         """The connection is gone: stop tracing it."""
-        key = transport._key
+        key = transport.key
         self._states_seen.pop(key, None)
         traced = self._by_key.pop(key, None)
         if traced is not None:
@@ -168,15 +168,15 @@ class EndpointTracer:
 
     def state_changed(self, transport: Transport, first: int | None = None) -> None:
         """Write the state changes of ``transport`` not written yet."""
-        key = transport._key
+        key = transport.key
         traced = self._file_for(key)
         if traced is None:
             return
-        history = transport._conn.state_history
+        history = transport.conn.state_history
         seen = self._states_seen.get(key, first if first is not None else 1)
-        conn = transport._conn
+        conn = transport.conn
         for i in range(max(seen, 1), len(history)):
-            event = self._where(transport._peer, conn.local_port, conn.remote_port)
+            event = self._where(transport.peer, conn.local_port, conn.remote_port)
             event.update({"event": "state", "from": history[i - 1].value, "to": history[i].value})
             traced.write(event)
         self._states_seen[key] = len(history)

@@ -401,7 +401,7 @@ async def create_peer_connection(
             await asyncio.wait_for(asyncio.shield(transport._waiter), remaining())
         except asyncio.TimeoutError:
             punch.stop()
-            transport._abort_unowned()
+            transport.abort_unowned()
             tried = list(punch.attempts)
             if our_relay is not None and our_relay.relayed_address is not None:
                 if not our_relay.peers_seen:
@@ -424,7 +424,7 @@ async def create_peer_connection(
             punch.stop()
             raise SecureHandshakeError(
                 f"secure handshake ({pattern}) with the peer of session {session!r} at "
-                f"{_show(punch.transport._peer if punch.transport else None)} failed: {exc}"
+                f"{_show(punch.transport.peer if punch.transport else None)} failed: {exc}"
             ) from None
         except OSError as exc:
             punch.stop()
@@ -464,7 +464,7 @@ async def create_peer_connection(
             if punch is not None:
                 punch.stop()
                 if punch.transport is not None and punch.transport._protocol is None:
-                    punch.transport._abort_unowned()
+                    punch.transport.abort_unowned()
             if relay is not None:
                 with contextlib.suppress(Exception):
                     await relay.close()
@@ -521,7 +521,7 @@ def _watch(transport: Transport, relay: TurnRelay, endpoint: Endpoint, config: C
 
     async def watch() -> None:
         try:
-            while endpoint._conns.get(transport._key) is transport and not endpoint.is_closed:
+            while endpoint.has_connection(transport) and not endpoint.is_closed:
                 await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
                 await relay.close()

@@ -153,7 +153,7 @@ class Punch:
         transport = self.transport
         if transport is None or self.endpoint.is_closed:
             return
-        conn = transport._conn
+        conn = transport.conn
         if conn.state not in _HANDSHAKE:
             self.stop()
             return
@@ -167,7 +167,7 @@ class Punch:
         elif conn.state is State.SYN_RECEIVED:
             # Our SYN,ACK on the bound path (the core's own retransmission waits an RTO).
             self._count_sent(self.bound)
-            seal = transport._seal or encode  # a secure SYN,ACK carries its Noise message
+            seal = transport.seal or encode  # a secure SYN,ACK carries its Noise message
             self.endpoint.send_datagram(seal(conn._syn_ack_again()), self.bound)
         elif self._syn is not None:
             self._count_sent(self.bound)
@@ -195,13 +195,13 @@ class Punch:
     def _plausible(self, seg: Segment) -> bool:
         """A handshake segment of our peer's connection, as far as we can tell."""
         assert self.transport is not None
-        conn = self.transport._conn
+        conn = self.transport.conn
         flags = seg.flags
         ours = seq_add(conn.iss, 1)
         if flags & RST:
             # In secure mode the peer refuses a handshake with a REJECT RST answering our
             # SYN (it cannot be guessed without our ISS); any other RST is not our peer's.
-            body = option_body(seg.options) if self.transport._secure is not None else None
+            body = option_body(seg.options) if self.transport.secure_session is not None else None
             return (
                 body is not None
                 and body[:1] == bytes((REJECT,))
@@ -222,7 +222,7 @@ class Punch:
 
     def _hook(self, seg: Segment, addr: Address) -> bool:
         transport = self.transport
-        if transport is None or transport._conn.state not in _HANDSHAKE:
+        if transport is None or transport.conn.state not in _HANDSHAKE:
             return False  # settled: copies from other paths are dropped, nothing recorded
         if addr[0] not in self.allowed_ips and not self.relayed_by_us(addr):
             self.endpoint.stats["punch_foreign"] += 1

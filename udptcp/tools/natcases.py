@@ -268,7 +268,7 @@ async def close_pairs(pairs: list[Any], timeout: float = 5.0) -> None:
     is left delivering when the lab goes away (the loop's shutdown would wait for it)."""
     for _, writer in pairs:
         writer.close()
-    endpoints = {w.transport._endpoint for _, w in pairs if hasattr(w.transport, "_endpoint")}
+    endpoints = {w.transport.endpoint for _, w in pairs if hasattr(w.transport, "endpoint")}
     with contextlib.suppress(asyncio.TimeoutError, OSError):
         await asyncio.wait_for(
             asyncio.gather(*(w.wait_closed() for _, w in pairs), return_exceptions=True),
