@@ -48,6 +48,7 @@ from udptcp.core.config import Config
 from udptcp.core.connection import State
 from udptcp.core.keys import Identity
 from udptcp.core.secure import SecureHandshakeError
+from udptcp.core.stats import ConnectionStats
 from udptcp.nat.errors import NATTraversalError
 from udptcp.nat.peer import create_peer_connection, open_peer_connection
 
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "ConnectionStats",
     "EventLoopPolicy",
     "NATTraversalError",
     "Identity",

@@ -4,7 +4,7 @@ connection and names the behaviour it pins."""
 
 from __future__ import annotations
 
-import pytest
+from support.segments import LOCAL, REMOTE, seg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
@@ -13,7 +13,6 @@ from udptcp.core.segment import ACK, FIN, SYN, Options, Segment
 from udptcp.core.seq import seq_add, seq_le
 
 S = State
-LOCAL, REMOTE = 4000, 80
 ISS, PEER = 1000, 500_000
 MSS = 1452
 PLAIN = Config(
@@ -30,7 +29,7 @@ def _established(cfg: Config, window: int = 65535, **peer_opts: object) -> Conne
     conn = Connection.connect(cfg, local_port=LOCAL, remote_port=REMOTE, iss=ISS, mss=MSS, now=0.0)
     conn.take_segments()
     opts = Options(mss=MSS, **peer_opts)  # type: ignore[arg-type]
-    conn.receive(Segment(REMOTE, LOCAL, PEER, ISS + 1, SYN | ACK, window, opts), 0.01)
+    conn.receive(seg(SYN | ACK, seq=PEER, ack=ISS + 1, window=window, options=opts), 0.01)
     conn.take_segments()
     conn.take_events()
     assert conn.state is S.ESTABLISHED
@@ -42,7 +41,7 @@ def _peer(conn: Connection, off: int, flags: int = ACK, payload: bytes = b"", **
     ack = kw.pop("ack", conn.snd_max)
     window = kw.pop("window", 65535)
     opts = kw.pop("options", None)
-    return Segment(REMOTE, LOCAL, PEER + 1 + off, ack, flags, window, opts, payload)  # type: ignore[arg-type]
+    return seg(flags, seq=PEER + 1 + off, ack=ack, window=window, options=opts, payload=payload)  # type: ignore[arg-type]
 
 
 def _run_timers(conn: Connection, now: float, seconds: float) -> float:
@@ -82,9 +81,9 @@ def test_a_tail_loss_probe_after_everything_was_sacked_resends_only_sent_bytes()
     probes = conn.take_segments()
     assert conn.stats_counters["tail_loss_probes"] == 1
     assert probes and not _beyond_snd_max(conn, probes)
-    for seg in probes:
-        off = seg.seq - ISS - 1
-        assert seg.payload == written[off : off + len(seg.payload)]
+    for segment in probes:
+        off = segment.seq - ISS - 1
+        assert segment.payload == written[off : off + len(segment.payload)]
     # The window opens: new data follows from SND.MAX, and nothing raises.
     conn.receive(_peer(conn, 0, window=65535), probe_time + 0.01)
     more = conn.take_segments()
@@ -110,7 +109,6 @@ def test_a_fast_retransmit_behind_a_three_byte_window_resends_only_those_three_b
 # -- a peer that shuts its window and falls silent ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (persist timer never gives up), fixed by the lead")
 def test_a_zero_window_peer_that_falls_silent_is_timed_out_not_probed_forever():
     """A peer offers a zero window and never answers again. Window probes carry no new
     data, so nothing is outstanding: neither the retransmission timeout (user timeout)
@@ -127,10 +125,10 @@ def test_a_zero_window_peer_that_falls_silent_is_timed_out_not_probed_forever():
     assert conn.state is S.CLOSED, (conn.state, conn.stats_counters["window_probes"])
     closed = [e for e in conn.take_events() if isinstance(e, ConnectionClosed)]
     assert closed and isinstance(closed[0].error, TimeoutError)
+    assert conn.stats_counters["persist_timeouts"] == 1
     assert now > 0
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (persist timer never gives up), fixed by the lead")
 def test_a_close_behind_a_zero_window_still_ends_when_the_peer_is_silent():
     """The same after close(): the FIN waits for a window that never opens."""
     conn = _established(PLAIN, window=0)
@@ -143,7 +141,6 @@ def test_a_close_behind_a_zero_window_still_ends_when_the_peer_is_silent():
 # -- data beyond the peer's FIN ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (data held beyond a FIN is delivered)")
 def test_a_fin_in_order_ends_the_stream_even_with_data_held_beyond_it():
     """A peer sends one byte at offset 5 (held: a hole before it), then five bytes at 0
     with FIN, so its FIN takes sequence number 5. The connection delivered the held byte
@@ -160,9 +157,9 @@ def test_a_fin_in_order_ends_the_stream_even_with_data_held_beyond_it():
     assert any(isinstance(e, EofReceived) for e in events)
     assert conn.rcv_nxt == PEER + 1 + 5 + 1
     assert [s.ack for s in conn.take_segments()][-1] == PEER + 7
+    assert conn.stats_counters["beyond_fin_dropped"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (an out-of-order FIN is forgotten)")
 def test_an_out_of_order_fin_is_not_lost_when_data_beyond_it_was_held():
     """A FIN arrives out of order at offset 5, then a byte at offset 5 (beyond the FIN),
     then the five bytes before it. Delivery ran past the FIN's offset, so the remembered
@@ -182,7 +179,6 @@ def test_an_out_of_order_fin_is_not_lost_when_data_beyond_it_was_held():
 # -- events after the close ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (EOF reported after ConnectionClosed)")
 def test_nothing_is_reported_after_the_close_even_when_reading_resumes():
     """Reading paused; the peer sends data and its FIN (held, EOF pending); the application
     closes (resetting: unread data) and then resumes reading. The held data was dropped
@@ -202,7 +198,6 @@ def test_nothing_is_reported_after_the_close_even_when_reading_resumes():
 # -- memory beyond the receive buffer ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="core bug (held + reassembly charge exceed receive_buffer)")
 def test_held_data_and_reassembly_charge_stay_within_the_receive_buffer():
     """A 600-byte receive buffer and a paused reader. The peer sends 216 bytes out of
     order (charged 216 + 256 per piece = 472, within the budget then), then 299 bytes in
@@ -217,3 +212,4 @@ def test_held_data_and_reassembly_charge_stay_within_the_receive_buffer():
     conn.receive(_peer(conn, 300, payload=b"o" * 216), 0.02)
     conn.receive(_peer(conn, 0, payload=b"i" * 299), 0.03)
     assert conn._reassembly.charge + len(conn._held) <= cfg.receive_buffer
+    assert conn.stats_counters["reassembly_pruned"] == 1

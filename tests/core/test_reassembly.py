@@ -10,6 +10,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.segments import seg
 
 from udptcp.core.buffers import DROPPED, PIECE_OVERHEAD, ReassemblyQueue
 from udptcp.core.config import Config
@@ -42,8 +43,16 @@ class Peer:
     def send(self, offset: int, data: bytes, flags: int = ACK) -> Segment:
         """Hand ``data`` at stream ``offset`` to the connection; return its one answer."""
         options = Options(timestamps=self.ts) if self.ts is not None else None
-        seg = Segment(1000, 2000, self.seq(offset), self.ack, flags, 65535, options, data)
-        self.conn.receive(seg, 0.0)
+        segment = seg(
+            flags,
+            seq=self.seq(offset),
+            ack=self.ack,
+            options=options,
+            payload=data,
+            src=1000,
+            dst=2000,
+        )
+        self.conn.receive(segment, 0.0)
         for ev in self.conn.take_events():
             if isinstance(ev, DataReceived):
                 self.data += ev.data
@@ -338,7 +347,43 @@ def test_reassembly_queue_matches_a_map_of_bytes(arrivals, cap, budget):
 
 
 @quick
-@given(st.lists(st.tuples(st.sampled_from("sdp"), st.integers(0, 2000))))
+@given(
+    st.lists(st.tuples(st.integers(1, 150), st.integers(1, 20)), max_size=60),
+    st.integers(0, 180),
+    st.integers(0, 4000),
+)
+def test_truncating_at_a_fin_and_pruning_to_a_budget_match_a_map_of_bytes(arrivals, fin, budget):
+    """The peer's FIN cuts the held data at its offset; pruning drops the highest pieces
+    first until the charge fits (held in-order data wins over what lies beyond holes)."""
+    q = ReassemblyQueue()
+    model: dict[int, int] = {}
+    for start, n in arrivals:
+        data = bytes((start + i) % 251 for i in range(n))
+        if q.add(start, data, 1 << 30, 1 << 30) != DROPPED:
+            model.update((start + i, data[i]) for i in range(n))
+    beyond = sum(1 for x in model if x >= fin)
+    assert q.truncate(fin) == beyond
+    model = {x: v for x, v in model.items() if x < fin}
+    assert q.size == len(model) and {x for s, e in q.runs() for x in range(s, e)} == model.keys()
+    assert q.charge == q.size + PIECE_OVERHEAD * len(q)
+    pieces_before = len(q)
+    dropped = q.prune_to(budget)
+    assert q.charge <= budget or len(q) == 0
+    kept = {x for s, e in q.runs() for x in range(s, e)}
+    assert len(model) - len(kept) == dropped and kept <= model.keys()
+    # Only the highest pieces go: whatever is kept lies below whatever was dropped.
+    if kept and dropped:
+        assert max(kept) < min(model.keys() - kept)
+    assert len(q) <= pieces_before and q.charge == q.size + PIECE_OVERHEAD * len(q)
+    if 1 in model:
+        n = 1
+        while n in model and n in kept:
+            n += 1
+        assert q.pop_from(1) == bytes(model[i] for i in range(1, n))
+
+
+@quick
+@given(st.lists(st.tuples(st.sampled_from("sdpl"), st.integers(0, 2000))))
 def test_sorted_map_matches_a_dict(steps):
     m: SortedMap[int] = SortedMap()
     model: dict[int, int] = {}
@@ -352,6 +397,9 @@ def test_sorted_map_matches_a_dict(steps):
         elif op == "p" and model:
             low = min(model)
             assert m.pop_first() == (low, model.pop(low))
+        elif op == "l" and model:
+            high = max(model)
+            assert m.pop_last() == (high, model.pop(high))
         assert len(m) == len(model)
     assert list(m) == sorted(model.items())
     keys = sorted(model)
@@ -437,7 +485,12 @@ def test_the_sender_refuses_sack_ranges_beyond_twice_its_segments():
         blocks = tuple(
             (seq_add(una, 100 + 2 * j), seq_add(una, 101 + 2 * j)) for j in range(4 * k, 4 * k + 4)
         )
-        a.receive(Segment(2000, 1000, b.snd_nxt, una, ACK, 65535, Options(sack_blocks=blocks)), 0.0)
+        a.receive(
+            seg(
+                ACK, seq=b.snd_nxt, ack=una, options=Options(sack_blocks=blocks), src=2000, dst=1000
+            ),
+            0.0,
+        )
         a.take_segments()
     assert len(a._sb) == 2 * 4 + 8
 

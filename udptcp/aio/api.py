@@ -264,7 +264,7 @@ async def _open(
         except BaseException:
             # Cancelled, or the handshake failed: leave nothing half-open behind.
             if transport._protocol is None:
-                transport._abort_unowned()
+                transport.abort_unowned()
             else:
                 transport.abort()
             raise

@@ -189,6 +189,47 @@ class ReassemblyQueue:
         """Up to ``count`` runs, highest first."""
         return self._ranges.highest(count)
 
+    def truncate(self, offset: int) -> int:
+        """Discard every held byte at or after stream offset ``offset``; return how many.
+
+        The peer's FIN ends its stream there (RFC 9293 §3.10.7.4 eighth step): what a
+        hostile or confused peer sent beyond it is no part of the stream."""
+        pieces = self._pieces
+        dropped = 0
+        while pieces:  # amortised: each piece leaves once
+            start, buf = pieces.last(1)[0]
+            end = start + len(buf)
+            if end <= offset:
+                break
+            pieces.pop_last()
+            if start < offset:
+                keep = offset - start
+                pieces[start] = bytes(buf[:keep])
+                dropped += end - offset
+                self.size -= end - offset
+                self.charge -= end - offset
+                break
+            dropped += len(buf)
+            self.size -= len(buf)
+            self.charge -= len(buf) + PIECE_OVERHEAD
+        self._ranges.truncate(offset)
+        return dropped
+
+    def prune_to(self, budget: int) -> int:
+        """Drop the highest pieces until :attr:`charge` is within ``budget``; return the
+        bytes dropped. In-order data the window promised comes first: this is reneging
+        on what was SACKed (RFC 2018 §8 allows it; the sender keeps every byte until it is
+        cumulatively acknowledged), as Linux's out-of-order queue pruning does."""
+        pieces = self._pieces
+        dropped = 0
+        while pieces and self.charge > budget:
+            start, buf = pieces.pop_last()
+            dropped += len(buf)
+            self.size -= len(buf)
+            self.charge -= len(buf) + PIECE_OVERHEAD
+            self._ranges.truncate(start)
+        return dropped
+
     def pop_from(self, offset: int) -> bytes:
         """Remove and return the contiguous bytes starting at ``offset`` (may be empty).
 

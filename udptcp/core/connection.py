@@ -132,6 +132,8 @@ PEER_INPUT_COUNTERS = (
     "missing_timestamp_dropped",
     "paws_rejected",
     "reassembly_dropped",
+    "reassembly_pruned",
+    "beyond_fin_dropped",
     "icmp_rejected",
 )
 
@@ -272,6 +274,7 @@ class Connection:
         self._pto_deadline: float | None = None  # RFC 8985 tail loss probe
         self._tlp_out = 0  # probes sent since the last ACK progress (at most _MAX_TLPS)
         self._persist_backoff = 1
+        self._probing_since: float | None = None  # first window probe the peer left unanswered
         self._close_deadline: float | None = None  # TIME-WAIT or FIN-WAIT-2 timer
         self._keepalive_deadline: float | None = None
         self._keepalive_unanswered = 0
@@ -295,6 +298,9 @@ class Connection:
         self._challenge_count = 0
         self._invalid_ack_time = -_INVALID_ACK_INTERVAL
         self._closed_reported = False
+        #: Why the connection reached CLOSED: None after a clean close, else the error the
+        #: application was (or would have been) given (for logs and statistics).
+        self.close_error: BaseException | None = None
         self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
         #: The latest ICMP error that did not end the connection (RFC 1122 §4.2.3.9).
         self.soft_error: str | None = None
@@ -341,6 +347,9 @@ class Connection:
                 "amplification_limited",
                 "syn_acks_rate_limited",
                 "reassembly_dropped",
+                "reassembly_pruned",
+                "beyond_fin_dropped",
+                "persist_timeouts",
                 "icmp_rejected",
             ),
             0,
@@ -578,6 +587,7 @@ class Connection:
         self._now = now
         self._app_closed = True
         self._discard_input = True
+        self._eof_pending = False  # nothing is reported to an application that closed
         if self._held and self.state in _SYNCHRONIZED | {S.SYN_RECEIVED}:
             self._held.clear()
             self.abort(now)
@@ -987,6 +997,17 @@ class Connection:
             self._persist_backoff = 1
             self._send_data(now, override_sws=True)
             return
+        # RFC 1122 §4.2.2.17 lets probing go on while the peer answers; one that falls
+        # silent behind a shut window is dead, after user_timeout as with unacknowledged
+        # data (Linux gives up after tcp_retries2 unanswered probes, or its user timeout).
+        if self._probing_since is None:
+            self._probing_since = now
+        elif now - self._probing_since >= self.config.user_timeout:
+            self.stats_counters["persist_timeouts"] += 1
+            self._enter_closed(
+                timed_out(f"window probes unanswered for {now - self._probing_since:.0f} s")
+            )
+            return
         self.stats_counters["window_probes"] += 1
         self._silent_rounds += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
@@ -1048,6 +1069,7 @@ class Connection:
         self._keepalive_unanswered = 0
         # The peer is there: ICMP errors from before this say nothing about it any more.
         self._silent_rounds = self._unreach_round = self._unreach_streak = 0
+        self._probing_since = None
         st = self.state
         if st is S.ESTABLISHED and self._predicted(seg, now):
             pass
@@ -1856,6 +1878,22 @@ class Connection:
         if not payload and not fin:
             return
         offset = self._rcv_off + seq_diff(seq, self.rcv_nxt)
+        fin_off = self._fin_off
+        if fin:
+            end = offset + len(payload)
+            if fin_off is None:
+                # The stream ends here (§3.10.7.4 eighth step): anything held beyond it is
+                # no part of it, and nothing beyond it will be taken (Linux purges too).
+                self._fin_off = fin_off = end
+                if self._reassembly.truncate(end):
+                    self.stats_counters["beyond_fin_dropped"] += 1
+            elif end != fin_off:
+                fin = False  # a second FIN elsewhere: the first one stands
+        if fin_off is not None and offset + len(payload) > fin_off:
+            payload = payload[: max(fin_off - offset, 0)]
+            self.stats_counters["beyond_fin_dropped"] += 1
+            if not payload and not fin:
+                return
         if offset > self._rcv_off:
             # Out of order: hold it and send a duplicate ACK at once (RFC 5681 §4.2).
             self.stats_counters["out_of_order_segments"] += 1
@@ -1876,8 +1914,6 @@ class Connection:
                 if not kept:
                     self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
                 self._note_ooo_arrival(offset)
-            if fin:
-                self._fin_off = offset + len(payload)
             return
         filled_hole = len(self._reassembly) > 0
         if payload:
@@ -1913,6 +1949,12 @@ class Connection:
             return
         if not self._reading:
             self._held += data
+            reassembly = self._reassembly
+            budget = self.config.receive_buffer - len(self._held)
+            if reassembly and reassembly.charge > budget and reassembly.prune_to(budget):
+                # Held data and the out-of-order queue together stay within receive_buffer:
+                # what the window promised in order wins over what was SACKed beyond a hole.
+                self.stats_counters["reassembly_pruned"] += 1
         elif not self._batch:
             self._events.append(DataReceived(data))
         else:
@@ -2413,6 +2455,7 @@ class Connection:
     def _enter_closed(self, error: BaseException | None) -> None:
         if self.state is not S.CLOSED:
             self._set_state(S.CLOSED)
+            self.close_error = error
         self._rto_deadline = self._delack_deadline = None
         self._persist_deadline = self._close_deadline = None
         self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None

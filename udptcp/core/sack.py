@@ -114,6 +114,20 @@ class Scoreboard:
                 return
             self._bytes -= end - start
 
+    def truncate(self, above: int) -> None:
+        """Forget everything at or after ``above`` (held data beyond it was discarded)."""
+        m = self._map
+        while m:  # amortised: each range is dropped once
+            start, end = m.last(1)[0]
+            if end <= above:
+                return
+            m.pop_last()
+            if start < above:
+                m[start] = above
+                self._bytes -= end - above
+                return
+            self._bytes -= end - start
+
     def clear(self) -> None:
         self._map.clear()
         self._bytes = 0

@@ -125,6 +125,14 @@ class SortedMap(Generic[V]):
         self._remove(0, 0)
         return item
 
+    def pop_last(self) -> tuple[int, V]:
+        """Remove and return the entry with the highest key (the map must not be empty)."""
+        b = len(self._keys) - 1
+        i = len(self._keys[b]) - 1
+        item = self._keys[b][i], self._vals[b][i]
+        self._remove(b, i)
+        return item
+
     def _remove(self, b: int, i: int) -> None:
         keys, vals = self._keys[b], self._vals[b]
         del keys[i], vals[i]
