@@ -3,6 +3,9 @@
     python -m benchmarks.multicore                       # connect+close and bulk, 1 vs 2
     python -m benchmarks.multicore --only connect --clients 4 --repeat 3 --loop uvloop
 
+Also the ``multicore`` scenario of ``python -m benchmarks`` (one table in results.md), which
+runs this with ``--json``.
+
 For each case ``--clients`` client processes (each its own UDP socket, so the kernel
 hashes each to one server process) run the ``connect`` scenario (sequential connect and
 close) or the ``bulk`` scenario (one connection sending as fast as it may) of
@@ -76,10 +79,12 @@ async def _case(
 async def _run(args: argparse.Namespace) -> int:
     scenarios = [s for s in args.only.split(",") if s]
     load = os.getloadavg()[0]
-    print(
+    say = (lambda text: None) if args.json else print
+    say(
         f"{args.clients} clients, {args.seconds:g} s, {args.loop}, {args.repeat} repeat(s); "
         f"load average {load:.2f} at the start"
     )
+    summary: dict[str, Any] = {}
     for scenario in scenarios:
         unit = "conn/s" if scenario == "connect" else "MB/s"
         totals: dict[int, list[float]] = {1: [], args.workers: []}
@@ -87,17 +92,20 @@ async def _run(args: argparse.Namespace) -> int:
             for workers in (1, args.workers):
                 result = await _case(scenario, workers, args.clients, args.loop, args.seconds)
                 totals[workers].append(result["total"])
-                print(
+                say(
                     f"  {scenario:8} {workers} worker(s): {result['total']:9.1f} {unit}"
                     f"  clients {result['per_client']}  accepted per worker {result['accepted']}"
                 )
         one = statistics.median(totals[1])
         many = statistics.median(totals[args.workers])
-        print(
+        say(
             f"{scenario}: median {one:.1f} {unit} with 1 worker, {many:.1f} with "
             f"{args.workers}: {many / one:.2f}x"
         )
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+        summary[scenario] = {"one": one, "many": many, "ratio": many / one if one else None}
+    say(f"load average {os.getloadavg()[0]:.2f} at the end")
+    if args.json:
+        print(json.dumps({"multicore": summary}), flush=True)
     return 0
 
 
@@ -109,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--json", action="store_true", help="one JSON line at the end")
     args = parser.parse_args(argv)
     return asyncio.run(_run(args))
 

@@ -8,7 +8,8 @@ The ``pingpong`` scenario of ``python -m benchmarks`` runs client and server in 
 processes, so its figure includes two scheduler wake-ups per round trip, and on a busy
 machine whatever else runs. Here a udptcp client and a udptcp echo server share one event
 loop (and plain UDP datagram endpoints do the same for the floor), so what is left is the
-CPU both sides spend per round trip: ``us/rt`` is wall time per round trip (one process, so
+CPU both sides spend per round trip (``core``: the same exchange between two sans-I/O
+connections in memory, codec included, so the rest is the asyncio adapter): ``us/rt`` is wall time per round trip (one process, so
 close to the CPU time, ``cpu us/rt``). Per round trip it also counts what the endpoints did:
 datagrams sent, timer (re)arms and timer wake-ups (``stale`` ones found nothing due). For a
 1-byte echo the floor is 2 datagrams, no timer arm and no wake-up. ``--profile N`` prints the
@@ -27,6 +28,9 @@ from typing import Any
 
 import udptcp
 from udptcp.aio.endpoint import open_endpoints
+from udptcp.core.config import Config
+from udptcp.core.segment import decode, encode
+from udptcp.tools.simnet import connected_pair
 
 from .common import LOOPS, run_on_loop
 
@@ -110,6 +114,35 @@ async def _udptcp(rounds: int, warmup: int, profile: cProfile.Profile | None) ->
     return result
 
 
+async def _core(rounds: int, warmup: int, profile: cProfile.Profile | None) -> dict[str, Any]:
+    """The sans-I/O part alone: two connections in memory, each segment encoded and decoded
+    as the endpoint would, no sockets and no event loop work."""
+    a, b = connected_pair(Config())
+    now = 0.0
+
+    def run(n: int) -> None:
+        nonlocal now
+        for _ in range(n):
+            for src, dst, data in ((a, b, b"!"), (b, a, b"!")):
+                now += 1e-4
+                src.send(data, now)
+                wire = [encode(seg) for seg in src.take_segments()]
+                src.get_timer()
+                dst.receive_many([decode(w) for w in wire], now)
+                dst.take_events()
+                dst.get_timer()
+
+    run(warmup)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    run(rounds)
+    if profile is not None:
+        profile.disable()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"us/rt": wall / rounds * 1e6, "cpu us/rt": cpu / rounds * 1e6}
+
+
 async def _udp(rounds: int, warmup: int, profile: cProfile.Profile | None) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     server, _ = await loop.create_datagram_endpoint(_UdpEcho, local_addr=("127.0.0.1", 0))
@@ -141,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--loop", choices=LOOPS, action="append", default=None)
-    parser.add_argument("--peers", default="udp,udptcp")
+    parser.add_argument("--peers", default="udp,udptcp,core")
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
-    peers = {"udp": _udp, "udptcp": _udptcp}
+    peers = {"udp": _udp, "udptcp": _udptcp, "core": _core}
     chosen = [p for p in args.peers.split(",") if p]
     print(f"speedups: {udptcp.__speedups__}; {args.rounds} round trips, best of {args.repeat}")
     for loop_name in args.loop or LOOPS:

@@ -381,6 +381,44 @@ def render(results: Results, meta: dict[str, Any], plots: str = "") -> str:
             "",
         ]
 
+    if results.has("multicore"):
+        rows = []
+        for loop in loops:
+            case = results.get("multicore", "udptcp", loop)
+            rows.append(
+                [
+                    loop,
+                    cell(case, "connect_one"),
+                    cell(case, "connect_many"),
+                    cell(case, "connect_ratio", fmt=lambda v: f"{v:.2f}×"),
+                    cell(case, "bulk_one"),
+                    cell(case, "bulk_many"),
+                    cell(case, "bulk_ratio", fmt=lambda v: f"{v:.2f}×"),
+                ]
+            )
+        header = [
+            "loop",
+            "connect+close /s, 1 worker",
+            "2 workers",
+            "ratio",
+            "bulk MB/s (4 clients), 1 worker",
+            "2 workers",
+            "ratio",
+        ]
+        out += [f"### {SCENARIOS['multicore']}", ""]
+        out += table(header, rows)
+        out += [
+            "",
+            "`python -m benchmarks.multicore`: 4 client processes (each its own UDP socket) "
+            "run the connect+close or the bulk scenario at once against one udptcp server "
+            "process, or against two sharing the port with `create_server(..., "
+            "reuse_port=True)`; figures are the sum over the clients, median of "
+            f"{s.repeat} run(s) each. The kernel hashes each client socket to one server "
+            "process, so the spread is the hash's. Servers and clients share this machine's "
+            "cores: on 2 cores, two servers compete with four clients.",
+            "",
+        ]
+
     if results.has("holes"):
         rows = []
         for loop in loops:
