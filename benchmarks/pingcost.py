@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     peers = {"udp": _udp, "udptcp": _udptcp, "core": _core}
     chosen = [p for p in args.peers.split(",") if p]
-    print(f"speedups: {udptcp.__speedups__}; {args.rounds} round trips, best of {args.repeat}")
+    speedups = getattr(udptcp, "__speedups__", False)  # older trees: pure Python
+    print(f"speedups: {speedups}; {args.rounds} round trips, best of {args.repeat}")
     for loop_name in args.loop or LOOPS:
         for peer in chosen:
             best: dict[str, Any] | None = None
