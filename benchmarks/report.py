@@ -56,7 +56,14 @@ def machine_info() -> dict[str, str]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
+    try:
+        import udptcp
+
+        speedups = "compiled codec" if udptcp.__speedups__ else "pure-Python codec"
+    except Exception:  # an older tree, or udptcp not importable here
+        speedups = "codec unknown"
     return {
+        "speedups": speedups,
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "cpu": cpu,
         "cores": str(os.cpu_count()),
@@ -178,7 +185,8 @@ def render(results: Results, meta: dict[str, Any], plots: str = "") -> str:
         f"{meta['kernel']}; load average {meta.get('load_start', '?')} at the start, "
         f"{meta.get('load_end', '?')} at the end (other work on the machine shows up as "
         "noise)",
-        f"- Versions: {versions}",
+        f"- Versions: {versions} ({meta.get('speedups', 'codec unknown')} unless a row says "
+        "otherwise)",
         f"- Every figure is the median (min–max) of {s.repeat} run(s) unless noted, repeats "
         "interleaved across peers; server and client are separate processes on 127.0.0.1, "
         "both on the loop named in the column.",

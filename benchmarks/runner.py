@@ -49,7 +49,16 @@ SCENARIOS: dict[str, str] = {
 }
 #: Peers that can run each scenario (before n/a reasons and availability).
 SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
-    "bulk": ("udptcp", "udptcp-secure", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
+    "bulk": (
+        "udptcp",
+        "udptcp-pure",
+        "udptcp-secure",
+        "udptcp-pmtu",
+        "udptcp-nooffload",
+        "tcp",
+        "quic",
+        "kcp",
+    ),
     "bulk-streams": (
         "udptcp",
         "udptcp-secure",
@@ -59,8 +68,17 @@ SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
         "quic",
         "kcp",
     ),
-    "pingpong": ("udp", "udptcp", "udptcp-secure", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "connect": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
+    "pingpong": (
+        "udp",
+        "udptcp",
+        "udptcp-pure",
+        "udptcp-secure",
+        "udptcp-nooffload",
+        "tcp",
+        "quic",
+        "kcp",
+    ),
+    "connect": ("udptcp", "udptcp-pure", "udptcp-secure", "tcp", "quic", "kcp"),
     "reqresp": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
     # (udptcp-pmtu is left out: the relay has no MTU, so it would probe up to 64 KB
     # datagrams, which no 20 ms path carries.)
