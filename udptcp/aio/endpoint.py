@@ -234,8 +234,9 @@ class Endpoint:
     ``icmp_path_mtu`` and ``errqueue_local``: errors that are not the peer's, ignored; and
     in :meth:`statistics`, ``icmp_rejected``: ICMP errors a connection dropped because the
     sequence number they quote is not one it has outstanding),
-    ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), and every
-    limit hit (the limits are in :class:`~udptcp.core.config.Config`):
+    ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), the one
+    timer's ``timer_arms``, ``timer_wakeups`` and ``timer_stale`` (wake-ups with nothing
+    due), and every limit hit (the limits are in :class:`~udptcp.core.config.Config`):
 
     * ``refused_max_connections``, ``refused_per_address``: SYNs (or SYN-cookie ACKs)
       answered with RST because ``max_connections`` / ``max_connections_per_address``
@@ -1562,6 +1563,7 @@ class Endpoint:
             self._arm(deadline)
 
     def _arm(self, when: float) -> None:
+        self.stats["timer_arms"] += 1
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self.loop.call_at(when, self._on_timer)
@@ -1584,6 +1586,9 @@ class Endpoint:
             if self._is_live(entry):
                 entry[2].deadline = None
                 due.append((entry[0], entry[2]))
+        self.stats["timer_wakeups"] += 1
+        if not due:
+            self.stats["timer_stale"] += 1
         for deadline, transport in due:
             if self._closed:
                 return

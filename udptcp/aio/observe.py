@@ -31,8 +31,10 @@ from udptcp.core.connection import State
 from .tracing import EndpointTracer
 
 if TYPE_CHECKING:
-    from .endpoint import Endpoint
-    from .transport import Transport
+    from .interfaces import ExtensionHost
+    from .interfaces import HostedTransport as Transport
+
+    Endpoint = ExtensionHost[Any]
 
 __all__ = ["LIMIT_LOG_INTERVAL", "connection_logger", "endpoint_logger", "limit_hit"]
 

@@ -42,8 +42,11 @@ from typing import IO, TYPE_CHECKING, Any
 from udptcp.core.segment import Segment, encode
 
 if TYPE_CHECKING:
-    from .endpoint import Address, Endpoint, Key
-    from .transport import Transport
+    from .interfaces import Address, ExtensionHost
+    from .interfaces import ConnectionKey as Key
+    from .interfaces import HostedTransport as Transport
+
+    Endpoint = ExtensionHost[Any]
 
 __all__ = ["EndpointTracer", "TraceFile", "trace_connection", "trace_endpoint"]
 
