@@ -68,9 +68,10 @@ async def test_a_reopened_time_wait_pair_starts_its_isn_beyond_the_old_connectio
             raw.send(encode(Segment(3333, port, peer_iss + 3, fin_end, ACK | FIN, 65535)))
             last = await _recv(raw)
             assert last.flags == ACK and last.ack == peer_iss + 4
-            (transport,) = endpoint.connections()
-            assert transport._conn.state is udptcp.State.TIME_WAIT
-            old_snd_max = transport._conn.snd_max
+            await until(lambda: len(endpoint.time_waits()) == 1)
+            (record,) = endpoint.time_waits().values()  # the server's TIME-WAIT
+            assert endpoint.connections() == []
+            old_snd_max = record.snd_nxt
             # A new SYN on the same 4-tuple with a higher sequence number reopens it; the
             # new ISN lies beyond everything the old incarnation sent (RFC 1122 §4.2.2.13).
             raw.send(encode(Segment(3333, port, peer_iss + 100_000, 0, SYN, 65535)))

@@ -56,6 +56,7 @@ from udptcp.core.cookies import SynCookies, check_ts_echo
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
+from udptcp.core.timewait import TimeWait
 
 from . import natkeep, securelink
 from .errqueue import (
@@ -249,7 +250,9 @@ class Endpoint:
       replies, and the SYN-ACKs and resets of half-open connections);
       ``syn_acks_rate_limited``: duplicate SYNs that got no SYN-ACK of their own;
     * ``time_wait_dropped``: connections forgotten at once instead of entering TIME-WAIT,
-      past ``max_time_wait``.
+      past ``max_time_wait``; ``time_wait_records``: connections that entered TIME-WAIT
+      as a small record (:mod:`udptcp.core.timewait`) instead of a whole connection;
+      ``time_wait_reopened``: TIME-WAIT 4-tuples a new SYN reopened (RFC 6191).
 
     Traffic that is not a TCP segment (the module docstring): ``stun_in`` and
     ``stun_unhandled`` (STUN no handler took), ``datagrams_handled`` (non-segments a handler
@@ -307,7 +310,15 @@ class Endpoint:
         self._accepted_by_host: dict[Any, int] = {}
         self._half_open_by_host: dict[Any, int] = {}
         self._half_open = 0
-        self._time_wait = 0
+        self._time_wait = 0  # TIME-WAIT records and TIME-WAIT connections kept whole
+        # Closed connections in TIME-WAIT, kept as small records (udptcp.core.timewait),
+        # with their own timer: a heap of (deadline, counter, key, record), lazily
+        # invalidated (a record whose timer restarted is pushed again when its old entry
+        # comes due).
+        self._time_waits: dict[Key, TimeWait] = {}
+        self._tw_heap: list[tuple[float, int, Key, TimeWait]] = []
+        self._tw_timer: asyncio.TimerHandle | None = None
+        self._tw_when: float | None = None
         # Connections this endpoint opened that are still in SYN-SENT, by peer address:
         # where a datagram that is not a segment may be the answer to a SYN.
         self._opening: dict[Address, list[Transport]] = {}
@@ -452,10 +463,12 @@ class Endpoint:
 
     def idle_but_for_holds(self, holds: int) -> bool:
         """True if nothing but ``holds`` holders keeps the endpoint open."""
-        return self._refs <= holds and not self._conns and not self._listeners
+        return (
+            self._refs <= holds and not self._conns and not self._listeners and not self._time_waits
+        )
 
     def _maybe_close(self) -> None:
-        if self._refs <= 0 and not self._conns and not self._listeners:
+        if self._refs <= 0 and not self._conns and not self._listeners and not self._time_waits:
             self.close()
 
     def close(self) -> None:
@@ -469,6 +482,11 @@ class Endpoint:
         self._flush_queue()
         self._closed = True
         self._conns.clear()
+        self._time_waits.clear()  # dropped silently (DESIGN §8)
+        self._tw_heap.clear()
+        if self._tw_timer is not None:
+            self._tw_timer.cancel()
+            self._tw_timer = None
         self._opening.clear()
         self._listeners.clear()
         self._accepted = self._half_open = self._time_wait = 0
@@ -652,6 +670,11 @@ class Endpoint:
                 errno.EADDRINUSE,
                 f"virtual ports {local_vport} -> {remote_vport} to {peer!r} are already in use",
             )
+        reused = self._time_waits.get(key)
+        if reused is not None:
+            # An explicit 4-tuple still in TIME-WAIT (a punch tried again): reuse it as
+            # Linux's tcp_tw_reuse does, with an ISN beyond the old incarnation's.
+            self._drop_time_wait(key)
         session = None
         if securelink.client_secure(config):
             session, config = securelink.client_session(
@@ -659,6 +682,8 @@ class Endpoint:
             )
         now = self.loop.time()
         iss = self.isn.isn(self._local_id(local_vport), _remote_id(peer, remote_vport), now)
+        if reused is not None:
+            iss = reused.reopen_iss()
         conn = Connection.connect(
             config,
             local_port=local_vport,
@@ -692,9 +717,11 @@ class Endpoint:
             # A free 4-tuple is all it takes; looking it up keeps this O(1) however many
             # connections share the socket.
             port = random.randint(low, high)
-            if (peer, port, remote_vport) not in conns:
+            key = (peer, port, remote_vport)
+            if key not in conns and key not in self._time_waits:
                 return port
         used = {k[1] for k in conns if k[0] == peer and k[2] == remote_vport}
+        used.update(k[1] for k in self._time_waits if k[0] == peer and k[2] == remote_vport)
         free = [p for p in range(low, high + 1) if p not in used]
         if not free:
             raise OSError(errno.EADDRNOTAVAIL, f"no free virtual port towards {peer!r}")
@@ -791,7 +818,87 @@ class Endpoint:
             self.stats["time_wait_dropped"] += 1
             self._forget(transport)
             return
+        if (
+            slot == _SLOT_TIME_WAIT
+            and transport._secure is None
+            and transport._peer not in self._routes
+        ):
+            self._keep_time_wait(transport)
+            return
         self._set_slot(transport, slot)
+
+    # ------------------------------------------------------------------ TIME-WAIT records
+
+    def _keep_time_wait(self, transport: Transport) -> None:
+        """Replace a connection that entered TIME-WAIT by its small record: the endpoint
+        lets go of the Connection, its buffers and logs (the application was told it
+        closed already). Secure connections (their answers are sealed) and relayed ones
+        stay whole."""
+        key = transport._key
+        record = TimeWait.from_connection(transport._conn, self.loop.time())
+        self._time_waits[key] = record
+        self._time_wait += 1
+        self.stats["time_wait_records"] += 1
+        self._push_time_wait(record, key)
+        self._forget(transport)
+
+    def _push_time_wait(self, record: TimeWait, key: Key) -> None:
+        deadline = record.deadline
+        heapq.heappush(self._tw_heap, (deadline, next(self._counter), key, record))
+        if self._tw_when is None or deadline < self._tw_when:
+            if self._tw_timer is not None:
+                self._tw_timer.cancel()
+            self._tw_timer = self.loop.call_at(deadline, self._on_time_wait_timer)
+            self._tw_when = deadline
+
+    def _drop_time_wait(self, key: Key) -> None:
+        if self._time_waits.pop(key, None) is not None:
+            self._time_wait -= 1
+
+    def _on_time_wait_timer(self) -> None:
+        """2 MSL are over for the records due: forget them (§3.10.8)."""
+        self._tw_timer = None
+        self._tw_when = None
+        if self._closed:
+            return
+        now = self.loop.time()
+        heap = self._tw_heap
+        records = self._time_waits
+        while heap and heap[0][0] <= now + TIMER_SLACK:
+            _, _, key, record = heapq.heappop(heap)
+            if records.get(key) is not record:
+                continue  # reopened, reused or dropped
+            if record.deadline > now + TIMER_SLACK:
+                heapq.heappush(heap, (record.deadline, next(self._counter), key, record))
+                continue  # a retransmitted FIN restarted its timer
+            del records[key]
+            self._time_wait -= 1
+        if heap:
+            self._tw_when = heap[0][0]
+            self._tw_timer = self.loop.call_at(self._tw_when, self._on_time_wait_timer)
+        self._maybe_close()
+
+    def _time_wait_segment(
+        self, record: TimeWait, key: Key, seg: Segment, addr: Address, size: int | None
+    ) -> bool:
+        """Answer ``seg`` from the TIME-WAIT record of its 4-tuple; False if the record
+        turned out to be expired (it is dropped; the segment meets a closed port)."""
+        now = self.loop.time()
+        if record.expired(now):
+            self._drop_time_wait(key)
+            return False
+        if seg.flags & (SYN | ACK | RST) == SYN and record.accepts_reopen(seg):
+            # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its ISN
+            # beyond everything the old one sent.
+            self.stats["time_wait_reopened"] += 1
+            self._drop_time_wait(key)
+            self._on_syn(seg, addr, key, size, iss=record.reopen_iss())
+            self._maybe_close()
+            return True
+        reply = record.receive(seg, now, self._gone_counts)
+        if reply is not None:
+            self.transmit(addr, [reply])
+        return True
 
     def _set_slot(self, transport: Transport, slot: int) -> None:
         old = transport._slot
@@ -831,8 +938,14 @@ class Endpoint:
         }
 
     def connections(self) -> list[Transport]:
-        """Transports of the connections on this endpoint (TIME-WAIT included)."""
+        """Transports of the connections on this endpoint. A connection in TIME-WAIT is
+        among them only in secure mode (or through a relay): the others are kept as
+        records (:meth:`time_waits`)."""
         return list(self._conns.values())
+
+    def time_waits(self) -> dict[Key, TimeWait]:
+        """The TIME-WAIT records on this endpoint, by 4-tuple (a copy)."""
+        return dict(self._time_waits)
 
     # ------------------------------------------------------------------ listeners
 
@@ -1045,6 +1158,10 @@ class Endpoint:
         key = (addr, seg.dst_port, seg.src_port)
         transport = self._conns.get(key)
         is_syn = flags & (SYN | ACK | RST) == SYN
+        if transport is None and self._time_waits:
+            record = self._time_waits.get(key)
+            if record is not None and self._time_wait_segment(record, key, seg, addr, size):
+                return
         if transport is None and self._punching:
             hook = self._punching.get((seg.dst_port, seg.src_port))
             if hook is not None:
