@@ -53,7 +53,8 @@ class ConnectionSocket:
 
     def getsockname(self) -> Any:
         """Local UDP address."""
-        return self._transport._endpoint.sockname
+        transport = self._transport
+        return transport._endpoint.local_address_for(transport._peer)
 
     def getpeername(self) -> Any:
         """Remote UDP address (behind a relay or NAT: the relay's)."""

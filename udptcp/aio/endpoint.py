@@ -316,6 +316,12 @@ class Endpoint:
         # invalidated (a record whose timer restarted is pushed again when its old entry
         # comes due).
         self._time_waits: dict[Key, TimeWait] = {}
+        #: Another endpoint of this loop whose socket shares this one's port on the wildcard
+        #: address (see ``udp_twin``): segments for its connections that arrive here (the
+        #: kernel prefers this more specific socket) are handed to it.
+        self.fallback: Endpoint | None = None
+        # Source addresses of a wildcard-bound socket, by peer host (local_address_for).
+        self._source_addresses: dict[Any, Any] = {}
         self._tw_heap: list[tuple[float, int, Key, TimeWait]] = []
         self._tw_timer: asyncio.TimerHandle | None = None
         self._tw_when: float | None = None
@@ -441,6 +447,28 @@ class Endpoint:
             self._sockname = self.sock.getsockname()
         return self._sockname
 
+    def local_address_for(self, peer: Address) -> Address:
+        """The local UDP address datagrams to ``peer`` leave from: ``sockname``, with the
+        source address the kernel picks for ``peer`` when the socket is bound to the
+        wildcard (a shared client socket), as a connected socket's ``getsockname()`` has
+        it. Looked up once per peer host (a connect() on a scratch socket sends nothing)."""
+        local = self.sockname
+        if local[0] not in _WILDCARDS or len(peer) < 2:
+            return local
+        cache = self._source_addresses
+        host = cache.get(peer[0])
+        if host is None:
+            try:
+                with socket.socket(self.family, socket.SOCK_DGRAM) as probe:
+                    probe.connect(peer)
+                    host = probe.getsockname()[0]
+            except OSError:
+                return local
+            if len(cache) >= _SOURCE_CACHE:
+                cache.clear()
+            cache[peer[0]] = host
+        return (host, *local[1:])
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._conns)} connections"
         return f"<Endpoint {self.sockname!r} {state}>"
@@ -499,6 +527,7 @@ class Endpoint:
             self._timer = None
         if self.nat_keeper is not None:
             self.nat_keeper.close()
+        self.fallback = None
         self._handlers.clear()
         self._claimed.clear()
         self._routes.clear()
@@ -958,6 +987,11 @@ class Endpoint:
             raise OSError(errno.EADDRINUSE, f"{self.sockname!r} already listens on {where}")
         self._listeners[vport] = listener
 
+    @property
+    def has_listeners(self) -> bool:
+        """True while a server listens on this endpoint."""
+        return bool(self._listeners)
+
     def remove_listener(self, vport: int | None, listener: Listener) -> None:
         """Stop accepting SYNs for ``vport``; existing connections are not touched."""
         if self._listeners.get(vport) is listener:
@@ -1161,6 +1195,13 @@ class Endpoint:
         if transport is None and self._time_waits:
             record = self._time_waits.get(key)
             if record is not None and self._time_wait_segment(record, key, seg, addr, size):
+                return
+        if transport is None and self.fallback is not None:
+            other = self.fallback
+            if other.is_closed:
+                self.fallback = None
+            elif key in other._conns or key in other._time_waits:
+                other._route(seg, addr, None, size)
                 return
         if transport is None and self._punching:
             hook = self._punching.get((seg.dst_port, seg.src_port))
@@ -1653,6 +1694,11 @@ class Endpoint:
         if heap and (self._timer_when is None or heap[0][0] < self._timer_when):
             self._arm(heap[0][0])
 
+
+#: Wildcard hosts a socket may be bound to, and how many peer hosts' source addresses an
+#: endpoint remembers (Endpoint.local_address_for).
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+_SOURCE_CACHE = 1024
 
 # States in which a closed connection still has data or a FIN waiting for acknowledgment.
 _DELIVERING = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})

@@ -156,7 +156,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                 self._socket = ConnectionSocket(self)
             return self._socket
         if name == "sockname":
-            return self._endpoint.sockname
+            return self._endpoint.local_address_for(self._peer)
         if name == "udptcp_stats":
             return self._conn.stats()
         if name == "vports":
