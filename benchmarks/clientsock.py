@@ -62,6 +62,14 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _udp_rcvbuf_errors() -> int:
+    """Linux's UDP RcvbufErrors counter (system-wide): datagrams dropped because a socket's
+    receive buffer was full."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -214,12 +222,14 @@ async def idle(
     rss = rss_bytes() - rss_before - overhead
     probes_before = _keepalive_probes(transports)
     cpu_client, cpu_server = time.process_time(), _cpu_seconds(server_pid)
+    drops = _udp_rcvbuf_errors()
     t0 = time.monotonic()
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - t0
     cpu_client = time.process_time() - cpu_client
     cpu_server = _cpu_seconds(server_pid) - cpu_server
     probes = _keepalive_probes(transports) - probes_before
+    drops = _udp_rcvbuf_errors() - drops
     alive = sum(1 for t in transports if not t.is_closing())
     for transport in transports:
         transport.abort()
@@ -231,6 +241,7 @@ async def idle(
         "client_rss_bytes_per_conn": round(rss / len(transports)),
         "window_s": round(elapsed, 1),
         "client_keepalive_probes": probes,
+        "udp_rcvbuf_drops_system_wide": drops,
         "client_cpu_pct": round(100 * cpu_client / elapsed, 3),
         "server_cpu_pct": round(100 * cpu_server / elapsed, 3),
         **({"client_profile": top} if top else {}),

@@ -82,6 +82,44 @@ async def test_a_reopened_time_wait_pair_starts_its_isn_beyond_the_old_connectio
             server.close()
 
 
+async def test_a_time_wait_record_answers_a_replayed_fin_and_stray_segments() -> None:
+    async with serving(CloseAfterReply) as (server, port):
+        endpoint = server.endpoints[0]
+        with _raw(port) as raw:
+            peer_iss = 50_000
+            raw.send(encode(Segment(5555, port, peer_iss, 0, SYN, 65535)))
+            iss = (await _recv(raw)).seq
+            raw.send(encode(Segment(5555, port, peer_iss + 1, iss + 1, ACK, 65535, None, b"hi")))
+            seen_fin = None
+            while seen_fin is None:
+                seg = await _recv(raw)
+                if seg.flags & FIN:
+                    seen_fin = seg
+            fin_end = seen_fin.seq + len(seen_fin.payload) + 1
+            our_fin = Segment(5555, port, peer_iss + 3, fin_end, ACK | FIN, 65535)
+            raw.send(encode(our_fin))
+            assert (await _recv(raw)).ack == peer_iss + 4
+            await until(lambda: len(endpoint.time_waits()) == 1)
+            assert endpoint.connections() == []  # only the record is left
+            # Our last ACK "was lost": the FIN again draws the same ACK from the record.
+            raw.send(encode(our_fin))
+            again = await _recv(raw)
+            assert (again.flags, again.seq, again.ack) == (ACK, fin_end, peer_iss + 4)
+            # An exact RST is ignored (RFC 1337): TIME-WAIT stays.
+            raw.send(encode(Segment(5555, port, peer_iss + 4, 0, RST, 0)))
+            # Data far outside the window draws an ACK, not a reset (RFC 9293 §3.10.7.4).
+            raw.send(
+                encode(Segment(5555, port, peer_iss + 900_000, fin_end, ACK, 65535, None, b"x"))
+            )
+            stray = await _recv(raw)
+            assert (stray.flags, stray.ack) == (ACK, peer_iss + 4)
+            assert len(endpoint.time_waits()) == 1
+            # Another 4-tuple from the same address meets a closed port: RST.
+            raw.send(encode(Segment(6666, port, 1, 1, ACK, 65535)))
+            rst = await _recv(raw)
+            assert rst.flags & RST and rst.dst_port == 6666
+
+
 async def test_the_endpoint_totals_its_connections_peer_input_counters() -> None:
     async with serving(CloseAfterReply) as (server, port):
         endpoint = server.endpoints[0]

@@ -279,7 +279,8 @@ async def _open(
 
 
 # The client endpoints of each loop, shared by its outgoing connections: one per address
-# family, local address (when one is given) and offload choice (DESIGN §8, "Client sockets").
+# family, local address (when one is given), offload choice and path MTU probing (DESIGN §8,
+# "Client sockets").
 _client_endpoints: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[Any, ...], Endpoint]
 ] = weakref.WeakKeyDictionary()
@@ -312,7 +313,9 @@ def _client_endpoint(
         local = tuple(info[4] for info in local_infos if info[0] == family)
         if not local:
             raise OSError(f"no local address of family {family!r} in local_addr")
-    key = (family, proto, local, config.udp_offload)
+    # Path MTU probing sets the don't-fragment bit on the whole socket: those connections
+    # share a socket of their own, so the others keep fragmenting as before.
+    key = (family, proto, local, config.udp_offload, config.pmtu_max is not None)
     shared = _client_endpoints.setdefault(loop, {})
     endpoint = shared.get(key)
     if endpoint is not None and not endpoint.is_closed and not endpoint.has_listeners:
