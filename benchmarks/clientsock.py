@@ -32,7 +32,6 @@ from typing import Any
 import udptcp
 from udptcp.aio.endpoint import open_endpoints
 from udptcp.core.config import Config
-from udptcp.core.timewait import TimeWait
 
 from .common import raise_open_files_limit, rss_bytes
 
@@ -140,6 +139,7 @@ async def descriptors(port: int, config: Config, connections: int) -> dict[str, 
 def time_wait_core() -> dict[str, Any]:
     """Bytes a whole Connection in TIME-WAIT holds against its record (tracemalloc), for a
     connection that moved 64 KB each way first."""
+    from udptcp.core.timewait import TimeWait
     from udptcp.tools.simnet import Link, SimNet
 
     net = SimNet(seed=1)

@@ -4,6 +4,9 @@ They mirror ``loop.create_connection``, ``loop.create_server``, ``asyncio.open_c
 and ``asyncio.start_server``, with these udptcp additions and differences:
 
 * Addresses are UDP addresses, resolved with ``type=SOCK_DGRAM``.
+* Without ``sock=``, the connections of one loop and address family share one UDP socket
+  (one per ``local_addr`` when given), made on first use and closed when nothing needs it
+  any more; on Linux the socket's error queue tells each connection its own ICMP errors.
 * ``vport`` names the destination virtual port of a connection (default: the UDP port given)
   or the one virtual port a server listens on (default: any, DESIGN §4). ``local_vport``
   fixes a connection's source virtual port (default: a random ephemeral one), which a
