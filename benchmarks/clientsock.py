@@ -6,6 +6,7 @@ memory and CPU are measured apart):
 * ``descriptors``: open descriptors of this process before and after 1,000 connects and
   closes (each client closes first, so each leaves a TIME-WAIT behind), and the UDP sockets
   that ``--connections`` concurrent client connections use;
+* ``rate``: connects and closes per second (client closes first), TIME-WAIT included;
 * ``time_wait``: bytes held per closed connection in TIME-WAIT (tracemalloc), against the
   bytes of a whole connection in TIME-WAIT, measured on the sans-I/O core;
 * ``idle``: ``--connections`` idle connections: client bytes per connection (tracemalloc and
@@ -134,6 +135,17 @@ async def descriptors(port: int, config: Config, connections: int) -> dict[str, 
         transport.abort()
     await asyncio.sleep(0.5)
     return result
+
+
+async def rate(port: int, config: Config, total: int = 3000) -> dict[str, Any]:
+    """Connects and closes per second, 50 at a time, the client closing first (so every one
+    leaves a TIME-WAIT on this side), with the garbage collector's time in it."""
+    gc.collect()
+    start = time.perf_counter()
+    for first in range(0, total, 50):
+        await asyncio.gather(*(_connect_close(port, config) for _ in range(min(50, total - first))))
+    elapsed = time.perf_counter() - start
+    return {"connects_and_closes": total, "per_s": round(total / elapsed)}
 
 
 def time_wait_core() -> dict[str, Any]:
@@ -270,6 +282,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         out: dict[str, Any] = {"loop": args.loop, "connections": args.connections}
         if "descriptors" in args.parts:
             out["descriptors"] = await descriptors(port, config, args.connections)
+        if "rate" in args.parts:
+            out["rate"] = await rate(port, config)
         if "time_wait" in args.parts:
             out["time_wait_core"] = time_wait_core()
         if "idle" in args.parts:
@@ -298,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
     parser.add_argument(
         "--parts", nargs="+", default=["descriptors", "time_wait", "idle"],
-        choices=("descriptors", "time_wait", "idle"),
+        choices=("descriptors", "rate", "time_wait", "idle"),
     )  # fmt: skip
     args = parser.parse_args(argv)
     raise_open_files_limit()
