@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import udptcp
 from udptcp.aio.endpoint import Endpoint
-from udptcp.core.connection import Connection
+from udptcp.core.connection import Connection, State
 from udptcp.core.segment import FIN, SYN, MalformedSegment, Segment, decode
 from udptcp.core.seq import seq_add, seq_lt
 from udptcp.tools.relay import Impairment, Record, Relay
@@ -70,6 +70,7 @@ class Side:
     last_ack: tuple[int, int] | None = None  # (seq, ack) of the last segment without data
     counters: dict[str, int] = field(default_factory=dict)
     repeat_in: str | None = None  # a repeated segment just received: what it was
+    left_time_wait: bool = False  # its TIME-WAIT record has been forgotten
 
 
 @dataclass
@@ -140,6 +141,21 @@ class Transcript:
                 side.printed_states += 1
                 if self.show:
                     print(f"{self._t()}  {side.name}: {before.value} -> {after.value}")
+            if history[-1] is State.TIME_WAIT and not side.left_time_wait:
+                if not self.in_time_wait(side):
+                    side.left_time_wait = True
+                    print(f"{self._t()}  {side.name}: TIME-WAIT -> CLOSED")
+
+    def in_time_wait(self, side: Side) -> bool:
+        """Whether ``side``'s connection is still in TIME-WAIT. The endpoint keeps a closed
+        connection's TIME-WAIT as a small record (``Endpoint.time_waits()``) instead of the
+        connection itself, so its state history ends at TIME-WAIT."""
+        conn = side.conn
+        if conn is None or conn.state is not State.TIME_WAIT:
+            return False
+        if any(t.get_extra_info("udptcp_connection") is conn for t in side.endpoint.connections()):
+            return True
+        return bool(side.endpoint.time_waits())
 
     # ---------------------------------------------------------------- segments
 
@@ -386,7 +402,8 @@ async def main(loss: float, seed: int, verbose: bool) -> None:
     await out.note("client: connection_lost(None) (the application is done)")
     print(f"{'':10}the client waits 2×MSL = {2 * CONFIG.msl:.0f} s in TIME-WAIT, in case its last")
     print(f"{'':10}ACK was lost and the server's FIN comes again ...")
-    while conn.state is udptcp.State.TIME_WAIT:
+    client_side = out.sides[-1]
+    while out.in_time_wait(client_side):
         await asyncio.sleep(0.001)
     out.states()
     lasted = loop.time() - closed_at
