@@ -13,7 +13,6 @@ unless another RFC is named.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
 from .amplification import AmplificationBudget, received_size, sent_size
@@ -28,6 +27,28 @@ from .rtt import RttEstimator
 from .sack import DUP_THRESH, Scoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, Options, Segment
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, seq_min
+from .state import ACCEPTS_WRITES as _ACCEPTS_WRITES
+from .state import ACKS as _ACKS
+from .state import KEEPALIVE_STATES as _KEEPALIVE_STATES
+from .state import RECEIVES_TEXT as _RECEIVES_TEXT
+from .state import SENDS_DATA as _SENDS_DATA
+from .state import SYNCHRONIZED as _SYNCHRONIZED
+from .state import TRANSITIONS, Cause, IllegalTransition, LocalProtocolError, State, next_state
+
+S = State
+C = Cause
+__all__ = [
+    "FOREIGN_SYN_ROUNDS",
+    "ICMP_DEAD_ROUNDS",
+    "PEER_INPUT_COUNTERS",
+    "TRANSITIONS",
+    "Cause",
+    "Connection",
+    "IllegalTransition",
+    "LocalProtocolError",
+    "State",
+    "rst_for",
+]
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
@@ -69,59 +90,6 @@ ICMP_DEAD_ROUNDS = 2
 FOREIGN_SYN_ROUNDS = 2
 
 
-class State(enum.Enum):
-    """The eleven connection states of RFC 9293 §3.3.2."""
-
-    CLOSED = "CLOSED"
-    LISTEN = "LISTEN"
-    SYN_SENT = "SYN-SENT"
-    SYN_RECEIVED = "SYN-RECEIVED"
-    ESTABLISHED = "ESTABLISHED"
-    FIN_WAIT_1 = "FIN-WAIT-1"
-    FIN_WAIT_2 = "FIN-WAIT-2"
-    CLOSE_WAIT = "CLOSE-WAIT"
-    CLOSING = "CLOSING"
-    LAST_ACK = "LAST-ACK"
-    TIME_WAIT = "TIME-WAIT"
-
-
-S = State
-
-#: The legal transitions (RFC 9293 Figure 5, plus simultaneous open and the error paths of
-#: §3.10.7: any state may drop to CLOSED on RST, abort or timeout). A listener never becomes a
-#: connection here: the endpoint creates a connection in LISTEN and moves it to SYN-RECEIVED.
-TRANSITIONS: dict[State, frozenset[State]] = {
-    S.CLOSED: frozenset({S.SYN_SENT}),
-    S.LISTEN: frozenset({S.SYN_RECEIVED, S.CLOSED}),
-    S.SYN_SENT: frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSED}),
-    S.SYN_RECEIVED: frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.CLOSED}),
-    S.ESTABLISHED: frozenset({S.FIN_WAIT_1, S.CLOSE_WAIT, S.CLOSED}),
-    S.FIN_WAIT_1: frozenset({S.FIN_WAIT_2, S.CLOSING, S.TIME_WAIT, S.CLOSED}),
-    S.FIN_WAIT_2: frozenset({S.TIME_WAIT, S.CLOSED}),
-    S.CLOSE_WAIT: frozenset({S.LAST_ACK, S.CLOSED}),
-    S.CLOSING: frozenset({S.TIME_WAIT, S.CLOSED}),
-    S.LAST_ACK: frozenset({S.CLOSED}),
-    S.TIME_WAIT: frozenset({S.CLOSED}),
-}
-
-# States in which the connection is synchronized (§3.5: both ISNs known and acknowledged).
-_SYNCHRONIZED = frozenset(
-    {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT}
-)
-# States in which an idle connection is probed (RFC 1122 §4.2.3.6).
-_KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2})
-# States in which an owed ACK is sent. In SYN-RECEIVED that is only the answer to an
-# unacceptable segment or a challenge (RFC 9293 §3.10.7.4, RFC 5961 §3.2/§4.2): a repeated
-# SYN is answered with the SYN,ACK instead.
-_ACKS = _SYNCHRONIZED | {S.SYN_RECEIVED}
-# States whose incoming text is delivered (§3.10.7.4, seventh step).
-_RECEIVES_TEXT = frozenset({S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2})
-# States from which our own data (and FIN) may still be transmitted.
-_SENDS_DATA = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
-# States in which the application may still queue data.
-_ACCEPTS_WRITES = frozenset({S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT})
-
-
 #: Connection counters of hostile or broken peer input (and the limits it hit), which an
 #: endpoint also totals over all its connections (``Endpoint.statistics()``).
 PEER_INPUT_COUNTERS = (
@@ -138,10 +106,6 @@ PEER_INPUT_COUNTERS = (
 )
 
 
-class LocalProtocolError(RuntimeError):
-    """The local caller asked for something the connection's state does not allow."""
-
-
 def rst_for(seg: Segment) -> Segment | None:
     """The reset a CLOSED port answers ``seg`` with (§3.10.7.1), or ``None`` for a RST."""
     if seg.flags & RST:
@@ -154,14 +118,30 @@ def rst_for(seg: Segment) -> Segment | None:
 class Connection:
     """One TCP connection: the transmission control block and its state machine."""
 
-    def __init__(self, config: Config, *, local_port: int, remote_port: int, iss: int, mss: int):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        local_port: int,
+        remote_port: int,
+        iss: int,
+        mss: int,
+        passive: bool = False,
+    ):
         self.config = config
-        self.state = State.CLOSED
+        # A listener's connection is born in LISTEN (the endpoint's listener stands for the
+        # LISTEN state of Figure 5); every later move goes through _transition.
+        initial = State.LISTEN if passive else State.CLOSED
+        self.state = initial
         #: Every state entered, in order, starting with the initial one (for tests and tracing).
-        self.state_history: list[State] = [State.CLOSED]
+        self.state_history: list[State] = [initial]
+        #: The same entries with the cause of each (``None`` for an active connection's start).
+        self.transitions: list[tuple[State, Cause | None]] = [
+            (initial, Cause.PASSIVE_OPEN if passive else None)
+        ]
         self.local_port = local_port
         self.remote_port = remote_port
-        self.passive = False
+        self.passive = passive
 
         # Send sequence space (§3.3.1).
         self.iss = iss & _MASK
@@ -361,7 +341,7 @@ class Connection:
         """Active open (§3.10.1): send SYN, enter SYN-SENT."""
         conn = cls(config, local_port=local_port, remote_port=remote_port, iss=iss, mss=mss)
         conn._now = now
-        conn._set_state(S.SYN_SENT)
+        conn._transition(C.ACTIVE_OPEN)
         conn._send_syn(now)
         return conn
 
@@ -386,15 +366,19 @@ class Connection:
         ``wire_extra`` is what the layer below adds to each SYN-ACK and to each other
         segment on its way out (secure mode), which that budget counts too.
         """
-        conn = cls(config, local_port=syn.dst_port, remote_port=syn.src_port, iss=iss, mss=mss)
+        conn = cls(
+            config,
+            local_port=syn.dst_port,
+            remote_port=syn.src_port,
+            iss=iss,
+            mss=mss,
+            passive=True,
+        )
         conn._now = now
         conn._wire_syn_extra, conn._wire_extra = wire_extra
-        conn.passive = True
-        conn.state = S.LISTEN
-        conn.state_history = [S.LISTEN]
         conn._amp = AmplificationBudget(received if received is not None else received_size(syn))
         conn._take_peer_syn(syn)
-        conn._set_state(S.SYN_RECEIVED)
+        conn._transition(C.RCV_SYN)
         conn._send_syn(now)
         return conn
 
@@ -437,13 +421,17 @@ class Connection:
                 timestamps=(ts[0], 0) if use_ts and ts is not None else None,
             ),
         )
-        conn = cls(config, local_port=ack.dst_port, remote_port=ack.src_port, iss=iss, mss=mss)
+        conn = cls(
+            config,
+            local_port=ack.dst_port,
+            remote_port=ack.src_port,
+            iss=iss,
+            mss=mss,
+            passive=True,
+        )
         conn._now = now
-        conn.passive = True
-        conn.state = S.LISTEN
-        conn.state_history = [S.LISTEN]
         conn._take_peer_syn(syn)
-        conn._set_state(S.SYN_RECEIVED)
+        conn._transition(C.RCV_SYN)
         # What sending the cookie's SYN,ACK would have recorded: our SYN is outstanding,
         # the window it advertised (a fresh connection's, as in cookie_syn_ack), the ACK.
         conn.snd_nxt = conn.snd_max = seq_add(conn.iss, 1)
@@ -562,15 +550,13 @@ class Connection:
         st = self.state
         if st in (S.SYN_SENT, S.LISTEN, S.CLOSED):
             # §3.10.4: no data could have been sent yet; there is nobody to tell.
-            self._enter_closed(None)
+            self._enter_closed(None, C.CLOSE)
             return
         if st not in (S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAIT):
             return
         self._fin_queued = True
-        if st is S.CLOSE_WAIT:
-            self._set_state(S.LAST_ACK)
-        elif st is S.ESTABLISHED:
-            self._set_state(S.FIN_WAIT_1)
+        if st is not S.SYN_RECEIVED:
+            self._transition(C.CLOSE)  # FIN-WAIT-1, or LAST-ACK from CLOSE-WAIT
         # In SYN-RECEIVED the FIN waits for ESTABLISHED (§3.10.4), then FIN-WAIT-1.
         self._output(now)
 
@@ -600,14 +586,14 @@ class Connection:
         if self.state in (S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
             # SND.MAX, not the possibly rewound SND.NXT, so the peer finds it in its window.
             self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
-        self._enter_closed(None)
+        self._enter_closed(None, C.ABORT)
 
     def fail(self, error: BaseException, now: float) -> None:
         """End the connection at once with ``error``, sending nothing: a layer above the
         state machine (secure mode) refused the peer and has answered it itself."""
         self._now = now
         if self.state is not S.CLOSED:
-            self._enter_closed(error)
+            self._enter_closed(error, C.ABORT)
 
     def pause_reading(self) -> None:
         """Hold in-order data in the core; the advertised window shrinks as it fills."""
@@ -707,7 +693,9 @@ class Connection:
         if st in (S.CLOSED, S.LISTEN, S.TIME_WAIT) or not self._icmp_quote_ok(seq):
             return
         if st is S.SYN_SENT:
-            self._enter_closed(refused("ICMP port unreachable: nothing is bound to that UDP port"))
+            self._enter_closed(
+                refused("ICMP port unreachable: nothing is bound to that UDP port"), C.ICMP_ERROR
+            )
             return
         self.soft_error = "port unreachable"
         rounds = self._silent_rounds
@@ -723,7 +711,8 @@ class Connection:
                 reset(
                     f"ICMP port unreachable answered {self._unreach_streak} retransmissions "
                     "in a row: the peer's endpoint is gone"
-                )
+                ),
+                C.ICMP_ERROR,
             )
 
     def icmp_soft_error(self, now: float, detail: str, seq: int | None = None) -> None:
@@ -764,7 +753,8 @@ class Connection:
                 refused(
                     f"the UDP service there answered {self._foreign_rounds} SYNs with "
                     "datagrams that are not udptcp segments"
-                )
+                ),
+                C.FOREIGN_PEER,
             )
 
     def reflects_own_syn(self, seg: Segment) -> bool:
@@ -864,10 +854,10 @@ class Connection:
         if self._close_deadline is not None and now >= self._close_deadline:
             self._close_deadline = None
             if self.state is S.TIME_WAIT:
-                self._enter_closed(None)  # §3.10.8: 2 MSL elapsed
+                self._enter_closed(None, C.TIMEOUT)  # §3.10.8: 2 MSL elapsed
                 return
             if self.state is S.FIN_WAIT_2:
-                self._enter_closed(None)  # the peer never sent its FIN
+                self._enter_closed(None, C.TIMEOUT)  # the peer never sent its FIN
                 return
         if (
             self._pto_deadline is not None
@@ -910,7 +900,8 @@ class Connection:
             return
         if self._keepalive_unanswered >= self.keepalive_count:
             self._enter_closed(
-                timed_out(f"{self._keepalive_unanswered} keepalive probes unanswered")
+                timed_out(f"{self._keepalive_unanswered} keepalive probes unanswered"),
+                C.TIMEOUT,
             )
             return
         # An already-acknowledged sequence number with no data: any live peer answers with
@@ -929,7 +920,9 @@ class Connection:
             limit = self.config.syn_retries if st is S.SYN_SENT else self.config.synack_retries
             if self._retries >= limit:
                 what = "SYN" if st is S.SYN_SENT else "SYN,ACK"
-                self._enter_closed(timed_out(f"no answer to {self._retries + 1} {what}s"))
+                self._enter_closed(
+                    timed_out(f"no answer to {self._retries + 1} {what}s"), C.TIMEOUT
+                )
                 return
             self._retries += 1
             self._silent_rounds += 1
@@ -941,7 +934,9 @@ class Connection:
         if self.snd_una == self.snd_max:
             return  # everything was acknowledged meanwhile
         if self._una_since is not None and now - self._una_since >= self.config.user_timeout:
-            self._enter_closed(timed_out(f"data unacknowledged for {now - self._una_since:.0f} s"))
+            self._enter_closed(
+                timed_out(f"data unacknowledged for {now - self._una_since:.0f} s"), C.TIMEOUT
+            )
             return
         # RFC 5681 §3.1: ssthresh is only reduced by the first timeout of a series.
         if self._retries == 0:
@@ -1002,7 +997,8 @@ class Connection:
         elif now - self._probing_since >= self.config.user_timeout:
             self.stats_counters["persist_timeouts"] += 1
             self._enter_closed(
-                timed_out(f"window probes unanswered for {now - self._probing_since:.0f} s")
+                timed_out(f"window probes unanswered for {now - self._probing_since:.0f} s"),
+                C.TIMEOUT,
             )
             return
         self.stats_counters["window_probes"] += 1
@@ -1099,7 +1095,9 @@ class Connection:
         # Second: a reset with an acceptable ACK refuses the connection.
         if flags & RST:
             if flags & ACK:
-                self._enter_closed(refused("RST answered the SYN: nothing listens on that port"))
+                self._enter_closed(
+                    refused("RST answered the SYN: nothing listens on that port"), C.RCV_RST
+                )
             return
         # Fourth: the SYN.
         if not flags & SYN:
@@ -1108,14 +1106,15 @@ class Connection:
             # Our SYN came back as sent: a UDP echo service, not udptcp. Without this it
             # would look like a simultaneous open with ourselves, and "connect".
             self._enter_closed(
-                refused("the SYN came back unchanged: the UDP service there echoes datagrams")
+                refused("the SYN came back unchanged: the UDP service there echoes datagrams"),
+                C.FOREIGN_PEER,
             )
             return
         self._take_peer_syn(seg)
         if flags & ACK:
             self._ack_advances(seg.ack, now)
             self.snd_wl2 = seg.ack
-            self._enter_established()
+            self._enter_established(C.RCV_SYN_ACK)
             self._ack_now = True  # third segment of the handshake: ACK ack=y+1
             if seg.payload or flags & FIN:
                 # §3.10.7.3: text (or a FIN) on the SYN,ACK is processed from the sixth
@@ -1133,7 +1132,7 @@ class Connection:
                 self._receive_text(text, now)
         else:
             # Simultaneous open (§3.5, Figure 8): SYN-RECEIVED, answer SYN,ACK with our ISS.
-            self._set_state(S.SYN_RECEIVED)
+            self._transition(C.RCV_SYN)
             self._retries = 0
             self._send_syn(now)
 
@@ -1285,11 +1284,11 @@ class Connection:
             if st is S.TIME_WAIT:
                 return  # RFC 1337: ignore RST in TIME-WAIT
             if st is S.SYN_RECEIVED:
-                self._enter_closed(refused("RST answered the SYN,ACK"))
+                self._enter_closed(refused("RST answered the SYN,ACK"), C.RCV_RST)
             elif st in (S.CLOSING, S.LAST_ACK):
-                self._enter_closed(None)
+                self._enter_closed(None, C.RCV_RST)
             else:
-                self._enter_closed(reset("RST received"))
+                self._enter_closed(reset("RST received"), C.RCV_RST)
             return
 
         # Fourth: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
@@ -1353,12 +1352,12 @@ class Connection:
         self.snd_wl1 = seg.seq
         self.snd_wl2 = seg.ack
         self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-        self._enter_established()
+        self._enter_established(C.RCV_ACK_OF_SYN)
         if self._fin_queued:
-            self._set_state(S.FIN_WAIT_1)
+            self._transition(C.CLOSE)  # the FIN queued in SYN-RECEIVED (§3.10.4)
 
-    def _enter_established(self) -> None:
-        self._set_state(S.ESTABLISHED)
+    def _enter_established(self, cause: Cause) -> None:
+        self._transition(cause)
         self._amp = None  # the peer answered our ISN: its address is proven
         self._retries = 0
         self._events.append(Connected())
@@ -1455,13 +1454,13 @@ class Connection:
         st = self.state
         fin_acked = self._fin_queued and seq_gt(self.snd_una, self._fin_seq)
         if st is S.FIN_WAIT_1 and fin_acked:
-            self._set_state(S.FIN_WAIT_2)
+            self._transition(C.RCV_ACK_OF_FIN)
             if self._app_closed:
                 self._close_deadline = now + self.config.fin_wait2_timeout
         elif st is S.CLOSING and fin_acked:
-            self._enter_time_wait(now)
+            self._enter_time_wait(now, C.RCV_ACK_OF_FIN)
         elif st is S.LAST_ACK and fin_acked:
-            self._enter_closed(None)
+            self._enter_closed(None, C.RCV_ACK_OF_FIN)
             return False
         return True
 
@@ -1850,7 +1849,7 @@ class Connection:
             # New data for an application that closed: nobody will read it. Reset, so
             # the sender's writes fail rather than vanish (RFC 1122 §4.2.2.13; Linux too).
             self._emit(Segment(self.local_port, self.remote_port, self.snd_max, 0, RST, 0), now)
-            self._enter_closed(None)
+            self._enter_closed(None, C.ABORT)
             return
         payload = seg.payload
         seq = seg.seq
@@ -2003,14 +2002,14 @@ class Connection:
                 self._events.append(EofReceived())
         st = self.state
         if st is S.ESTABLISHED:
-            self._set_state(S.CLOSE_WAIT)
+            self._transition(C.RCV_FIN)
         elif st is S.FIN_WAIT_1:
             if seq_gt(self.snd_una, self._fin_seq):
-                self._enter_time_wait(now)
+                self._enter_time_wait(now, C.RCV_FIN_ACKED)
             else:
-                self._set_state(S.CLOSING)  # simultaneous close (§3.6, Figure 13)
+                self._transition(C.RCV_FIN)  # simultaneous close (§3.6, Figure 13)
         elif st is S.FIN_WAIT_2:
-            self._enter_time_wait(now)
+            self._enter_time_wait(now, C.RCV_FIN)
 
     # ------------------------------------------------------------------ sending
 
@@ -2433,14 +2432,18 @@ class Connection:
         start = self._sendbuf.start
         return start + ((seq - self.iss - 1 - start + _HALF) & _MASK) - _HALF
 
-    def _set_state(self, new: State) -> None:
-        assert new in TRANSITIONS[self.state], f"illegal {self.state.value} -> {new.value}"
+    def _transition(self, cause: Cause) -> State:
+        """Move to the state the table (:mod:`udptcp.core.state`) gives for ``cause``; raises
+        :class:`IllegalTransition` (in every build) when it gives none."""
+        new = next_state(self.state, cause)
         self.state = new
         self.state_history.append(new)
+        self.transitions.append((new, cause))
+        return new
 
-    def _enter_time_wait(self, now: float) -> None:
+    def _enter_time_wait(self, now: float, cause: Cause) -> None:
         """§3.10.7.4: TIME-WAIT for 2 MSL; the application is told it is closed now."""
-        self._set_state(S.TIME_WAIT)
+        self._transition(cause)
         self._rto_deadline = None
         self._persist_deadline = None
         self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
@@ -2448,9 +2451,9 @@ class Connection:
         self._close_deadline = now + 2 * self.config.msl
         self._report_closed(None)
 
-    def _enter_closed(self, error: BaseException | None) -> None:
+    def _enter_closed(self, error: BaseException | None, cause: Cause) -> None:
         if self.state is not S.CLOSED:
-            self._set_state(S.CLOSED)
+            self._transition(cause)
         self._rto_deadline = self._delack_deadline = None
         self._persist_deadline = self._close_deadline = None
         self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
