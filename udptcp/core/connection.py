@@ -22,6 +22,7 @@ from .congestion import CongestionControl, create
 from .cookies import encode_ts_choices
 from .errors import refused, reset, timed_out
 from .events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
+from .pacing import Pacer
 from .rack import SentLog
 from .rtt import RttEstimator
 from .sack import DUP_THRESH, Scoreboard
@@ -34,6 +35,7 @@ from .state import RECEIVES_TEXT as _RECEIVES_TEXT
 from .state import SENDS_DATA as _SENDS_DATA
 from .state import SYNCHRONIZED as _SYNCHRONIZED
 from .state import TRANSITIONS, Cause, IllegalTransition, LocalProtocolError, State, next_state
+from .timers import Timers
 
 S = State
 C = Cause
@@ -129,6 +131,8 @@ class Connection:
         passive: bool = False,
     ):
         self.config = config
+        #: Every deadline of the connection (retransmission, delayed ACK, persist, ...).
+        self.timers = Timers()
         # A listener's connection is born in LISTEN (the endpoint's listener stands for the
         # LISTEN state of Figure 5); every later move goes through _transition.
         initial = State.LISTEN if passive else State.CLOSED
@@ -178,10 +182,7 @@ class Connection:
         self.sack_ok = False
         self._sb = Scoreboard()  # sender: what the peer SACKed (stream offsets)
         self._log = SentLog()  # sender: outstanding segments and their send times (RACK)
-        self._rack_deadline: float | None = None  # RACK reordering-window timer
-        self._pace_deadline: float | None = None  # next paced send (token bucket refill)
-        self._pace_credit = 0.0  # bytes that may go out now
-        self._pace_time = 0.0  # when the credit was last topped up
+        self._pacer = Pacer()
         # Undoing a congestion response to reordering (RFC 3708 D-SACK detection): the
         # window before the response, and the retransmissions not yet reported as duplicates.
         self._undo_cwnd: int | None = None
@@ -248,15 +249,9 @@ class Connection:
         self._wire_extra = 0
         self._una_since: float | None = None  # when the oldest unacknowledged data went out
 
-        self._rto_deadline: float | None = None
-        self._delack_deadline: float | None = None
-        self._persist_deadline: float | None = None
-        self._pto_deadline: float | None = None  # RFC 8985 tail loss probe
         self._tlp_out = 0  # probes sent since the last ACK progress (at most _MAX_TLPS)
         self._persist_backoff = 1
         self._probing_since: float | None = None  # first window probe the peer left unanswered
-        self._close_deadline: float | None = None  # TIME-WAIT or FIN-WAIT-2 timer
-        self._keepalive_deadline: float | None = None
         self._keepalive_unanswered = 0
         self.keepalive = config.keepalive
         self.keepalive_idle = config.keepalive_idle
@@ -528,7 +523,7 @@ class Connection:
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self.snd_nxt
         self._emit(seg, now)
-        self._rto_deadline = now + self.rtt.rto
+        self.timers.rto = now + self.rtt.rto
 
     # ------------------------------------------------------------------ application calls
 
@@ -577,8 +572,8 @@ class Connection:
             return
         self._held.clear()
         self.shutdown(now)
-        if self.state is S.FIN_WAIT_2 and self._close_deadline is None:
-            self._close_deadline = now + self.config.fin_wait2_timeout
+        if self.state is S.FIN_WAIT_2 and self.timers.close is None:
+            self.timers.close = now + self.config.fin_wait2_timeout
 
     def abort(self, now: float) -> None:
         """Reset the connection (§3.10.5): RST to the peer when synchronized, then CLOSED."""
@@ -634,9 +629,9 @@ class Connection:
         if count is not None:
             self.keepalive_count = count
         if not enabled:
-            self._keepalive_deadline = None
-        elif self._keepalive_deadline is None and self.state in _KEEPALIVE_STATES:
-            self._keepalive_deadline = self._now + self.keepalive_idle
+            self.timers.keepalive = None
+        elif self.timers.keepalive is None and self.state in _KEEPALIVE_STATES:
+            self.timers.keepalive = self._now + self.keepalive_idle
 
     def set_nodelay(self, nodelay: bool) -> None:
         """Turn Nagle's algorithm off (``True``) or on (``False``)."""
@@ -791,20 +786,7 @@ class Connection:
 
     def get_timer(self) -> float | None:
         """The earliest pending deadline, or ``None`` when nothing is timed."""
-        best: float | None = None
-        for t in (
-            self._rto_deadline,
-            self._delack_deadline,
-            self._persist_deadline,
-            self._close_deadline,
-            self._keepalive_deadline,
-            self._pto_deadline,
-            self._rack_deadline,
-            self._pace_deadline,
-        ):
-            if t is not None and (best is None or t < best):
-                best = t
-        return best
+        return self.timers.earliest()
 
     @property
     def unsent_bytes(self) -> int:
@@ -851,8 +833,8 @@ class Connection:
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline is at or before ``now``."""
         self._now = now
-        if self._close_deadline is not None and now >= self._close_deadline:
-            self._close_deadline = None
+        if self.timers.close is not None and now >= self.timers.close:
+            self.timers.close = None
             if self.state is S.TIME_WAIT:
                 self._enter_closed(None, C.TIMEOUT)  # §3.10.8: 2 MSL elapsed
                 return
@@ -860,30 +842,30 @@ class Connection:
                 self._enter_closed(None, C.TIMEOUT)  # the peer never sent its FIN
                 return
         if (
-            self._pto_deadline is not None
-            and now >= self._pto_deadline
-            and (self._rto_deadline is None or self._pto_deadline <= self._rto_deadline)
+            self.timers.pto is not None
+            and now >= self.timers.pto
+            and (self.timers.rto is None or self.timers.pto <= self.timers.rto)
         ):
             self._send_tlp(now)  # a probe due with (or before) the RTO replaces it (§7.2)
-        if self._rto_deadline is not None and now >= self._rto_deadline:
-            self._rto_deadline = None
+        if self.timers.rto is not None and now >= self.timers.rto:
+            self.timers.rto = None
             self._on_retransmission_timeout(now)
             if self.state is S.CLOSED:
                 return
-        if self._persist_deadline is not None and now >= self._persist_deadline:
-            self._persist_deadline = None
+        if self.timers.persist is not None and now >= self.timers.persist:
+            self.timers.persist = None
             self._send_window_probe(now)
-        if self._delack_deadline is not None and now >= self._delack_deadline:
-            self._delack_deadline = None
+        if self.timers.delack is not None and now >= self.timers.delack:
+            self.timers.delack = None
             self._ack_now = True
-        if self._pace_deadline is not None and now >= self._pace_deadline:
-            self._pace_deadline = None  # the credit has grown: _output below sends
-        if self._rack_deadline is not None and now >= self._rack_deadline:
-            self._rack_deadline = None
+        if self.timers.pace is not None and now >= self.timers.pace:
+            self.timers.pace = None  # the credit has grown: _output below sends
+        if self.timers.rack is not None and now >= self.timers.rack:
+            self.timers.rack = None
             self._detect_losses(now)  # RFC 8985 §6.3 reordering timer
-        if self._pto_deadline is not None and now >= self._pto_deadline:
+        if self.timers.pto is not None and now >= self.timers.pto:
             self._send_tlp(now)
-        if self._keepalive_deadline is not None and now >= self._keepalive_deadline:
+        if self.timers.keepalive is not None and now >= self.timers.keepalive:
             self._on_keepalive_timer(now)
             if self.state is S.CLOSED:
                 return
@@ -891,12 +873,12 @@ class Connection:
 
     def _on_keepalive_timer(self, now: float) -> None:
         """RFC 1122 §4.2.3.6: probe an idle peer; fail after enough silence."""
-        self._keepalive_deadline = None
+        self.timers.keepalive = None
         if not self.keepalive or self.state not in _KEEPALIVE_STATES:
             return
         if self.snd_una != self.snd_max or self.unsent_bytes:
             # Data is outstanding: the retransmission or persist timer speaks for us.
-            self._keepalive_deadline = now + self.keepalive_idle
+            self.timers.keepalive = now + self.keepalive_idle
             return
         if self._keepalive_unanswered >= self.keepalive_count:
             self._enter_closed(
@@ -910,7 +892,7 @@ class Connection:
         self._silent_rounds += 1
         self.stats_counters["keepalive_probes"] += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
-        self._keepalive_deadline = now + self.keepalive_interval
+        self.timers.keepalive = now + self.keepalive_interval
 
     def _on_retransmission_timeout(self, now: float) -> None:
         st = self.state
@@ -957,7 +939,7 @@ class Connection:
             self.cc.mss = self._eff_mss
             self.stats_counters["pmtu_black_holes"] += 1
         self._log.mark_all_lost()  # RFC 8985 §6.3
-        self._rack_deadline = None
+        self.timers.rack = None
         self._undo_cwnd = None  # a timeout is not undone
         self._undo_ranges.clear()
         self._retries += 1
@@ -969,8 +951,8 @@ class Connection:
         # Go back N: everything outstanding is sent again as the window allows.
         self.snd_nxt = self.snd_una
         self._output(now)
-        if self._rto_deadline is None:
-            self._rto_deadline = now + self.rtt.rto
+        if self.timers.rto is None:
+            self.timers.rto = now + self.rtt.rto
 
     def _send_window_probe(self, now: float) -> None:
         """Persist timer expiry (§3.8.6.1): make the peer repeat its window.
@@ -1005,7 +987,7 @@ class Connection:
         self._silent_rounds += 1
         self._emit(self._segment(ACK, seq_add(self.snd_una, -1)), now)
         self._persist_backoff = min(self._persist_backoff * 2, 64)
-        self._persist_deadline = now + min(self.rtt.rto * self._persist_backoff, _PERSIST_MAX)
+        self.timers.persist = now + min(self.rtt.rto * self._persist_backoff, _PERSIST_MAX)
 
     # ------------------------------------------------------------------ segment arrival
 
@@ -1073,7 +1055,7 @@ class Connection:
                 self._amp.credit(received_size(seg))
             self._receive_synchronizing(seg, now)
         if self.keepalive and self.state in _KEEPALIVE_STATES:
-            self._keepalive_deadline = now + self.keepalive_idle
+            self.timers.keepalive = now + self.keepalive_idle
 
     def _end_batch(self) -> None:
         """Hand the data a train delivered to the application as one event."""
@@ -1171,7 +1153,7 @@ class Connection:
                 or self._in_recovery
                 or self._sb
                 or self._dupacks
-                or self._rack_deadline is not None
+                or self.timers.rack is not None
             ):
                 return False
         elif not payload or self.snd_una != self.snd_max:
@@ -1260,7 +1242,7 @@ class Connection:
                     self._dsack = (seg.seq, seq_add(seg.seq, len(seg.payload)))
             if st is S.TIME_WAIT and flags & FIN and seq_add(seg.seq, seg_len) == self.rcv_nxt:
                 # A retransmitted FIN: the peer lost our last ACK. ACK again, restart 2 MSL.
-                self._close_deadline = now + 2 * self.config.msl
+                self._restart_time_wait(now)
                 retransmission = True
             elif wnd == 0 and seg.seq == self.rcv_nxt and flags & ACK:
                 # Zero window: the ACK field is still processed (§3.10.7.4 "special allowance"),
@@ -1315,7 +1297,7 @@ class Connection:
         if st in _RECEIVES_TEXT:
             self._receive_text(seg, now)
         elif flags & FIN and st is S.TIME_WAIT:
-            self._close_deadline = now + 2 * self.config.msl
+            self._restart_time_wait(now)
             self._ack_now = True
 
     def _syn_ack_again(self) -> Segment:
@@ -1442,7 +1424,7 @@ class Connection:
             )
         ):
             self._on_duplicate_ack(now)
-        if self.sack_ok and (self._sb or self._in_recovery or self._rack_deadline is not None):
+        if self.sack_ok and (self._sb or self._in_recovery or self.timers.rack is not None):
             # RACK needs evidence: SACKed data, a recovery under way, or a pending timer.
             self._detect_losses(now)
             if self._in_recovery and self._undo_cwnd is not None:
@@ -1456,7 +1438,7 @@ class Connection:
         if st is S.FIN_WAIT_1 and fin_acked:
             self._transition(C.RCV_ACK_OF_FIN)
             if self._app_closed:
-                self._close_deadline = now + self.config.fin_wait2_timeout
+                self.timers.close = now + self.config.fin_wait2_timeout
         elif st is S.CLOSING and fin_acked:
             self._enter_time_wait(now, C.RCV_ACK_OF_FIN)
         elif st is S.LAST_ACK and fin_acked:
@@ -1480,7 +1462,7 @@ class Connection:
         if window > self.max_snd_wnd:
             self.max_snd_wnd = window
         if window > 0:
-            self._persist_deadline = None
+            self.timers.persist = None
             self._persist_backoff = 1
         return changed
 
@@ -1515,11 +1497,11 @@ class Connection:
         # RFC 6298 §5.2/5.3: stop the timer when all is acknowledged, else restart it.
         self._tlp_out = 0
         if self.snd_una == self.snd_max:
-            self._rto_deadline = None
+            self.timers.rto = None
             self._una_since = None
-            self._pto_deadline = None
+            self.timers.pto = None
         else:
-            self._rto_deadline = now + self.rtt.rto
+            self.timers.rto = now + self.rtt.rto
             self._una_since = now
             self._arm_tlp(now)
         return acked
@@ -1655,7 +1637,7 @@ class Connection:
         enter recovery when something is (RFC 6675 §5, with RFC 6582's "recover" guard)."""
         log = self._log
         if not log:
-            self._rack_deadline = None
+            self.timers.rack = None
             return
         # RFC 8985 §6.2 step 4: until reordering has been seen, a loss is declared as soon
         # as DupThresh segments are SACKed (or during recovery); once it has, wait a
@@ -1666,7 +1648,7 @@ class Connection:
             min_rtt = self.rtt.min_rtt or 0.0
             reo_wnd = min(min_rtt / 4 * self._reo_mult, self.rtt.srtt or 0.0)
         _newly, wait = log.detect_losses(now, reo_wnd)
-        self._rack_deadline = wait
+        self.timers.rack = wait
         if self._dupacks >= 3 and not self._sb:
             # A peer that agreed to SACK but sends no blocks: classic fast retransmit.
             log.mark_lost_below(self._stream_offset(self.snd_una) + 1)
@@ -1732,29 +1714,24 @@ class Connection:
             and self._next_segment(now)
         ):
             pass
-        if self._pto_deadline is None and self._rack_deadline is None:
+        if self.timers.pto is None and self.timers.rack is None:
             # Unlike RFC 8985 §7.2, probe in recovery too: with a small window, a lost
             # retransmission leaves nothing later in flight whose delivery would let RACK
             # see it, and only the RTO (200 RTTs on a 1 ms path) would otherwise repair it.
             self._arm_tlp(now)
 
     def _may_send(self, size: int, now: float) -> bool:
-        """Pacing: a token bucket filled at gain x cwnd / SRTT; False (with the refill time
-        armed as a timer) when a ``size``-byte segment must wait."""
+        """Pacing (:mod:`udptcp.core.pacing`): False, with the refill time armed as a timer,
+        when a ``size``-byte segment must wait."""
         srtt = self.rtt.srtt
         if not self.config.pacing or not srtt:
             return True
-        gain = 2.0 if self.cc.cwnd < self.cc.ssthresh else 1.2
-        rate = gain * self.cc.cwnd / srtt
-        burst = max(2 * self._eff_mss, rate * 0.001)
-        self._pace_credit = min(burst, self._pace_credit + (now - self._pace_time) * rate)
-        self._pace_time = now
-        if self._pace_credit >= size or self._pace_credit >= burst:
-            self._pace_credit -= size
+        cc = self.cc
+        wait = self._pacer.wait(size, now, cc.cwnd, cc.ssthresh, srtt, self._eff_mss)
+        if not wait:
             return True
-        if self._pace_deadline is None:
-            # At least 100 µs: a wait shorter than the clock's resolution would spin.
-            self._pace_deadline = now + max((size - self._pace_credit) / rate, 1e-4)
+        if self.timers.pace is None:
+            self.timers.pace = now + wait
         return False
 
     def _next_segment(self, now: float) -> bool:
@@ -1814,8 +1791,8 @@ class Connection:
         self._rtt_seq = None
         self.stats_counters["retransmits"] += 1
         self._emit(seg, now)
-        if self._rto_deadline is None:
-            self._rto_deadline = now + self.rtt.rto
+        if self.timers.rto is None:
+            self.timers.rto = now + self.rtt.rto
         return True
 
     def _retransmit_una(self, now: float) -> None:
@@ -1837,7 +1814,7 @@ class Connection:
         self._rtt_seq = None
         self.stats_counters["retransmits"] += 1
         self._emit(seg, now)
-        self._rto_deadline = now + self.rtt.rto
+        self.timers.rto = now + self.rtt.rto
 
     def _receive_text(self, seg: Segment, now: float) -> None:
         """Seventh and eighth steps: queue the data, then the FIN, in sequence order."""
@@ -1987,8 +1964,8 @@ class Connection:
                 self._ack_owed = True  # once, after the train (receive_many)
             else:
                 self._ack_now = True
-        elif self._delack_deadline is None:
-            self._delack_deadline = now + self.config.delayed_ack
+        elif self.timers.delack is None:
+            self.timers.delack = now + self.config.delayed_ack
 
     def _receive_fin(self, now: float) -> None:
         """Eighth step: the peer's FIN, in sequence."""
@@ -2098,10 +2075,10 @@ class Connection:
         # small to use it is the SWS override timer.
         if (
             self.snd_nxt == self.snd_una
-            and self._persist_deadline is None
+            and self.timers.persist is None
             and (buf.end > self._stream_offset(self.snd_nxt) or self._fin_unsent)
         ):
-            self._persist_deadline = now + self.rtt.rto
+            self.timers.persist = now + self.rtt.rto
 
     def _maybe_probe(self, off: int, now: float) -> bool:
         """Send a path MTU probe (RFC 8899 §5.3 search, a binary one here) when the time is
@@ -2163,8 +2140,8 @@ class Connection:
             off = self._stream_offset(seq)
             self._log.record(off, off + len(payload), now)
         self._emit(seg, now)
-        if self._rto_deadline is None:
-            self._rto_deadline = now + self.rtt.rto
+        if self.timers.rto is None:
+            self.timers.rto = now + self.rtt.rto
         if not self._bursting:
             self._arm_tlp(now)  # a run arms it once, at its end
 
@@ -2187,8 +2164,8 @@ class Connection:
         counters = self.stats_counters
         counters["segments_sent"] += count
         counters["bytes_sent"] += count * size
-        if self._rto_deadline is None:
-            self._rto_deadline = now + self.rtt.rto
+        if self.timers.rto is None:
+            self.timers.rto = now + self.rtt.rto
         # (Only _send_data runs this, and arms the tail loss probe after the whole run.)
 
     def _arm_tlp(self, now: float) -> None:
@@ -2200,27 +2177,27 @@ class Connection:
         """
         srtt = self.rtt.srtt
         if not self.sack_ok or srtt is None or self._tlp_out >= _MAX_TLPS or self._retries:
-            self._pto_deadline = None
+            self.timers.pto = None
             return
         if self.snd_una == self.snd_max:
-            self._pto_deadline = None
+            self.timers.pto = None
             return
         pto = 2 * srtt
         if self._flight <= self._eff_mss:
             pto += _WC_DELACK  # a lone segment may be waiting on a delayed ACK
         pto = max(pto, 0.01)
         deadline = now + pto
-        if self._rto_deadline is not None and deadline > self._rto_deadline:
+        if self.timers.rto is not None and deadline > self.timers.rto:
             # §7.2: if the RTO would fire first, the probe goes out at the RTO's time in its
             # place (and restarts it, §7.3). On a long path the RTO floor is below 2 SRTT:
             # without this, a lost ACK (one per train of a small window) or a lost
             # retransmission always ends in a timeout and a one-segment window.
-            deadline = self._rto_deadline
-        self._pto_deadline = deadline
+            deadline = self.timers.rto
+        self.timers.pto = deadline
 
     def _send_tlp(self, now: float) -> None:
         """RFC 8985 §7.3: send one new segment if allowed, else the last one again."""
-        self._pto_deadline = None
+        self.timers.pto = None
         if self.state not in _SENDS_DATA or self.snd_una == self.snd_max:
             return
         self._tlp_out += 1
@@ -2242,7 +2219,7 @@ class Connection:
                 # segment sent, measured back from SND.MAX, never from the buffer's end.
                 last = max(self._sent_end - self._eff_mss, self._stream_offset(self.snd_una))
                 self._retransmit_range(last, now)
-        self._rto_deadline = now + self.rtt.rto  # §7.3: restart the RTO
+        self.timers.rto = now + self.rtt.rto  # §7.3: restart the RTO
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
         burst = self._burst
@@ -2343,7 +2320,7 @@ class Connection:
         """A segment carrying ACK went out: it settles what we owed (RFC 1122 §4.2.3.2)."""
         self._last_ack_sent = ack
         self._ack_now = self._ack_owed = False
-        self._delack_deadline = None
+        self.timers.delack = None
         self._unacked_bytes = 0
 
     # ------------------------------------------------------------------ windows
@@ -2444,20 +2421,18 @@ class Connection:
     def _enter_time_wait(self, now: float, cause: Cause) -> None:
         """§3.10.7.4: TIME-WAIT for 2 MSL; the application is told it is closed now."""
         self._transition(cause)
-        self._rto_deadline = None
-        self._persist_deadline = None
-        self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
-        self._pace_deadline = None
-        self._close_deadline = now + 2 * self.config.msl
+        self.timers.cancel_all()  # TIME-WAIT keeps only its own timer
+        self._restart_time_wait(now)
         self._report_closed(None)
+
+    def _restart_time_wait(self, now: float) -> None:
+        """(Re)start TIME-WAIT's 2 MSL timer (§3.10.7.4: again for a retransmitted FIN)."""
+        self.timers.close = now + 2 * self.config.msl
 
     def _enter_closed(self, error: BaseException | None, cause: Cause) -> None:
         if self.state is not S.CLOSED:
             self._transition(cause)
-        self._rto_deadline = self._delack_deadline = None
-        self._persist_deadline = self._close_deadline = None
-        self._keepalive_deadline = self._pto_deadline = self._rack_deadline = None
-        self._pace_deadline = None
+        self.timers.cancel_all()
         self._ack_now = False
         self._report_closed(error)
 
