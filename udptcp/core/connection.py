@@ -22,9 +22,9 @@ from .control import _wscale_for
 from .cookies import encode_ts_choices
 from .errors import refused, reset, timed_out
 from .events import Connected, DataReceived, EofReceived, Event
+from .pmtu import PathMtu
 from .sack import DUP_THRESH
 from .segment import ACK, FIN, PSH, RST, SYN, Options, Segment
-from .sender import Sender
 from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from .state import ACCEPTS_WRITES as _ACCEPTS_WRITES
 from .state import ACKS as _ACKS
@@ -114,7 +114,7 @@ def rst_for(seg: Segment) -> Segment | None:
     return Segment(seg.dst_port, seg.src_port, 0, seq_add(seg.seq, seg.seg_len), RST | ACK, 0)
 
 
-class Connection(Sender):
+class Connection(PathMtu):
     """One TCP connection: the transmission control block and its state machine."""
 
     # ------------------------------------------------------------------ opening
@@ -1504,50 +1504,7 @@ class Connection(Sender):
 
     # ------------------------------------------------------------------ sending
 
-    def _maybe_probe(self, off: int, now: float) -> bool:
-        """Send a path MTU probe (RFC 8899 §5.3 search, a binary one here) when the time is
-        right: established, not recovering, nothing resent, a probe's worth of data waiting
-        and window for it. Returns True when one went out."""
-        if (
-            self._probe is not None
-            or now < self._probe_after
-            or self._in_recovery
-            or self.snd_nxt != self.snd_max
-            or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT)
-            or self.peer_mss <= self._send_cap
-        ):
-            return False
-        size = min((self._pmtu_low + self._pmtu_high + 1) // 2, self.peer_mss)
-        if size - self._pmtu_low < 32:
-            self._pmtu_high = self._pmtu_low  # close enough: the search is over
-            return False
-        data = size - (_TIMESTAMPS_LEN if self.ts_enabled else 0) - self._sack_option_len()
-        room = min(self.snd_wnd, self.cc.cwnd) - seq_diff(self.snd_nxt, self.snd_una)
-        if self._sendbuf.end - off < data or room < data:
-            return False
-        self._probe = (off, off + data, size)
-        self.stats_counters["pmtu_probes"] += 1
-        last = off + data == self._sendbuf.end
-        self._transmit(ACK | (PSH if last else 0), self.snd_nxt, self._sendbuf.get(off, data), now)
-        return True
-
-    def _probe_acknowledged(self, upto: int) -> None:
-        """Everything up to stream offset ``upto`` arrived: a probe below it proved its size."""
-        if self._probe is not None and self._probe[1] <= upto:
-            size = self._probe[2]
-            self._probe = None
-            self._pmtu_low = self._send_cap = size
-            self.cc.mss = self._eff_mss
-
-    def _probe_lost(self, now: float) -> None:
-        """The probe did not make it: the path takes less (RFC 8899 §5.2 PROBE_FAILED)."""
-        assert self._probe is not None
-        self._pmtu_high = self._probe[2] - 1
-        self._probe = None
-        self._probe_after = now + (self.rtt.srtt or 0.1)
-        self.stats_counters["pmtu_probe_failures"] += 1
-
-        # (Only _send_data runs this, and arms the tail loss probe after the whole run.)
+    # (Only _send_data runs this, and arms the tail loss probe after the whole run.)
 
     def _arm_tlp(self, now: float) -> None:
         """RFC 8985 §7.2: schedule a tail loss probe about two round trips out.
