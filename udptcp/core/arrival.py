@@ -278,114 +278,129 @@ class Arrival(LossRecovery):
                     self._rcv_rtt = max(sample, 0.001)
 
     def _receive_synchronizing(self, seg: Segment, now: float) -> None:
-        """§3.10.7.4 for SYN-RECEIVED and the synchronized states."""
-        st = self.state
+        """§3.10.7.4 for SYN-RECEIVED and the synchronized states, step by step: each step
+        below either settles the segment (returns False: drop it, perhaps after an ACK) or
+        passes it on to the next."""
         flags = seg.flags
-        seg_len = seg.seg_len
-        wnd = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
-
-        if st is S.SYN_RECEIVED and flags & SYN and seg.seq == self.irs:
-            if flags & ACK and seg.ack == self.snd_nxt and not flags & RST:
-                # Simultaneous open: the peer's SYN,ACK crossed ours; it acknowledges our SYN.
-                self._establish(seg, now)
-                self._ack_now = True
-            elif not flags & (ACK | RST):
-                # The peer's SYN again: our SYN,ACK was lost. Answer it again, but not every
-                # copy of a burst (a forged one multiplies what goes to its victim).
-                self._handshake_lost = True
-                last = self._syn_sent_at
-                if last is None or now - last >= _SYNACK_MIN_INTERVAL or now < last:
-                    self._syn_sent_at = now
-                    self._emit(self._syn_ack_again(), now)
-                else:
-                    self.stats_counters["syn_acks_rate_limited"] += 1
+        if self.state is S.SYN_RECEIVED and flags & SYN and seg.seq == self.irs:
+            self._syn_again(seg, now)
             return
-
         ts = seg.options.timestamps if self.ts_enabled and seg.options is not None else None
-        if self.ts_enabled and ts is None and not flags & RST:
-            # RFC 7323 §3.2: once timestamps are agreed, a non-RST segment without one is
-            # not from our peer's stack (or was mangled); drop it silently.
-            self.stats_counters["missing_timestamp_dropped"] += 1
+        if not self._check_timestamps(flags, ts, now):
             return
-        if ts is not None and not flags & RST and seq_lt(ts[0], self.ts_recent):
-            # RFC 7323 §5.3 PAWS: an old duplicate from an earlier pass over the sequence
-            # space (or an earlier incarnation); acknowledge and drop it.
-            self.stats_counters["paws_rejected"] += 1
-            self._invalid_ack(now)
+        if not self._check_sequence(seg, now):  # first
             return
-
-        # First: sequence number check (§3.10.7.4 table).
-        if not self._acceptable(seg.seq, seg_len, wnd):
-            if flags & RST:
-                return
-            retransmission = False
-            if seg.payload and seq_lt(seg.seq, self.rcv_nxt):
-                # Data below RCV.NXT. Within a window's reach it is a retransmission our
-                # ACK must answer at once (with a D-SACK, RFC 2883); further back it is
-                # a guess at our sequence numbers, answered like any invalid segment.
-                retransmission = seq_diff(self.rcv_nxt, seg.seq) <= max(self._rcv_space, wnd)
-                self.stats_counters["duplicate_bytes_received"] += len(seg.payload)
-                if retransmission:
-                    self._dsack = (seg.seq, seq_add(seg.seq, len(seg.payload)))
-            if st is S.TIME_WAIT and flags & FIN and seq_add(seg.seq, seg_len) == self.rcv_nxt:
-                # A retransmitted FIN: the peer lost our last ACK. ACK again, restart 2 MSL.
-                self._restart_time_wait(now)
-                retransmission = True
-            elif wnd == 0 and seg.seq == self.rcv_nxt and flags & ACK:
-                # Zero window: the ACK field is still processed (§3.10.7.4 "special allowance"),
-                # and the answer tells a probing sender the window is still shut.
-                self._process_ack(seg, now)
-                retransmission = True
-            if retransmission:
-                self._ack_now = True
-            else:
-                self._invalid_ack(now)
-            return
-
         if ts is not None:
             self._take_timestamps(seg, ts)
-
-        # Second: RST (RFC 5961 §3.2: only an exact match resets).
-        if flags & RST:
-            if seg.seq != self.rcv_nxt:
-                self._challenge_ack(now)
-                return
-            if st is S.TIME_WAIT:
-                return  # RFC 1337: ignore RST in TIME-WAIT
-            if st is S.SYN_RECEIVED:
-                self._enter_closed(refused("RST answered the SYN,ACK"), C.RCV_RST)
-            elif st in (S.CLOSING, S.LAST_ACK):
-                self._enter_closed(None, C.RCV_RST)
-            else:
-                self._enter_closed(reset("RST received"), C.RCV_RST)
+        if flags & RST:  # second (the third, security, has no meaning here)
+            self._rst_arrives(seg, now)
             return
-
-        # Fourth: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
         if flags & SYN:
+            # Fourth: SYN in a synchronized state gets a challenge ACK (RFC 5961 §4.2).
             self._challenge_ack(now)
             return
-
-        # Fifth: ACK.
-        if not flags & ACK:
-            return
-        if st is S.SYN_RECEIVED:
-            if not (seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_nxt)):
-                self._emit(Segment(self.local_port, self.remote_port, seg.ack, 0, RST, 0), now)
-                return
-            self._establish(seg, now)
-            st = self.state
-        elif not self._process_ack(seg, now):
+        if not flags & ACK or not self._ack_arrives(seg, now):  # fifth (sixth, URG: ignored)
             return
         st = self.state
-        if st is S.CLOSED:
-            return
-
         # Seventh: segment text. Eighth: FIN.
         if st in _RECEIVES_TEXT:
             self._receive_text(seg, now)
         elif flags & FIN and st is S.TIME_WAIT:
             self._restart_time_wait(now)
             self._ack_now = True
+
+    def _syn_again(self, seg: Segment, now: float) -> None:
+        """SYN-RECEIVED: the peer's SYN (its ISN) once more."""
+        flags = seg.flags
+        if flags & ACK and seg.ack == self.snd_nxt and not flags & RST:
+            # Simultaneous open: the peer's SYN,ACK crossed ours; it acknowledges our SYN.
+            self._establish(seg, now)
+            self._ack_now = True
+        elif not flags & (ACK | RST):
+            # The peer's SYN again: our SYN,ACK was lost. Answer it again, but not every
+            # copy of a burst (a forged one multiplies what goes to its victim).
+            self._handshake_lost = True
+            last = self._syn_sent_at
+            if last is None or now - last >= _SYNACK_MIN_INTERVAL or now < last:
+                self._syn_sent_at = now
+                self._emit(self._syn_ack_again(), now)
+            else:
+                self.stats_counters["syn_acks_rate_limited"] += 1
+
+    def _check_timestamps(self, flags: int, ts: tuple[int, int] | None, now: float) -> bool:
+        """RFC 7323 before the first step: a timestamp required, and PAWS (§5.3)."""
+        if self.ts_enabled and ts is None and not flags & RST:
+            # RFC 7323 §3.2: once timestamps are agreed, a non-RST segment without one is
+            # not from our peer's stack (or was mangled); drop it silently.
+            self.stats_counters["missing_timestamp_dropped"] += 1
+            return False
+        if ts is not None and not flags & RST and seq_lt(ts[0], self.ts_recent):
+            # RFC 7323 §5.3 PAWS: an old duplicate from an earlier pass over the sequence
+            # space (or an earlier incarnation); acknowledge and drop it.
+            self.stats_counters["paws_rejected"] += 1
+            self._invalid_ack(now)
+            return False
+        return True
+
+    def _check_sequence(self, seg: Segment, now: float) -> bool:
+        """First step: the acceptability test; an unacceptable segment is answered with an
+        ACK (unless it is a RST) and dropped."""
+        wnd = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
+        seg_len = seg.seg_len
+        if self._acceptable(seg.seq, seg_len, wnd):
+            return True
+        flags = seg.flags
+        if flags & RST:
+            return False
+        retransmission = False
+        if seg.payload and seq_lt(seg.seq, self.rcv_nxt):
+            # Data below RCV.NXT. Within a window's reach it is a retransmission our
+            # ACK must answer at once (with a D-SACK, RFC 2883); further back it is
+            # a guess at our sequence numbers, answered like any invalid segment.
+            retransmission = seq_diff(self.rcv_nxt, seg.seq) <= max(self._rcv_space, wnd)
+            self.stats_counters["duplicate_bytes_received"] += len(seg.payload)
+            if retransmission:
+                self._dsack = (seg.seq, seq_add(seg.seq, len(seg.payload)))
+        if self.state is S.TIME_WAIT and flags & FIN and seq_add(seg.seq, seg_len) == self.rcv_nxt:
+            # A retransmitted FIN: the peer lost our last ACK. ACK again, restart 2 MSL.
+            self._restart_time_wait(now)
+            retransmission = True
+        elif wnd == 0 and seg.seq == self.rcv_nxt and flags & ACK:
+            # Zero window: the ACK field is still processed (§3.10.7.4 "special allowance"),
+            # and the answer tells a probing sender the window is still shut.
+            self._process_ack(seg, now)
+            retransmission = True
+        if retransmission:
+            self._ack_now = True
+        else:
+            self._invalid_ack(now)
+        return False
+
+    def _rst_arrives(self, seg: Segment, now: float) -> None:
+        """Second step: RST (RFC 5961 §3.2: only an exact match resets)."""
+        st = self.state
+        if seg.seq != self.rcv_nxt:
+            self._challenge_ack(now)
+            return
+        if st is S.TIME_WAIT:
+            return  # RFC 1337: ignore RST in TIME-WAIT
+        if st is S.SYN_RECEIVED:
+            self._enter_closed(refused("RST answered the SYN,ACK"), C.RCV_RST)
+        elif st in (S.CLOSING, S.LAST_ACK):
+            self._enter_closed(None, C.RCV_RST)
+        else:
+            self._enter_closed(reset("RST received"), C.RCV_RST)
+
+    def _ack_arrives(self, seg: Segment, now: float) -> bool:
+        """Fifth step: the ACK field; False when the segment goes no further."""
+        if self.state is S.SYN_RECEIVED:
+            if not (seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_nxt)):
+                self._emit(Segment(self.local_port, self.remote_port, seg.ack, 0, RST, 0), now)
+                return False
+            self._establish(seg, now)
+        elif not self._process_ack(seg, now):
+            return False
+        return self.state is not S.CLOSED
 
     def _establish(self, seg: Segment, now: float) -> None:
         """SYN-RECEIVED -> ESTABLISHED on an ACK of our SYN (§3.10.7.4 fifth step)."""
