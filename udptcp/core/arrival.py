@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .amplification import received_size
-from .congestion import create
 from .control import (
     _INVALID_ACK_INTERVAL,
     _MASK,
@@ -201,9 +200,7 @@ class Arrival(LossRecovery):
         self.snd_wnd = syn.window
         self.snd_wl1 = syn.seq
         self.max_snd_wnd = syn.window
-        # Now the segment size is known: the congestion window counts in it (RFC 5681 SMSS).
-        self.cc = create(self.config.congestion_control, self._eff_mss, self.config.initial_window)
-        self.cc.srtt = self.rtt.srtt
+        self._start_congestion_control()
 
     def _predicted(self, seg: Segment, now: float) -> bool:
         """Header prediction (Van Jacobson's, as BSD and Linux have it): take the next
@@ -419,12 +416,7 @@ class Arrival(LossRecovery):
         self._retries = 0
         self._events.append(Connected())
         if self._handshake_lost:
-            # RFC 5681 §3.1: the initial window is one segment when the SYN or SYN,ACK was
-            # lost. RFC 6298 §5.7: without an RTT sample, restart from a 3 s timeout (here
-            # three times the configured initial RTO, which is 1 s by default).
-            self.cc.cwnd = self._eff_mss
-            if self.rtt.srtt is None:
-                self.rtt.reinitialize(3 * self.config.rto_initial)
+            self._on_handshake_loss()
 
     def _acceptable(self, seq: int, seg_len: int, wnd: int) -> bool:
         """The four-case acceptability test of §3.10.7.4."""

@@ -9,6 +9,8 @@ ceiling, and retransmission timeouts with big segments outstanding fall back to 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .control import (
     _TIMESTAMPS_LEN,
     S,
@@ -22,6 +24,10 @@ class PathMtu(Sender):
     """Path MTU probing (a Connection part)."""
 
     __slots__ = ()
+
+    if TYPE_CHECKING:
+        # Loss recovery, the part above this one, tells congestion control.
+        def _mss_changed(self) -> None: ...
 
     def _maybe_probe(self, off: int, now: float) -> bool:
         """Send a path MTU probe (RFC 8899 §5.3 search, a binary one here) when the time is
@@ -56,7 +62,7 @@ class PathMtu(Sender):
             size = self._probe[2]
             self._probe = None
             self._pmtu_low = self._send_cap = size
-            self.cc.mss = self._eff_mss
+            self._mss_changed()
 
     def _probe_lost(self, now: float) -> None:
         """The probe did not make it: the path takes less (RFC 8899 §5.2 PROBE_FAILED)."""
@@ -65,3 +71,13 @@ class PathMtu(Sender):
         self._probe = None
         self._probe_after = now + (self.rtt.srtt or 0.1)
         self.stats_counters["pmtu_probe_failures"] += 1
+
+    def _black_hole_check(self) -> None:
+        """A retransmission timeout: if segments above the base size were in use, they may
+        have stopped arriving (RFC 8899 §4.3 black hole detection). Back to the base size,
+        and search again later."""
+        if self._send_cap > self._base_mss:
+            self._send_cap = self._pmtu_low = self._base_mss
+            self._pmtu_high = (self.config.pmtu_max or 20) - 20
+            self._mss_changed()
+            self.stats_counters["pmtu_black_holes"] += 1

@@ -9,6 +9,7 @@ controller (:mod:`udptcp.core.congestion`), which alone changes its window.
 
 from __future__ import annotations
 
+from .congestion import create
 from .control import (
     _MASK,
     C,
@@ -33,6 +34,24 @@ class LossRecovery(PathMtu):
     """Loss detection and repair, and every call into congestion control (a Connection part)."""
 
     __slots__ = ()
+
+    def _start_congestion_control(self) -> None:
+        """The peer's SYN made the segment size known: a fresh controller whose window
+        counts in it (RFC 5681 SMSS). (No RTT sample exists yet: the first comes with the
+        ACK of our SYN.)"""
+        self.cc = create(self.config.congestion_control, self._eff_mss, self.config.initial_window)
+
+    def _on_handshake_loss(self) -> None:
+        """The SYN or SYN,ACK had to be sent again: the initial window is one segment (RFC
+        5681 §3.1), and without an RTT sample the timeout restarts from 3 s (RFC 6298 §5.7;
+        here three times the configured initial RTO, which is 1 s by default)."""
+        self.cc.on_handshake_loss()
+        if self.rtt.srtt is None:
+            self.rtt.reinitialize(3 * self.config.rto_initial)
+
+    def _mss_changed(self) -> None:
+        """The size of our segments changed (path MTU search): tell congestion control."""
+        self.cc.on_mss_change(self._eff_mss)
 
     def _ack_advances(self, ack: int, now: float, tsecr: int = 0) -> int:
         """Move SND.UNA to ``ack``: free acknowledged data, take an RTT sample, re-arm RTO."""
@@ -163,8 +182,7 @@ class LossRecovery(PathMtu):
                 # Partial acknowledgment: the next hole was lost too; repair it now and
                 # deflate the window by what was acknowledged (RFC 6582 §3.2 step 3).
                 self._retransmit_una(now)
-                mss = self._eff_mss
-                cc.cwnd = max(cc.cwnd - acked + (mss if acked >= mss else 0), mss)
+                cc.on_partial_ack(acked)
         else:
             cc.on_ack(acked, self._flight, now)
             if seq_gt(ack, self._recover):
@@ -186,7 +204,7 @@ class LossRecovery(PathMtu):
             # beyond that (a receiver lying to grow our window) inflate nothing.
             if self._inflation_left >= mss:
                 self._inflation_left -= mss
-                self.cc.cwnd += mss
+                self.cc.on_recovery_dup_ack()
             else:
                 self.stats_counters["excess_duplicate_acks"] += 1
             return
@@ -247,7 +265,7 @@ class LossRecovery(PathMtu):
             self._prr_delivered = 0
             self._prr_out_base = self.stats_counters["bytes_sent"]
             self._recover_fs = max(self._flight, self._eff_mss)
-            self.cc.cwnd = max(log.pipe(), self._eff_mss)
+            self.cc.on_recovery_window(log.pipe())
             self.stats_counters["fast_retransmits"] += 1
             self.stats_counters["sack_recoveries"] += 1
             # Step 4.3: the first segment deemed lost goes out whatever pipe says.
@@ -271,7 +289,7 @@ class LossRecovery(PathMtu):
             # Slow start reduction bound: back towards ssthresh, no faster than slow start.
             bound = max(self._prr_delivered - prr_out, delivered) + self._eff_mss
             sndcnt = min(cc.ssthresh - pipe, bound)
-        cc.cwnd = max(pipe + max(sndcnt, 0), self._eff_mss)
+        cc.on_recovery_window(pipe + max(sndcnt, 0))
 
     def _sack_send(self, now: float) -> None:
         """RFC 6675 §5 step (C): while cwnd - pipe >= 1 SMSS, send what NextSeg() picks."""
@@ -453,20 +471,14 @@ class LossRecovery(PathMtu):
         if self._retries == 0:
             self.cc.on_timeout(self._flight, now)
         else:
-            self.cc.cwnd = self._eff_mss
+            self.cc.on_repeated_timeout()
             # RFC 2018 §8: a receiver may renege on what it SACKed; after repeated timeouts
             # stop trusting the scoreboard so go-back-N resends everything.
             self._sb.clear()
             self._log.forget_sacks()
         if self._probe is not None:
             self._probe_lost(now)
-        if self._send_cap > self._base_mss:
-            # RFC 8899 §4.3 black hole detection: big segments stopped arriving. Back to
-            # the base size, and search again later.
-            self._send_cap = self._pmtu_low = self._base_mss
-            self._pmtu_high = (self.config.pmtu_max or 20) - 20
-            self.cc.mss = self._eff_mss
-            self.stats_counters["pmtu_black_holes"] += 1
+        self._black_hole_check()
         self._log.mark_all_lost()  # RFC 8985 §6.3
         self.timers.rack = None
         self._undo_cwnd = None  # a timeout is not undone
