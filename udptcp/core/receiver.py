@@ -88,25 +88,7 @@ class Receiver(ControlBlock):
             if not payload and not fin:
                 return
         if offset > self._rcv_off:
-            # Out of order: hold it and send a duplicate ACK at once (RFC 5681 §4.2).
-            self.stats_counters["out_of_order_segments"] += 1
-            self._ack_now = True
-            if payload:
-                kept = self._reassembly.add(
-                    offset,
-                    payload,
-                    self.config.receive_buffer - len(self._held),
-                    self.config.max_reassembly_pieces,
-                )
-                if kept == DROPPED:
-                    # No room (the per-piece charge or the piece cap): drop it, as Linux
-                    # drops what its receive buffer cannot take; it was not SACKed, so the
-                    # sender will send it again. The FIN, if any, comes again with it.
-                    self.stats_counters["reassembly_dropped"] += 1
-                    return
-                if not kept:
-                    self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
-                self._note_ooo_arrival(offset)
+            self._hold_out_of_order(offset, seq, payload)
             return
         filled_hole = len(self._reassembly) > 0
         if payload:
@@ -118,6 +100,29 @@ class Receiver(ControlBlock):
                 self._schedule_ack(len(payload), now)
         if fin or (self._fin_off is not None and self._fin_off == self._rcv_off):
             self._receive_fin(now)
+
+    def _hold_out_of_order(self, offset: int, seq: int, payload: bytes) -> None:
+        """Text beyond RCV.NXT (trimmed to the window): hold it for reassembly and send a
+        duplicate ACK at once (RFC 5681 §4.2)."""
+        self.stats_counters["out_of_order_segments"] += 1
+        self._ack_now = True
+        if not payload:
+            return
+        kept = self._reassembly.add(
+            offset,
+            payload,
+            self.config.receive_buffer - len(self._held),
+            self.config.max_reassembly_pieces,
+        )
+        if kept == DROPPED:
+            # No room (the per-piece charge or the piece cap): drop it, as Linux drops what
+            # its receive buffer cannot take; it was not SACKed, so the sender will send it
+            # again. The FIN, if any, comes again with it.
+            self.stats_counters["reassembly_dropped"] += 1
+            return
+        if not kept:
+            self._dsack = (seq, seq_add(seq, len(payload)))  # all of it held already
+        self._note_ooo_arrival(offset)
 
     def _note_ooo_arrival(self, offset: int) -> None:
         """Remember an out-of-order arrival for the SACK blocks (RFC 2018 §4): it goes first,
