@@ -154,3 +154,15 @@ def test_accept_starts_in_listen_without_writing_the_state() -> None:
     syn = Segment(80, 4000, 300, 0, SYN, 65535, Options(mss=1400))
     conn = Connection.accept(Config(), syn, iss=100, mss=1400, now=0.0)
     assert conn.transitions[:2] == [(S.LISTEN, C.PASSIVE_OPEN), (S.SYN_RECEIVED, C.RCV_SYN)]
+
+
+def test_time_wait_deadline_is_readable_under_its_former_name() -> None:
+    a, b = connected_pair(Config(msl=30.0))
+    a.close(5.0)
+    for seg in a.take_segments():
+        b.receive(seg, 5.0)
+    b.close(5.0)
+    for seg in b.take_segments():
+        a.receive(seg, 5.0)
+    assert a.state is S.TIME_WAIT
+    assert a._close_deadline == a.timers.close == 5.0 + 2 * 30.0

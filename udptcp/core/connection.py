@@ -502,6 +502,13 @@ class Connection(Arrival):
         return max(len(self._sendbuf) - sent, 0)
 
     @property
+    def _close_deadline(self) -> float | None:
+        """TIME-WAIT's 2 MSL (or FIN-WAIT-2's) deadline: ``timers.close`` under the name it
+        had before the timers became one value (read by code that copies a TIME-WAIT
+        connection into a smaller record)."""
+        return self.timers.close
+
+    @property
     def is_closed(self) -> bool:
         """True once the connection reached CLOSED and can be forgotten."""
         return self.state is S.CLOSED
