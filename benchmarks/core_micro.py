@@ -3,6 +3,10 @@
     python -m benchmarks.core_micro [--repeat N] [--json] [--only NAME]
     python -m benchmarks.core_micro --against DIR [--repeat N]
 
+``--digest`` prints, per scenario, the number of segments and a hash of every segment's
+header fields, options and payload length: two versions of the core that behave the same
+print the same digests (``--against`` compares them too).
+
 ``--against DIR`` is an A/B comparison on a busy machine: DIR holds another ``udptcp``
 package (a ``git archive`` of the base commit, say, with this file in its ``benchmarks/``);
 single runs of DIR's code and of this checkout's alternate in subprocesses, so both see the
@@ -31,6 +35,7 @@ median wall of a run. A measuring tool, not a test: nothing here asserts.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -38,9 +43,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection
+from udptcp.core.segment import Segment
 from udptcp.tools.simnet import connected_pair
 
 _STEP = 0.0001  # virtual seconds per exchange
@@ -158,6 +165,36 @@ SCENARIOS: dict[str, Callable[[], int]] = {
 }
 
 
+def _digest_of(fn: Callable[[], int]) -> str:
+    """Run ``fn`` with every segment taken hashed: ``count:sha256[:16]``."""
+    original = Connection.take_segments
+    h = hashlib.sha256()
+    count = 0
+
+    def take(self: Connection) -> list[Segment]:
+        nonlocal count
+        segments = original(self)
+        for seg in segments:
+            count += 1
+            opts = seg.options
+            fields = (seg.src_port, seg.seq, seg.ack, seg.flags, seg.window, len(seg.payload))
+            extra = (opts.timestamps, opts.sack_blocks) if opts is not None else None
+            h.update(repr((fields, extra)).encode())
+        return segments
+
+    Connection.take_segments = take  # type: ignore[method-assign]
+    try:
+        fn()
+    finally:
+        Connection.take_segments = original  # type: ignore[method-assign]
+    return f"{count}:{h.hexdigest()[:16]}"
+
+
+def digests(only: str | None = None) -> dict[str, str]:
+    """One run of each scenario (or ``only``), every segment hashed (see ``_digest_of``)."""
+    return {name: _digest_of(fn) for name, fn in SCENARIOS.items() if only is None or name == only}
+
+
 def run(repeat: int, only: str | None = None) -> dict[str, dict[str, float]]:
     """Run every scenario (or ``only``) ``repeat`` times; medians per scenario."""
     results: dict[str, dict[str, float]] = {}
@@ -183,18 +220,17 @@ def run(repeat: int, only: str | None = None) -> dict[str, dict[str, float]]:
     return results
 
 
-def _one_run(cwd: str) -> dict[str, dict[str, float]]:
+def _one_run(cwd: str, *extra: str) -> Any:
     env = dict(os.environ, PYTHONPATH=cwd)
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.core_micro", "--repeat", "1", "--json"],
+        [sys.executable, "-m", "benchmarks.core_micro", "--repeat", "1", "--json", *extra],
         cwd=cwd,
         env=env,
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    result: dict[str, dict[str, float]] = json.loads(out)
-    return result
+    return json.loads(out)
 
 
 def against(other: str, repeat: int) -> None:
@@ -205,11 +241,13 @@ def against(other: str, repeat: int) -> None:
         for label, cwd in (("base", other), ("this", here)):
             for name, r in _one_run(cwd).items():
                 rates[label].setdefault(name, []).append(r["segments_per_s"])
+    same = _one_run(other, "--digest") == _one_run(here, "--digest")
     print(f"{'scenario':<10} {'base seg/s':>12} {'this seg/s':>12} {'this/base':>10}")
     for name in SCENARIOS:
         base = statistics.median(rates["base"][name])
         this = statistics.median(rates["this"][name])
         print(f"{name:<10} {base:>12,.0f} {this:>12,.0f} {this / base:>10.3f}")
+    print("segment digests:", "the same" if same else "DIFFERENT (the two behave differently)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,7 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", choices=sorted(SCENARIOS))
     parser.add_argument("--against", metavar="DIR")
+    parser.add_argument("--digest", action="store_true")
     args = parser.parse_args(argv)
+    if args.digest:
+        result = digests(args.only)
+        print(json.dumps(result) if args.json else "\n".join(f"{k} {v}" for k, v in result.items()))
+        return
     if args.against:
         against(args.against, args.repeat)
         return
