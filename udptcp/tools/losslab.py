@@ -38,228 +38,41 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
-import random
 import re
-import socket
-import struct
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .losslab_common import (
+    CHUNK,
+    LINUX_STACKS,
+    NETNS_PREFIX,
+    START_TIMEOUT,
+    Case,
+    Transfer,
+    _finish,
+    _json_line,
+    _load,
+    _python,
+    _spawn,
+    _wire_summary,
+    lab_unavailable,
+    payload_for,
+)
+from .losslab_linux import run_linux
+
 __all__ = [
+    "NETNS_PREFIX",
     "LINUX_STACKS",
     "Case",
     "Transfer",
     "lab_unavailable",
     "main",
     "run_case",
+    "run_linux",
     "run_udptcp",
 ]
-
-#: Prefix of the namespaces a Linux run creates (the rest is random).
-NETNS_PREFIX = "udptcp-lab-"
-#: Linux stacks by name: the congestion control set on the sending socket.
-LINUX_STACKS = {"linux-cubic": "cubic", "linux-reno": "reno", "linux-bbr": "bbr"}
-ADDRESSES = ("10.200.9.1", "10.200.9.2")
-CHUNK = 64 * 1024
-START_TIMEOUT = 20.0
-
-#: TcpExt counters worth showing beside the sender's recovery figures.
-TCPEXT_KEYS = (
-    "TCPSackRecovery",
-    "TCPRenoRecovery",
-    "TCPSackRecoveryFail",
-    "TCPLossProbes",
-    "TCPLossProbeRecovery",
-    "TCPTimeouts",
-    "TCPSpuriousRTOs",
-    "TCPLostRetransmit",
-    "TCPFastRetrans",
-    "TCPSlowStartRetrans",
-    "TCPDSACKRecv",
-    "TCPDSACKUndo",
-    "TCPFullUndo",
-    "TCPPartialUndo",
-    "TCPLossUndo",
-    "TCPSACKReorder",
-    "TCPTSReorder",
-)
-
-# struct tcp_info (linux/tcp.h) up to tcpi_reord_seen: 8 u8, 24 u32, 4 u64, 6 u32, 4 u64,
-# 2 u32, 2 u64, 2 u32.
-_TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q2I")
-_TCP_INFO_FIELDS = (
-    "state ca_state retransmits probes backoff options wscale flags "
-    "rto ato snd_mss rcv_mss unacked sacked lost retrans fackets last_data_sent "
-    "last_ack_sent last_data_recv last_ack_recv pmtu rcv_ssthresh rtt rttvar snd_ssthresh "
-    "snd_cwnd advmss reordering rcv_rtt rcv_space total_retrans pacing_rate "
-    "max_pacing_rate bytes_acked bytes_received segs_out segs_in notsent_bytes min_rtt "
-    "data_segs_in data_segs_out delivery_rate busy_time rwnd_limited sndbuf_limited "
-    "delivered delivered_ce bytes_sent bytes_retrans dsack_dups reord_seen"
-).split()
-_TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
-
-
-@dataclass(frozen=True)
-class Case:
-    """One path and transfer. ``impairment`` applies to both directions (relay syntax)."""
-
-    name: str
-    impairment: str
-    size: int = 20_000_000
-    cap: float = 60.0
-    seed: int = 1
-    trace: float = 0.0
-    """Seconds between samples of the sender's window and counters (0: none)."""
-
-
-@dataclass
-class Transfer:
-    """What one stack did on one case (rates in bytes/s, times in seconds)."""
-
-    case: str
-    stack: str
-    size: int
-    received: int = 0
-    seconds: float = 0.0
-    complete: bool = False
-    intact: bool = False
-    retransmits: int = 0
-    recoveries: int = 0
-    rtos: int = 0
-    tail_loss_probes: int = 0
-    cwnd_segments: float = 0.0
-    srtt_ms: float = 0.0
-    counters: dict[str, Any] = field(default_factory=dict)
-    wire: dict[str, Any] = field(default_factory=dict)
-    load: str = ""
-    error: str = ""
-    trace: list[dict[str, float]] = field(default_factory=list)
-    """Samples over time (``Case.trace``): t, cwnd and ssthresh in segments, retransmissions,
-    recovery state."""
-
-    @property
-    def goodput(self) -> float:
-        return self.received / self.seconds if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "goodput": self.goodput}
-
-
-def payload_for(case: Case) -> bytes:
-    """The bytes both stacks send on ``case``: seeded, so every run sends the same."""
-    return random.Random(f"udptcp.losslab:{case.seed}").randbytes(case.size)
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-def lab_unavailable() -> str | None:
-    """Why the Linux half cannot run here, or None."""
-    if sys.platform != "linux":
-        return "the Linux reference needs Linux"
-    if os.geteuid() != 0:
-        return "the Linux reference needs root (network namespaces, TUN devices)"
-    if not os.path.exists("/dev/net/tun"):
-        return "the Linux reference needs /dev/net/tun"
-    try:
-        subprocess.run(["ip", "-V"], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "the Linux reference needs the ip command (iproute2)"
-    return None
-
-
-# ---------------------------------------------------------------------- subprocesses
-
-
-def _python(*args: str) -> list[str]:
-    return [sys.executable, "-m", *args]
-
-
-async def _spawn(argv: list[str]) -> asyncio.subprocess.Process:
-    env = dict(os.environ)
-    # The child imports the same udptcp as this process, wherever it came from.
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-
-
-async def _json_line(proc: asyncio.subprocess.Process, key: str, timeout: float) -> Any:
-    """The value under ``key`` in the next JSON line carrying it; raises on exit or error."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        line = await asyncio.wait_for(proc.stdout.readline(), max(deadline - time.monotonic(), 0))
-        if not line:
-            err = b""
-            if proc.stderr is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    err = await asyncio.wait_for(proc.stderr.read(), 2)
-            raise RuntimeError(f"child exited: {err.decode(errors='replace')[-800:]}")
-        with contextlib.suppress(json.JSONDecodeError):
-            message = json.loads(line)
-            if key in message:
-                return message[key]
-            if "error" in message:
-                raise RuntimeError(message["error"])
-
-
-async def _json_lines(
-    proc: asyncio.subprocess.Process, keys: tuple[str, str], timeout: float
-) -> tuple[Any, Any]:
-    """Two values from the next JSON line carrying the first key."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        line = await asyncio.wait_for(proc.stdout.readline(), max(deadline - time.monotonic(), 0))
-        if not line:
-            raise RuntimeError("child exited before reporting")
-        with contextlib.suppress(json.JSONDecodeError):
-            message = json.loads(line)
-            if keys[0] in message:
-                return message[keys[0]], message.get(keys[1])
-
-
-async def _finish(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
-    if proc.returncode is None:
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-def _wire_summary(stats: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in ("forward", "backward"):
-        d = stats[name]
-        out[name] = {
-            "packets": d["received"],
-            "lost": d["dropped_loss"],
-            "loss_rate": d["dropped_loss"] / d["received"] if d["received"] else 0.0,
-            **({"largest": d["wire_largest"]} if "wire_largest" in d else {}),
-            **({"over_mtu": d["wire_over_mtu"]} if "wire_over_mtu" in d else {}),
-            **({"data_segments": d["wire_tcp_data_segments"]} if "wire_largest" in d else {}),
-            **({"data_segments_lost": d["wire_tcp_data_lost"]} if "wire_largest" in d else {}),
-        }
-    return out
-
 
 # ---------------------------------------------------------------------- udptcp
 
@@ -484,12 +297,6 @@ def _emit(message: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- running cases
 
 
-async def _run_linux(case: Case, stack: str) -> Transfer:
-    from .losslab_linux import run_linux
-
-    return await run_linux(case, stack)
-
-
 async def run_case(
     case: Case, stacks: Sequence[str], receive_buffer: int | None = None
 ) -> list[Transfer]:
@@ -499,7 +306,7 @@ async def run_case(
         if stack == "udptcp":
             out.append(await run_udptcp(case, receive_buffer))
         else:
-            out.append(await _run_linux(case, stack))
+            out.append(await run_linux(case, stack))
     return out
 
 
@@ -608,17 +415,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump([t.as_dict() for t in results], f, indent=1, default=str)
     return 0 if all(t.intact and not t.error for t in results) else 1
-
-
-def __getattr__(name: str) -> Any:
-    # run_linux lives in losslab_linux, which imports the shared pieces from here: it is
-    # imported on first use (``python -m udptcp.tools.losslab`` runs this module as
-    # __main__, so a module-level import would meet losslab_linux half-initialised).
-    if name == "run_linux":
-        from .losslab_linux import run_linux
-
-        return run_linux
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -11,29 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import secrets
 import socket
+import struct
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .losslab import (
-    _TCP_CONGESTION,
-    _TCP_INFO,
-    _TCP_INFO_FIELDS,
-    ADDRESSES,
+from .losslab_common import (
     CHUNK,
     LINUX_STACKS,
     NETNS_PREFIX,
     START_TIMEOUT,
-    TCPEXT_KEYS,
     Case,
     Transfer,
     _finish,
     _json_line,
-    _json_lines,
     _load,
     _python,
     _spawn,
@@ -42,6 +38,59 @@ from .losslab import (
 )
 
 __all__ = ["run_linux"]
+
+ADDRESSES = ("10.200.9.1", "10.200.9.2")
+
+#: TcpExt counters worth showing beside the sender's recovery figures.
+TCPEXT_KEYS = (
+    "TCPSackRecovery",
+    "TCPRenoRecovery",
+    "TCPSackRecoveryFail",
+    "TCPLossProbes",
+    "TCPLossProbeRecovery",
+    "TCPTimeouts",
+    "TCPSpuriousRTOs",
+    "TCPLostRetransmit",
+    "TCPFastRetrans",
+    "TCPSlowStartRetrans",
+    "TCPDSACKRecv",
+    "TCPDSACKUndo",
+    "TCPFullUndo",
+    "TCPPartialUndo",
+    "TCPLossUndo",
+    "TCPSACKReorder",
+    "TCPTSReorder",
+)
+
+# struct tcp_info (linux/tcp.h) up to tcpi_reord_seen: 8 u8, 24 u32, 4 u64, 6 u32, 4 u64,
+# 2 u32, 2 u64, 2 u32.
+_TCP_INFO = struct.Struct("=8B24I4Q6I4Q2I2Q2I")
+_TCP_INFO_FIELDS = (
+    "state ca_state retransmits probes backoff options wscale flags "
+    "rto ato snd_mss rcv_mss unacked sacked lost retrans fackets last_data_sent "
+    "last_ack_sent last_data_recv last_ack_recv pmtu rcv_ssthresh rtt rttvar snd_ssthresh "
+    "snd_cwnd advmss reordering rcv_rtt rcv_space total_retrans pacing_rate "
+    "max_pacing_rate bytes_acked bytes_received segs_out segs_in notsent_bytes min_rtt "
+    "data_segs_in data_segs_out delivery_rate busy_time rwnd_limited sndbuf_limited "
+    "delivered delivered_ce bytes_sent bytes_retrans dsack_dups reord_seen"
+).split()
+_TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+
+
+async def _json_lines(
+    proc: asyncio.subprocess.Process, keys: tuple[str, str], timeout: float
+) -> tuple[Any, Any]:
+    """Two values from the next JSON line carrying the first key."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), max(deadline - time.monotonic(), 0))
+        if not line:
+            raise RuntimeError("child exited before reporting")
+        with contextlib.suppress(json.JSONDecodeError):
+            message = json.loads(line)
+            if keys[0] in message:
+                return message[keys[0]], message.get(keys[1])
 
 
 # ---------------------------------------------------------------------- Linux
