@@ -13,13 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .amplification import received_size
-from .control import (
-    _INVALID_ACK_INTERVAL,
-    _MASK,
-    _MAX_WSCALE,
-    C,
-    S,
-)
+from .control import _INVALID_ACK_INTERVAL, _MASK, _MAX_WSCALE, C, S
 from .errors import refused, reset
 from .events import Connected, DataReceived
 from .recovery import LossRecovery

@@ -27,13 +27,7 @@ from __future__ import annotations
 from .amplification import AmplificationBudget, received_size
 from .arrival import Arrival
 from .config import Config
-from .control import (
-    _INITIAL_RCV_SPACE,
-    _MASK,
-    _MAX_WINDOW_FIELD,
-    _MAX_WSCALE,
-    _wscale_for,
-)
+from .control import _INITIAL_RCV_SPACE, _MASK, _MAX_WINDOW_FIELD, _MAX_WSCALE, _wscale_for
 from .cookies import encode_ts_choices
 from .errors import refused, reset, timed_out
 from .events import DataReceived, EofReceived, Event

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .control import (
-    _TIMESTAMPS_LEN,
-    S,
-)
+from .control import _TIMESTAMPS_LEN, S
 from .segment import ACK, PSH
 from .sender import Sender
 from .seq import seq_diff

@@ -13,12 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .buffers import DROPPED
-from .control import (
-    _MAX_WINDOW_FIELD,
-    C,
-    ControlBlock,
-    S,
-)
+from .control import _MAX_WINDOW_FIELD, C, ControlBlock, S
 from .events import DataReceived, EofReceived
 from .segment import FIN, RST, Segment
 from .seq import seq_add, seq_diff, seq_gt

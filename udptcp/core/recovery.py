@@ -10,11 +10,7 @@ controller (:mod:`udptcp.core.congestion`), which alone changes its window.
 from __future__ import annotations
 
 from .congestion import create
-from .control import (
-    _MASK,
-    C,
-    S,
-)
+from .control import _MASK, C, S
 from .errors import timed_out
 from .pmtu import PathMtu
 from .sack import DUP_THRESH

@@ -12,11 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .amplification import sent_size
-from .control import (
-    _MASK,
-    C,
-    S,
-)
+from .control import _MASK, C, S
 from .errors import timed_out
 from .receiver import Receiver
 from .segment import ACK, FIN, PSH, SYN, Options, Segment
