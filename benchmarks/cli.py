@@ -7,9 +7,14 @@
     .venv/bin/python -m benchmarks --profile bulk udptcp uvloop
 
 Scenarios (``--only``): bulk, bulk-streams, raw, pingpong, connect, reqresp, loss, idle,
-holes (``python -m benchmarks.holes`` on its own says more).
+holes (``python -m benchmarks.holes`` on its own says more), multicore (1 vs 2 server
+processes on one port: ``python -m benchmarks.multicore``).
+
+More tools: ``python -m benchmarks.codec`` (the segment codec, pure Python against the
+compiled twin), ``python -m benchmarks.pingcost`` (a ping-pong round trip's CPU in one
+process, the sans-I/O core apart from the asyncio adapter).
 Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-secure, udptcp-pmtu,
-udptcp-nooffload, tcp, quic, kcp.
+udptcp-nooffload, udptcp-pure (the pure-Python codec: UDPTCP_PURE=1), tcp, quic, kcp.
 
 Every measurement runs on both the default asyncio loop and uvloop, with the server and the
 client in separate processes; repeats are interleaved across peers. Output in ``--out``

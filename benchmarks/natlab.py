@@ -15,7 +15,11 @@ Cases:
   ``timeout`` naming each candidate;
 * ``idle``: cone/cone, NAT binding timeout 10 s, connection idle 60 s with the default
   configuration; expected: both directions still deliver, the next message within 100 ms
-  (one run: it takes a minute).
+  (one run: it takes a minute);
+* ``cone-secure`` / ``cone-late-secure`` / ``symmetric-turn-secure``: the cases above in
+  secure mode, both peers pinning each other's key (Noise IK);
+* ``impostor``: cone/cone, a third identity in the second peer's place; expected
+  ``SecureHandshakeError`` on both sides within ``timeout``.
 
 Figures are measurements, not pass/fail thresholds in the test suite (``tests/nat`` runs
 short versions of the same cases).
@@ -60,6 +64,28 @@ CASES: dict[str, dict[str, Any]] = {
     "symmetric": {"kinds": ("symmetric", "symmetric"), "expect": "error"},
     "idle": {"kinds": ("cone", "cone"), "binding_timeout": 10, "idle": 60.0, "expect": "idle"},
 }
+for _name in ("cone", "cone-late", "symmetric-turn"):
+    CASES[f"{_name}-secure"] = {**CASES[_name], "secure": "mutual"}
+CASES["impostor"] = {"kinds": ("cone", "cone"), "secure": "impostor", "expect": "refused"}
+_IDENTITIES = [udptcp.Identity.from_private_bytes(bytes([i]) * 32) for i in (1, 2, 3)]
+
+
+def _keys(case: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each peer's secure-mode keywords for ``case``."""
+    alice, bob, mallory = _IDENTITIES
+    if case.get("secure") == "mutual":
+        return (
+            {"identity": alice, "peer_key": bob.public_key},
+            {"identity": bob, "peer_key": alice.public_key},
+        )
+    if case.get("secure") == "impostor":
+        return (
+            {"identity": alice, "peer_key": bob.public_key},
+            {"identity": mallory, "peer_key": alice.public_key},
+        )
+    return {}, {}
+
+
 PRESETS = {"cone": natemu.CONE, "symmetric": natemu.SYMMETRIC}
 
 
@@ -119,6 +145,7 @@ async def run_case(name: str, emulator: bool, run: int, timeout: float) -> dict[
             late=case.get("late", 0.0),
             payload=case.get("payload", 0),
             timeout=timeout,
+            peer_kwargs=_keys(case),
         )
     out["paths"] = [a.path, b.path]
     out["setup"] = [a.setup, b.setup]
@@ -133,8 +160,15 @@ async def run_case(name: str, emulator: bool, run: int, timeout: float) -> dict[
             and len(r.error.attempts) >= 2
             for r in (a, b)
         )
+    elif case["expect"] == "refused":
+        out["ok"] = all(
+            isinstance(r.error, udptcp.SecureHandshakeError) and r.elapsed <= timeout
+            for r in (a, b)
+        )
     else:
         out["ok"] = out["paths"] == [case["expect"]] * 2 and out["intact"] == [True, True]
+        if case.get("secure"):
+            out["ok"] = out["ok"] and a.secure is not None and b.secure is not None
     return out
 
 
@@ -152,7 +186,7 @@ def summarise(name: str, runs: list[dict[str, Any]]) -> str:
             f" max {max(setups) * 1000:.0f} ms"
         )
     elapsed = [max(r["elapsed"]) for r in runs if r.get("elapsed")]
-    if CASES[name]["expect"] == "error" and elapsed:
+    if CASES[name]["expect"] in ("error", "refused") and elapsed:
         line += f"; error after max {max(elapsed):.2f} s"
     latencies = [t for r in runs for t in r.get("latency", []) if t is not None]
     if latencies:

@@ -56,7 +56,14 @@ def machine_info() -> dict[str, str]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = "not installed"
+    try:
+        import udptcp
+
+        speedups = "compiled codec" if udptcp.__speedups__ else "pure-Python codec"
+    except Exception:  # an older tree, or udptcp not importable here
+        speedups = "codec unknown"
     return {
+        "speedups": speedups,
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "cpu": cpu,
         "cores": str(os.cpu_count()),
@@ -178,7 +185,8 @@ def render(results: Results, meta: dict[str, Any], plots: str = "") -> str:
         f"{meta['kernel']}; load average {meta.get('load_start', '?')} at the start, "
         f"{meta.get('load_end', '?')} at the end (other work on the machine shows up as "
         "noise)",
-        f"- Versions: {versions}",
+        f"- Versions: {versions} ({meta.get('speedups', 'codec unknown')} unless a row says "
+        "otherwise)",
         f"- Every figure is the median (min–max) of {s.repeat} run(s) unless noted, repeats "
         "interleaved across peers; server and client are separate processes on 127.0.0.1, "
         "both on the loop named in the column.",
@@ -378,6 +386,44 @@ def render(results: Results, meta: dict[str, Any], plots: str = "") -> str:
             "nothing in flight. "
             f"{s.repeats('idle')} run(s).",
             *results.notes(("idle",)),
+            "",
+        ]
+
+    if results.has("multicore"):
+        rows = []
+        for loop in loops:
+            case = results.get("multicore", "udptcp", loop)
+            rows.append(
+                [
+                    loop,
+                    cell(case, "connect_one"),
+                    cell(case, "connect_many"),
+                    cell(case, "connect_ratio", fmt=lambda v: f"{v:.2f}×"),
+                    cell(case, "bulk_one"),
+                    cell(case, "bulk_many"),
+                    cell(case, "bulk_ratio", fmt=lambda v: f"{v:.2f}×"),
+                ]
+            )
+        header = [
+            "loop",
+            "connect+close /s, 1 worker",
+            "2 workers",
+            "ratio",
+            "bulk MB/s (4 clients), 1 worker",
+            "2 workers",
+            "ratio",
+        ]
+        out += [f"### {SCENARIOS['multicore']}", ""]
+        out += table(header, rows)
+        out += [
+            "",
+            "`python -m benchmarks.multicore`: 4 client processes (each its own UDP socket) "
+            "run the connect+close or the bulk scenario at once against one udptcp server "
+            "process, or against two sharing the port with `create_server(..., "
+            "reuse_port=True)`; figures are the sum over the clients, median of "
+            f"{s.repeat} run(s) each. The kernel hashes each client socket to one server "
+            "process, so the spread is the hash's. Servers and clients share this machine's "
+            "cores: on 2 cores, two servers compete with four clients.",
             "",
         ]
 

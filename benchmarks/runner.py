@@ -45,10 +45,20 @@ SCENARIOS: dict[str, str] = {
     "linux-loss": "Lossy paths beside Linux TCP (CUBIC)",
     "idle": "Idle established connections",
     "holes": "A peer leaving one-byte holes",
+    "multicore": "Two server processes on one port (SO_REUSEPORT) against one",
 }
 #: Peers that can run each scenario (before n/a reasons and availability).
 SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
-    "bulk": ("udptcp", "udptcp-secure", "udptcp-pmtu", "udptcp-nooffload", "tcp", "quic", "kcp"),
+    "bulk": (
+        "udptcp",
+        "udptcp-pure",
+        "udptcp-secure",
+        "udptcp-pmtu",
+        "udptcp-nooffload",
+        "tcp",
+        "quic",
+        "kcp",
+    ),
     "bulk-streams": (
         "udptcp",
         "udptcp-secure",
@@ -58,8 +68,17 @@ SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
         "quic",
         "kcp",
     ),
-    "pingpong": ("udp", "udptcp", "udptcp-secure", "udptcp-nooffload", "tcp", "quic", "kcp"),
-    "connect": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
+    "pingpong": (
+        "udp",
+        "udptcp",
+        "udptcp-pure",
+        "udptcp-secure",
+        "udptcp-nooffload",
+        "tcp",
+        "quic",
+        "kcp",
+    ),
+    "connect": ("udptcp", "udptcp-pure", "udptcp-secure", "tcp", "quic", "kcp"),
     "reqresp": ("udptcp", "udptcp-secure", "tcp", "quic", "kcp"),
     # (udptcp-pmtu is left out: the relay has no MTU, so it would probe up to 64 KB
     # datagrams, which no 20 ms path carries.)
@@ -70,6 +89,8 @@ SCENARIO_PEERS: dict[str, tuple[str, ...]] = {
     "idle": ("udptcp", "tcp", "quic", "kcp"),
     # benchmarks/holes.py: udptcp's own receive path under a hostile sender.
     "holes": ("udptcp",),
+    # benchmarks/multicore.py: 1 vs 2 udptcp server processes, 4 client processes.
+    "multicore": ("udptcp",),
 }
 RELAY_DELAY = "10ms"
 #: The paths of the linux-loss scenario: (label, impairment applied to both directions).
@@ -126,6 +147,7 @@ class Settings:
     idle_repeat: int = 1
     raw_seconds: float = 1.5
     holes: int = 10_000
+    multicore_seconds: float = 2.0
     seed: int = 1
     loops: tuple[str, ...] = ("asyncio", "uvloop")
 
@@ -149,6 +171,7 @@ class Settings:
             idle_seconds=1.0,
             raw_seconds=0.5,
             holes=2000,
+            multicore_seconds=0.5,
         )
 
     def repeats(self, scenario: str) -> int:
@@ -158,6 +181,8 @@ class Settings:
             return min(self.repeat, self.linux_repeat)
         if scenario == "idle":
             return min(self.repeat, self.idle_repeat)
+        if scenario == "multicore":
+            return 1  # benchmarks.multicore repeats (and alternates) its cases itself
         return self.repeat
 
 
@@ -385,6 +410,7 @@ class Runner:
                 "idle": 240 + s.idle_seconds,
                 "raw": s.raw_seconds,
                 "holes": 240 + s.holes / 50,
+                "multicore": 4 * s.repeat * (30 + 2 * s.multicore_seconds),
             }[case.scenario]
         )
 
@@ -402,6 +428,8 @@ class Runner:
                 coro = self._linux_loss(case, repeat)
             elif case.scenario == "holes":
                 coro = self._holes(case)
+            elif case.scenario == "multicore":
+                coro = self._multicore(case)
             else:
                 coro = self._pair(case)
             sample: dict[str, Any] = await asyncio.wait_for(coro, self.timeout(case))
@@ -599,6 +627,22 @@ class Runner:
         finally:
             for worker in reversed(workers):
                 await worker.stop(grace=10)
+
+    async def _multicore(self, case: Case) -> dict[str, Any]:
+        """``benchmarks/multicore.py`` once: medians of its repeats, one sample."""
+        s = self.settings
+        args = ["-m", "benchmarks.multicore", "--json", "--loop", case.loop]
+        args += ["--repeat", str(s.repeat), "--seconds", str(s.multicore_seconds)]
+        worker = await Worker.python("multicore", args).start()
+        try:
+            found = (await worker.message("multicore", self.timeout(case)))["multicore"]
+        finally:
+            await worker.stop()
+        sample: dict[str, Any] = {}
+        for scenario, figures in found.items():
+            for key, value in figures.items():
+                sample[f"{scenario}_{key}"] = value
+        return sample
 
     async def _holes(self, case: Case) -> dict[str, Any]:
         """``benchmarks/holes.py`` once (its core and UDP parts), flattened to one sample."""

@@ -74,7 +74,13 @@ async def serve(args: argparse.Namespace) -> None:
     spec = PEERS[args.peer]
     stats = ServerStats()
     server = load(spec).Server(spec.options)
-    port = await server.start(lambda: ServerApp(stats), HOST)
+    if args.reuse_port:
+        # benchmarks.multicore: several server processes in one SO_REUSEPORT group.
+        if args.peer != "udptcp":
+            raise SystemExit("--reuse-port: udptcp peer only")
+        port = await server.start(lambda: ServerApp(stats), HOST, port=args.port, reuse_port=True)
+    else:
+        port = await server.start(lambda: ServerApp(stats), HOST)
     stream_port = None
     if spec.streams:
         stream_port = await server.start_streams(stream_server_handler, HOST)
@@ -148,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("peer", choices=sorted(PEERS))
         if name == "serve":
             sub.add_argument("--tracemalloc", action="store_true")
+            sub.add_argument("--reuse-port", action="store_true")
+            sub.add_argument("--port", type=int, default=0)
         if name == "client":
             sub.add_argument("scenario")
             sub.add_argument("--params", default="{}")

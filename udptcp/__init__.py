@@ -33,6 +33,9 @@ fallback; the ``nat`` extra)::
 
     reader, writer = await udptcp.open_peer_connection("session", "rendezvous.example:3478")
 
+``udptcp.__speedups__`` is True when the optional C codec is in use (built by ``pip
+install`` where a C compiler is present; ``UDPTCP_PURE=1`` turns it off).
+
 Tunables live in :class:`Config`; ``udptcp.core`` is the sans-I/O protocol engine and
 ``udptcp.aio`` the asyncio adapter built on it.
 """
@@ -48,6 +51,8 @@ from udptcp.core.config import Config
 from udptcp.core.connection import State
 from udptcp.core.keys import Identity
 from udptcp.core.secure import SecureHandshakeError
+from udptcp.core.segment import SPEEDUPS as __speedups__
+from udptcp.core.stats import ConnectionStats
 from udptcp.nat.errors import NATTraversalError
 from udptcp.nat.peer import create_peer_connection, open_peer_connection
 
@@ -55,6 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "ConnectionStats",
     "EventLoopPolicy",
     "NATTraversalError",
     "Identity",
@@ -62,6 +68,7 @@ __all__ = [
     "Server",
     "State",
     "Transport",
+    "__speedups__",
     "__version__",
     "create_connection",
     "create_peer_connection",

@@ -1,12 +1,21 @@
-"""``python -m udptcp``: the command-line tools, one subcommand each.
+"""``python -m udptcp`` (also the ``udptcp`` command): the command-line tools.
 
+* ``cat HOST PORT`` / ``cat -l PORT`` — netcat over udptcp: standard input to the
+  connection, the connection to standard output (:mod:`udptcp.tools.netcat`).
+* ``relay --listen HOST:PORT --target HOST:PORT --both SPEC`` — the impairment relay
+  (:mod:`udptcp.tools.relay`; also installed as ``udptcp-relay``).
+* ``trace FILE [--pcap OUT]`` — a segment trace (``Config.trace``) drawn as a ladder, or
+  written as a pcap file for Wireshark (:mod:`udptcp.tools.pcap`).
 * ``rendezvous --listen HOST:PORT`` — the pairing service for peer connections
   (:mod:`udptcp.nat.rendezvous`); runs until interrupted, printing its counters.
 * ``nat-check --stun HOST:PORT`` — what the NAT in front of this host does (RFC 5780
   mapping and filtering behaviour, where the STUN server supports it), as JSON.
 
 A subcommand is a function ``(args) -> int`` registered in :data:`COMMANDS` with the
-function that adds its arguments, so new ones slot in beside these.
+function that adds its arguments, so new ones slot in beside these. Mistakes in the
+command line are usage errors (exit status 2), failures at run time (a refused
+connection, an address in use) one line on standard error (exit status 1): never a
+traceback.
 """
 
 from __future__ import annotations
@@ -102,7 +111,89 @@ def _nat_check(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+# ---------------------------------------------------------------------- cat
+
+
+def _cat_args(parser: argparse.ArgumentParser) -> None:
+    from udptcp.tools import netcat
+
+    netcat.add_arguments(parser)
+
+
+def _cat(args: argparse.Namespace) -> int:
+    from udptcp.tools import netcat
+
+    netcat.check(args, args.parser)
+    return netcat.run(args)
+
+
+# ---------------------------------------------------------------------- relay
+
+
+def _relay_args(parser: argparse.ArgumentParser) -> None:
+    from udptcp.tools import relay
+
+    relay.add_arguments(parser)
+    parser.epilog = relay.EPILOG
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from udptcp.tools import relay
+
+    return relay.run(args, args.parser)
+
+
+# ---------------------------------------------------------------------- trace
+
+
+def _trace_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="a JSON-lines trace ('-': standard input)")
+    parser.add_argument("--pcap", metavar="OUT", help="write the segments as a pcap file")
+    parser.add_argument(
+        "--ladder", action="store_true", help="print the ladder too (the default without --pcap)"
+    )
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from udptcp.tools.pcap import TraceError, ladder, read_trace, write_pcap
+
+    try:
+        if args.file == "-":
+            events = read_trace(sys.stdin)
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                events = read_trace(f)
+    except TraceError as exc:
+        args.parser.error(f"{args.file} is not a udptcp trace: {exc}")
+    except (OSError, UnicodeDecodeError) as exc:
+        args.parser.error(f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}")
+    if args.pcap is not None:
+        try:
+            with open(args.pcap, "wb") as out:
+                count = write_pcap(events, out)
+        except OSError as exc:
+            args.parser.error(f"cannot write {args.pcap}: {exc.strerror or exc}")
+        print(f"{count} segments written to {args.pcap}", file=sys.stderr)
+    if args.pcap is None or args.ladder:
+        for line in ladder(events):
+            print(line)
+    return 0
+
+
 COMMANDS: list[Command] = [
+    (
+        "cat",
+        "netcat over udptcp: stdin to the connection, the connection to stdout",
+        _cat_args,
+        _cat,
+    ),
+    (
+        "relay",
+        "UDP relay with seeded loss, delay, reordering ... per direction",
+        _relay_args,
+        _relay,
+    ),
+    ("trace", "draw a segment trace as a ladder, or write it as pcap", _trace_args, _trace),
     ("rendezvous", "pair peers for peer connections", _rendezvous_args, _rendezvous),
     ("nat-check", "what the NAT in front of this host does", _nat_check_args, _nat_check),
 ]
@@ -111,20 +202,37 @@ COMMANDS: list[Command] = [
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m udptcp", description="udptcp's command-line tools"
+        prog="udptcp", description="udptcp's command-line tools (also: python -m udptcp)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "-d", "--debug", action="store_true", help="log udptcp's debug messages to stderr"
+    )
+    # The old spelling of --debug, from before `cat -v`.
+    parser.add_argument(
+        "-v", "--verbose", dest="debug", action="store_true", help=argparse.SUPPRESS
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, add_args, run in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_args(p)
-        p.set_defaults(run=run)
+        p.set_defaults(run=run, parser=p)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(name)s: %(levelname)s: %(message)s",
+    )
     try:
         return int(args.run(args))
     except KeyboardInterrupt:
         return 130
     except ImportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)
         return 2
+    except socket.gaierror as exc:
+        print(
+            f"{args.parser.prog}: error: cannot resolve the host: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    except OSError as exc:  # refused, timed out, reset, address in use ...
+        print(f"{args.parser.prog}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1

@@ -56,6 +56,13 @@ PEERS: dict[str, PeerSpec] = {
             streams=True,
         ),
         PeerSpec(
+            "udptcp-pure",
+            "udptcp, pure-Python codec (UDPTCP_PURE=1)",
+            "benchmarks.peers.udptcp_peer",
+            env={"UDPTCP_PURE": "1"},
+            streams=True,
+        ),
+        PeerSpec(
             "udp",
             "plain UDP datagrams (no protocol: the floor)",
             "benchmarks.peers.udp_echo",

@@ -77,9 +77,20 @@ class Client(ClientPeer):
 class Server(ServerPeer):
     _servers: list[udptcp.Server]
 
-    async def start(self, factory: Callable[[], asyncio.Protocol], host: str) -> int:
+    async def start(
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        host: str,
+        port: int = 0,
+        reuse_port: bool = False,
+    ) -> int:
         server = await udptcp.create_server(
-            factory, host, 0, config=make_server_config(self.options), backlog=1024
+            factory,
+            host,
+            port,
+            config=make_server_config(self.options),
+            backlog=1024,
+            reuse_port=reuse_port or None,
         )
         self._servers = [*getattr(self, "_servers", []), server]
         return int(server.sockets[0].getsockname()[1])

@@ -3,7 +3,8 @@
 Run the same command on two machines (each behind its own NAT, or not); start a rendezvous
 somewhere both can reach with ``python -m udptcp rendezvous --listen 0.0.0.0:7000``.
 Options: ``--stun HOST:PORT``, ``--turn HOST:PORT --turn-user U --turn-password P``,
-``--name NAME``, ``--timeout SECONDS``.
+``--name NAME``, ``--timeout SECONDS``, and for a secure chat with the peer you mean
+``--identity FILE`` (our key, made there if missing) with ``--peer-key HEX`` (theirs).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import udptcp
 
@@ -35,7 +38,25 @@ def main() -> int:
     parser.add_argument("--turn-password")
     parser.add_argument("--name", default="peer")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--identity", metavar="FILE", help="our key file (made if missing)")
+    parser.add_argument("--peer-key", metavar="HEX", help="the other peer's public key")
     args = parser.parse_args()
+    secure: dict[str, Any] = {}
+    if args.identity:
+        key_file = Path(args.identity)
+        if not key_file.exists():
+            udptcp.Identity.generate().save(key_file)
+        secure["identity"] = udptcp.Identity.load(key_file)
+        print(
+            f"* our public key (give it to the other peer): {secure['identity'].public_key.hex()}"
+        )
+    if bool(args.identity) != bool(args.peer_key):
+        parser.error("--identity and --peer-key go together (each peer pins the other's key)")
+    if args.peer_key:
+        try:
+            secure["peer_key"] = bytes.fromhex(args.peer_key)
+        except ValueError:
+            parser.error("--peer-key takes the other peer's public key: 64 hex digits")
     try:
         path = asyncio.run(
             chat(
@@ -49,9 +70,10 @@ def main() -> int:
                 turn_username=args.turn_user,
                 turn_password=args.turn_password,
                 timeout=args.timeout,
+                **secure,
             )
         )
-    except udptcp.NATTraversalError as exc:
+    except (udptcp.NATTraversalError, udptcp.SecureHandshakeError) as exc:
         print(f"could not connect: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

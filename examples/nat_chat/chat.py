@@ -25,12 +25,15 @@ async def chat(
     **connect: Any,
 ) -> str:
     """Chat with the other peer of ``session``; returns the path taken ("direct" or
-    "relayed"). Raises ``udptcp.NATTraversalError`` when no path opens."""
+    "relayed"). Raises ``udptcp.NATTraversalError`` when no path opens, and
+    ``udptcp.SecureHandshakeError`` when ``connect`` has keys the other peer does not match."""
     reader, writer = await udptcp.open_peer_connection(session, rendezvous, **connect)
     path = writer.get_extra_info("path")
     nat = writer.get_extra_info("nat")
+    secure = writer.get_extra_info("secure")
+    how = f", secure ({secure.pattern})" if secure else ""
     show(
-        f"* connected ({path}) to {writer.get_extra_info('peername')}; we are {nat.get('observed_address')}"
+        f"* connected ({path}{how}) to {writer.get_extra_info('peername')}; we are {nat.get('observed_address')}"
     )
 
     async def send() -> None:

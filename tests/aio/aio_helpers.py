@@ -8,81 +8,15 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+# Echo and Recorder live in the shared support package; tests here may import them from
+# either place.
+from support.protocols import Echo as Echo
+from support.protocols import Recorder
+
 import udptcp
 
 #: Short timers so failure paths finish quickly.
 FAST = udptcp.Config(rto_initial=0.05, rto_min=0.05, syn_retries=2, msl=0.05)
-
-
-class Recorder(asyncio.Protocol):
-    """A protocol that records everything that happens to it."""
-
-    def __init__(self, *, keep_open: bool = False, echo: bool = False) -> None:
-        loop = asyncio.get_running_loop()
-        self.keep_open = keep_open
-        self.echo = echo
-        self.transport: udptcp.Transport | None = None
-        self.data = bytearray()
-        self.calls: list[str] = []
-        self.lost_calls: list[BaseException | None] = []
-        self.made: asyncio.Future[None] = loop.create_future()
-        self.eof: asyncio.Future[None] = loop.create_future()
-        self.lost: asyncio.Future[BaseException | None] = loop.create_future()
-        self._want: tuple[int, asyncio.Future[None]] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.calls.append("connection_made")
-        self.transport = transport  # type: ignore[assignment]
-        self.made.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.calls or self.calls[-1] != "data_received":
-            self.calls.append("data_received")
-        self.data += data
-        if self.echo:
-            assert self.transport is not None
-            self.transport.write(data)
-        if self._want is not None and len(self.data) >= self._want[0]:
-            if not self._want[1].done():
-                self._want[1].set_result(None)
-
-    def eof_received(self) -> bool:
-        self.calls.append("eof_received")
-        self.eof.set_result(None)
-        return self.keep_open
-
-    def pause_writing(self) -> None:
-        self.calls.append("pause_writing")
-
-    def resume_writing(self) -> None:
-        self.calls.append("resume_writing")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.calls.append("connection_lost")
-        self.lost_calls.append(exc)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-    async def received(self, n: int, timeout: float = 10.0) -> bytes:
-        """Wait until at least ``n`` bytes arrived; return them all."""
-        if len(self.data) < n:
-            fut = asyncio.get_running_loop().create_future()
-            self._want = (n, fut)
-            await asyncio.wait_for(fut, timeout)
-        return bytes(self.data)
-
-
-class Echo(asyncio.Protocol):
-    """Echo server protocol: sends back what it gets, closes on EOF."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def eof_received(self) -> None:
-        self.transport.close()
 
 
 async def serve(

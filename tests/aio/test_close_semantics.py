@@ -10,7 +10,8 @@ import os
 import threading
 
 import uvloop
-from aio_helpers import Recorder, serving, until
+from aio_helpers import serving, until
+from support.protocols import Recorder
 
 import udptcp
 

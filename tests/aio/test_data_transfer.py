@@ -9,7 +9,8 @@ import socket
 from typing import Any
 
 import pytest
-from aio_helpers import Echo, Recorder, accepted, ipv6_available, recorders, serving, until
+from aio_helpers import accepted, ipv6_available, recorders, serving, until
+from support.protocols import Echo, Recorder
 
 import udptcp
 
@@ -248,7 +249,7 @@ async def test_a_full_socket_buffer_queues_segments_instead_of_dropping_them() -
         sock.refuse = 3
         transport.write(payload)
         assert await (await accepted(made)).received(len(payload)) == payload
-        endpoint = transport._endpoint
+        endpoint = transport.endpoint
         assert endpoint.stats["send_queued"] >= 1
         assert endpoint.stats["send_errors"] == 0
         # Nothing was lost, so nothing had to be retransmitted.

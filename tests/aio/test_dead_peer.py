@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from aio_helpers import Echo, Recorder, accepted, ipv6_available, recorders, serving, until
+from aio_helpers import accepted, ipv6_available, recorders, serving, until
+from support.protocols import Echo, Recorder
 
 import udptcp
 import udptcp.aio.endpoint

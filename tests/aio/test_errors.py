@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import pytest
-from aio_helpers import FAST, Echo, Recorder, accepted, free_udp_port, recorders, serving
+from aio_helpers import FAST, accepted, free_udp_port, recorders, serving
+from support.protocols import Echo, Recorder
 
 import udptcp
 import udptcp.aio.endpoint

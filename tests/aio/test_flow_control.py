@@ -6,7 +6,8 @@ import asyncio
 import os
 
 import pytest
-from aio_helpers import Recorder, recorders, serving
+from aio_helpers import recorders, serving
+from support.protocols import Recorder
 
 import udptcp
 

@@ -69,8 +69,8 @@ async def test_a_reopened_time_wait_pair_starts_its_isn_beyond_the_old_connectio
             last = await _recv(raw)
             assert last.flags == ACK and last.ack == peer_iss + 4
             (transport,) = endpoint.connections()
-            assert transport._conn.state is udptcp.State.TIME_WAIT
-            old_snd_max = transport._conn.snd_max
+            assert transport.conn.state is udptcp.State.TIME_WAIT
+            old_snd_max = transport.conn.snd_max
             # A new SYN on the same 4-tuple with a higher sequence number reopens it; the
             # new ISN lies beyond everything the old incarnation sent (RFC 1122 §4.2.2.13).
             raw.send(encode(Segment(3333, port, peer_iss + 100_000, 0, SYN, 65535)))
@@ -100,4 +100,4 @@ async def test_the_endpoint_totals_its_connections_peer_input_counters() -> None
 
 def server_side(endpoint: object) -> bool:
     (transport,) = endpoint.connections()  # type: ignore[attr-defined]
-    return transport._conn.state is udptcp.State.ESTABLISHED
+    return transport.conn.state is udptcp.State.ESTABLISHED

@@ -8,7 +8,7 @@ import asyncio
 import socket
 
 import pytest
-from aio_helpers import Echo, Recorder
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import Endpoint
@@ -31,7 +31,7 @@ async def test_both_sides_keep_the_binding_and_answer_each_other() -> None:
     server = await udptcp.create_server(Echo, "127.0.0.1", 0, config=KEEP)
     port = server.sockets[0].getsockname()[1]
     transport, protocol = await udptcp.create_connection(Recorder, "127.0.0.1", port, config=KEEP)
-    client_ep = transport._endpoint
+    client_ep = transport.endpoint
     server_ep = server.endpoints[0]
     conn = transport.get_extra_info("udptcp_connection")
     segments_before = conn.stats()["segments_received"]
@@ -66,7 +66,7 @@ async def test_a_plain_peer_drops_the_keepalives_and_the_connection_carries_on()
     transport, protocol = await udptcp.create_connection(Recorder, "127.0.0.1", port, config=KEEP)
     server_ep = server.endpoints[0]
     await until(lambda: server_ep.statistics().get("stun_unhandled", 0) >= 3)
-    assert transport._endpoint.statistics().get("nat_keepalives_answered", 0) == 0
+    assert transport.endpoint.statistics().get("nat_keepalives_answered", 0) == 0
     transport.write(b"fine")
     assert await protocol.received(4) == b"fine"
     transport.close()
@@ -77,7 +77,7 @@ async def test_a_listener_keeps_the_bindings_of_its_accepted_connections() -> No
     server = await udptcp.create_server(Echo, "127.0.0.1", 0, config=KEEP)
     port = server.sockets[0].getsockname()[1]
     transport, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port)
-    client_ep = transport._endpoint
+    client_ep = transport.endpoint
     await until(lambda: client_ep.statistics().get("stun_unhandled", 0) >= 3)
     assert server.endpoints[0].statistics()["nat_keepalives_sent"] >= 3
     transport.close()
@@ -91,7 +91,7 @@ async def test_keepalives_stop_with_the_connection() -> None:
     transport, protocol = await udptcp.create_connection(
         Recorder, "127.0.0.1", port, sock=sock, config=KEEP
     )
-    endpoint = transport._endpoint
+    endpoint = transport.endpoint
     endpoint.acquire()  # keep the socket open after the connection
     await until(lambda: endpoint.statistics().get("nat_keepalives_sent", 0) >= 1)
     transport.abort()

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aio_helpers import Recorder, accepted, serving
+from aio_helpers import accepted, serving
+from support.protocols import Recorder
 
 import udptcp
 from udptcp.aio.endpoint import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, Endpoint
@@ -190,7 +191,7 @@ async def transfer(
         assert isinstance(transport, Transport)
         receiver = await accepted(made)  # type: ignore[arg-type]
         assert isinstance(receiver, Chunks) and receiver.transport is not None
-        sender, rx_endpoint = transport._endpoint, receiver.transport._endpoint
+        sender, rx_endpoint = transport.endpoint, receiver.transport.endpoint
         acks_before = rx_endpoint.stats["datagrams_out"]
         transport.write(payload)
         got = await receiver.received(size, timeout=10)
@@ -329,7 +330,7 @@ async def swallowing_client() -> AsyncIterator[tuple[ProbeSocket, ProbeSocket, T
         assert isinstance(transport, Transport)
         receiver = await accepted(made)  # type: ignore[arg-type]
         assert isinstance(receiver, Chunks) and receiver.transport is not None
-        assert receiver.transport._endpoint.gro
+        assert receiver.transport.endpoint.gro
         client_sock.capture = []
         yield server_sock, client_sock, transport, receiver
     finally:
@@ -350,7 +351,7 @@ def written(sock: ProbeSocket) -> list[bytes]:
 async def test_gro_train_is_split_into_segments_and_a_corrupt_one_dropped() -> None:
     async with swallowing_client() as (server_sock, client_sock, transport, receiver):
         assert receiver.transport is not None
-        endpoint, stats = receiver.transport._endpoint, receiver.transport._endpoint.stats
+        endpoint, stats = receiver.transport.endpoint, receiver.transport.endpoint.stats
         peer = client_sock.getsockname()
         mss = transport.get_extra_info("udptcp_stats")["mss"]
         # A train whose last datagram is shorter: four segments, one ACK, one delivery.
@@ -389,7 +390,7 @@ async def test_gro_train_is_split_into_segments_and_a_corrupt_one_dropped() -> N
 async def test_a_train_of_data_and_fin_gives_one_data_received_then_eof() -> None:
     async with swallowing_client() as (server_sock, client_sock, transport, receiver):
         assert receiver.transport is not None
-        endpoint = receiver.transport._endpoint
+        endpoint = receiver.transport.endpoint
         payload = os.urandom(6 * transport.get_extra_info("udptcp_stats")["mss"])
         transport.write(payload)
         transport.write_eof()

@@ -15,7 +15,8 @@ import os
 import socket
 
 import pytest
-from aio_helpers import Echo, Recorder, accepted, recorders, serving, until
+from aio_helpers import accepted, recorders, serving, until
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import Endpoint
@@ -46,7 +47,7 @@ REJECTIONS = (
 
 
 def endpoint_of(transport: asyncio.BaseTransport) -> Endpoint:
-    return transport._endpoint  # type: ignore[attr-defined,no-any-return]
+    return transport.endpoint  # type: ignore[attr-defined,no-any-return]
 
 
 def rejected(endpoint: Endpoint) -> int:

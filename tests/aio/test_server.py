@@ -6,7 +6,8 @@ import asyncio
 import socket
 
 import pytest
-from aio_helpers import Echo, Recorder, accepted, recorders, serve, serving
+from aio_helpers import accepted, recorders, serve, serving
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import close_endpoints, open_endpoints

@@ -15,7 +15,8 @@ import socket
 import struct
 
 import pytest
-from aio_helpers import FAST, Echo, Recorder
+from aio_helpers import FAST
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import SOCKET_BUFFER, Endpoint, is_stun

@@ -10,7 +10,8 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from aio_helpers import FAST, Echo, Recorder, recorders, serving, until
+from aio_helpers import FAST, recorders, serving, until
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.endpoint import Endpoint
@@ -261,12 +262,12 @@ async def test_a_duplicate_syn_burst_earns_at_most_the_budget(raw_peers: list[Ra
 
         def processed() -> bool:
             conns = endpoint.connections()
-            return bool(conns) and conns[0]._conn.stats_counters["segments_received"] == 100
+            return bool(conns) and conns[0].conn.stats_counters["segments_received"] == 100
 
         await until(processed)
         await raw.recv()  # the first SYN's SYN-ACK
         extra = raw.drain()
-        conn = endpoint.connections()[0]._conn
+        conn = endpoint.connections()[0].conn
         total = len(encode(syn)) + sum(len(d) for d in extra)
         assert total <= 3 * raw.sent_bytes
         assert conn.stats_counters["syn_acks_rate_limited"] + len(extra) == 100

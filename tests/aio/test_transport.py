@@ -9,7 +9,8 @@ import warnings
 
 import pytest
 import uvloop
-from aio_helpers import FAST, Echo, Recorder, accepted, recorders, serving
+from aio_helpers import FAST, accepted, recorders, serving
+from support.protocols import Echo, Recorder
 
 import udptcp
 from udptcp.aio.connsocket import ConnectionSocket
@@ -135,7 +136,7 @@ async def test_active_closer_reports_connection_lost_on_time_wait() -> None:
     made, factory = recorders()
     async with serving(factory, config=FAST) as (server, port):
         transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port, config=FAST)
-        endpoint = transport._endpoint
+        endpoint = transport.endpoint
         await accepted(made)
         transport.close()
         await asyncio.wait_for(made[0].eof, 5)
@@ -172,7 +173,7 @@ async def test_closing_the_endpoint_drops_time_wait_silently() -> None:
         transport.write_eof()
         await asyncio.wait_for(client.eof, 5)  # Echo closed back: we are the active closer
         await asyncio.wait_for(client.lost, 5)
-        endpoint = transport._endpoint
+        endpoint = transport.endpoint
         assert transport.get_extra_info("udptcp_connection").state is udptcp.State.TIME_WAIT
         sent = endpoint.stats["datagrams_out"]
         endpoint.close()
@@ -191,7 +192,7 @@ def test_loop_shutdown_closes_time_wait_endpoints(run: str) -> None:
             transport.write_eof()
             await asyncio.wait_for(client.lost, 5)
             assert transport.get_extra_info("udptcp_connection").state is udptcp.State.TIME_WAIT
-            endpoints.append(transport._endpoint)
+            endpoints.append(transport.endpoint)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)

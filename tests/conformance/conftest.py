@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import uvloop
-from conformance_helpers import Certs, make_certs
 
 import udptcp
 
@@ -73,9 +72,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if marker is not None:
                 reason = marker.args[0] if marker.args else marker.kwargs["reason"]
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"{kind}: {reason}"))
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A throwaway CA and a certificate for localhost / 127.0.0.1."""
-    return make_certs(tmp_path_factory.mktemp("certs"))

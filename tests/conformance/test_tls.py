@@ -11,18 +11,12 @@ import ssl
 import sys
 
 import pytest
-from conformance_helpers import HOST, HOSTNAME_MISMATCH, Certs, Recorder, serving
+from conformance_helpers import HOST, serving
+from support.certs import HOSTNAME_MISMATCH, Certs
+from support.protocols import Echo, Recorder
 
 #: X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY: a certificate from an unknown CA.
 UNKNOWN_ISSUER = 20
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
 
 
 async def test_tls_echo_with_verification(certs: Certs) -> None:

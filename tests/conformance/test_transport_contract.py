@@ -14,13 +14,13 @@ import pytest
 import uvloop
 from conformance_helpers import (
     HOST,
-    Recorder,
     is_udptcp,
     pair,
     serving,
     settle,
     wait_until,
 )
+from support.protocols import Recorder
 
 # ---------------------------------------------------------------------- callbacks
 

@@ -4,6 +4,7 @@ a half-open connection sends its unproven peer at most three times what it recei
 from __future__ import annotations
 
 import pytest
+from support.segments import seg
 
 from udptcp.core.amplification import AMPLIFICATION_FACTOR, received_size, sent_size
 from udptcp.core.config import Config
@@ -11,15 +12,14 @@ from udptcp.core.connection import Connection, State
 from udptcp.core.segment import ACK, RST, SYN, Options, Segment, decode, encode
 
 # A bare SYN (20 bytes) and one with every option udptcp and Linux offer (44 as encoded).
-BARE = Segment(5000, 80, 1000, 0, SYN, 64240)
-FULL = Segment(
-    5000,
-    80,
-    1000,
-    0,
+BARE = seg(SYN, seq=1000, window=64240, src=5000, dst=80)
+FULL = seg(
     SYN,
-    64240,
-    Options(mss=1460, wscale=7, sack_permitted=True, timestamps=(123, 0)),
+    seq=1000,
+    window=64240,
+    options=Options(mss=1460, wscale=7, sack_permitted=True, timestamps=(123, 0)),
+    src=5000,
+    dst=80,
 )
 
 
@@ -36,17 +36,17 @@ class Victim:
         self._collect()
 
     def _collect(self) -> None:
-        for seg in self.conn.take_segments():
-            assert decode(encode(seg)) == seg
-            self.sent.append(seg)
+        for segment in self.conn.take_segments():
+            assert decode(encode(segment)) == segment
+            self.sent.append(segment)
 
     @property
     def sent_bytes(self) -> int:
         return sum(len(encode(s)) for s in self.sent)
 
-    def feed(self, seg: Segment) -> None:
-        self.received += len(encode(seg))
-        self.conn.receive(seg, self.now)
+    def feed(self, segment: Segment) -> None:
+        self.received += len(encode(segment))
+        self.conn.receive(segment, self.now)
         self._collect()
 
     def run_until(self, end: float) -> None:
@@ -107,7 +107,9 @@ def test_a_real_peers_syn_retransmission_gets_the_syn_ack_again() -> None:
     victim.now = 21.0
     victim.feed(FULL)  # the client's own SYN retransmission
     assert len(victim.sent) == count + 1 and victim.sent[-1].flags == SYN | ACK
-    ack = Segment(5000, 80, 1001, 778, ACK, 500, Options(timestamps=(200, 0)))
+    ack = seg(
+        ACK, seq=1001, ack=778, window=500, options=Options(timestamps=(200, 0)), src=5000, dst=80
+    )
     victim.feed(ack)
     assert victim.conn.state is State.ESTABLISHED
     victim.conn.send(b"z" * 100_000, victim.now)  # the address is proven: no limit now
@@ -126,8 +128,21 @@ def test_resets_count_against_the_budget() -> None:
 
 
 def test_sizes_are_what_the_codec_puts_on_the_wire_or_less_for_what_arrived() -> None:
-    for seg in (BARE, FULL, Segment(1, 2, 3, 4, ACK, 5, Options(sack_blocks=((1, 2),)), b"x")):
-        assert sent_size(seg) == len(encode(seg))
-        assert received_size(seg) <= len(encode(seg))
+    for segment in (
+        BARE,
+        FULL,
+        seg(
+            ACK,
+            seq=3,
+            ack=4,
+            window=5,
+            options=Options(sack_blocks=((1, 2),)),
+            payload=b"x",
+            src=1,
+            dst=2,
+        ),
+    ):
+        assert sent_size(segment) == len(encode(segment))
+        assert received_size(segment) <= len(encode(segment))
     # Linux packs MSS, SACK-permitted, timestamps, NOP, window scale into 20 option bytes.
     assert received_size(FULL) == 40

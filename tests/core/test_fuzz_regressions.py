@@ -4,6 +4,8 @@ connection and names the behaviour it pins."""
 
 from __future__ import annotations
 
+from support.segments import LOCAL, REMOTE, seg
+
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.events import ConnectionClosed, DataReceived, EofReceived
@@ -11,7 +13,6 @@ from udptcp.core.segment import ACK, FIN, SYN, Options, Segment
 from udptcp.core.seq import seq_add, seq_le
 
 S = State
-LOCAL, REMOTE = 4000, 80
 ISS, PEER = 1000, 500_000
 MSS = 1452
 PLAIN = Config(
@@ -28,7 +29,7 @@ def _established(cfg: Config, window: int = 65535, **peer_opts: object) -> Conne
     conn = Connection.connect(cfg, local_port=LOCAL, remote_port=REMOTE, iss=ISS, mss=MSS, now=0.0)
     conn.take_segments()
     opts = Options(mss=MSS, **peer_opts)  # type: ignore[arg-type]
-    conn.receive(Segment(REMOTE, LOCAL, PEER, ISS + 1, SYN | ACK, window, opts), 0.01)
+    conn.receive(seg(SYN | ACK, seq=PEER, ack=ISS + 1, window=window, options=opts), 0.01)
     conn.take_segments()
     conn.take_events()
     assert conn.state is S.ESTABLISHED
@@ -40,7 +41,7 @@ def _peer(conn: Connection, off: int, flags: int = ACK, payload: bytes = b"", **
     ack = kw.pop("ack", conn.snd_max)
     window = kw.pop("window", 65535)
     opts = kw.pop("options", None)
-    return Segment(REMOTE, LOCAL, PEER + 1 + off, ack, flags, window, opts, payload)  # type: ignore[arg-type]
+    return seg(flags, seq=PEER + 1 + off, ack=ack, window=window, options=opts, payload=payload)  # type: ignore[arg-type]
 
 
 def _run_timers(conn: Connection, now: float, seconds: float) -> float:
@@ -80,9 +81,9 @@ def test_a_tail_loss_probe_after_everything_was_sacked_resends_only_sent_bytes()
     probes = conn.take_segments()
     assert conn.stats_counters["tail_loss_probes"] == 1
     assert probes and not _beyond_snd_max(conn, probes)
-    for seg in probes:
-        off = seg.seq - ISS - 1
-        assert seg.payload == written[off : off + len(seg.payload)]
+    for segment in probes:
+        off = segment.seq - ISS - 1
+        assert segment.payload == written[off : off + len(segment.payload)]
     # The window opens: new data follows from SND.MAX, and nothing raises.
     conn.receive(_peer(conn, 0, window=65535), probe_time + 0.01)
     more = conn.take_segments()
@@ -124,6 +125,7 @@ def test_a_zero_window_peer_that_falls_silent_is_timed_out_not_probed_forever():
     assert conn.state is S.CLOSED, (conn.state, conn.stats_counters["window_probes"])
     closed = [e for e in conn.take_events() if isinstance(e, ConnectionClosed)]
     assert closed and isinstance(closed[0].error, TimeoutError)
+    assert conn.stats_counters["persist_timeouts"] == 1
     assert now > 0
 
 
@@ -155,6 +157,7 @@ def test_a_fin_in_order_ends_the_stream_even_with_data_held_beyond_it():
     assert any(isinstance(e, EofReceived) for e in events)
     assert conn.rcv_nxt == PEER + 1 + 5 + 1
     assert [s.ack for s in conn.take_segments()][-1] == PEER + 7
+    assert conn.stats_counters["beyond_fin_dropped"] == 1
 
 
 def test_an_out_of_order_fin_is_not_lost_when_data_beyond_it_was_held():
@@ -209,3 +212,4 @@ def test_held_data_and_reassembly_charge_stay_within_the_receive_buffer():
     conn.receive(_peer(conn, 300, payload=b"o" * 216), 0.02)
     conn.receive(_peer(conn, 0, payload=b"i" * 299), 0.03)
     assert conn._reassembly.charge + len(conn._held) <= cfg.receive_buffer
+    assert conn.stats_counters["reassembly_pruned"] == 1

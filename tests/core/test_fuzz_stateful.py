@@ -38,6 +38,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from support.segments import LOCAL, REMOTE, seg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
@@ -47,7 +48,6 @@ from udptcp.core.seq import seq_add, seq_diff
 S = State
 # What the runs reached (printed at the end, to see that the fuzz goes deep).
 STATS: Counter[str] = Counter()
-LOCAL, REMOTE = 4000, 80
 APP, PEER = Pattern(1), Pattern(2)
 # Initial sequence numbers and timestamp clocks, some of them about to wrap past 2**32.
 ISNS = st.sampled_from([1000, 0xFFFFFF00, 0x7FFFFFF0, 0])
@@ -84,7 +84,7 @@ small = st.integers(0, 70_000)
 # How the peer picks the acknowledgment number: (kind, parameter).
 acks = st.tuples(
     st.sampled_from(
-        ["all", "all", "all", "una", "una", "nxt", "mid", "seg", "old", "ancient", "future"]
+        ["all", "all", "all", "una", "una", "nxt", "mid", "segment", "old", "ancient", "future"]
     ),
     small,
 )
@@ -228,20 +228,18 @@ class HostilePeer(RuleBasedStateMachine):
             if complete and conn.state is S.SYN_SENT:
                 if opts.timestamps is not None and self.w.last_tsval is not None:
                     opts.timestamps = (self.tsval(self.w.now), self.w.last_tsval)
-                synack = Segment(
-                    REMOTE,
-                    LOCAL,
-                    peer_iss,
-                    seq_add(iss, 1),
+                synack = seg(
                     SYN | ACK | extra,
-                    window,
-                    opts,
-                    payload,
+                    seq=peer_iss,
+                    ack=seq_add(iss, 1),
+                    window=window,
+                    options=opts,
+                    payload=payload,
                 )
                 self.w.receive(synack)
                 self.w.drain()
         else:
-            syn = Segment(REMOTE, LOCAL, peer_iss, 0, SYN | extra, window, opts, payload)
+            syn = seg(SYN | extra, seq=peer_iss, window=window, options=opts, payload=payload)
             conn = Connection.accept(cfg, syn, iss=iss, mss=mss, now=now)
             self.w = Watch(conn, APP, PEER, peer_iss, now=now)
             self.w.note_peer(syn)
@@ -279,7 +277,7 @@ class HostilePeer(RuleBasedStateMachine):
             return c.snd_nxt
         if kind == "mid":
             return seq_add(c.snd_una, k % (flight + 1))
-        if kind == "seg" and self.w.sent_ranges:
+        if kind == "segment" and self.w.sent_ranges:
             start, end = self.w.sent_ranges[k % len(self.w.sent_ranges)]
             return seq_add(c.iss, 1 + end)
         if kind == "old":
@@ -348,7 +346,9 @@ class HostilePeer(RuleBasedStateMachine):
     ) -> Segment:
         if seq is None:
             seq = self.conn.rcv_nxt if self.conn.state is not S.SYN_SENT else self.peer_iss
-        return Segment(REMOTE, LOCAL, seq, ack, flags, window, self.options(ts, sack), payload)
+        return seg(
+            flags, seq=seq, ack=ack, window=window, options=self.options(ts, sack), payload=payload
+        )
 
     def data_segment(self, place, size, fin, ack, window, ts) -> Segment:
         kind, k = place
@@ -385,7 +385,7 @@ class HostilePeer(RuleBasedStateMachine):
         self.w.drain()
 
     @live
-    @rule(ack=st.sampled_from(["all", "una", "seg"]), k=small, window=windows)
+    @rule(ack=st.sampled_from(["all", "una", "segment"]), k=small, window=windows)
     @timed
     def peer_acks_well(self, ack, k, window):
         """A well-behaved ACK with a real window, so transfers make progress."""
@@ -405,10 +405,10 @@ class HostilePeer(RuleBasedStateMachine):
         c = self.conn
         off = self.rcv_off()
         ack = c.snd_max if sack is None else c.snd_una
-        seg = self.segment(
+        segment = self.segment(
             ack, ACK | (PSH if size else 0), window, payload=PEER.get(off, size), sack=sack
         )
-        self.w.receive(seg)
+        self.w.receive(segment)
         self.w.drain()
 
     @live
@@ -439,19 +439,16 @@ class HostilePeer(RuleBasedStateMachine):
             (seq_add(c.iss, 1 + s), seq_add(c.iss, 1 + e)) for s, e in reversed(blocks[-3:])
         )
         w.advance(dt)
-        seg = Segment(
-            REMOTE,
-            LOCAL,
-            c.rcv_nxt,
-            seq_add(c.iss, 1 + ack_off),
+        segment = seg(
             ACK,
-            c.snd_wnd >> c.snd_wscale,
-            self.options("ok") or Options(),
-            b"",
+            seq=c.rcv_nxt,
+            ack=seq_add(c.iss, 1 + ack_off),
+            window=c.snd_wnd >> c.snd_wscale,
+            options=self.options("ok") or Options(),
         )
-        if seg.options is not None and c.sack_ok:
-            seg.options.sack_blocks = sack
-        w.receive(seg)
+        if segment.options is not None and c.sack_ok:
+            segment.options.sack_blocks = sack
+        w.receive(segment)
         w.drain()
 
     @live
@@ -461,8 +458,8 @@ class HostilePeer(RuleBasedStateMachine):
         """Identical duplicate ACKs, window unchanged: fast retransmit without SACK."""
         c = self.conn
         for _ in range(n):
-            seg = self.segment(c.snd_una, ACK, c.snd_wnd >> c.snd_wscale)
-            self.w.receive(seg)
+            segment = self.segment(c.snd_una, ACK, c.snd_wnd >> c.snd_wscale)
+            self.w.receive(segment)
             self.w.drain()
 
     @live
@@ -548,48 +545,46 @@ class HostilePeer(RuleBasedStateMachine):
         wnd = max(c.rcv_wnd, 1)
         ack = c.snd_max
         data = PEER.get(off, size)
-        seg: Segment
+        segment: Segment
         if trick == "syn_fin":
-            seg = self.segment(ack, SYN | FIN | ACK, window, seq=seq_add(nxt, k % wnd))
+            segment = self.segment(ack, SYN | FIN | ACK, window, seq=seq_add(nxt, k % wnd))
         elif trick == "syn_rst":
-            seg = self.segment(ack, SYN | RST, window, seq=seq_add(nxt, k % wnd))
+            segment = self.segment(ack, SYN | RST, window, seq=seq_add(nxt, k % wnd))
         elif trick == "syn_in_window":
-            seg = self.segment(0, SYN, window, seq=seq_add(nxt, k % wnd))
+            segment = self.segment(0, SYN, window, seq=seq_add(nxt, k % wnd))
         elif trick == "rst_exact":
             if k % 8:
                 return  # rarely: it ends the connection
-            seg = self.segment(ack, RST | ACK, window, seq=nxt)
+            segment = self.segment(ack, RST | ACK, window, seq=nxt)
         elif trick == "rst_in_window":
-            seg = self.segment(ack, RST, window, seq=seq_add(nxt, 1 + k % wnd))
+            segment = self.segment(ack, RST, window, seq=seq_add(nxt, 1 + k % wnd))
         elif trick == "rst_out_of_window":
-            seg = self.segment(ack, RST | ACK, window, seq=seq_add(nxt, wnd + 1 + k))
+            segment = self.segment(ack, RST | ACK, window, seq=seq_add(nxt, wnd + 1 + k))
         elif trick == "fin_beyond_window":
             seq = seq_add(nxt, wnd + k)
             fin_data = PEER.get(off + wnd + k, size)
-            seg = self.segment(ack, FIN | ACK, window, seq=seq, payload=fin_data)
+            segment = self.segment(ack, FIN | ACK, window, seq=seq, payload=fin_data)
         elif trick == "urg":
-            seg = self.segment(ack, URG | ACK | PSH, window, payload=data)
+            segment = self.segment(ack, URG | ACK | PSH, window, payload=data)
         elif trick == "data_without_ack":
-            seg = self.segment(0, PSH, window, payload=data)
+            segment = self.segment(0, PSH, window, payload=data)
         elif trick == "all_flags":
-            seg = self.segment(ack, 0xFF, window, payload=data)
+            segment = self.segment(ack, 0xFF, window, payload=data)
         elif trick == "no_flags":
-            seg = self.segment(ack, 0, window, payload=data)
+            segment = self.segment(ack, 0, window, payload=data)
         elif trick == "syn_again":
-            seg = Segment(REMOTE, LOCAL, self.peer_iss, 0, SYN, window, Options(mss=k % 65536))
+            segment = seg(SYN, seq=self.peer_iss, window=window, mss=k % 65536)
         elif trick == "synack_again":
-            seg = Segment(
-                REMOTE,
-                LOCAL,
-                self.peer_iss,
-                seq_add(c.iss, 1),
+            segment = seg(
                 SYN | ACK,
-                window,
-                Options(mss=k % 65536, wscale=k % 256),
+                seq=self.peer_iss,
+                ack=seq_add(c.iss, 1),
+                window=window,
+                options=Options(mss=k % 65536, wscale=k % 256),
             )
         else:
-            seg = self.segment(ack, ACK | ECE | CWR, window, payload=data)
-        self.w.receive(seg)
+            segment = self.segment(ack, ACK | ECE | CWR, window, payload=data)
+        self.w.receive(segment)
         self.w.drain()
 
     def anything_segment(self, dseq, dack, flags, window, size, mss, wscale, sack, ts) -> Segment:
@@ -601,7 +596,9 @@ class HostilePeer(RuleBasedStateMachine):
             off = (seq - self.peer_iss - 1 + (1 if flags & SYN else 0)) & MASK
         opts = self.options(ts, sack, mss=mss, wscale=wscale)
         ack = seq_add(c.snd_nxt, dack)
-        return Segment(REMOTE, LOCAL, seq, ack, flags, window, opts, PEER.get(off, size))
+        return seg(
+            flags, seq=seq, ack=ack, window=window, options=opts, payload=PEER.get(off, size)
+        )
 
     @live
     @rule(**ANYTHING_ARGS)

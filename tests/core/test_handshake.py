@@ -5,10 +5,11 @@ from __future__ import annotations
 import errno
 
 import pytest
+from support.segments import seg
 
 from udptcp.core.connection import FOREIGN_SYN_ROUNDS, State, rst_for
 from udptcp.core.events import Connected, ConnectionClosed
-from udptcp.core.segment import ACK, FIN, RST, SYN, Options, Segment
+from udptcp.core.segment import ACK, FIN, RST, SYN, Options
 from udptcp.core.seq import seq_add
 from udptcp.tools.simnet import Link, SimNet
 
@@ -24,7 +25,7 @@ def test_active_open_sends_syn_seq_x_and_acks_y_plus_1(script):
     assert syn.options is not None and syn.options.mss == script.MSS
     assert conn.state is S.SYN_SENT
     # Second: SYN=1, ACK=1, ack=x+1, seq=y.  Third: ACK=1, ack=y+1 (seq=x+1).
-    script.feed(Segment(80, 4000, 5000, 1001, SYN | ACK, 65535, Options(mss=1200)))
+    script.feed(seg(SYN | ACK, seq=5000, ack=1001, mss=1200))
     ack = script.one()
     assert ack.flags == ACK
     assert (ack.seq, ack.ack) == (1001, 5001)
@@ -88,7 +89,7 @@ def test_syn_is_retransmitted_with_backoff_then_times_out(script):
 def test_rst_answering_syn_refuses_the_connection(script):
     script.active(iss=10)
     script.out()
-    script.feed(Segment(80, 4000, 0, 11, RST | ACK, 0))
+    script.feed(seg(RST | ACK, seq=0, ack=11, window=0))
     assert script.conn.state is S.CLOSED
     (closed,) = script.take_events()
     assert isinstance(closed.error, ConnectionRefusedError)
@@ -112,7 +113,7 @@ def test_our_own_syn_echoed_back_refuses_the_connection(script):
 def test_a_peer_syn_with_another_isn_is_still_a_simultaneous_open(script):
     conn = script.active(iss=10)
     syn = script.one()
-    script.feed(Segment(syn.src_port, syn.dst_port, 11, 0, SYN, 65535, syn.options))
+    script.feed(seg(SYN, seq=11, options=syn.options, src=syn.src_port, dst=syn.dst_port))
     assert conn.state is S.SYN_RECEIVED
 
 
@@ -140,7 +141,7 @@ def test_one_corrupted_answer_does_not_fail_a_good_connect(script):
     conn.foreign_datagram(script.now)  # the SYN,ACK, corrupted on the way
     script.advance(conn.get_timer() - script.now)
     script.one()
-    script.feed(Segment(80, 4000, 5000, 11, SYN | ACK, 65535, Options(mss=1200)))
+    script.feed(seg(SYN | ACK, seq=5000, ack=11, mss=1200))
     assert conn.state is S.ESTABLISHED
     for _ in range(FOREIGN_SYN_ROUNDS + 1):
         conn.foreign_datagram(script.now)  # once established: not counted
@@ -150,7 +151,7 @@ def test_one_corrupted_answer_does_not_fail_a_good_connect(script):
 def test_rst_with_wrong_ack_in_syn_sent_is_ignored(script):
     script.active(iss=10)
     script.out()
-    script.feed(Segment(80, 4000, 0, 999, RST | ACK, 0))
+    script.feed(seg(RST | ACK, seq=0, ack=999, window=0))
     assert script.conn.state is S.SYN_SENT
     assert script.take_events() == []
 
@@ -158,7 +159,7 @@ def test_rst_with_wrong_ack_in_syn_sent_is_ignored(script):
 def test_syn_sent_answers_unacceptable_ack_with_rst_seq_ack(script):
     script.active(iss=10)
     script.out()
-    script.feed(Segment(80, 4000, 555, 77, SYN | ACK, 1000))
+    script.feed(seg(SYN | ACK, seq=555, ack=77, window=1000))
     rst = script.one()
     assert (rst.flags, rst.seq) == (RST, 77)
     assert script.conn.state is S.SYN_SENT
@@ -168,7 +169,7 @@ def test_lost_syn_ack_is_sent_again_on_a_repeated_syn(script):
     script.passive(peer_iss=50, iss=900)
     first = script.one()
     script.advance(0.6)  # a peer's SYN retransmission comes after its RTO, not at once
-    script.feed(Segment(80, 4000, 50, 0, SYN, 65535, Options(mss=1452)))
+    script.feed(seg(SYN, seq=50, mss=1452))
     assert script.one() == first
     assert script.conn.state is S.SYN_RECEIVED
 
@@ -195,7 +196,7 @@ def test_bad_ack_in_syn_received_gets_rst(script):
 def test_peer_without_mss_option_gets_536_byte_segments(script):
     conn = script.active(iss=1)
     script.out()
-    script.feed(Segment(80, 4000, 9, 2, SYN | ACK, 65535))
+    script.feed(seg(SYN | ACK, seq=9, ack=2))
     script.out()
     conn.send(b"x" * 2000, script.now)
     sizes = [len(s.payload) for s in script.out()]
@@ -204,13 +205,13 @@ def test_peer_without_mss_option_gets_536_byte_segments(script):
 
 def test_options_we_do_not_implement_are_not_answered(script):
     offered = Options(mss=1400, wscale=7, sack_permitted=True, timestamps=(1, 0))
-    syn = Segment(80, 4000, 10, 0, SYN, 65535, offered)
+    syn = seg(SYN, seq=10, options=offered)
     from udptcp.core.connection import Connection
 
     conn = Connection.accept(script.config, syn, iss=5, mss=1452, now=0.0)
     (synack,) = conn.take_segments()
     assert synack.options == Options(mss=1452)
-    conn.receive(Segment(80, 4000, 11, 6, ACK, 65535), 0.0)
+    conn.receive(seg(ACK, seq=11, ack=6), 0.0)
     conn.send(b"y" * 3000, 0.0)
     assert [len(s.payload) for s in conn.take_segments()] == [1400, 1400, 200]
 
@@ -245,15 +246,15 @@ def test_simultaneous_open_survives_a_lost_syn():
 
 
 def test_rst_for_follows_the_closed_state_rules():
-    with_ack = Segment(1, 2, 10, 20, ACK, 0, None, b"abc")
+    with_ack = seg(ACK, seq=10, ack=20, window=0, payload=b"abc", src=1, dst=2)
     rst = rst_for(with_ack)
     assert (rst.src_port, rst.dst_port, rst.seq, rst.flags) == (2, 1, 20, RST)
-    syn = Segment(1, 2, 0xFFFFFFFF, 0, SYN, 0)
+    syn = seg(SYN, seq=0xFFFFFFFF, window=0, src=1, dst=2)
     rst = rst_for(syn)
     assert (rst.seq, rst.ack, rst.flags) == (0, 0, RST | ACK)  # ack wraps: seq + 1
-    fin = Segment(1, 2, 5, 0, FIN, 0, None, b"ab")
+    fin = seg(FIN, seq=5, window=0, payload=b"ab", src=1, dst=2)
     assert rst_for(fin).ack == seq_add(5, 3)
-    assert rst_for(Segment(1, 2, 0, 0, RST, 0)) is None
+    assert rst_for(seg(RST, seq=0, window=0, src=1, dst=2)) is None
 
 
 @pytest.mark.parametrize("iss", [0, 0xFFFFFFFF, 0xFFFFFF00])

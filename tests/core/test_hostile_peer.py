@@ -6,12 +6,13 @@ grow cwnd without bound, draw unlimited ACKs, reach a negative MSS) and what hap
 
 from __future__ import annotations
 
+from support.segments import LOCAL, REMOTE, seg
+
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.segment import ACK, FIN, RST, SYN, Options, Segment
 
 S = State
-LOCAL, REMOTE = 4000, 80
 ISS, PEER = 1000, 500_000
 MSS = 1452
 
@@ -19,7 +20,7 @@ MSS = 1452
 def _established(cfg: Config, *, peer_opts: Options, window: int = 65535) -> Connection:
     conn = Connection.connect(cfg, local_port=LOCAL, remote_port=REMOTE, iss=ISS, mss=MSS, now=0.0)
     conn.take_segments()
-    synack = Segment(REMOTE, LOCAL, PEER, ISS + 1, SYN | ACK, window, peer_opts)
+    synack = seg(SYN | ACK, seq=PEER, ack=ISS + 1, window=window, options=peer_opts)
     conn.receive(synack, 0.01)
     conn.take_segments()
     conn.take_events()
@@ -30,13 +31,13 @@ def _established(cfg: Config, *, peer_opts: Options, window: int = 65535) -> Con
 def _written_bytes_only(conn: Connection, segs: list[Segment], written: bytes) -> None:
     """Every data segment carries the application's bytes at their own offsets, and
     nothing beyond what was sent as new data (SND.MAX)."""
-    for seg in segs:
-        if not seg.payload:
+    for segment in segs:
+        if not segment.payload:
             continue
-        off = (seg.seq - ISS - 1) & 0xFFFFFFFF
-        assert seg.payload == written[off : off + len(seg.payload)]
-        end = (seg.seq + len(seg.payload) - conn.iss - 1) & 0xFFFFFFFF
-        assert end <= (conn.snd_max - conn.iss - 1) & 0xFFFFFFFF, (seg, conn.snd_max)
+        off = (segment.seq - ISS - 1) & 0xFFFFFFFF
+        assert segment.payload == written[off : off + len(segment.payload)]
+        end = (segment.seq + len(segment.payload) - conn.iss - 1) & 0xFFFFFFFF
+        assert end <= (conn.snd_max - conn.iss - 1) & 0xFFFFFFFF, (segment, conn.snd_max)
 
 
 def test_a_receiver_that_sacks_everything_behind_a_tiny_window_gets_no_unsent_bytes():
@@ -55,7 +56,7 @@ def test_a_receiver_that_sacks_everything_behind_a_tiny_window_gets_no_unsent_by
     blocks = ((ISS + 1, sent_top),)
     now = 0.05
     conn.receive(
-        Segment(REMOTE, LOCAL, PEER + 1, ISS + 1, ACK, 1, Options(sack_blocks=blocks)), now
+        seg(ACK, seq=PEER + 1, ack=ISS + 1, window=1, options=Options(sack_blocks=blocks)), now
     )
     out = conn.take_segments()
     while now < 3.0:  # probes, RTOs, persist: whatever the timers do
@@ -67,7 +68,7 @@ def test_a_receiver_that_sacks_everything_behind_a_tiny_window_gets_no_unsent_by
     _written_bytes_only(conn, out, written)
     assert conn.snd_max == sent_top  # no new data went out through the 1-byte window
     # The window opens and the peer acknowledges everything: new data flows again.
-    conn.receive(Segment(REMOTE, LOCAL, PEER + 1, sent_top, ACK, 65535), now + 0.01)
+    conn.receive(seg(ACK, seq=PEER + 1, ack=sent_top), now + 0.01)
     more = conn.take_segments()
     assert conn.state is S.ESTABLISHED
     assert any(s.payload for s in more)
@@ -86,7 +87,7 @@ def test_spoofed_duplicate_acks_cannot_inflate_the_window_without_bound():
     flight_at_entry = conn.snd_max - conn.snd_una
     assert flight_at_entry == 10 * MSS
     sent_after = []
-    dup = Segment(REMOTE, LOCAL, PEER + 1, ISS + 1, ACK, 65535)
+    dup = seg(ACK, seq=PEER + 1, ack=ISS + 1)
     for i in range(2003):
         conn.receive(dup, 0.03 + i * 1e-5)
         sent_after += conn.take_segments()
@@ -115,22 +116,20 @@ def test_out_of_window_segments_draw_one_ack_per_half_second():
     answers = 0
     guesses = (
         [
-            Segment(
-                REMOTE, LOCAL, PEER + 1 + 10_000_000 + i * 7919, ISS + 1, ACK, 65535, None, b"x"
-            )
+            seg(ACK, seq=PEER + 1 + 10_000_000 + i * 7919, ack=ISS + 1, payload=b"x")
             for i in range(300)  # beyond the window
         ]
         + [
-            Segment(REMOTE, LOCAL, PEER + 1, ISS + 1 + 5_000_000, ACK, 65535)  # unsent data
+            seg(ACK, seq=PEER + 1, ack=ISS + 1 + 5_000_000)  # unsent data
             for _ in range(300)
         ]
         + [
-            Segment(REMOTE, LOCAL, PEER + 1 - 50_000_000, ISS + 1, ACK, 65535, None, b"y")
+            seg(ACK, seq=PEER + 1 - 50_000_000, ack=ISS + 1, payload=b"y")
             for _ in range(300)  # far below RCV.NXT: no retransmission of ours
         ]
     )
-    for i, seg in enumerate(guesses):
-        conn.receive(seg, 1.0 + i * 0.001)  # 900 segments over 0.9 s
+    for i, segment in enumerate(guesses):
+        conn.receive(segment, 1.0 + i * 0.001)  # 900 segments over 0.9 s
         answers += len(conn.take_segments())
     assert answers == 2  # at 1.0 s and at 1.5 s
     assert conn.stats()["invalid_acks_suppressed"] == len(guesses) - 2
@@ -140,7 +139,7 @@ def test_out_of_window_segments_draw_one_ack_per_half_second():
 def test_a_real_retransmission_below_rcv_nxt_is_still_answered_at_once_with_a_dsack():
     cfg = Config(delayed_ack=0.0, keepalive=False, pacing=False, timestamps=False)
     conn = _established(cfg, peer_opts=Options(mss=MSS, sack_permitted=True))
-    data = Segment(REMOTE, LOCAL, PEER + 1, ISS + 1, ACK, 65535, None, b"d" * 100)
+    data = seg(ACK, seq=PEER + 1, ack=ISS + 1, payload=b"d" * 100)
     conn.receive(data, 1.0)
     conn.take_segments()
     for i in range(5):  # a peer whose ACKs are lost resends, again and again
@@ -183,12 +182,12 @@ def test_segments_without_timestamps_are_dropped_once_agreed_rfc7323_3_2():
     cfg = Config(delayed_ack=0.0, keepalive=False, pacing=False)
     conn = _established(cfg, peer_opts=Options(mss=MSS, timestamps=(5, 0)))
     assert conn.ts_enabled
-    conn.receive(Segment(REMOTE, LOCAL, PEER + 1, ISS + 1, ACK, 65535, None, b"no ts"), 0.1)
+    conn.receive(seg(ACK, seq=PEER + 1, ack=ISS + 1, payload=b"no ts"), 0.1)
     assert conn.take_segments() == [] and conn.take_events() == []
     assert conn.rcv_nxt == PEER + 1
     assert conn.stats()["missing_timestamp_dropped"] == 1
     # A RST needs none (RFC 7323 §3.2 exempts it).
-    conn.receive(Segment(REMOTE, LOCAL, PEER + 1, 0, RST, 0), 0.2)
+    conn.receive(seg(RST, seq=PEER + 1, window=0), 0.2)
     assert conn.state is S.CLOSED
 
 
@@ -196,9 +195,7 @@ def test_data_on_a_syn_ack_is_acknowledged_and_delivered_rfc9293_3_10_7_3():
     cfg = Config(delayed_ack=0.0, keepalive=False, pacing=False, timestamps=False)
     conn = Connection.connect(cfg, local_port=LOCAL, remote_port=REMOTE, iss=ISS, mss=MSS, now=0)
     conn.take_segments()
-    synack = Segment(
-        REMOTE, LOCAL, PEER, ISS + 1, SYN | ACK | FIN, 65535, Options(mss=MSS), b"early data"
-    )
+    synack = seg(SYN | ACK | FIN, seq=PEER, ack=ISS + 1, mss=MSS, payload=b"early data")
     conn.receive(synack, 0.01)
     (ack,) = conn.take_segments()
     assert (ack.flags, ack.seq, ack.ack) == (ACK, ISS + 1, PEER + 1 + len(b"early data") + 1)
@@ -209,7 +206,7 @@ def test_data_on_a_syn_ack_is_acknowledged_and_delivered_rfc9293_3_10_7_3():
 
 
 def _syn_received(cfg: Config) -> Connection:
-    syn = Segment(REMOTE, LOCAL, PEER, 0, SYN, 65535, Options(mss=MSS))
+    syn = seg(SYN, seq=PEER, mss=MSS)
     conn = Connection.accept(cfg, syn, iss=ISS, mss=MSS, now=0.0)
     conn.take_segments()
     assert conn.state is S.SYN_RECEIVED
@@ -219,19 +216,19 @@ def _syn_received(cfg: Config) -> Connection:
 def test_an_in_window_rst_in_syn_received_gets_a_challenge_ack_rfc5961_3_2():
     cfg = Config(delayed_ack=0.0, keepalive=False, pacing=False, timestamps=False)
     conn = _syn_received(cfg)
-    conn.receive(Segment(REMOTE, LOCAL, PEER + 1 + 500, 0, RST, 0), 0.01)
+    conn.receive(seg(RST, seq=PEER + 1 + 500, window=0), 0.01)
     assert conn.state is S.SYN_RECEIVED
     (challenge,) = conn.take_segments()
     assert (challenge.flags, challenge.seq, challenge.ack) == (ACK, ISS + 1, PEER + 1)
     # The exact one still resets it.
-    conn.receive(Segment(REMOTE, LOCAL, PEER + 1, 0, RST, 0), 0.02)
+    conn.receive(seg(RST, seq=PEER + 1, window=0), 0.02)
     assert conn.state is S.CLOSED
 
 
 def test_a_new_syn_in_syn_received_gets_a_challenge_ack_rfc5961_4_2():
     cfg = Config(delayed_ack=0.0, keepalive=False, pacing=False, timestamps=False)
     conn = _syn_received(cfg)
-    conn.receive(Segment(REMOTE, LOCAL, PEER + 1 + 100, 0, SYN, 65535, Options(mss=MSS)), 0.01)
+    conn.receive(seg(SYN, seq=PEER + 1 + 100, mss=MSS), 0.01)
     assert conn.state is S.SYN_RECEIVED
     (challenge,) = conn.take_segments()
     assert (challenge.flags, challenge.seq, challenge.ack) == (ACK, ISS + 1, PEER + 1)
@@ -244,7 +241,7 @@ def _time_wait(cfg: Config, *, ts: bool) -> Connection:
     topts = Options(timestamps=(1001, conn._tsval())) if ts else None
     conn.close(0.02)
     (fin,) = conn.take_segments()
-    conn.receive(Segment(REMOTE, LOCAL, PEER + 1, fin.seq + 1, ACK | FIN, 65535, topts), 0.03)
+    conn.receive(seg(ACK | FIN, seq=PEER + 1, ack=fin.seq + 1, options=topts), 0.03)
     conn.take_segments()
     assert conn.state is S.TIME_WAIT
     return conn
@@ -256,7 +253,7 @@ def test_time_wait_reopens_for_a_newer_timestamp_even_with_a_lower_sequence_rfc6
     assert conn.ts_recent == 1001
 
     def syn(seq: int, tsval: int) -> Segment:
-        return Segment(REMOTE, LOCAL, seq, 0, SYN, 65535, Options(mss=MSS, timestamps=(tsval, 0)))
+        return seg(SYN, seq=seq, options=Options(mss=MSS, timestamps=(tsval, 0)))
 
     lower, higher = PEER - 1000, PEER + 1_000_000
     assert conn.accepts_reopen(syn(lower, 2000))  # newer timestamp: a new incarnation
@@ -264,15 +261,15 @@ def test_time_wait_reopens_for_a_newer_timestamp_even_with_a_lower_sequence_rfc6
     assert conn.accepts_reopen(syn(higher, 1001))  # same timestamp: the sequence decides
     assert not conn.accepts_reopen(syn(lower, 1001))
     # Without a timestamp in the SYN, RFC 1122's sequence rule.
-    plain = Segment(REMOTE, LOCAL, higher, 0, SYN, 65535, Options(mss=MSS))
+    plain = seg(SYN, seq=higher, mss=MSS)
     assert conn.accepts_reopen(plain)
 
 
 def test_time_wait_without_timestamps_reopens_on_a_higher_sequence_only():
     cfg = Config(delayed_ack=0.0, keepalive=False, pacing=False, timestamps=False)
     conn = _time_wait(cfg, ts=False)
-    assert conn.accepts_reopen(Segment(REMOTE, LOCAL, PEER + 10_000, 0, SYN, 65535))
-    assert not conn.accepts_reopen(Segment(REMOTE, LOCAL, PEER - 10_000, 0, SYN, 65535))
+    assert conn.accepts_reopen(seg(SYN, seq=PEER + 10_000))
+    assert not conn.accepts_reopen(seg(SYN, seq=PEER - 10_000))
 
 
 def test_a_reopened_incarnation_starts_beyond_every_sequence_number_of_the_old_one():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from support.segments import seg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
-from udptcp.core.segment import ACK, SYN, Options, Segment
+from udptcp.core.segment import ACK, SYN, Options
 from udptcp.tools.simnet import Link, SimNet
 
 S = State
@@ -17,7 +18,7 @@ FULL = Config(delayed_ack=0.0, receive_buffer=4 * 1024 * 1024, pacing=False)
 
 
 def _accept(offer: Options, config: Config = FULL) -> Connection:
-    syn = Segment(80, 4000, PEER, 0, SYN, 65535, offer)
+    syn = seg(SYN, seq=PEER, options=offer)
     return Connection.accept(config, syn, iss=ISS, mss=1452, now=1.0)
 
 
@@ -46,7 +47,7 @@ def test_syn_ack_answers_only_what_was_offered():
 def test_agreed_scaling_shifts_both_windows():
     conn = _accept(Options(mss=1452, wscale=2))
     conn.take_segments()
-    conn.receive(Segment(80, 4000, PEER + 1, ISS + 1, ACK, 1000), 1.1)
+    conn.receive(seg(ACK, seq=PEER + 1, ack=ISS + 1, window=1000), 1.1)
     assert conn.state is S.ESTABLISHED
     assert conn.snd_wnd == 1000 << 2  # the peer's field, scaled by its shift
     conn.send(b"x" * 100, 1.1)
@@ -57,7 +58,7 @@ def test_agreed_scaling_shifts_both_windows():
 def test_without_the_peers_offer_windows_stay_unscaled_and_capped():
     conn = _accept(Options(mss=1452))
     conn.take_segments()
-    conn.receive(Segment(80, 4000, PEER + 1, ISS + 1, ACK, 1000), 1.1)
+    conn.receive(seg(ACK, seq=PEER + 1, ack=ISS + 1, window=1000), 1.1)
     assert conn.snd_wnd == 1000
     conn.send(b"x", 1.1)
     (data,) = conn.take_segments()
@@ -68,9 +69,7 @@ def test_without_the_peers_offer_windows_stay_unscaled_and_capped():
 def test_timestamps_ride_every_segment_and_shrink_its_data():
     conn = _accept(Options(mss=1452, timestamps=(500, 0)))
     conn.take_segments()
-    conn.receive(
-        Segment(80, 4000, PEER + 1, ISS + 1, ACK, 65535, Options(timestamps=(510, 0))), 1.2
-    )
+    conn.receive(seg(ACK, seq=PEER + 1, ack=ISS + 1, options=Options(timestamps=(510, 0))), 1.2)
     conn.send(b"y" * 3000, 1.2)
     segs = conn.take_segments()
     assert [len(s.payload) for s in segs] == [1440, 1440, 120]  # 1452 - 12 option bytes
@@ -80,11 +79,9 @@ def test_timestamps_ride_every_segment_and_shrink_its_data():
 def test_paws_drops_an_old_duplicate_and_acknowledges():
     conn = _accept(Options(mss=1452, timestamps=(500, 0)))
     conn.take_segments()
-    conn.receive(
-        Segment(80, 4000, PEER + 1, ISS + 1, ACK, 65535, Options(timestamps=(600, 0))), 1.2
-    )
+    conn.receive(seg(ACK, seq=PEER + 1, ack=ISS + 1, options=Options(timestamps=(600, 0))), 1.2)
     conn.take_events()
-    old = Segment(80, 4000, PEER + 1, ISS + 1, ACK, 65535, Options(timestamps=(550, 0)), b"old")
+    old = seg(ACK, seq=PEER + 1, ack=ISS + 1, options=Options(timestamps=(550, 0)), payload=b"old")
     conn.receive(old, 1.3)
     assert conn.take_events() == []  # not delivered
     (ack,) = conn.take_segments()
@@ -94,9 +91,7 @@ def test_paws_drops_an_old_duplicate_and_acknowledges():
 def test_timestamps_measure_rtt_for_a_retransmitted_segment():
     conn = _accept(Options(mss=1452, timestamps=(500, 0)))
     conn.take_segments()
-    conn.receive(
-        Segment(80, 4000, PEER + 1, ISS + 1, ACK, 65535, Options(timestamps=(510, 0))), 1.0
-    )
+    conn.receive(seg(ACK, seq=PEER + 1, ack=ISS + 1, options=Options(timestamps=(510, 0))), 1.0)
     conn.send(b"z" * 100, 1.0)
     conn.take_segments()
     conn.handle_timer(conn.get_timer())  # timeout: sent again
@@ -104,7 +99,7 @@ def test_timestamps_measure_rtt_for_a_retransmitted_segment():
     sent_at = conn._now
     echo = again.options.timestamps[0]
     conn.receive(
-        Segment(80, 4000, PEER + 1, ISS + 101, ACK, 65535, Options(timestamps=(520, echo))),
+        seg(ACK, seq=PEER + 1, ack=ISS + 101, options=Options(timestamps=(520, echo))),
         sent_at + 0.030,
     )
     assert conn.rtt.latest == pytest.approx(0.030, abs=0.0011)  # Karn alone would give none

@@ -10,6 +10,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.segments import seg
 
 from udptcp.core.buffers import DROPPED, PIECE_OVERHEAD, ReassemblyQueue
 from udptcp.core.config import Config
@@ -42,8 +43,16 @@ class Peer:
     def send(self, offset: int, data: bytes, flags: int = ACK) -> Segment:
         """Hand ``data`` at stream ``offset`` to the connection; return its one answer."""
         options = Options(timestamps=self.ts) if self.ts is not None else None
-        seg = Segment(1000, 2000, self.seq(offset), self.ack, flags, 65535, options, data)
-        self.conn.receive(seg, 0.0)
+        segment = seg(
+            flags,
+            seq=self.seq(offset),
+            ack=self.ack,
+            options=options,
+            payload=data,
+            src=1000,
+            dst=2000,
+        )
+        self.conn.receive(segment, 0.0)
         for ev in self.conn.take_events():
             if isinstance(ev, DataReceived):
                 self.data += ev.data
@@ -476,7 +485,12 @@ def test_the_sender_refuses_sack_ranges_beyond_twice_its_segments():
         blocks = tuple(
             (seq_add(una, 100 + 2 * j), seq_add(una, 101 + 2 * j)) for j in range(4 * k, 4 * k + 4)
         )
-        a.receive(Segment(2000, 1000, b.snd_nxt, una, ACK, 65535, Options(sack_blocks=blocks)), 0.0)
+        a.receive(
+            seg(
+                ACK, seq=b.snd_nxt, ack=una, options=Options(sack_blocks=blocks), src=2000, dst=1000
+            ),
+            0.0,
+        )
         a.take_segments()
     assert len(a._sb) == 2 * 4 + 8
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from support.segments import seg
+
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
-from udptcp.core.segment import ACK, SYN, Options, Segment
+from udptcp.core.segment import ACK, SYN
 from udptcp.tools.simnet import connected_pair
 
 S = State
@@ -81,7 +83,7 @@ def test_the_recovery_point_trails_snd_una_so_it_can_never_wrap(script):
 def test_congestion_window_counts_in_the_peers_smaller_segments(script):
     conn = script.active(iss=ISS)
     script.out()
-    script.feed(Segment(80, 4000, PEER, ISS + 1, SYN | ACK, 65535, Options(mss=536)))
+    script.feed(seg(SYN | ACK, seq=PEER, ack=ISS + 1, mss=536))
     assert conn.cc.mss == 536
     assert conn.cc.cwnd == 10 * 536  # RFC 6928: ten of the segments actually sent
 
@@ -106,7 +108,7 @@ def test_after_a_lost_syn_the_first_window_is_one_segment_and_rto_restarts_at_3s
     a.take_segments()
     a.handle_timer(1.0)  # the SYN was lost; sent again
     (syn,) = a.take_segments()
-    a.receive(Segment(2, 1, PEER, ISS + 1, SYN | ACK, 65535, Options(mss=1452)), 1.2)
+    a.receive(seg(SYN | ACK, seq=PEER, ack=ISS + 1, mss=1452, src=2, dst=1), 1.2)
     assert a.state is S.ESTABLISHED
     a.take_segments()
     a.send(b"d" * 10 * 1452, 1.2)
@@ -118,12 +120,12 @@ def test_delayed_ack_counts_full_segments_of_the_peers_size():
     cfg = Config(delayed_ack=0.2)
     conn = Connection.connect(cfg, local_port=1, remote_port=2, iss=ISS, mss=1452, now=0.0)
     conn.take_segments()
-    conn.receive(Segment(2, 1, PEER, ISS + 1, SYN | ACK, 65535, Options(mss=536)), 0.0)
+    conn.receive(seg(SYN | ACK, seq=PEER, ack=ISS + 1, mss=536, src=2, dst=1), 0.0)
     conn.take_segments()
     seq = PEER + 1
-    conn.receive(Segment(2, 1, seq, ISS + 1, ACK, 65535, None, b"a" * 536), 0.01)
+    conn.receive(seg(ACK, seq=seq, ack=ISS + 1, payload=b"a" * 536, src=2, dst=1), 0.01)
     assert conn.take_segments() == []
-    conn.receive(Segment(2, 1, seq + 536, ISS + 1, ACK, 65535, None, b"b" * 536), 0.02)
+    conn.receive(seg(ACK, seq=seq + 536, ack=ISS + 1, payload=b"b" * 536, src=2, dst=1), 0.02)
     assert [s.ack for s in conn.take_segments()] == [seq + 1072]
 
 

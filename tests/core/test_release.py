@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 
+from support.segments import seg
+
 from udptcp.core.connection import State
 from udptcp.core.events import ConnectionClosed, DataReceived, EofReceived
-from udptcp.core.segment import ACK, FIN, RST, SYN, Segment
+from udptcp.core.segment import ACK, FIN, RST, SYN
 from udptcp.tools.simnet import Link, SimNet
 
 S = State
@@ -127,12 +129,7 @@ def test_half_close_keeps_the_other_direction_flowing():
 
 def test_fin_wait_2_times_out_after_close_when_the_peer_stays_silent(script):
     script.config = script.config.replace(fin_wait2_timeout=60.0)
-    conn = script.established()
-    conn.close(script.now)
-    fin = script.one()
-    script.peer(301, fin.seq + 1)  # the peer acknowledges but never closes
-    assert conn.state is S.FIN_WAIT_2
-    script.take_events()
+    conn = script.in_state(S.FIN_WAIT_2)  # the peer acknowledged our FIN but never closes
     script.advance(59.0)
     assert conn.state is S.FIN_WAIT_2
     script.advance(1.0)
@@ -188,7 +185,7 @@ def test_rst_outside_the_window_is_dropped_silently(script):
 
 def test_syn_on_an_established_connection_gets_a_challenge_ack(script):
     conn = script.established(iss=100, peer_iss=300)
-    script.feed(Segment(80, 4000, 305, 0, SYN, 65535))
+    script.feed(seg(SYN, seq=305))
     assert conn.state is S.ESTABLISHED
     assert script.one().flags == ACK
 
@@ -206,7 +203,7 @@ def test_challenge_acks_are_rate_limited(script):
 def test_rst_in_time_wait_is_ignored_rfc1337():
     net, a, b, client, server = _pair()
     _release(net, a, b, client, server)
-    client.receive(Segment(80, client.local_port, client.rcv_nxt, 0, RST, 0), net.now)
+    client.receive(seg(RST, seq=client.rcv_nxt, window=0, src=80, dst=client.local_port), net.now)
     assert client.state is S.TIME_WAIT
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 
 import pytest
+from support.segments import seg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import State
@@ -180,21 +181,21 @@ def test_data_beyond_the_window_is_not_accepted(script):
 
 def test_delayed_ack_every_second_full_segment_or_after_the_timer():
     from udptcp.core.connection import Connection
-    from udptcp.core.segment import SYN, Options, Segment
+    from udptcp.core.segment import SYN
 
     cfg = Config(delayed_ack=0.04)
     conn = Connection.connect(cfg, local_port=1, remote_port=2, iss=ISS, mss=1452, now=0.0)
     conn.take_segments()
-    conn.receive(Segment(2, 1, PEER, ISS + 1, SYN | ACK, 65535, Options(mss=1452)), 0.0)
+    conn.receive(seg(SYN | ACK, seq=PEER, ack=ISS + 1, mss=1452, src=2, dst=1), 0.0)
     conn.take_segments()
     seq = PEER + 1
-    conn.receive(Segment(2, 1, seq, ISS + 1, ACK, 65535, None, b"a" * 1452), 0.0)
+    conn.receive(seg(ACK, seq=seq, ack=ISS + 1, payload=b"a" * 1452, src=2, dst=1), 0.0)
     assert conn.take_segments() == []  # held back
     assert conn.get_timer() == pytest.approx(0.04)
-    conn.receive(Segment(2, 1, seq + 1452, ISS + 1, ACK, 65535, None, b"b" * 1452), 0.01)
+    conn.receive(seg(ACK, seq=seq + 1452, ack=ISS + 1, payload=b"b" * 1452, src=2, dst=1), 0.01)
     (ack,) = conn.take_segments()  # second full segment: ACK now
     assert ack.ack == seq + 2904
-    conn.receive(Segment(2, 1, seq + 2904, ISS + 1, ACK, 65535, None, b"c" * 10), 0.02)
+    conn.receive(seg(ACK, seq=seq + 2904, ack=ISS + 1, payload=b"c" * 10, src=2, dst=1), 0.02)
     assert conn.take_segments() == []
     conn.handle_timer(0.06)
     (late,) = conn.take_segments()
@@ -235,12 +236,12 @@ def test_zero_window_is_probed_by_the_persist_timer_and_reopens(script):
 @pytest.mark.parametrize("nagle", [False, True])
 def test_nagle_holds_small_segments_only_when_enabled(nagle):
     from udptcp.core.connection import Connection
-    from udptcp.core.segment import SYN, Options, Segment
+    from udptcp.core.segment import SYN
 
     cfg = Config(nagle=nagle, delayed_ack=0.0)
     conn = Connection.connect(cfg, local_port=1, remote_port=2, iss=ISS, mss=1452, now=0.0)
     conn.take_segments()
-    conn.receive(Segment(2, 1, PEER, ISS + 1, SYN | ACK, 65535, Options(mss=1452)), 0.0)
+    conn.receive(seg(SYN | ACK, seq=PEER, ack=ISS + 1, mss=1452, src=2, dst=1), 0.0)
     conn.take_segments()
     conn.send(b"a", 0.0)
     conn.send(b"b", 0.0)
@@ -248,7 +249,7 @@ def test_nagle_holds_small_segments_only_when_enabled(nagle):
     sent = conn.take_segments()
     if nagle:
         assert [s.payload for s in sent] == [b"a"]
-        conn.receive(Segment(2, 1, PEER + 1, ISS + 2, ACK, 65535), 0.01)
+        conn.receive(seg(ACK, seq=PEER + 1, ack=ISS + 2, src=2, dst=1), 0.01)
         assert [s.payload for s in conn.take_segments()] == [b"bc"]
     else:
         assert [s.payload for s in sent] == [b"a", b"b", b"c"]

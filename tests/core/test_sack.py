@@ -3,10 +3,14 @@ scoreboard-driven recovery (RFC 6675)."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.segments import seg as mkseg
+
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.sack import Scoreboard
-from udptcp.core.segment import SYN, Options, Segment
+from udptcp.core.segment import SYN, Options
 from udptcp.tools.simnet import connected_pair
 
 S = State
@@ -52,10 +56,10 @@ def test_the_sent_log_keeps_pipe_lost_and_sacked_counts_through_splits():
 
 
 def test_sack_permitted_is_answered_only_when_offered():
-    syn = Segment(2000, 1000, 5, 0, SYN, 65535, Options(mss=1452, sack_permitted=True))
+    syn = mkseg(SYN, seq=5, options=Options(mss=1452, sack_permitted=True), src=2000, dst=1000)
     conn = Connection.accept(CFG, syn, iss=ISS, mss=1452, now=0.0)
     assert conn.take_segments()[0].options.sack_permitted
-    syn = Segment(2000, 1000, 5, 0, SYN, 65535, Options(mss=1452))
+    syn = mkseg(SYN, seq=5, mss=1452, src=2000, dst=1000)
     conn = Connection.accept(CFG, syn, iss=ISS, mss=1452, now=0.0)
     assert not conn.take_segments()[0].options.sack_permitted
     assert not conn.sack_ok
@@ -347,3 +351,113 @@ def test_a_duplicate_made_by_the_network_does_not_undo_a_real_recovery():
     # was real, the cut stays (RFC 3708 §3).
     assert a.stats()["spurious_recoveries_undone"] == 0
     assert a.cc.cwnd <= cut
+
+
+# -- the sent log's side structures against the plain walks they replace ------------------
+
+
+class _WalkingLog:
+    """The sent log as it was: RACK and NextSeg walk every logged segment per call."""
+
+    @staticmethod
+    def detect_losses(log, now, reo_wnd):
+        newly, wait = 0, None
+        horizon = log.rack_rtt + reo_wnd
+        for seg in log._segs:
+            if seg.order >= log.rack_order:
+                if not seg.retransmitted:
+                    break
+                continue
+            if seg.sacked or seg.lost:
+                continue
+            due = seg.time + horizon
+            if due <= now:
+                log._set_lost(seg, True)
+                newly += 1
+            elif wait is None or due < wait:
+                wait = due
+        return newly, wait
+
+    @staticmethod
+    def first_lost(log):
+        return next((s for s in log._segs if s.lost and not s.sacked), None)
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("nnrsadlaxf"),
+            st.integers(0, 40),
+            st.integers(1, 6),
+            st.integers(0, 3),
+        ),
+        max_size=80,
+    )
+)
+def test_rack_and_lowest_lost_match_a_walk_over_the_whole_log(steps):
+    """RACK's time-ordered queue and the heap of lost segments give what walking the log
+    gave (the same segments deemed lost, the same timer, the same NextSeg), whatever mix
+    of sends, resends (split ones too), SACKs, ACKs and timeouts led there."""
+    from udptcp.core.rack import SentLog
+
+    fast, slow = SentLog(), SentLog()
+    now, top, una, mss = 0.0, 0, 0, 10
+    for op, a, b, c in steps:
+        now += 0.001 * c
+        if op == "n":  # new data
+            for log in (fast, slow):
+                log.record_run(top, mss, b, now)
+            top += b * mss
+        elif op == "r" and top > una:  # a resend, maybe at a smaller size (a split)
+            start = una + (a * mss) % (top - una)
+            size = mss if c else mss // 2
+            for log in (fast, slow):
+                log.record(start, min(start + size, top), now)
+        elif op == "s" and top > una:  # a SACK block over whole segments
+            start = una + (a * mss) % (top - una)
+            start -= (start - una) % mss
+            for log in (fast, slow):
+                log.start_ack()
+                log.sack(start, min(start + b * mss, top), now, 0.0)
+        elif op == "a" and top > una:  # a cumulative ACK, maybe inside a segment
+            una = min(top, una + a + 1)
+            for log in (fast, slow):
+                log.start_ack()
+                log.acknowledge(una, now, 0.0)
+        elif op == "d":
+            reo = 0.002 * c
+            got = fast.detect_losses(now, reo)
+            assert got == _WalkingLog.detect_losses(slow, now, reo), steps
+        elif op == "l":
+            for log in (fast, slow):
+                log.mark_lost_below(una + 1)
+        elif op == "x":  # a retransmission timeout, the scoreboard dropped
+            for log in (fast, slow):
+                log.forget_sacks()
+                log.mark_all_lost()
+        got, want = fast.first_lost(), _WalkingLog.first_lost(slow)
+        assert (got and (got.start, got.end)) == (want and (want.start, want.end)), steps
+        assert (fast.pipe(), fast.lost_bytes()) == (slow.pipe(), slow.lost_bytes())
+        # The side structures stay bounded by what is logged.
+        assert (
+            len(fast._by_send) <= 4 * len(fast) + 64 and len(fast._lost_heap) <= 4 * len(fast) + 64
+        )
+
+
+def test_rack_still_sees_the_untouched_half_of_a_segment_resent_at_a_smaller_size():
+    """A resend at half the size splits a logged segment; the half not resent keeps its
+    old send time, and RACK must still deem it lost once a later send is delivered."""
+    from udptcp.core.rack import SentLog
+
+    log = SentLog()
+    log.record_run(0, 10, 3, 0.0)  # [0,10) [10,20) [20,30) at t=0
+    log.record(0, 5, 0.01)  # [0,5) again at t=0.01; [5,10) still from t=0
+    log.record(30, 40, 0.02)  # new data, sent after everything above
+    log.start_ack()
+    log.sack(30, 40, 0.05, 0.0)  # RACK: delivered, sent at 0.02
+    newly, _ = log.detect_losses(0.05, 0.0)
+    lost = {(s.start, s.end) for s in log.segments() if s.lost}
+    assert (5, 10) in lost and (10, 20) in lost and (20, 30) in lost and (0, 5) in lost
+    assert newly == 4
+    assert (log.first_lost().start, log.first_lost().end) == (0, 5)

@@ -15,6 +15,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.segments import seg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
@@ -56,7 +57,7 @@ class Side:
     def take(self) -> list[bytes]:
         """The datagrams the connection wants sent, sealed."""
         assert self.conn is not None and self.session is not None
-        return [self.session.seal(seg) for seg in self.conn.take_segments()]
+        return [self.session.seal(segment) for segment in self.conn.take_segments()]
 
     def open(self, data: bytes, addr: object, now: float) -> Segment | None:
         """What the endpoint would hand the connection for ``data``."""
@@ -65,11 +66,11 @@ class Side:
         if is_sealed(data):
             return session.open_sealed(data, addr, now)
         try:
-            seg = decode(data)
+            segment = decode(data)
         except MalformedSegment as exc:
             self.stats["malformed:" + exc.reason] += 1
             return None
-        return session.open_plain(seg, addr, now)
+        return session.open_plain(segment, addr, now)
 
     def data(self) -> bytes:
         assert self.conn is not None
@@ -122,16 +123,16 @@ class Pair:
     def to_server(self, datagrams: list[bytes], addr: object = CLIENT_ADDR) -> None:
         assert self.server.conn is not None
         for data in datagrams:
-            seg = self.server.open(data, addr, self.now)
-            if seg is not None:
-                self.server.conn.receive(seg, self.now)
+            segment = self.server.open(data, addr, self.now)
+            if segment is not None:
+                self.server.conn.receive(segment, self.now)
 
     def to_client(self, datagrams: list[bytes]) -> None:
         assert self.client.conn is not None
         for data in datagrams:
-            seg = self.client.open(data, SERVER_ADDR, self.now)
-            if seg is not None:
-                self.client.conn.receive(seg, self.now)
+            segment = self.client.open(data, SERVER_ADDR, self.now)
+            if segment is not None:
+                self.client.conn.receive(segment, self.now)
 
     def handshake(self) -> None:
         self.accept(self.syn())
@@ -384,7 +385,7 @@ def test_client_rst_before_anything_sealed_resets_the_half_open_server() -> None
     pair.accept(pair.syn())
     (synack,) = pair.server.take()
     assert pair.server.conn is not None
-    rst = Segment(CPORT, SPORT, 1001, 0, RST, 0)
+    rst = seg(RST, seq=1001, window=0, src=CPORT, dst=SPORT)
     pair.to_server([encode(rst)])
     assert pair.server.conn.state is State.CLOSED
 
@@ -467,7 +468,7 @@ def test_datagrams_older_than_the_window_are_dropped_but_reordering_within_it_is
     server_session = pair.server.session
     assert server_session is not None
     opened = [server_session.open_sealed(d, CLIENT_ADDR, pair.now) for d in burst]
-    assert all(seg is not None for seg in opened), f"seed {SEED}"
+    assert all(segment is not None for segment in opened), f"seed {SEED}"
 
 
 def test_forged_rst_with_the_right_four_tuple_and_sequence_number_does_nothing() -> None:
@@ -476,14 +477,14 @@ def test_forged_rst_with_the_right_four_tuple_and_sequence_number_does_nothing()
     assert server.conn is not None and server.session is not None
     rcv_nxt = server.conn.rcv_nxt
     forged = [
-        Segment(CPORT, SPORT, rcv_nxt, 0, RST, 0),
-        Segment(CPORT, SPORT, rcv_nxt, server.conn.snd_nxt, RST | ACK, 0),
-        Segment(CPORT, SPORT, rcv_nxt, 0, SYN, 65535),
-        Segment(CPORT, SPORT, rcv_nxt, server.conn.snd_nxt, ACK, 65535, None, b"injected"),
+        seg(RST, seq=rcv_nxt, window=0, src=CPORT, dst=SPORT),
+        seg(RST | ACK, seq=rcv_nxt, ack=server.conn.snd_nxt, window=0, src=CPORT, dst=SPORT),
+        seg(SYN, seq=rcv_nxt, src=CPORT, dst=SPORT),
+        seg(ACK, seq=rcv_nxt, ack=server.conn.snd_nxt, payload=b"injected", src=CPORT, dst=SPORT),
     ]
-    pair.to_server([encode(seg) for seg in forged])
+    pair.to_server([encode(segment) for segment in forged])
     # Sealed-looking forgeries (the right header and option, a made-up tag) as well.
-    sealed_rst = Segment(CPORT, SPORT, rcv_nxt, 0, RST, 0)
+    sealed_rst = seg(RST, seq=rcv_nxt, window=0, src=CPORT, dst=SPORT)
     header = encode(sealed_rst)[:12] + bytes((0x80, RST, 0, 0, 0, 0, 0, 0))
     option = (
         bytes((OPTION_KIND, 12))
@@ -535,11 +536,19 @@ def test_options_other_than_timestamps_travel_sealed() -> None:
     pair = established()
     session = pair.client.session
     assert session is not None
-    seg = Segment(CPORT, SPORT, 1, 2, ACK, 100, Options(timestamps=(5, 6), sack_blocks=((10, 20),)))
-    datagram = session.seal(seg)
+    segment = seg(
+        ACK,
+        seq=1,
+        ack=2,
+        window=100,
+        options=Options(timestamps=(5, 6), sack_blocks=((10, 20),)),
+        src=CPORT,
+        dst=SPORT,
+    )
+    datagram = session.seal(segment)
     assert pair.server.session is not None
     opened = pair.server.session.open_sealed(datagram, CLIENT_ADDR, pair.now)
-    assert opened == seg
+    assert opened == segment
 
 
 def test_an_authenticated_peer_cannot_send_oversized_or_broken_options() -> None:

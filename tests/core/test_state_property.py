@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.segments import seg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import TRANSITIONS, State
 from udptcp.core.events import ConnectionClosed
-from udptcp.core.segment import ACK, FIN, SYN, Options, Segment
+from udptcp.core.segment import ACK, FIN, SYN, Options
 from udptcp.core.seq import seq_le
 
 S = State
@@ -99,8 +100,8 @@ def test_no_input_escapes_and_transitions_follow_rfc9293(script, start, steps):
             seq = raw_seq if raw_seq is not None else (conn.rcv_nxt + dseq) & 0xFFFFFFFF
             ack = (conn.snd_nxt + dack) & 0xFFFFFFFF
             opts = Options(mss=mss) if mss is not None and flags & SYN else None
-            seg = Segment(script.REMOTE, script.LOCAL, seq, ack, flags, window, opts, payload)
-            conn.receive(seg, script.now)
+            segment = seg(flags, seq=seq, ack=ack, window=window, options=opts, payload=payload)
+            conn.receive(segment, script.now)
         elif kind == "time":
             script.advance(arg)
         elif kind == "send":
@@ -118,8 +119,8 @@ def test_no_input_escapes_and_transitions_follow_rfc9293(script, start, steps):
             conn.resume_reading(script.now)
         elif kind == "icmp":
             conn.icmp_unreachable(script.now)
-        for seg in conn.take_segments():
-            assert len(seg.payload) <= script.MSS
+        for segment in conn.take_segments():
+            assert len(segment.payload) <= script.MSS
         script.take_events()
         # Invariants after every step.
         if conn.state not in (S.SYN_SENT, S.SYN_RECEIVED, S.CLOSED):

@@ -8,6 +8,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.segments import seg
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
@@ -158,7 +159,7 @@ FULL = Options(mss=1452, wscale=7, sack_permitted=True, timestamps=(5555, 0))
 
 
 def _syn(options: Options | None, seq: int = 70_000) -> Segment:
-    return Segment(5000, 80, seq, 0, SYN, 64240, options)
+    return seg(SYN, seq=seq, window=64240, options=options, src=5000, dst=80)
 
 
 def _accept_syn_ack(config: Config, syn: Segment, iss: int) -> Segment:
@@ -198,15 +199,15 @@ def _final_ack(syn: Segment, syn_ack: Segment, payload: bytes = b"", flags: int 
     opts = None
     if syn_ack.options is not None and syn_ack.options.timestamps is not None:
         opts = Options(timestamps=(6000, syn_ack.options.timestamps[0]))
-    return Segment(
-        syn.src_port,
-        syn.dst_port,
-        seq_add(syn.seq, 1),
-        seq_add(syn_ack.seq, 1),
+    return seg(
         flags,
-        502,
-        opts,
-        payload,
+        seq=seq_add(syn.seq, 1),
+        ack=seq_add(syn_ack.seq, 1),
+        window=502,
+        options=opts,
+        payload=payload,
+        src=syn.src_port,
+        dst=syn.dst_port,
     )
 
 
@@ -275,11 +276,11 @@ def test_a_cookie_handshake_with_a_real_client_carries_data_both_ways() -> None:
         config, first, iss=iss, mss=1452, peer_mss=peer_mss, wscale=choices[0],
         sack=choices[1], now=now,
     )  # fmt: skip
-    for seg in rest:
-        server.receive(seg, now)
+    for segment in rest:
+        server.receive(segment, now)
     server.send(b"y" * 3000, now)
-    for seg in server.take_segments():
-        client.receive(decode(encode(seg)), now)
+    for segment in server.take_segments():
+        client.receive(decode(encode(segment)), now)
     got = b"".join(e.data for e in server.take_events() if isinstance(e, DataReceived))
     assert got == b"x" * 5000
     back = b"".join(e.data for e in client.take_events() if isinstance(e, DataReceived))
@@ -313,7 +314,16 @@ def test_a_hostile_final_ack_never_raises_out_of_a_cookie_connection(
     peer_mss: int,
 ) -> None:
     opts = Options(timestamps=None if tsval is None else (tsval, tsecr), sack_blocks=tuple(blocks))
-    ack = Segment(5000, 80, seq_add(70_001, seq_off), 1234, flags, window, opts, payload)
+    ack = seg(
+        flags,
+        seq=seq_add(70_001, seq_off),
+        ack=1234,
+        window=window,
+        options=opts,
+        payload=payload,
+        src=5000,
+        dst=80,
+    )
     conn = Connection.from_cookie(
         Config(), ack, iss=1233, mss=1452, peer_mss=peer_mss, wscale=wscale, sack=sack, now=NOW
     )

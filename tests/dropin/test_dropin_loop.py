@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import uvloop
+from support.protocols import Echo
 
 import udptcp
 from udptcp.aio.endpoint import open_endpoints
@@ -79,14 +80,6 @@ class Spy:
 
         loop.create_server = spy_server  # type: ignore[method-assign]
         loop.create_connection = spy_connection  # type: ignore[method-assign]
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
 
 
 async def echo_once(host: str, port: int) -> tuple[asyncio.BaseTransport, int, bytes]:

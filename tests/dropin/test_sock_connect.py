@@ -16,38 +16,13 @@ import tempfile
 
 import aiohappyeyeballs
 import pytest
-from test_dropin_loop import BASES, Echo, run
+from support.protocols import Echo, Recorder
+from test_dropin_loop import BASES, run
 
 import udptcp
 from udptcp.aio.endpoint import open_endpoints
 
 WAIT = 10.0
-
-
-class Recorder(asyncio.Protocol):
-    """Records what a connection delivers; ``closed`` resolves on ``connection_lost``."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.eof = False
-        self.closed: asyncio.Future[BaseException | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self.got_data = asyncio.Event()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
-        self.got_data.set()
-
-    def eof_received(self) -> None:
-        self.eof = True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(exc)
 
 
 async def echo_server(host: str | list[str] = "127.0.0.1") -> tuple[asyncio.AbstractServer, int]:
@@ -94,11 +69,9 @@ def test_sock_connect_then_create_connection_goes_over_udptcp(base: str | None) 
             assert isinstance(transport, udptcp.Transport)
             assert sock.fileno() == -1  # the transport owns the connection now
             transport.write(b" and later")
-            while bytes(proto.data) != b"ly and later":
-                proto.got_data.clear()
-                await asyncio.wait_for(proto.got_data.wait(), WAIT)
+            assert await proto.received(len(b"ly and later"), WAIT) == b"ly and later"
             transport.close()
-            assert await asyncio.wait_for(proto.closed, WAIT) is None
+            assert await asyncio.wait_for(proto.lost, WAIT) is None
 
     run(body, base=base)
 
@@ -173,8 +146,8 @@ def test_a_socket_never_passed_on_closes_its_connection(base: str | None) -> Non
                 await asyncio.sleep(0.01)
             del sock  # dropped, as a kernel socket would be closed: FIN, not RST
             gc.collect()
-            assert await asyncio.wait_for(accepted[0].closed, WAIT) is None
-            assert accepted[0].eof
+            assert await asyncio.wait_for(accepted[0].lost, WAIT) is None
+            assert accepted[0].eof.done()
 
     run(body, base=base)
 
@@ -210,7 +183,7 @@ def test_aiohappyeyeballs_race_keeps_one_connection(base: str | None) -> None:
             # Every other connection the race opened is closed (FIN), none is left half-used.
             for recorder in accepted:
                 if recorder.data != b"winner":
-                    assert await asyncio.wait_for(recorder.closed, WAIT) is None
+                    assert await asyncio.wait_for(recorder.lost, WAIT) is None
             transport.close()
 
     run(body, base=base)
@@ -327,7 +300,7 @@ def test_sendfile_falls_back_to_writes_on_the_asyncio_base() -> None:
                 assert sent == len(content) - 100
                 assert f.tell() == len(content)
             transport.close()
-            assert await asyncio.wait_for(received[0].closed, WAIT) is None
+            assert await asyncio.wait_for(received[0].lost, WAIT) is None
             assert received[0].data == content[100:]
 
     run(body)

@@ -13,17 +13,10 @@ import ssl
 
 import pytest
 import uvloop
-from conformance_helpers import HOST, HOSTNAME_MISMATCH, Certs, Recorder
+from support.certs import HOST, HOSTNAME_MISMATCH, Certs
+from support.protocols import Echo, Recorder
 
 import udptcp
-
-
-class Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
 
 
 async def test_tls_echo_over_udptcp(certs: Certs) -> None:

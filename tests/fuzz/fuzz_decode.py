@@ -1,7 +1,9 @@
 """Coverage-guided fuzzing of the segment decoder (atheris).
 
 Every datagram either decodes or raises ``MalformedSegment``, nothing else; what decodes
-encodes again, and that decodes back to the same segment. Half the inputs get a correct
+encodes again, and that decodes back to the same segment. Where the C speedups are built,
+they must agree with the pure-Python codec on every input (same segment, same bytes, same
+reason and detail) and must not crash the process. Half the inputs get a correct
 checksum written into them first (the first byte decides), so the fuzzer's mutations reach
 the option parser instead of all dying at the checksum.
 
@@ -27,7 +29,35 @@ from udptcp.core.segment import (  # noqa: E402
     checksum,
     decode,
     encode,
+    pure_checksum,
+    pure_decode,
+    pure_encode,
 )
+
+try:
+    from udptcp.core import _speedups
+except ImportError:
+    _speedups = None
+else:
+    _speedups.setup(Segment, Options, MalformedSegment, pure_encode, pure_decode, pure_checksum)
+
+
+def _decoded(fn, data: bytes) -> object:
+    try:
+        return fn(data)
+    except MalformedSegment as exc:
+        return (exc.reason, exc.detail)
+
+
+def _compare_paths(data: bytes) -> None:
+    """The compiled codec against the reference, on this input and its re-encoding."""
+    if _speedups is None:
+        return
+    assert _speedups.checksum(data) == pure_checksum(data)
+    expected = _decoded(pure_decode, data)
+    assert _decoded(_speedups.decode, data) == expected, data.hex()
+    if isinstance(expected, Segment):
+        assert _speedups.encode(expected) == pure_encode(expected)
 
 
 def one_input(data: bytes) -> None:
@@ -40,6 +70,7 @@ def one_input(data: bytes) -> None:
         data = bytes(body)
     else:
         data = data[1:]
+    _compare_paths(data)
     try:
         seg = decode(data)
     except MalformedSegment as exc:

@@ -33,7 +33,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import uvloop
 
 import udptcp
 from udptcp.aio.endpoint import close_endpoints
@@ -55,10 +54,6 @@ HOST_SYSCTLS = (
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 # ---------------------------------------------------------------------- can a lab run here?
@@ -381,18 +376,3 @@ async def lab(request: pytest.FixtureRequest, host_baseline: list[str]) -> Async
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)
     assert not os.path.exists(os.path.join(NETNS_DIR, netns)), f"{netns} was not deleted"
     assert_host_untouched(host_baseline, "after the lab was deleted")
-
-
-@pytest_asyncio.fixture(autouse=True, loop_scope="function")
-async def _close_endpoints() -> AsyncIterator[None]:
-    """Close whatever a test left open (TIME-WAIT connections keep endpoints alive)."""
-    yield
-    close_endpoints()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Make each phase's report visible to fixtures as ``item.rep_<phase>``."""
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report

@@ -98,6 +98,29 @@ async def test_cone_nats_connect_directly_with_one_peer_a_second_late(
     assert (a.path, b.path) == ("direct", "direct") and a.intact and b.intact
 
 
+async def test_secure_peers_connect_and_an_impostor_does_not(
+    make_lab: Callable[..., KernelEnv],
+) -> None:
+    """Both peers pin each other's key (Noise IK) through real NATs; then a third identity
+    takes the second peer's place in the session and fails the handshake on both sides."""
+    alice, bob, mallory = (udptcp.Identity.generate() for _ in range(3))
+    env = await make_lab("cone", "cone").__aenter__()
+    mutual = (
+        {"identity": alice, "peer_key": bob.public_key},
+        {"identity": bob, "peer_key": alice.public_key},
+    )
+    a, b = await connect_pair(env, payload=200_000, timeout=5, peer_kwargs=mutual)
+    for r in (a, b):
+        assert r.error is None and r.path == "direct" and r.intact
+        assert r.secure is not None and r.secure.pattern == "IK"
+    assert (a.peer_key, b.peer_key) == (bob.public_key, alice.public_key)
+    impostor = (mutual[0], {"identity": mallory, "peer_key": alice.public_key})
+    a, b = await connect_pair(env, session="taken", timeout=3, peer_kwargs=impostor)
+    for r in (a, b):
+        assert isinstance(r.error, udptcp.SecureHandshakeError), r.error
+        assert r.elapsed < 3
+
+
 async def test_symmetric_nats_without_turn_fail_within_the_timeout(
     make_lab: Callable[..., KernelEnv],
 ) -> None:

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+
+import udptcp
 from examples.nat_chat.chat import chat
 from udptcp.tools import natemu
 from udptcp.tools.natcases import EmulatorEnv
 
+ALICE = udptcp.Identity.from_private_bytes(bytes(range(1, 33)))
+BOB = udptcp.Identity.from_private_bytes(bytes(range(101, 133)))
 
-async def test_two_peers_chat_through_their_nats() -> None:
+
+@pytest.mark.parametrize("secure", [False, True])
+async def test_two_peers_chat_through_their_nats(secure: bool) -> None:
+    keys: dict[str, dict[str, Any]] = {"alice": {}, "bob": {}}
+    if secure:
+        keys = {
+            "alice": {"identity": ALICE, "peer_key": BOB.public_key},
+            "bob": {"identity": BOB, "peer_key": ALICE.public_key},
+        }
     async with EmulatorEnv(natemu.CONE, natemu.CONE) as env:
         shown: dict[str, list[str]] = {"alice": [], "bob": []}
         heard = {name: asyncio.Event() for name in shown}
@@ -37,6 +51,7 @@ async def test_two_peers_chat_through_their_nats() -> None:
                     name="alice",
                     sock=env.peer_socket(1),
                     timeout=5,
+                    **keys["alice"],
                 ),
                 chat(
                     "tea",
@@ -46,6 +61,7 @@ async def test_two_peers_chat_through_their_nats() -> None:
                     name="bob",
                     sock=env.peer_socket(2),
                     timeout=5,
+                    **keys["bob"],
                 ),
             ),  # fmt: skip
             10,
@@ -53,5 +69,6 @@ async def test_two_peers_chat_through_their_nats() -> None:
     assert paths == ["direct", "direct"]
     assert "bob: hello from bob" in shown["alice"]
     assert "alice: hello from alice" in shown["bob"]
-    assert shown["alice"][0].startswith("* connected (direct)")
+    assert shown["alice"][0].startswith("* connected (direct")
+    assert ("secure (IK)" in shown["alice"][0]) is secure
     assert shown["alice"][-1] == "* the other peer left"

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 from matrix import RecoveryWatch
 
@@ -59,13 +60,13 @@ class _PrrLog:
         self.rows: list[tuple[int, int, int, int, int, int]] = []
         self.exits: list[tuple[int, int]] = []  # (cwnd, ssthresh) when recovery ended
         self._base: tuple[int, int, int, int] | None = None
-        receive = conn.receive
+        receive, receive_many = conn.receive, conn.receive_many
 
-        def watched(seg: Segment, now: float) -> None:
+        def observe(call: Callable[[], object]) -> None:
             c = self.conn
             before = (c.snd_una, c._log.sacked_bytes(), c.stats_counters["bytes_sent"])
             flight, was = c._flight, c._in_recovery
-            receive(seg, now)
+            call()
             if c._in_recovery and not was:
                 self._base = (*before, max(flight, MSS))
             elif was and not c._in_recovery:
@@ -78,7 +79,17 @@ class _PrrLog:
                 room = c.snd_wnd - c._flight
                 self.rows.append((delivered, out, c.cc.ssthresh, recover_fs, c._log.pipe(), room))
 
+        def watched(seg: Segment, now: float) -> None:
+            observe(lambda: receive(seg, now))
+
+        def watched_many(segments: Sequence[Segment], now: float) -> int:
+            # One row per train the simulator hands over (as the endpoint does per read).
+            taken: list[int] = []
+            observe(lambda: taken.append(receive_many(segments, now)))
+            return taken[0]
+
         conn.receive = watched  # type: ignore[method-assign]
+        conn.receive_many = watched_many  # type: ignore[method-assign]
 
 
 def test_losses_spread_over_one_window_cost_one_congestion_response():

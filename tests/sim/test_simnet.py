@@ -12,7 +12,7 @@ import pytest
 
 from udptcp.core.config import Config
 from udptcp.core.connection import State
-from udptcp.core.segment import ACK, MalformedSegment, Segment, decode
+from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode
 from udptcp.tools.simnet import BulkSource, GilbertElliott, Link, SimNet, mbit
 from udptcp.tools.simtopo import (
     DropFirstCopy,
@@ -348,3 +348,45 @@ def test_a_duplicate_is_corrupted_independently_of_its_original():
     # Each of the 400 copies is corrupted with probability 1/2, on its own.
     assert 150 < len(good) < 250 and 150 < b.malformed < 250
     assert len(good) + b.malformed == 400
+
+
+# ---------------------------------------------------------------------- the endpoint's rules
+
+
+def test_what_arrives_at_one_instant_reaches_the_connection_as_one_train():
+    net = SimNet(seed=1)
+    cfg = Config(pacing=False, delayed_ack=0.0)
+    a, b = net.host("a", config=cfg), net.host("b", listening=True, config=cfg)
+    net.connect_hosts(a, b, Link(delay=0.01), Link(delay=0.01))  # no rate: bursts stay bursts
+    client = a.connect(b, 80)
+    net.run_until(lambda: client.state is S.ESTABLISHED and bool(b.accepted))
+    net.run_for(0.1)
+    server = b.accepted[0]
+    calls: list[int] = []
+    real = server.receive_many
+
+    def spy(segments: list[Segment], now: float) -> int:
+        calls.append(len(segments))
+        return real(segments, now)
+
+    server.receive_many = spy  # type: ignore[method-assign]
+    trains_before, segments_before = b.trains, b.train_segments
+    a.send(client, bytes(10 * 1000))  # ten segments of the initial window, sent at once
+    net.run_for(0.1)
+    assert bytes(b.received[server]) == bytes(10 * 1000)
+    data_segments = sum(1 for e in net.trace if e.sender == "a" and e.segment.payload)
+    assert data_segments >= 2  # several segments...
+    assert calls == [data_segments]  # ...handed over in one receive_many call
+    assert (b.trains - trains_before, b.train_segments - segments_before) == (1, data_segments)
+
+
+def test_a_host_drops_syn_fin_and_resets_closed_ports_as_the_endpoint_does():
+    net = SimNet(seed=1)
+    a, b = net.host("a"), net.host("b")  # b listens on nothing
+    net.connect_hosts(a, b, Link(delay=0.01), Link(delay=0.01))
+    net.transmit(a, "b", Segment(5000, 80, 1, 0, SYN | FIN, 1000))
+    net.transmit(a, "b", Segment(5000, 81, 7, 0, SYN, 1000))
+    net.run_for(0.1)
+    assert b.syn_fin_dropped == 1
+    (rst,) = [e.segment for e in net.trace if e.sender == "b"]
+    assert (rst.flags, rst.dst_port, rst.ack) == (RST | ACK, 5000, 8)  # for the plain SYN only

@@ -657,7 +657,8 @@ def test_send_errors_are_counted_and_survived(run: Run) -> None:
         ("delay=10ms", Impairment(delay=0.01)),
         ("delay=250us", Impairment(delay=0.00025)),
         ("delay=1.5s", Impairment(delay=1.5)),
-        ("delay=0.2", Impairment(delay=0.2)),
+        ("delay=0.2s", Impairment(delay=0.2)),
+        ("delay=0", Impairment()),
         ("jitter=5ms", Impairment(jitter=0.005)),
         ("corrupt=0.01", Impairment(corrupt=0.01)),
         ("rate=10mbit", Impairment(rate=1_250_000)),
@@ -667,7 +668,7 @@ def test_send_errors_are_counted_and_survived(run: Run) -> None:
         ("rate=200kb", Impairment(rate=200_000)),
         ("rate=2mb/s", Impairment(rate=2_000_000)),
         ("rate=1gb", Impairment(rate=1e9)),
-        ("rate=512", Impairment(rate=512)),
+        ("rate=512b", Impairment(rate=512)),
         ("rate=none", Impairment()),
         ("queue=50", Impairment(queue_limit=50)),
         ("queue_limit=7", Impairment(queue_limit=7)),
@@ -713,6 +714,9 @@ def test_parse_accepts_names_and_units(text: str, expected: Impairment) -> None:
         ("loss=abc", "not a number"),
         ("loss=nan", "finite"),
         ("delay=-5ms", "not a time"),
+        ("delay=10", "'10' needs a unit"),  # never silently ten seconds
+        ("jitter=0.5", "needs a unit"),
+        ("rate=512", "needs a unit"),
         ("delay=5parsecs", "unknown unit"),
         ("delay=inf", "not a time"),
         ("rate=10mbitz", "unknown unit"),
@@ -790,6 +794,42 @@ def test_cli_rejects_bad_impairment(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--target", "127.0.0.1:9", "--forward", "loss=2"])
     assert excinfo.value.code == 2
     assert "probability" in capsys.readouterr().err
+
+
+def test_cli_help_names_the_program_and_shows_percentages(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/udptcp-relay"])
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--help"])
+    assert excinfo.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: udptcp-relay ")
+    assert "loss=5%," in out and "%%" not in out
+    assert "Times need a unit" in " ".join(out.split())
+
+
+def test_cli_reports_an_unresolvable_target_as_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--target", "no-such-host.invalid:9000", "--duration", "0.1"])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot resolve --target host 'no-such-host.invalid'" in err
+    assert "Traceback" not in err
+
+
+def test_cli_reports_a_busy_listen_address_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        code = main(["--listen", f"127.0.0.1:{port}", "--target", "127.0.0.1:9"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "in use" in err and "Traceback" not in err
 
 
 def test_module_runs_as_a_script() -> None:

@@ -264,7 +264,7 @@ async def _open(
         except BaseException:
             # Cancelled, or the handshake failed: leave nothing half-open behind.
             if transport._protocol is None:
-                transport._abort_unowned()
+                transport.abort_unowned()
             else:
                 transport.abort()
             raise
@@ -368,8 +368,13 @@ async def create_server(
     as ``loop.create_server`` does. ``vport`` None accepts any destination virtual port.
     With ``ssl`` (an ``ssl.SSLContext``) every connection runs the TLS server handshake
     before its protocol sees ``connection_made``. ``reuse_port`` sets ``SO_REUSEPORT`` on
-    the UDP sockets (Linux then spreads peers over the processes sharing the port, each
-    peer address always to the same socket, which is what udptcp needs). ``identity``
+    the UDP sockets, so several worker processes can serve one port (``examples/workers.py``):
+    Linux hashes each datagram's addresses and UDP ports to one socket of the group, so a
+    client socket's datagrams -- and so each of its connections, whole -- always reach the
+    same worker. Virtual ports are not hashed: all connections over one client UDP socket
+    share a worker. The hash changes when a socket joins or leaves the group, which moves
+    some clients to a worker that does not know their connections (it answers RST), so
+    start every worker before serving and keep them running. ``identity``
     (a :class:`~udptcp.Identity`) and/or ``psk`` make it a secure server, which refuses
     plain clients unless ``allow_plain`` is True. With ``sock`` and
     ``own_socket=False`` the socket is left open when the server and its connections are

@@ -6,21 +6,24 @@ of its own and must never hand out the shared UDP socket (closing it would kill 
 connection on the endpoint), so it hands out this object instead: it looks like a TCP socket
 (``type`` is ``SOCK_STREAM``, ``proto`` is ``IPPROTO_TCP``), maps the options udptcp
 implements onto the connection, remembers every other option so ``getsockopt`` reads it back,
-and never raises for an option it does not know.
+and never raises for an option it does not know. ``getsockopt(IPPROTO_TCP, TCP_INFO, n)``
+returns Linux's ``struct tcp_info`` filled from the connection's statistics
+(:mod:`udptcp.aio.tcpinfo`).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .transport import Transport
+from .interfaces import HostedTransport as Transport
+from .tcpinfo import TCP_INFO, TCP_INFO_SIZE, pack_tcp_info
 
 __all__ = ["ConnectionSocket"]
 
 _TCP = socket.IPPROTO_TCP
+_LITTLE = struct.pack("=H", 1) == b"\x01\x00"
 _SOL = socket.SOL_SOCKET
 
 
@@ -28,8 +31,10 @@ class ConnectionSocket:
     """A socket-shaped view of one udptcp connection.
 
     ``setsockopt(IPPROTO_TCP, TCP_NODELAY, v)`` turns Nagle's algorithm off or on for the
-    connection. Other options are stored and read back by ``getsockopt`` but have no effect
-    (keepalive is not implemented by the core yet). ``close()``, ``shutdown()`` and
+    connection, ``SO_KEEPALIVE`` and ``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` / ``TCP_KEEPCNT``
+    its keepalive. Other options are stored and read back by ``getsockopt`` but have no
+    effect. ``getsockopt(IPPROTO_TCP, TCP_INFO, buflen)`` returns the first ``buflen`` bytes
+    of a Linux ``struct tcp_info`` (:mod:`udptcp.aio.tcpinfo`). ``close()``, ``shutdown()`` and
     ``setblocking()`` do nothing: the transport owns the connection.
     """
 
@@ -45,7 +50,7 @@ class ConnectionSocket:
     @property
     def family(self) -> int:
         """Address family of the UDP socket underneath."""
-        return int(self._transport._endpoint.family)
+        return int(self._transport.endpoint.family)
 
     def fileno(self) -> int:
         """Always -1: there is no kernel socket for this connection."""
@@ -53,16 +58,16 @@ class ConnectionSocket:
 
     def getsockname(self) -> Any:
         """Local UDP address."""
-        return self._transport._endpoint.sockname
+        return self._transport.endpoint.sockname
 
     def getpeername(self) -> Any:
         """Remote UDP address (behind a relay or NAT: the relay's)."""
-        return self._transport._peer
+        return self._transport.peer
 
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
         """Set an option; TCP_NODELAY reaches the connection, the rest is remembered."""
         self._options[(level, optname)] = value
-        conn = self._transport._conn
+        conn = self._transport.conn
         if level == _TCP and optname == socket.TCP_NODELAY:
             conn.set_nodelay(bool(_as_int(value)))
         elif level == _SOL and optname == socket.SO_KEEPALIVE:
@@ -73,7 +78,15 @@ class ConnectionSocket:
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         """Read an option back: what was set, or a sensible default."""
-        conn = self._transport._conn
+        conn = self._transport.conn
+        if level == _TCP and optname == TCP_INFO:
+            info = pack_tcp_info(
+                self._transport.get_extra_info("stats"),
+                40 if self.family == socket.AF_INET6 else 20,
+            )
+            if buflen is None:
+                return int.from_bytes(info[:4], "little" if _LITTLE else "big")
+            return info[: min(buflen, TCP_INFO_SIZE)]
         if level == _TCP and optname == socket.TCP_NODELAY:
             value: Any = int(conn.nodelay)
         elif level == _SOL and optname == socket.SO_KEEPALIVE:
@@ -118,7 +131,7 @@ class ConnectionSocket:
 
     def __repr__(self) -> str:
         t = self._transport
-        local, remote = t._conn.local_port, t._conn.remote_port
+        local, remote = t.conn.local_port, t.conn.remote_port
         return (
             f"<udptcp.ConnectionSocket laddr={self.getsockname()!r} vport={local} "
             f"raddr={self.getpeername()!r} vport={remote}>"

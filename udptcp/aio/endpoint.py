@@ -38,6 +38,7 @@ import asyncio
 import collections
 import errno
 import heapq
+import ipaddress
 import itertools
 import logging
 import os
@@ -56,8 +57,9 @@ from udptcp.core.cookies import SynCookies, check_ts_echo
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
+from udptcp.core.stats import ConnectionStats
 
-from . import natkeep, securelink
+from . import natkeep, observe, securelink, tracing
 from .errqueue import (
     ICMP_ERRNOS,
     LOCAL,
@@ -68,20 +70,19 @@ from .errqueue import (
     quoted_segment,
     read_errors,
 )
+from .interfaces import Address, ConnectionListener
+from .interfaces import ConnectionKey as Key
 from .transport import Transport
 
 if TYPE_CHECKING:
-    from .server import Listener
+    from udptcp.core.secure import SecureSession
 
 __all__ = ["Address", "Endpoint", "close_endpoints", "open_endpoints"]
 
 logger = logging.getLogger("udptcp")
 
-Address = tuple[Any, ...]
-"""A UDP socket address as the socket module spells it: ``(host, port)`` for IPv4,
-``(host, port, flowinfo, scope_id)`` for IPv6."""
-Key = tuple[Address, int, int]
-"""(remote UDP address, local virtual port, remote virtual port)."""
+#: A listener as the endpoint sees it (``server.Listener``).
+Listener = ConnectionListener[Transport]
 Tracer = Callable[[str, Address, Segment], None]
 
 #: Most datagrams read in one wake-up, so one busy endpoint cannot starve the loop.
@@ -120,7 +121,7 @@ POLL_INTERVAL = 0.001
 #: uvloop runs timers with millisecond granularity and may fire one slightly early; a
 #: deadline this close to the clock counts as due (the core is told the deadline itself).
 TIMER_SLACK = 0.001
-#: What a connection counts against (Endpoint._account): nothing, the half-open table of
+#: What a connection counts against (Endpoint.account): nothing, the half-open table of
 #: its address, the accepted connections, TIME-WAIT.
 _SLOT_NONE, _SLOT_HALF_OPEN, _SLOT_LIVE, _SLOT_TIME_WAIT = range(4)
 #: Per-connection counters the endpoint adds to its own ``stats`` when a connection
@@ -231,8 +232,9 @@ class Endpoint:
     ``icmp_path_mtu`` and ``errqueue_local``: errors that are not the peer's, ignored; and
     in :meth:`statistics`, ``icmp_rejected``: ICMP errors a connection dropped because the
     sequence number they quote is not one it has outstanding),
-    ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), and every
-    limit hit (the limits are in :class:`~udptcp.core.config.Config`):
+    ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), the one
+    timer's ``timer_arms``, ``timer_wakeups`` and ``timer_stale`` (wake-ups with nothing
+    due), and every limit hit (the limits are in :class:`~udptcp.core.config.Config`):
 
     * ``refused_max_connections``, ``refused_per_address``: SYNs (or SYN-cookie ACKs)
       answered with RST because ``max_connections`` / ``max_connections_per_address``
@@ -260,7 +262,8 @@ class Endpoint:
     ``nat_mapping_changed`` (binding maintenance), ``turn_dropped``.
 
     ``trace``, when set, is called with ``("in" | "out", peer address, segment)`` for every
-    segment.
+    segment (``Config.trace`` installs a :class:`~udptcp.aio.tracing.EndpointTracer` here,
+    which also records state changes).
 
     ICMP errors reach connections through the socket's error queue on Linux (see
     :mod:`udptcp.aio.errqueue`), whether the socket is connected or not; elsewhere only a
@@ -293,14 +296,14 @@ class Endpoint:
         self.stats: collections.Counter[str] = collections.Counter()
         self._gone_counts: collections.Counter[str] = collections.Counter()
         # Set while linger() waits: any connection's progress wakes it to look again.
-        self._linger_waiter: asyncio.Future[None] | None = None
+        self.linger_waiter: asyncio.Future[None] | None = None
         self.trace: Tracer | None = None
         #: Secure mode on this endpoint, from its first secure connection or listener on.
         self.secure: securelink.SecureLink | None = None
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
         self._conns: dict[Key, Transport] = {}
-        # Connection limits (Endpoint._account keeps these, O(1) per state change; an
+        # Connection limits (Endpoint.account keeps these, O(1) per state change; an
         # address's entry goes when its count reaches zero, so the dicts hold at most one
         # entry per live connection). "Address" is the remote IP, whatever its UDP port.
         self._accepted = 0  # passive connections, half-open included, TIME-WAIT not
@@ -318,7 +321,7 @@ class Endpoint:
         # The write path's look at the socket (poll_from_write): set while reading, so it
         # never nests; while it runs, connections deliver their events from call_soon.
         self._reading = False
-        self._deferring = False
+        self.deferring = False
         self._writes_unread = 0
         self._last_read = 0.0
         # Queued datagrams: (data, address, GSO segment size or 0 for one datagram).
@@ -464,9 +467,10 @@ class Endpoint:
             return
         self._closing = True
         for transport in list(self._conns.values()):
-            if transport._conn.state is not State.TIME_WAIT:
-                transport._endpoint_closing()  # RST, connection_lost(None) soon
+            if transport.conn.state is not State.TIME_WAIT:
+                transport.endpoint_closing()  # RST, connection_lost(None) soon
         self._flush_queue()
+        observe.endpoint_closed(self)
         self._closed = True
         self._conns.clear()
         self._opening.clear()
@@ -606,23 +610,25 @@ class Endpoint:
         Segments it refuses are dropped silently (``punch_dropped``), never answered with a
         reset, so a copy of the peer's SYN that came another way cannot refuse the
         connection. The hook lasts as long as the connection."""
-        conn = transport._conn
+        conn = transport.conn
         self._punching[(conn.local_port, conn.remote_port)] = hook
 
     def relocate(self, transport: Transport, addr: Address) -> None:
         """Bind ``transport`` to the remote address ``addr`` from now on."""
         addr = tuple(addr)
-        old = transport._key
+        old = transport.key
         if self._conns.get(old) is transport:
             del self._conns[old]
         key = (addr, old[1], old[2])
         if key in self._conns and self._conns[key] is not transport:
             raise OSError(errno.EADDRINUSE, f"virtual ports {old[1]} -> {old[2]} to {addr!r}")
-        opening = self._opening.get(transport._peer)
+        opening = self._opening.get(transport.peer)
         if opening is not None and transport in opening:
             self._opened(transport)  # still in SYN-SENT: listed under its new address
             self._opening.setdefault(addr, []).append(transport)
-        transport._relocated(addr)
+        transport.relocated(addr)
+        if transport.secure_session is not None:
+            transport.secure_session.peer = addr  # not a migration: the path is being chosen
         self._conns[key] = transport
 
     # ------------------------------------------------------------------ connections
@@ -639,9 +645,12 @@ class Endpoint:
         *,
         remote_vport: int,
         local_vport: int | None = None,
+        secure: SecureSession | None = None,
     ) -> Transport:
         """Active open towards ``peer``: SYN sent, the transport's ``_waiter`` resolves on
-        ESTABLISHED (or fails with the connection's error)."""
+        ESTABLISHED (or fails with the connection's error). ``secure``: a session the
+        caller made (a peer connection's, :func:`securelink.peer_session`, with ``config``
+        the one made with it), instead of one made from ``config``'s keys."""
         if self._closed:
             raise OSError(errno.EBADF, "udptcp endpoint is closed")
         if local_vport is None:
@@ -668,22 +677,26 @@ class Endpoint:
             now=now,
         )
         transport = Transport(self, conn, peer, protocol_factory=protocol_factory)
+        if config.trace is not None:  # before anything refers to it: opening may fail
+            tracing.trace_connection(self, transport, config.trace)
+        if secure is not None:
+            session = secure
         if session is not None:
             securelink.link_for(self).add(transport, session)
         self._conns[key] = transport
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._opening.setdefault(peer, []).append(transport)
-        transport._pump()
+        transport.pump()
         return transport
 
     def _opened(self, transport: Transport) -> None:
         """``transport`` left SYN-SENT (to SYN-RECEIVED, ESTABLISHED or CLOSED)."""
-        opening = self._opening.get(transport._peer)
+        opening = self._opening.get(transport.peer)
         if opening is not None and transport in opening:
             opening.remove(transport)
             if not opening:
-                del self._opening[transport._peer]
+                del self._opening[transport.peer]
 
     def _pick_vport(self, peer: Address, remote_vport: int) -> int:
         low, high = EPHEMERAL_PORTS
@@ -703,18 +716,20 @@ class Endpoint:
     def _local_id(self, vport: int) -> tuple[Any, ...]:
         return (self.sockname[0], self.sockname[1], vport)
 
-    def _forget(self, transport: Transport) -> None:
-        """Remove a connection that reached CLOSED (or is being replaced)."""
-        if self._conns.get(transport._key) is transport:
-            del self._conns[transport._key]
-            transport._deadline = None
+    def forget(self, transport: Transport, why: str | None = None) -> None:
+        """Remove a connection that reached CLOSED (or is being replaced; ``why`` says how
+        it ended when it did not reach CLOSED)."""
+        if self._conns.get(transport.key) is transport:
+            del self._conns[transport.key]
+            transport.deadline = None
             if self._punching:
-                self._punching.pop((transport._key[1], transport._key[2]), None)
+                self._punching.pop((transport.key[1], transport.key[2]), None)
             if self.secure is not None:
                 self.secure.forget(transport)
-            counters = transport._conn.stats_counters
+            counters = transport.conn.stats_counters
             for name in PEER_INPUT_COUNTERS:
                 self._gone_counts[name] += counters.get(name, 0)
+            observe.forgotten(self, transport, why)
             self._set_slot(transport, _SLOT_NONE)
             self._opened(transport)
             self._maybe_close()
@@ -725,9 +740,9 @@ class Endpoint:
         return [
             t
             for t in self._conns.values()
-            if t._closing
-            and t._conn.state in _DELIVERING
-            and now < since + t._conn.config.exit_linger
+            if t.is_closing()
+            and t.conn.state in _DELIVERING
+            and now < since + t.conn.config.exit_linger
         ]
 
     async def linger(self) -> None:
@@ -741,14 +756,14 @@ class Endpoint:
             pending = self._lingering(since, now)
             if not pending:
                 return
-            until = min(since + t._conn.config.exit_linger for t in pending)
-            waiter = self._linger_waiter = loop.create_future()
+            until = min(since + t.conn.config.exit_linger for t in pending)
+            waiter = self.linger_waiter = loop.create_future()
             try:
                 await asyncio.wait_for(waiter, until - now)
             except asyncio.TimeoutError:
                 pass
             finally:
-                self._linger_waiter = None
+                self.linger_waiter = None
 
     def statistics(self) -> dict[str, int]:
         """The endpoint's counters (``stats``) plus, under the same names as a connection's
@@ -757,52 +772,55 @@ class Endpoint:
         connection this endpoint has had. Computed on call."""
         totals = collections.Counter(self._gone_counts)
         for transport in self._conns.values():
-            counters = transport._conn.stats_counters
+            counters = transport.conn.stats_counters
             for name in PEER_INPUT_COUNTERS:
                 totals[name] += counters.get(name, 0)
         out = dict(self.stats)
         out.update(totals)
         return out
 
-    def _account(self, transport: Transport) -> None:
+    def account(self, transport: Transport) -> None:
         """The connection changed state: move it between the limits' counts.
 
         Called by the transport whenever it sees a state it has not accounted for. A
         connection entering TIME-WAIT beyond ``max_time_wait`` is forgotten at once (as
         Linux does past ``tcp_max_tw_buckets``); its application was told it closed already.
         """
-        state = transport._conn.state
-        transport._accounted_state = state
-        if state is not State.SYN_SENT and transport._listener is None:
+        state = transport.conn.state
+        transport.accounted_state = state
+        observe.state_changed(self, transport)
+        if state is not State.SYN_SENT and transport.listener is None:
             self._opened(transport)
-        if self._conns.get(transport._key) is not transport:
+        if self._conns.get(transport.key) is not transport:
             return
         if state is State.TIME_WAIT:
             slot = _SLOT_TIME_WAIT
-        elif transport._listener is None or state is State.CLOSED:
+        elif transport.listener is None or state is State.CLOSED:
             slot = _SLOT_NONE
         elif state is State.SYN_RECEIVED:
             slot = _SLOT_HALF_OPEN
         else:
             slot = _SLOT_LIVE
-        if slot == transport._slot:
+        if slot == transport.slot:
             return
-        if slot == _SLOT_TIME_WAIT and self._time_wait >= transport._conn.config.max_time_wait:
+        if slot == _SLOT_TIME_WAIT and self._time_wait >= transport.conn.config.max_time_wait:
             self.stats["time_wait_dropped"] += 1
-            self._forget(transport)
+            limit = transport.conn.config.max_time_wait
+            observe.limit_hit("time_wait_dropped", observe._addr(transport.peer), limit)
+            self.forget(transport, "dropped (max_time_wait reached)")
             return
         self._set_slot(transport, slot)
 
     def _set_slot(self, transport: Transport, slot: int) -> None:
-        old = transport._slot
+        old = transport.slot
         if old == slot:
             return
-        transport._slot = slot
-        host = transport._peer[0]
+        transport.slot = slot
+        host = transport.peer[0]
         if old == _SLOT_HALF_OPEN:
             self._half_open -= 1
             _decrement(self._half_open_by_host, host)
-            counters = transport._conn.stats_counters
+            counters = transport.conn.stats_counters
             for name in _HANDSHAKE_COUNTERS:
                 if counters[name]:
                     self.stats[name] += counters[name]
@@ -834,6 +852,16 @@ class Endpoint:
         """Transports of the connections on this endpoint (TIME-WAIT included)."""
         return list(self._conns.values())
 
+    def connection_stats(self) -> list[ConnectionStats]:
+        """:class:`~udptcp.core.stats.ConnectionStats` of every connection on this endpoint
+        (TIME-WAIT included; an ``ss -ti`` of the endpoint), computed on call."""
+        return [transport.stats() for transport in self._conns.values()]
+
+    def has_connection(self, transport: Transport) -> bool:
+        """True while ``transport`` is the connection this endpoint routes its 4-tuple to
+        (not yet forgotten, nor replaced by a new incarnation)."""
+        return self._conns.get(transport.key) is transport
+
     # ------------------------------------------------------------------ listeners
 
     def add_listener(self, vport: int | None, listener: Listener) -> None:
@@ -864,7 +892,7 @@ class Endpoint:
                 datagrams = self._read(trains)
             finally:
                 self._deliver_trains(trains)
-            if datagrams == 0 and not self._closed and not self._deferring:
+            if datagrams == 0 and not self._closed and not self.deferring:
                 self.stats["empty_wakeups"] += 1
                 # Woken with nothing to read: poll reported POLLERR for an error queue that
                 # holds something (a local error, or an ICMP error whose pending errno a
@@ -895,17 +923,31 @@ class Endpoint:
         if self._writes_unread < POLL_WRITES and now - self._last_read < POLL_INTERVAL:
             return
         # The peer first: what it answers to this write is then read at once.
-        peer = transport._local_peer_endpoint()
+        peer = self._local_peer(transport)
         if peer is not None and peer is not self and not peer._reading and not peer._closed:
             peer._poll()
         self._poll()
 
     def _poll(self) -> None:
-        self._deferring = True
+        self.deferring = True
         try:
             self._on_readable()
         finally:
-            self._deferring = False
+            self.deferring = False
+
+    def _local_peer(self, transport: Transport) -> Endpoint | None:
+        """The endpoint of this loop that the transport's peer address reaches, if the peer
+        is in this process (looked for once per connection, on a loopback peer only)."""
+        found = transport.local_peer
+        if found is False:
+            found = None
+            if _is_loopback(transport.peer[0]):
+                for endpoint in open_endpoints(self.loop):
+                    if endpoint.serves(transport.peer):
+                        found = endpoint
+                        break
+            transport.local_peer = found
+        return cast("Endpoint | None", found)
 
     def serves(self, addr: Address) -> bool:
         """True if datagrams sent to ``addr`` reach this endpoint's socket."""
@@ -977,13 +1019,13 @@ class Endpoint:
 
     def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
         rest = segments
-        if self._conns.get(transport._key) is transport:
-            taken = self._guarded(transport, transport._receive_many, segments)
+        if self._conns.get(transport.key) is transport:
+            taken = self._guarded(transport, transport.segments_received, segments)
             rest = segments[taken or len(segments) :]
         # What came after the connection closed goes where it would have gone alone
         # (a reset from the closed port, or a new connection for a SYN).
         for seg in rest:
-            self._route(seg, transport._peer, None)
+            self._route(seg, transport.peer, None)
 
     def _on_datagram(
         self,
@@ -1021,7 +1063,7 @@ class Endpoint:
                 # Perhaps the answer of a UDP service that is not udptcp to our SYN.
                 now = self.loop.time()
                 for transport in list(opening):
-                    self._guarded(transport, transport._foreign_datagram, now)
+                    self._guarded(transport, transport.foreign_datagram, now)
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
@@ -1054,10 +1096,17 @@ class Endpoint:
                 if transport is None:
                     self.stats["punch_dropped"] += 1
                     return
+                if transport.secure_session is not None:
+                    # A secure peer connection's handshake rules come first.
+                    assert self.secure is not None
+                    opened = self.secure.open_punched(transport, seg, addr)
+                    if opened is None:
+                        return
+                    seg = opened
         if transport is not None:
             if not is_syn:
                 if trains is None:
-                    self._guarded(transport, transport._receive, seg)
+                    self._guarded(transport, transport.segment_received, seg)
                 else:
                     trains.setdefault(transport, []).append(seg)
                 return
@@ -1065,24 +1114,24 @@ class Endpoint:
             pending = trains.pop(transport, None) if trains is not None else None
             if pending:
                 self._deliver_train(transport, pending)
-            conn = transport._conn
+            conn = transport.conn
             if conn.accepts_reopen(seg):
                 # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its
                 # ISN beyond everything the old one sent.
                 self.stats["time_wait_reopened"] += 1
-                self._forget(transport)
+                self.forget(transport, "reopened by a new SYN")
                 self._on_syn(seg, addr, key, size, iss=conn.reopen_iss())
                 return
             elif self._conns.get(key) is transport:
-                self._guarded(transport, transport._receive, seg)
+                self._guarded(transport, transport.segment_received, seg)
                 return
         if is_syn:
             mirror = self._conns.get((addr, seg.src_port, seg.dst_port))
-            if mirror is not None and mirror._conn.reflects_own_syn(seg):
+            if mirror is not None and mirror.conn.reflects_own_syn(seg):
                 # One of our own SYNs, echoed back with its ports as we sent them: that
                 # connection learns it is talking to an echo service (with equal ports
                 # the echo reaches it by the lookup above).
-                self._guarded(mirror, mirror._receive, seg)
+                self._guarded(mirror, mirror.segment_received, seg)
                 return
             self._on_syn(seg, addr, key, size)
             return
@@ -1116,12 +1165,15 @@ class Endpoint:
         if over_address or listener.pending >= listener.backlog:
             if over_address:
                 self.stats["half_open_per_address"] += 1
+                limit = config.max_half_open_per_address
+                observe.limit_hit("half_open_per_address", host, limit)
             if config.syn_cookies and securelink.cookie_allowed(config, seg):
                 self._send_cookie(seg, addr, config, now, size)
             elif not over_address:
                 # Like Linux with a full queue and no cookies: drop (no RST, which would
                 # fail a client that a SYN retry a second later might get through).
                 self.stats["syn_dropped_backlog"] += 1
+                observe.limit_hit("syn_dropped_backlog", observe._addr(addr), listener.backlog)
             return
         attach = None
         wire_extra = (0, 0)
@@ -1149,15 +1201,20 @@ class Endpoint:
         self._conns[key] = transport
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
-        self._guarded(transport, transport._pump)
+        if config.trace is not None:
+            tracing.trace_connection(self, transport, config.trace, (seg, addr))
+        self._guarded(transport, transport.pump)
 
     def _refused(self, config: Config, host: Any) -> bool:
         """True (and counted) when a new connection from ``host`` would break a limit."""
         if self._accepted_by_host.get(host, 0) >= config.max_connections_per_address:
             self.stats["refused_per_address"] += 1
+            limit = config.max_connections_per_address
+            observe.limit_hit("refused_per_address", host, limit)
             return True
         if self._accepted >= config.max_connections:
             self.stats["refused_max_connections"] += 1
+            observe.limit_hit("refused_max_connections", host, config.max_connections)
             return True
         return False
 
@@ -1175,6 +1232,9 @@ class Endpoint:
         )
         if self._send_stateless(addr, syn_ack, seg, size):
             self.stats["syn_cookies_sent"] += 1
+            backlog = self._listener_for(seg)
+            limit = backlog.backlog if backlog is not None else 0
+            observe.limit_hit("syn_cookies_sent", observe._addr(addr), limit)
 
     def _on_cookie_ack(self, seg: Segment, addr: Address, key: Key, size: int | None) -> bool:
         """A bare ACK for no connection: if it completes a SYN cookie's handshake, make the
@@ -1220,7 +1280,9 @@ class Endpoint:
         self.stats["syn_cookies_accepted"] += 1
         transport = Transport(self, conn, addr, listener=listener)
         self._conns[key] = transport
-        self._guarded(transport, transport._pump)
+        if config.trace is not None:
+            tracing.trace_connection(self, transport, config.trace, (seg, addr))
+        self._guarded(transport, transport.pump)
         return True
 
     def _reply_rst(self, seg: Segment, addr: Address, size: int | None = None) -> None:
@@ -1236,6 +1298,8 @@ class Endpoint:
         received = size if size is not None else received_size(cause)
         if sent_size(reply) > AMPLIFICATION_FACTOR * received:
             self.stats["amplification_limited"] += 1
+            limit = AMPLIFICATION_FACTOR
+            observe.limit_hit("amplification_limited", observe._addr(addr), limit)
             return False
         self.transmit(addr, [reply])
         return True
@@ -1253,8 +1317,8 @@ class Endpoint:
             peer = self.connected_peer
             now = self.loop.time()
             for transport in list(self._conns.values()):
-                if transport._peer == peer:
-                    self._guarded(transport, transport._icmp_unreachable, now, None)
+                if transport.peer == peer:
+                    self._guarded(transport, transport.icmp_unreachable, now, None)
         else:
             self.stats["icmp_unmatched"] += 1
 
@@ -1302,10 +1366,10 @@ class Endpoint:
         now = self.loop.time()
         if kind == PORT_UNREACHABLE:
             self.stats["icmp_unreachable"] += 1
-            self._guarded(transport, transport._icmp_unreachable, now, seq)
+            self._guarded(transport, transport.icmp_unreachable, now, seq)
         else:
             self.stats["icmp_soft"] += 1
-            self._guarded(transport, transport._icmp_soft_error, now, kind, seq)
+            self._guarded(transport, transport.icmp_soft_error, now, kind, seq)
 
     def _watch_again_soon(self) -> None:
         """After POLLERR, re-register the socket with loops that drop it then (uvloop)."""
@@ -1335,11 +1399,11 @@ class Endpoint:
             raise
         except BaseException as exc:
             try:
-                transport._fatal_error(exc, "Fatal error in udptcp connection")
+                transport.fatal_error(exc, "Fatal error in udptcp connection")
             except Exception:
                 logger.exception("%r: could not reset %r", self, transport)
             finally:
-                self._forget(transport)
+                self.forget(transport)
 
     # ------------------------------------------------------------------ sending
 
@@ -1486,9 +1550,9 @@ class Endpoint:
 
     # ------------------------------------------------------------------ the one timer
 
-    def _schedule(self, transport: Transport, deadline: float | None) -> None:
+    def schedule(self, transport: Transport, deadline: float | None) -> None:
         """Record ``transport``'s next deadline (called by the transport after each pump)."""
-        transport._deadline = deadline
+        transport.deadline = deadline
         if deadline is None or self._closed:
             return
         heapq.heappush(self._heap, (deadline, next(self._counter), transport))
@@ -1496,6 +1560,7 @@ class Endpoint:
             self._arm(deadline)
 
     def _arm(self, when: float) -> None:
+        self.stats["timer_arms"] += 1
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self.loop.call_at(when, self._on_timer)
@@ -1503,7 +1568,7 @@ class Endpoint:
 
     def _is_live(self, entry: tuple[float, int, Transport]) -> bool:
         deadline, _, transport = entry
-        return transport._deadline == deadline and self._conns.get(transport._key) is transport
+        return transport.deadline == deadline and self._conns.get(transport.key) is transport
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -1516,13 +1581,16 @@ class Endpoint:
         while heap and heap[0][0] <= now + TIMER_SLACK:
             entry = heapq.heappop(heap)
             if self._is_live(entry):
-                entry[2]._deadline = None
+                entry[2].deadline = None
                 due.append((entry[0], entry[2]))
+        self.stats["timer_wakeups"] += 1
+        if not due:
+            self.stats["timer_stale"] += 1
         for deadline, transport in due:
             if self._closed:
                 return
-            if self._conns.get(transport._key) is transport:
-                self._guarded(transport, transport._on_timer, max(now, deadline))
+            if self._conns.get(transport.key) is transport:
+                self._guarded(transport, transport.timer_fired, max(now, deadline))
         self._rearm()
 
     def _rearm(self) -> None:
@@ -1556,3 +1624,10 @@ def _decrement(counts: dict[Any, int], host: Any) -> None:
         counts[host] = left
     else:
         counts.pop(host, None)
+
+
+def _is_loopback(host: Any) -> bool:
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False

@@ -35,11 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 from udptcp.core.connection import State
 
+from .interfaces import Address, ExtensionHost, HostedTransport
+
 if TYPE_CHECKING:
     import asyncio
 
-    from .endpoint import Address, Endpoint
-    from .transport import Transport
+# What this module may use of the endpoint and its transports (it imports neither).
+Endpoint = ExtensionHost[Any]
+Transport = HostedTransport
 
 __all__ = ["BindingKeeper", "MappingChange", "keep_binding", "keeper_for"]
 
@@ -116,12 +119,12 @@ class BindingKeeper:
         out = dict(self._explicit)
         conns = self.endpoint._conns
         for transport, interval in list(self._transports.items()):
-            if conns.get(transport._key) is not transport:
+            if conns.get(transport.key) is not transport:
                 del self._transports[transport]  # the connection is gone
                 continue
-            if transport._conn.state not in _SETTLED:
+            if transport.conn.state not in _SETTLED:
                 continue
-            addr = transport._peer
+            addr = transport.peer
             out[addr] = min(interval, out.get(addr, interval))
         return out
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any, NamedTuple
 
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import State
@@ -29,6 +29,7 @@ from udptcp.core.secure import (
     client_secure,
     server_secure,
 )
+from udptcp.core.secure_peer import PeerSession
 from udptcp.core.secure_wire import (
     ACCEPT_EXTRA,
     DECLINE_EXTRA,
@@ -45,9 +46,11 @@ from udptcp.core.secure_wire import (
 )
 from udptcp.core.segment import ACK, RST, SYN, MalformedSegment, Segment, decode, encode
 
-if TYPE_CHECKING:
-    from .endpoint import Address, Endpoint
-    from .transport import Transport
+from .interfaces import Address, ExtensionHost, HostedTransport
+
+# What this module may use of the endpoint and its transports (it imports neither).
+Endpoint = ExtensionHost[Any]
+Transport = HostedTransport
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -56,6 +59,7 @@ __all__ = [
     "accept_syn",
     "cookie_allowed",
     "client_secure",
+    "peer_session",
     "secure_config",
     "server_secure",
 ]
@@ -109,7 +113,7 @@ class _Decliner:
     def __call__(self, seg: Segment) -> bytes:
         if seg.flags & SYN:
             return encode(decline_option(seg))
-        self.transport._seal = None  # past the handshake: a plain connection
+        self.transport.seal = None  # past the handshake: a plain connection
         return encode(seg)
 
 
@@ -169,7 +173,7 @@ def cookie_allowed(config: Config, syn: Segment) -> bool:
 
 
 def _decline(transport: Transport) -> None:
-    transport._seal = _Decliner(transport)
+    transport.seal = _Decliner(transport)
 
 
 def _reject(endpoint: Endpoint, syn: Segment, addr: Address, reason: int, size: int | None) -> None:
@@ -194,6 +198,32 @@ def client_session(
     return session, secure_config(config, _budget(endpoint))
 
 
+def peer_session(
+    endpoint: Endpoint,
+    config: Config,
+    *,
+    initiator: bool,
+    peer: Address,
+    local_vport: int,
+    remote_vport: int,
+) -> tuple[PeerSession, Config]:
+    """The session of a secure peer connection (:mod:`udptcp.core.secure_peer`) and the
+    config its core gets: without the keys (the session holds them, and
+    :meth:`Endpoint.connect` must not make a client session of its own) and with the
+    smaller datagram budget."""
+    link_for(endpoint)
+    session = PeerSession(
+        config,
+        initiator,
+        local_port=local_vport,
+        remote_port=remote_vport,
+        peer=peer,
+        stats=endpoint.stats,
+    )
+    bare = config.replace(identity=None, peer_key=None, psk=None)
+    return session, secure_config(bare, _budget(endpoint))
+
+
 class SecureLink:
     """Secure mode on one endpoint: see the module docstring."""
 
@@ -204,13 +234,13 @@ class SecureLink:
 
     def add(self, transport: Transport, session: SecureSession) -> None:
         """Run ``transport`` through ``session`` from now on."""
-        transport._secure = session
-        transport._seal = session.seal
+        transport.secure_session = session
+        transport.seal = session.seal
         self._by_ports.setdefault((session.local_port, session.remote_port), []).append(transport)
 
     def forget(self, transport: Transport) -> None:
         """The endpoint forgot ``transport``."""
-        session = transport._secure
+        session = transport.secure_session
         if session is None:
             return
         ports = (session.local_port, session.remote_port)
@@ -224,14 +254,14 @@ class SecureLink:
     def _detach(self, transport: Transport) -> None:
         """A client fell back to plain mode (``allow_plain``)."""
         self.forget(transport)
-        transport._secure = None
-        transport._seal = None
+        transport.secure_session = None
+        transport.seal = None
 
     def on_datagram(
         self,
         data: bytes,
         addr: Address,
-        trains: dict[Transport, list[Segment]] | None,
+        trains: dict[Any, list[Segment]] | None,  # the endpoint's, keyed by its transports
     ) -> bool:
         """Take a datagram that belongs to a secure connection; False leaves it to the
         endpoint's plain path (plain connections, new SYNs, closed ports)."""
@@ -247,7 +277,7 @@ class SecureLink:
             if transport is None:
                 endpoint.stats["secure_unknown_sealed"] += 1
                 return True
-        session = transport._secure
+        session = transport.secure_session
         if session is None:
             return False
         # A bug in here must cost this connection only, as one in the core does.
@@ -263,7 +293,7 @@ class SecureLink:
             except Exception as exc:
                 endpoint._guarded(transport, _raise, exc)
                 return True
-            if session.outbox or session.peer != transport._peer:
+            if session.outbox or session.peer != transport.peer:
                 endpoint._guarded(transport, self._settle, transport, session)
         else:
             seg = endpoint._guarded(transport, self._open_plain, transport, session, data, addr)
@@ -276,7 +306,7 @@ class SecureLink:
             if trains is not None and not seg.flags & SYN:
                 trains.setdefault(transport, []).append(seg)  # as _route would
             else:
-                endpoint._route(seg, transport._peer, trains)
+                endpoint._route(seg, transport.peer, trains)
         return True
 
     def _open_plain(
@@ -291,11 +321,27 @@ class SecureLink:
             # Not a segment: the endpoint counts it (and sees whether it answers a SYN of
             # ours from a service that is not udptcp).
             return _PLAIN_PATH
-        if plain.flags & (SYN | ACK | RST) == SYN and transport._conn.state is State.TIME_WAIT:
+        if plain.flags & (SYN | ACK | RST) == SYN and transport.conn.state is State.TIME_WAIT:
             return _PLAIN_PATH  # may open a new incarnation: the endpoint's SYN rules
         seg = session.open_plain(plain, addr, endpoint.loop.time())
         self._settle(transport, session)
         return seg
+
+    def open_punched(self, transport: Transport, seg: Segment, addr: Address) -> Segment | None:
+        """A plain segment that bound a punching secure connection to ``addr`` (the
+        endpoint's punch hook relocated it there): what its session lets through."""
+        session = transport.secure_session
+        assert session is not None
+        return self.endpoint._guarded(  # type: ignore[no-any-return]
+            transport, self._open_segment, transport, session, seg, addr
+        )
+
+    def _open_segment(
+        self, transport: Transport, session: SecureSession, seg: Segment, addr: Address
+    ) -> Segment | None:
+        opened = session.open_plain(seg, addr, self.endpoint.loop.time())
+        self._settle(transport, session)
+        return opened
 
     def _owner(self, data: bytes, addr: Address, dst_port: int, src_port: int) -> Transport | None:
         """The secure connection whose keys authenticate a datagram from a new address."""
@@ -304,10 +350,10 @@ class SecureLink:
             return None
         conns = self.endpoint._conns
         for transport in candidates[:MAX_CANDIDATES]:
-            session = transport._secure
+            session = transport.secure_session
             if (
                 session is not None
-                and conns.get(transport._key) is transport
+                and conns.get(transport.key) is transport
                 and session.authentic(data)
             ):
                 return transport
@@ -319,25 +365,26 @@ class SecureLink:
         if session.outbox:
             out, session.outbox = session.outbox, []
             for datagram, addr in out:
-                endpoint._send(datagram, addr)
+                # Through the route to ``addr`` if it has one (a peer behind a relay).
+                endpoint.send_datagram(datagram, addr)
         if session.failure is not None:
-            transport._conn.fail(session.failure, endpoint.loop.time())
-            transport._pump()
+            transport.conn.fail(session.failure, endpoint.loop.time())
+            transport.pump()
         elif session.fell_back:
             self._detach(transport)
-        elif session.peer != transport._peer:
+        elif session.peer != transport.peer:
             self._migrate(transport, session)
 
     def _migrate(self, transport: Transport, session: SecureSession) -> None:
         """The peer proved it is at ``session.peer`` now: re-key the connection there."""
         endpoint = self.endpoint
-        old_key = transport._key
+        old_key = transport.key
         new_key = (session.peer, old_key[1], old_key[2])
         if endpoint._conns.get(new_key, transport) is not transport:
             # Another connection holds that 4-tuple already: stay where we are.
             endpoint.stats["secure_migration_refused"] += 1
-            session.peer = transport._peer
+            session.peer = transport.peer
             return
         del endpoint._conns[old_key]
         endpoint._conns[new_key] = transport
-        transport._moved(session.peer)
+        transport.moved(session.peer)

@@ -96,7 +96,7 @@ class Listener:
         self._closed = True
         self.endpoint.remove_listener(self.vport, self)
         for transport in list(self._pending):
-            transport._abort_unowned()
+            transport.abort_unowned()
         self._pending.clear()
         self.endpoint.release()
 
@@ -150,10 +150,10 @@ class Server(asyncio.AbstractServer):
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _attach(self, transport: Transport) -> None:
+    def attach(self, transport: Transport) -> None:
         self._clients.add(transport)
 
-    def _detach(self, transport: Transport) -> None:
+    def detach(self, transport: Transport) -> None:
         self._clients.discard(transport)
         if not self._clients and self._listeners is None:
             self._wakeup()

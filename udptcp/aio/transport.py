@@ -36,7 +36,6 @@ import asyncio
 import asyncio.constants
 import asyncio.transports
 import collections
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -45,14 +44,15 @@ from udptcp.core.connection import Connection, State
 from udptcp.core.errors import aborted
 from udptcp.core.events import Connected, ConnectionClosed, DataReceived, EofReceived, Event
 from udptcp.core.segment import Segment
+from udptcp.core.stats import ConnectionStats
 
 from .connsocket import ConnectionSocket
+from .interfaces import Address, ConnectionListener, ConnectionServer, TransportHost
 
 if TYPE_CHECKING:
     from udptcp.core.secure import SecureSession
 
-    from .endpoint import Address, Endpoint
-    from .server import Listener, Server
+    from .interfaces import HostedTransport
 
 __all__ = ["Transport", "with_address"]
 
@@ -74,12 +74,13 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     listener for a passive one. ``get_extra_info`` knows ``peername`` (remote UDP address),
     ``sockname`` (local UDP address), ``socket`` (a per-connection
     :class:`~udptcp.aio.connsocket.ConnectionSocket`), ``vports`` (local and remote virtual
-    ports), ``udptcp_stats`` (the connection's counters and estimators, computed on call)
-    and ``udptcp_connection`` (the core connection itself, for tests and tools). In secure
-    mode ``secure`` is the ``(pattern, cipher)`` pair (None on a plain connection),
-    ``peer_key`` the peer's authenticated static public key (None when the pattern leaves
-    the peer anonymous) and ``secure_handshake_hash`` the Noise handshake hash, the same on
-    both ends (a channel binding).
+    ports), ``stats`` (a :class:`~udptcp.core.stats.ConnectionStats`: state, RTT, windows,
+    counters, computed on call), ``udptcp_stats`` (the older flat ``dict`` of counters and
+    estimators, kept as it was) and ``udptcp_connection`` (the core connection itself, for
+    tests and tools). In secure mode ``secure`` is the ``(pattern, cipher)`` pair (None on
+    a plain connection), ``peer_key`` the peer's authenticated static public key (None when
+    the pattern leaves the peer anonymous) and ``secure_handshake_hash`` the Noise
+    handshake hash, the same on both ends (a channel binding).
     """
 
     # asyncio's loop.start_tls accepts transports that say so (udptcp.aio.tls explains).
@@ -91,24 +92,24 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: TransportHost[Transport],
         conn: Connection,
         peer: Address,
         *,
         protocol_factory: Callable[[], asyncio.BaseProtocol] | None = None,
-        listener: Listener | None = None,
+        listener: ConnectionListener[Transport] | None = None,
     ) -> None:
         super().__init__(extra={"peername": peer}, loop=endpoint.loop)
         self._loop = endpoint.loop
-        self._endpoint = endpoint
-        self._conn = conn
-        self._peer = peer
-        self._key = (peer, conn.local_port, conn.remote_port)
-        self._deadline: float | None = None
+        self.endpoint = endpoint
+        self.conn = conn
+        self.peer = peer
+        self.key = (peer, conn.local_port, conn.remote_port)
+        self.deadline: float | None = None
         # The endpoint's connection limits: the state last accounted for and the count
-        # the connection is in (Endpoint._account).
-        self._accounted_state: State | None = None
-        self._slot = 0
+        # the connection is in (Endpoint.account).
+        self.accounted_state: State | None = None
+        self.slot = 0
         # Active open: the factory is called on ESTABLISHED, as asyncio calls it once the
         # socket connected; create_connection awaits the waiter.
         self._protocol_factory = protocol_factory
@@ -116,8 +117,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             self._loop.create_future() if protocol_factory is not None else None
         )
         # Passive open: the listener hands the connection to the server on ESTABLISHED.
-        self._listener = listener
-        self._server: Server | None = None
+        self.listener = listener
+        self._server: ConnectionServer[Transport] | None = None
         self._protocol: asyncio.BaseProtocol | None = None
         self._buffered = False
         self._closing = False  # close() or abort() called, or the connection ended
@@ -132,19 +133,20 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._dispatching = False
         self._dispatch_handle: asyncio.Handle | None = None
         self._socket: ConnectionSocket | None = None
-        # The peer's endpoint when it is in this loop (False: not looked for yet).
-        self._peer_endpoint: Endpoint | None | bool = False
+        # Kept by the endpoint: the peer's endpoint when it is in this loop (False: not
+        # looked for yet).
+        self.local_peer: object = False
         # Secure mode: the session and the encoder that seals this connection's segments
         # (None on a plain connection: the endpoint encodes them itself).
-        self._secure: SecureSession | None = None
-        self._seal: Callable[[Segment], bytes] | None = None
+        self.secure_session: SecureSession | None = None
+        self.seal: Callable[[Segment], bytes] | None = None
 
     def __repr__(self) -> str:
-        info = [type(self).__name__, f"{self._conn.state.value}"]
+        info = [type(self).__name__, f"{self.conn.state.value}"]
         if self._closing:
             info.append("closing")
-        info.append(f"peer={self._peer!r}")
-        info.append(f"vports={self._conn.local_port}->{self._conn.remote_port}")
+        info.append(f"peer={self.peer!r}")
+        info.append(f"vports={self.conn.local_port}->{self.conn.remote_port}")
         return f"<udptcp.{' '.join(info)}>"
 
     # ------------------------------------------------------------------ BaseTransport
@@ -156,15 +158,17 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                 self._socket = ConnectionSocket(self)
             return self._socket
         if name == "sockname":
-            return self._endpoint.sockname
+            return self.endpoint.sockname
+        if name == "stats":
+            return self.stats()
         if name == "udptcp_stats":
-            return self._conn.stats()
+            return self.conn.stats()
         if name == "vports":
-            return (self._conn.local_port, self._conn.remote_port)
+            return (self.conn.local_port, self.conn.remote_port)
         if name == "udptcp_connection":
-            return self._conn
+            return self.conn
         if name in ("secure", "peer_key", "secure_handshake_hash"):
-            session = self._secure
+            session = self.secure_session
             if session is None or not session.established:
                 return default
             if name == "secure":
@@ -173,43 +177,31 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             return default if value is None else value
         return super().get_extra_info(name, default)
 
-    def _moved(self, peer: Address) -> None:
+    def stats(self) -> ConnectionStats:
+        """The connection's statistics now (``get_extra_info("stats")``)."""
+        return ConnectionStats.of(self.conn, sockname=self.endpoint.sockname, peername=self.peer)
+
+    def moved(self, peer: Address) -> None:
         """Secure mode moved the connection to the peer's new UDP address."""
-        self._peer = peer
-        self._key = (peer, self._conn.local_port, self._conn.remote_port)
+        self.peer = peer
+        self.key = (peer, self.conn.local_port, self.conn.remote_port)
         self._extra["peername"] = peer  # type: ignore[attr-defined]  # BaseTransport's slot
 
     def is_closing(self) -> bool:
         """True once ``close()`` or ``abort()`` was called or the connection ended (also
         when its end is known and ``connection_lost`` not yet delivered)."""
-        return self._closing or self._conn.state is State.CLOSED
+        return self._closing or self.conn.state is State.CLOSED
 
     def close(self) -> None:
         """Send FIN after the queued data; incoming data is discarded from now on."""
         if self._closing:
             return
         self._closing = True
-        if self._conn_lost or self._conn.state in _FINISHED:
+        if self._conn_lost or self.conn.state in _FINISHED:
             return
-        self._conn.close(self._loop.time())
+        self.conn.close(self._loop.time())
         self._flush()
         self._maybe_orphan()
-
-    def _local_peer_endpoint(self) -> Endpoint | None:
-        """The endpoint of this loop that the peer's address reaches, if the peer is in this
-        process (looked for once, on a loopback peer only)."""
-        found = self._peer_endpoint
-        if found is False:
-            found = None
-            if _is_loopback(self._peer[0]):
-                from .endpoint import open_endpoints
-
-                for endpoint in open_endpoints(self._loop):
-                    if endpoint.serves(self._peer):
-                        found = endpoint
-                        break
-            self._peer_endpoint = found
-        return found  # type: ignore[return-value]
 
     def _maybe_orphan(self) -> None:
         """After ``close()``: once everything written went out once, the application is
@@ -218,8 +210,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             self._closing
             and not self._conn_lost
             and self._protocol is not None
-            and self._conn.unsent_bytes == 0
-            and self._conn.state is not State.CLOSED
+            and self.conn.unsent_bytes == 0
+            and self.conn.state is not State.CLOSED
         ):
             self._connection_closed(None)
 
@@ -243,14 +235,14 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         if self._closing or self._paused:
             return
         self._paused = True
-        self._conn.pause_reading()
+        self.conn.pause_reading()
 
     def resume_reading(self) -> None:
         """Deliver held data and reopen the window."""
         if self._closing or not self._paused:
             return
         self._paused = False
-        self._conn.resume_reading(self._loop.time())
+        self.conn.resume_reading(self._loop.time())
         self._flush()
 
     # ------------------------------------------------------------------ WriteTransport
@@ -275,7 +267,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         """Bytes written but not yet transmitted once."""
         if self._conn_lost:
             return 0
-        return self._conn.unsent_bytes
+        return self.conn.unsent_bytes
 
     def write(self, data: bytes | bytearray | memoryview) -> None:  # type: ignore[override]
         """Queue ``data`` for sending; never blocks, never drops (DESIGN §8)."""
@@ -287,18 +279,18 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._conn_lost or self._closing or self._conn.state is State.CLOSED:
+        if self._conn_lost or self._closing or self.conn.state is State.CLOSED:
             # asyncio drops writes on a lost connection and warns after a few of them.
             self._ignored_writes += 1
             if self._ignored_writes >= LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("udptcp: write() on a closed transport is ignored.")
             return
         now = self._loop.time()
-        self._conn.send(data, now)
+        self.conn.send(data, now)
         self._flush()
         # A pending RST or ICMP error ends the connection before write() returns, as a
         # kernel socket's next send fails, even if the program never yields.
-        self._endpoint.poll_from_write(now, self)
+        self.endpoint.poll_from_write(now, self)
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:  # type: ignore[override]
@@ -310,9 +302,9 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         if self._closing or self._eof:
             return
         self._eof = True
-        if self._conn_lost or self._conn.state in _FINISHED:
+        if self._conn_lost or self.conn.state in _FINISHED:
             return
-        self._conn.shutdown(self._loop.time())
+        self.conn.shutdown(self._loop.time())
         self._flush()
 
     def can_write_eof(self) -> bool:
@@ -325,59 +317,59 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
 
     # ------------------------------------------------------------------ driving the core
 
-    def _relocated(self, peer: Address) -> None:
+    def relocated(self, peer: Address) -> None:
         """The endpoint bound this connection to a new remote address (a punched path)."""
-        self._peer = peer
-        self._key = (peer, self._conn.local_port, self._conn.remote_port)
+        self.peer = peer
+        self.key = (peer, self.conn.local_port, self.conn.remote_port)
         self._extra["peername"] = peer  # type: ignore[attr-defined]
 
-    def _receive(self, seg: Segment) -> None:
-        self._conn.receive(seg, self._loop.time())
-        self._pump()
+    def segment_received(self, seg: Segment) -> None:
+        self.conn.receive(seg, self._loop.time())
+        self.pump()
 
-    def _receive_many(self, segments: list[Segment]) -> int:
+    def segments_received(self, segments: list[Segment]) -> int:
         """Hand a train to the connection; returns how many segments it took (all of
         them unless the connection closed on the way)."""
-        conn = self._conn
+        conn = self.conn
         total, count = 0, len(segments)
         while total < count:
             # The connection pauses after an event other than data: deliver it, then go on.
             total += conn.receive_many(segments[total:] if total else segments, self._loop.time())
-            self._pump()
-            if conn.state is State.CLOSED or self._endpoint._conns.get(self._key) is not self:
+            self.pump()
+            if conn.state is State.CLOSED or not self.endpoint.has_connection(self):
                 break
         return total
 
-    def _on_timer(self, now: float) -> None:
-        self._conn.handle_timer(now)
-        self._pump()
+    def timer_fired(self, now: float) -> None:
+        self.conn.handle_timer(now)
+        self.pump()
 
-    def _icmp_unreachable(self, now: float, seq: int | None) -> None:
-        self._conn.icmp_unreachable(now, seq)
-        self._pump()
+    def icmp_unreachable(self, now: float, seq: int | None) -> None:
+        self.conn.icmp_unreachable(now, seq)
+        self.pump()
 
-    def _foreign_datagram(self, now: float) -> None:
-        self._conn.foreign_datagram(now)
-        self._pump()
+    def foreign_datagram(self, now: float) -> None:
+        self.conn.foreign_datagram(now)
+        self.pump()
 
-    def _icmp_soft_error(self, now: float, detail: str, seq: int | None) -> None:
-        self._conn.icmp_soft_error(now, detail, seq)
-        self._pump()
+    def icmp_soft_error(self, now: float, detail: str, seq: int | None) -> None:
+        self.conn.icmp_soft_error(now, detail, seq)
+        self.pump()
 
-    def _pump(self) -> None:
+    def pump(self) -> None:
         """Send what the connection queued, deliver its events, re-arm its deadline.
 
         Called for what the network and the timer do. Safe inside a protocol callback: the
         inner call only transmits; the outer one delivers what the callback caused, in order.
         """
-        endpoint = self._endpoint
-        if endpoint._deferring:
+        endpoint = self.endpoint
+        if endpoint.deferring:
             self._flush()  # the write path reads: deliver from call_soon
             return
-        conn = self._conn
+        conn = self.conn
         segments = conn.take_segments()
         if segments:
-            endpoint.transmit(self._peer, segments, self._seal)
+            endpoint.transmit(self.peer, segments, self.seal)
         if not self._dispatching:
             self._dispatching = True
             try:
@@ -391,21 +383,21 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                     self._dispatch()
                     segments = conn.take_segments()
                     if segments:
-                        endpoint.transmit(self._peer, segments, self._seal)
+                        endpoint.transmit(self.peer, segments, self.seal)
             finally:
                 self._dispatching = False
         deadline = conn.get_timer()
-        if deadline != self._deadline:
-            endpoint._schedule(self, deadline)
-        if conn.state is not self._accounted_state:
-            endpoint._account(self)
+        if deadline != self.deadline:
+            endpoint.schedule(self, deadline)
+        if conn.state is not self.accounted_state:
+            endpoint.account(self)
         if conn.state is State.CLOSED:
-            endpoint._forget(self)
+            endpoint.forget(self)
         elif self._protocol_paused:
             self._maybe_resume_protocol()
         elif self._closing and not self._conn_lost:
             self._maybe_orphan()
-        waiter = endpoint._linger_waiter
+        waiter = endpoint.linger_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # the loop is shutting down: look at the orphans again
 
@@ -416,10 +408,10 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         friends (``StreamReader`` relies on it: it resumes reading and only then creates
         the future that data wakes), so events are delivered from a ``call_soon``.
         """
-        conn = self._conn
+        conn = self.conn
         segments = conn.take_segments()
         if segments:
-            self._endpoint.transmit(self._peer, segments, self._seal)
+            self.endpoint.transmit(self.peer, segments, self.seal)
         if not self._dispatching:
             events = conn.take_events()
             if events:
@@ -427,21 +419,21 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             if self._events and self._dispatch_handle is None:
                 self._dispatch_handle = self._loop.call_soon(self._deferred_dispatch)
         deadline = conn.get_timer()
-        if deadline != self._deadline:
-            self._endpoint._schedule(self, deadline)
-        if conn.state is not self._accounted_state:
-            self._endpoint._account(self)
+        if deadline != self.deadline:
+            self.endpoint.schedule(self, deadline)
+        if conn.state is not self.accounted_state:
+            self.endpoint.account(self)
         if conn.state is State.CLOSED:
-            self._endpoint._forget(self)
+            self.endpoint.forget(self)
 
     def _deferred_dispatch(self) -> None:
         self._dispatch_handle = None
         try:
-            self._pump()
+            self.pump()
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:  # a bug in udptcp: do not leave it half-done
-            self._fatal_error(exc, "Fatal error in udptcp connection")
+            self.fatal_error(exc, "Fatal error in udptcp connection")
 
     def _dispatch(self) -> None:
         """Deliver queued events in order; data and EOF wait while reading is paused."""
@@ -472,25 +464,25 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                self.fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
         elif kind is EofReceived:
             try:
                 keep_open = self._protocol.eof_received()  # type: ignore[union-attr]
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+                self.fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
                 return
             if not keep_open:
                 self.close()
         elif kind is Connected:
-            if self._listener is not None:
+            if self.listener is not None:
                 self._hand_over()
             else:
                 self._connected()
         elif kind is ConnectionClosed:
             error = ev.error  # type: ignore[attr-defined]
-            self._connection_closed(with_address(error, self._peer, self._protocol is None))
+            self._connection_closed(with_address(error, self.peer, self._protocol is None))
 
     def _connected(self) -> None:
         """Active open reached ESTABLISHED: make the protocol, wake create_connection."""
@@ -498,14 +490,14 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         waiter = self._waiter
         if waiter.done():
             # create_connection gave up (cancelled) just before the handshake completed.
-            self._abort_unowned()
+            self.abort_unowned()
             return
         try:
             protocol = self._protocol_factory()
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._abort_unowned()
+            self.abort_unowned()
             waiter.set_exception(exc)
             return
         self.set_protocol(protocol)
@@ -514,7 +506,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
 
     def _hand_over(self) -> None:
         """Passive open reached ESTABLISHED: the server's protocol takes it."""
-        listener = self._listener
+        listener = self.listener
         assert listener is not None
         try:
             protocol = listener.hand_over(self)
@@ -528,14 +520,14 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                     "transport": self,
                 }
             )
-            self._abort_unowned()
+            self.abort_unowned()
             return
         if protocol is None:  # the server closed meanwhile
-            self._abort_unowned()
+            self.abort_unowned()
             return
         self.set_protocol(protocol)
         self._server = listener.server
-        self._server._attach(self)
+        self._server.attach(self)
         self._connection_made()
 
     def _connection_made(self) -> None:
@@ -563,13 +555,13 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._conn_lost = True
         self._closing = True
         self._events.clear()
-        if self._listener is not None:
-            self._listener.discard_pending(self)
+        if self.listener is not None:
+            self.listener.discard_pending(self)
         if self._protocol is not None:
             self._loop.call_soon(self._call_connection_lost, error)
         elif self._waiter is not None and not self._waiter.done():
             if error is None:
-                error = with_address(aborted("closed during the handshake"), self._peer, True)
+                error = with_address(aborted("closed during the handshake"), self.peer, True)
             self._waiter.set_exception(error)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
@@ -580,9 +572,9 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             self._protocol = None
             server, self._server = self._server, None
             if server is not None:
-                server._detach(self)
+                server.detach(self)
 
-    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
+    def fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
         """Report ``exc`` and reset the connection, as asyncio's transports do."""
         if isinstance(exc, OSError):
             if self._loop.get_debug():
@@ -603,25 +595,25 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             return
         self._closing = True
         self._connection_closed(exc)
-        if self._conn.state is not State.CLOSED:
-            self._conn.abort(self._loop.time())
+        if self.conn.state is not State.CLOSED:
+            self.conn.abort(self._loop.time())
         self._flush()
 
-    def _abort_unowned(self) -> None:
+    def abort_unowned(self) -> None:
         """Reset a connection no protocol has seen: nobody is told."""
         self._conn_lost = True
         self._closing = True
         self._events.clear()
-        if self._listener is not None:
-            self._listener.discard_pending(self)
-        if self._conn.state is not State.CLOSED:
-            self._conn.abort(self._loop.time())
+        if self.listener is not None:
+            self.listener.discard_pending(self)
+        if self.conn.state is not State.CLOSED:
+            self.conn.abort(self._loop.time())
         self._flush()
 
-    def _endpoint_closing(self) -> None:
+    def endpoint_closing(self) -> None:
         """The endpoint closes under the connection: reset it."""
         if self._protocol is None:
-            self._abort_unowned()
+            self.abort_unowned()
         else:
             self._force_close(None)
 
@@ -682,13 +674,6 @@ def with_address(error: _E, peer: Address, connecting: bool) -> _E:
 _FINISHED = frozenset({State.CLOSED, State.TIME_WAIT})
 
 
-def _is_loopback(host: Any) -> bool:
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
     """Copy ``data`` into a BufferedProtocol's buffers, chunk by chunk (as asyncio's
     ``protocols._feed_data_to_buffered_proto`` does for SSL)."""
@@ -702,3 +687,9 @@ def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
         memoryview(buf)[:n] = view[:n]
         protocol.buffer_updated(n)
         view = view[n:]
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_interface(transport: Transport) -> HostedTransport:
+        return transport  # mypy checks that Transport is a HostedTransport

@@ -148,6 +148,12 @@ class Config:
     #: secure mode, and a server with an identity or PSK accepts plain clients too.
     #: Off by default: the peer's lack of secure mode is an error.
     allow_plain: bool = False
+    #: Write every segment this connection sends and receives, and each of its state
+    #: changes, to this file as JSON lines (appended; connections may share a file). The
+    #: schema is in ``udptcp.aio.tracing``; ``python -m udptcp trace FILE`` draws it as a
+    #: ladder or turns it into a pcap for Wireshark. Data is not written, only its length.
+    #: ``None`` (the default) traces nothing and costs nothing.
+    trace: str | None = None
 
     # Limits against hostile peers. They apply to the connections an endpoint accepts
     # (passive opens); connections the application opens itself are its own business, except

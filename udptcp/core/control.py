@@ -149,6 +149,7 @@ class ControlBlock:
         "_challenge_count",
         "_invalid_ack_time",
         "_closed_reported",
+        "close_error",
         "_app_closed",
         "soft_error",
         "_silent_rounds",
@@ -314,6 +315,9 @@ class ControlBlock:
         self._challenge_count = 0
         self._invalid_ack_time = -_INVALID_ACK_INTERVAL
         self._closed_reported = False
+        #: Why the connection reached CLOSED: None after a clean close, else the error the
+        #: application was (or would have been) given (for logs and statistics).
+        self.close_error: BaseException | None = None
         self._app_closed = False  # close() called: FIN-WAIT-2 timeout applies
         #: The latest ICMP error that did not end the connection (RFC 1122 §4.2.3.9).
         self.soft_error: str | None = None
@@ -448,6 +452,7 @@ class ControlBlock:
     def _enter_closed(self, error: BaseException | None, cause: Cause) -> None:
         if self.state is not S.CLOSED:
             self._transition(cause)
+            self.close_error = error
         self.timers.cancel_all()
         self._ack_now = False
         self._report_closed(error)

@@ -13,6 +13,8 @@ deemed lost.
 from __future__ import annotations
 
 import bisect
+import heapq
+from collections import deque
 from collections.abc import Sequence
 
 
@@ -41,7 +43,12 @@ class SentLog:
     """Outstanding segments, ordered by offset, with RACK's view of which are lost.
 
     Byte counts of SACKed and lost segments are kept up to date as flags change, so
-    ``pipe`` costs O(1); scans stop as early as the send order allows.
+    ``pipe`` costs O(1). Two side structures keep loss detection from walking the whole
+    log on every ACK (a hostile receiver could otherwise make each ACK cost the flight):
+    transmissions in send order (RACK only ever looks at the oldest still-undecided
+    ones, as Linux's time-sorted queue does) and a heap of lost segments by offset
+    (RFC 6675 NextSeg's "lowest lost"). Both drop stale entries lazily, each entry
+    leaving once, so the costs are amortised O(1) and O(log n).
     """
 
     __slots__ = (
@@ -58,6 +65,9 @@ class SentLog:
         "reordering_seen",
         "_delivered_end",
         "_delivered_end_before",
+        "_by_send",
+        "_lost_heap",
+        "_tickets",
     )
 
     def __init__(self) -> None:
@@ -79,6 +89,13 @@ class SentLog:
         self.reordering_seen = False
         self._delivered_end = -1
         self._delivered_end_before = -1
+        #: (order, segment) per transmission, in send order; an entry is stale once its
+        #: segment was sent again (a new order), SACKed, deemed lost or acknowledged.
+        self._by_send: deque[tuple[int, Sent]] = deque()
+        #: (start, order, ticket, segment) for segments deemed lost; stale once resent or
+        #: SACKed. The ticket keeps two entries for one segment from comparing segments.
+        self._lost_heap: list[tuple[int, int, int, Sent]] = []
+        self._tickets = 0
 
     def __len__(self) -> int:
         return len(self._segs)
@@ -91,7 +108,13 @@ class SentLog:
     def _set_lost(self, seg: Sent, lost: bool) -> None:
         if seg.lost != lost and not seg.sacked:
             self._lost_bytes += (seg.end - seg.start) * (1 if lost else -1)
+            if lost:
+                self._push_lost(seg.start, seg)
         seg.lost = lost
+
+    def _push_lost(self, start: int, seg: Sent) -> None:
+        self._tickets += 1
+        heapq.heappush(self._lost_heap, (start, seg.order, self._tickets, seg))
 
     def _set_sacked(self, seg: Sent) -> None:
         if seg.lost:
@@ -123,10 +146,13 @@ class SentLog:
                 self.record(start + i * size, start + (i + 1) * size, now)
             return
         order = self._sends
+        by_send = self._by_send
         for _ in range(count):
             order += 1
-            segs.append(Sent(start, start + size, now, order))
+            seg = Sent(start, start + size, now, order)
+            segs.append(seg)
             starts.append(start)
+            by_send.append((order, seg))
             start += size
         self._sends = order
         self._bytes += count * size
@@ -138,8 +164,10 @@ class SentLog:
         self._sends += 1
         order = self._sends
         if not self._segs or start >= self._segs[-1].end:
-            self._segs.append(Sent(start, end, now, order))
+            seg = Sent(start, end, now, order)
+            self._segs.append(seg)
             self._starts.append(start)
+            self._by_send.append((order, seg))
             self._bytes += end - start
             return
         i = max(bisect.bisect_right(self._starts, start) - 1, 0)
@@ -158,11 +186,14 @@ class SentLog:
                 seg.order = order
                 seg.retransmitted = True
                 self._set_lost(seg, False)
+                self._by_send.append((order, seg))
             i += 1
         if end > self._segs[-1].end:  # a resend that also carries new bytes
             top = self._segs[-1].end
-            self._segs.append(Sent(top, end, now, order))
+            seg = Sent(top, end, now, order)
+            self._segs.append(seg)
             self._starts.append(top)
+            self._by_send.append((order, seg))
             self._bytes += end - top
 
     def _split(self, i: int, at: int) -> None:
@@ -175,6 +206,16 @@ class SentLog:
         self._starts.insert(i + 1, at)
         if seg.sacked:
             self._sacked_count += 1
+        elif seg.lost:
+            self._push_lost(at, tail)
+        # The tail's place in send order is its head's; splits are rare (a resend at a
+        # smaller segment size), so the queue is rebuilt rather than searched.
+        self._rebuild_by_send()
+
+    def _rebuild_by_send(self) -> None:
+        live = [seg for seg in self._segs if not seg.sacked and not seg.lost]
+        live.sort(key=lambda seg: (seg.order, seg.start))
+        self._by_send = deque((seg.order, seg) for seg in live)
 
     def acknowledge(self, una: int, now: float, min_rtt: float) -> None:
         """Drop what the cumulative ACK covers, letting RACK learn from it."""
@@ -189,6 +230,13 @@ class SentLog:
         if n:
             del self._segs[:n]
             del self._starts[:n]
+            # Acknowledged transmissions leave the send-order queue (oldest first, so this
+            # is amortised O(1)); a queue nobody walks must not grow with the transfer.
+            by_send = self._by_send
+            while by_send and (by_send[0][1].end <= una or by_send[0][1].order != by_send[0][0]):
+                by_send.popleft()
+            if not self._lost_bytes:
+                self._lost_heap.clear()
         if self._segs and self._segs[0].start < una:
             first = self._segs[0]
             self._forget(first)
@@ -200,6 +248,7 @@ class SentLog:
                 self._sacked_count += 1
             elif first.lost:
                 self._lost_bytes += first.end - una
+                self._push_lost(una, first)
 
     def sack(
         self,
@@ -259,20 +308,25 @@ class SentLog:
         newly = 0
         wait: float | None = None
         horizon = self.rack_rtt + reo_wnd
-        rack = (self.rack_time, self.rack_order)
-        for seg in self._segs:
-            if (seg.time, seg.order) >= rack:
-                if not seg.retransmitted:
-                    break
+        rack_order = self.rack_order
+        by_send = self._by_send
+        una = self._segs[0].start if self._segs else None
+        # Oldest transmission first: a segment sent at or after the RACK segment ends the
+        # walk, and so does the first one not yet due (those sent later are due later).
+        while by_send:
+            order, seg = by_send[0]
+            if seg.order != order or seg.sacked or seg.lost or una is None or seg.end <= una:
+                by_send.popleft()  # sent again since, or decided: stale
                 continue
-            if seg.sacked or seg.lost:
-                continue
+            if order >= rack_order:
+                break
             due = seg.time + horizon
-            if due <= now:
-                self._set_lost(seg, True)
-                newly += 1
-            elif wait is None or due < wait:
+            if due > now:
                 wait = due
+                break
+            by_send.popleft()
+            self._set_lost(seg, True)
+            newly += 1
         return newly, wait
 
     def mark_lost_below(self, offset: int) -> int:
@@ -294,11 +348,24 @@ class SentLog:
                 self._set_lost(seg, True)
 
     def first_lost(self) -> Sent | None:
+        """The lowest segment deemed lost and not SACKed (O(log n) amortised)."""
+        heap = self._lost_heap
         if not self._lost_bytes:
+            heap.clear()
             return None
-        for seg in self._segs:
-            if seg.lost and not seg.sacked:
+        una = self._segs[0].start if self._segs else None
+        while heap:
+            start, order, _, seg = heap[0]
+            if (
+                seg.lost
+                and not seg.sacked
+                and seg.order == order
+                and seg.start == start
+                and una is not None
+                and seg.end > una
+            ):
                 return seg
+            heapq.heappop(heap)
         return None
 
     def highest_unsacked(self) -> Sent | None:
@@ -323,3 +390,4 @@ class SentLog:
         for seg in self._segs:
             seg.sacked = False
         self._sacked_bytes = self._sacked_count = 0
+        self._rebuild_by_send()

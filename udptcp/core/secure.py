@@ -183,6 +183,9 @@ class SecureSession:
     with :attr:`failure` if set, and follows :attr:`peer` if it changed.
     """
 
+    #: How error messages name the other side.
+    other_side = "the server"
+
     def __init__(
         self,
         config: Config,
@@ -291,23 +294,28 @@ class SecureSession:
             stats=stats,
             rekey_shift=rekey_shift,
         )
-        identity = config.identity
+        session._read_offer(syn, body)
+        return session
+
+    def _read_offer(self, syn: Segment, body: bytes) -> None:
+        """Take Noise message 1 from ``syn``, whose offer ``body`` names our pattern.
+        Raises :class:`HandshakeRefused` (AUTH_FAILED) when it does not authenticate."""
+        identity = self.config.identity
         hs = HandshakeState(
-            pattern,
+            self.pattern,
             False,
             prologue=prologue(syn, body),
             s=identity.private_key if identity is not None else None,
-            psk=config.psk,
+            psk=self.config.psk,
         )
         try:
             hs.read_message(syn.payload)
         except NoiseError:
             raise HandshakeRefused(AUTH_FAILED) from None
-        session._hs = hs
-        session._msg1 = syn.payload
-        # IK patterns tell the server who the client is; the others leave it anonymous.
-        session.peer_key = hs.rs if pattern.startswith("I") else None
-        return session
+        self._hs = hs
+        self._msg1 = syn.payload
+        # IK patterns tell the responder who the initiator is; the others leave it anonymous.
+        self.peer_key = hs.rs if self.pattern.startswith("I") else None
 
     @property
     def established(self) -> bool:
@@ -647,7 +655,9 @@ class SecureSession:
             self._fail(f"{why}; pass allow_plain=True to accept a plain connection", seg, addr)
             return None
         if len(body) != 2 or body[0] != ACCEPT or body[1] != PATTERN_IDS[self.pattern]:
-            self._fail("the server answered the secure offer with another pattern", seg, addr)
+            self._fail(
+                f"{self.other_side} answered the secure offer with another pattern", seg, addr
+            )
             return None
         hs = self._hs
         assert hs is not None
@@ -656,7 +666,7 @@ class SecureSession:
         except NoiseError:
             self._fail(
                 "the SYN-ACK's handshake message does not authenticate: it was forged or "
-                "the server holds another key or psk",
+                f"{self.other_side} holds another key or psk",
                 seg,
                 addr,
             )

@@ -15,6 +15,8 @@ type      on      body after the type byte, and the segment's payload
 2 ACCEPT  SYN-ACK pattern number; payload: Noise message 2
 3 DECLINE SYN-ACK nothing (a udptcp server without secure mode); no payload
 4 REJECT  RST     reason number (:data:`REJECT_REASONS`); no payload
+5 WAIT    SYN     pattern number; no payload (a peer connection's responder,
+                  :mod:`udptcp.core.secure_peer`)
 ========  ======  =============================================================
 
 **Handshake bytes are not part of the TCP byte stream.** The Noise messages are the SYN's
@@ -77,6 +79,7 @@ __all__ = [
     "SEAL_HEADER_LEN",
     "SEAL_OVERHEAD",
     "TAG_LEN",
+    "WAIT",
     "decline_option",
     "find_offer",
     "handshake_fields",
@@ -99,6 +102,7 @@ OFFER = 1
 ACCEPT = 2
 DECLINE = 3
 REJECT = 4
+WAIT = 5
 
 # Sealed datagram kinds (high nibble of the control byte).
 KIND_SEGMENT = 0x8
@@ -118,6 +122,8 @@ MALFORMED = 4
 PSK_REQUIRED = 5
 NO_PSK = 6
 NO_IDENTITY = 7
+WRONG_PEER = 8
+MISMATCH = 9
 #: What each REJECT reason tells the client.
 REJECT_REASONS = {
     REFUSED_PLAIN: "the server accepts secure connections only",
@@ -130,6 +136,8 @@ REJECT_REASONS = {
     PSK_REQUIRED: "the server requires a pre-shared key (psk=)",
     NO_PSK: "the server has no pre-shared key; connect without psk=",
     NO_IDENTITY: "the server has no identity, so no peer_key can be pinned for it; use psk=",
+    WRONG_PEER: "the server pinned another key than this side's identity",
+    MISMATCH: "the server's secure-mode keys are of another kind (its pattern differs)",
 }
 
 SEAL_HEADER_LEN = 32

@@ -21,10 +21,18 @@ Decoding checks, in this order:
 This module is on the hot path of every datagram: a header without options skips option
 parsing and allocates no :class:`Options`, and the checksum is one big-integer remainder
 (see :func:`_complement`).
+
+Compiled twin: when the optional C extension ``udptcp.core._speedups`` was built (``pip
+install`` builds it where a C compiler is present), :func:`encode`, :func:`decode` and
+:func:`checksum` are its versions, which hand anything unusual back to the functions below.
+The Python code here stays the reference; ``pure_encode``, ``pure_decode`` and
+``pure_checksum`` are always these. ``UDPTCP_PURE=1`` in the environment keeps the
+extension unloaded; :data:`SPEEDUPS` (also ``udptcp.__speedups__``) says which is active.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "RST",
     "SYN",
     "URG",
+    "SPEEDUPS",
     "MalformedSegment",
     "Options",
     "Segment",
@@ -48,6 +57,9 @@ __all__ = [
     "encode",
     "encode_options",
     "options_length",
+    "pure_checksum",
+    "pure_decode",
+    "pure_encode",
 ]
 
 # Control bits, byte 13 of the header (RFC 9293 §3.1; ECE and CWR from RFC 3168 §23.2).
@@ -627,3 +639,31 @@ def _decode_options(data: bytes, end: int, start: int = HEADER_LEN) -> Options:
 def _expect_length(kind: int, opt_len: int, ok: bool) -> None:
     if not ok:
         raise MalformedSegment("option-length", f"kind {kind} cannot have length {opt_len}")
+
+
+# ---------------------------------------------------------------- the compiled twin
+
+pure_encode = encode
+pure_decode = decode
+pure_checksum = checksum
+
+
+def _load_speedups() -> bool:
+    """Put the C codec in place of :func:`encode`, :func:`decode` and :func:`checksum` if it
+    was built and ``UDPTCP_PURE`` does not forbid it; return whether it did."""
+    global encode, decode, checksum
+    if os.environ.get("UDPTCP_PURE", "") not in ("", "0"):
+        return False
+    try:
+        from udptcp.core import _speedups
+    except ImportError:  # not built: no compiler at install time, or another interpreter
+        return False
+    _speedups.setup(Segment, Options, MalformedSegment, pure_encode, pure_decode, pure_checksum)
+    encode = _speedups.encode
+    decode = _speedups.decode
+    checksum = _speedups.checksum
+    return True
+
+
+SPEEDUPS: bool = _load_speedups()
+"""True when the compiled codec is active, False when this module's Python runs."""

@@ -6,7 +6,7 @@ API; the rest are its parts: :mod:`.stun` (STUN transactions and RFC 5780 behavi
 on a connection's own socket), :mod:`.turn` (a TURN allocation on that same socket),
 :mod:`.rendezvous` (the pairing service and its client) and :mod:`.punch` (the simultaneous
 open to every candidate at once). STUN and TURN messages are aioice's, imported only when
-used.
+used. With keys, a peer connection runs secure mode (:mod:`udptcp.core.secure_peer`).
 """
 
 from __future__ import annotations

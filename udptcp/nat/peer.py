@@ -18,6 +18,11 @@ Both peers name a session and a rendezvous. Each, on one new UDP socket (or ``so
    nat_keepalive``, 5 s unless the config says otherwise) and ``get_extra_info("path")``
    ("direct" or "relayed") and ``get_extra_info("nat")`` (what was learned).
 
+With keys (``identity`` and ``peer_key``, or ``psk``) the connection is secure
+(:mod:`udptcp.core.secure_peer`): role b runs the Noise handshake's initiator, role a its
+responder, and a peer that does not hold the pinned key (someone else who joined the
+session) fails the handshake with :class:`~udptcp.SecureHandshakeError`.
+
 Failure at any stage raises :class:`~udptcp.nat.errors.NATTraversalError` within
 ``timeout`` (which covers all of it), naming every candidate and its outcome. The socket a
 caller passed is never closed by a failure.
@@ -34,11 +39,14 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from udptcp.aio.api import STREAM_LIMIT, _enlarge_buffers
+from udptcp.aio.api import STREAM_LIMIT, _enlarge_buffers, _secure_config
 from udptcp.aio.endpoint import Address, Endpoint
 from udptcp.aio.natkeep import keep_binding
 from udptcp.aio.transport import Transport
 from udptcp.core.config import Config
+from udptcp.core.keys import Identity
+from udptcp.core.secure import SecureHandshakeError
+from udptcp.core.secure_peer import peer_pattern, peer_secure
 
 from . import rendezvous as rv
 from .errors import Attempt, NATTraversalError, require_aioice
@@ -204,6 +212,9 @@ async def create_peer_connection(
     local_addr: str | tuple[str, int] | None = None,
     sock: socket.socket | None = None,
     relay_delay: float = RELAY_DELAY,
+    identity: Identity | None = None,
+    peer_key: bytes | None = None,
+    psk: bytes | None = None,
 ) -> tuple[asyncio.Transport, _P]:
     """Connect to the peer that names the same ``session`` at ``rendezvous``; returns
     ``(transport, protocol)`` like ``create_connection``.
@@ -214,11 +225,27 @@ async def create_peer_connection(
     bounds the whole call. ``local_addr`` binds the new socket; ``sock`` uses yours (left
     open on failure). ``relay_delay``: seconds the direct candidates have before the relay
     path is tried. Raises :class:`NATTraversalError` (a ``ConnectionError``).
+
+    Secure mode: ``identity`` (ours) and ``peer_key`` (the other peer's 32-byte public key)
+    authenticate both peers (Noise IK); ``psk`` (32 bytes) on its own authenticates both
+    by the shared key (NNpsk0), with the other two as well it is mixed in (IKpsk2). Both
+    peers need the same kind of keys. A failed handshake (a wrong key, a peer without
+    secure mode, someone else in the session) raises
+    :class:`~udptcp.SecureHandshakeError` on both sides, saying why.
     """
     require_aioice()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    config = config if config is not None else Config()
+    config = _secure_config(config, identity, peer_key, psk, None)
+    if peer_secure(config):
+        pattern = peer_pattern(config)  # keys no peer pattern takes: ValueError now
+        if config.allow_plain:
+            raise ValueError(
+                "allow_plain is not supported on a secure peer connection: both peers "
+                "run secure mode or both run plain"
+            )
+    else:
+        pattern = None
     if config.nat_keepalive is None:
         config = config.replace(nat_keepalive=PEER_NAT_KEEPALIVE)
     server = await _resolve(loop, rendezvous)
@@ -374,7 +401,7 @@ async def create_peer_connection(
             await asyncio.wait_for(asyncio.shield(transport._waiter), remaining())
         except asyncio.TimeoutError:
             punch.stop()
-            transport._abort_unowned()
+            transport.abort_unowned()
             tried = list(punch.attempts)
             if our_relay is not None and our_relay.relayed_address is not None:
                 if not our_relay.peers_seen:
@@ -392,6 +419,12 @@ async def create_peer_connection(
                 f"no path to the peer of session {session!r} opened within {timeout} s{hint}",
                 stage=stage,
                 attempts=tried,
+            ) from None
+        except SecureHandshakeError as exc:
+            punch.stop()
+            raise SecureHandshakeError(
+                f"secure handshake ({pattern}) with the peer of session {session!r} at "
+                f"{_show(punch.transport.peer if punch.transport else None)} failed: {exc}"
             ) from None
         except OSError as exc:
             punch.stop()
@@ -431,13 +464,20 @@ async def create_peer_connection(
             if punch is not None:
                 punch.stop()
                 if punch.transport is not None and punch.transport._protocol is None:
-                    punch.transport._abort_unowned()
+                    punch.transport.abort_unowned()
             if relay is not None:
                 with contextlib.suppress(Exception):
                     await relay.close()
             if caller_sock and endpoint.idle_but_for_holds(1):
                 endpoint.owns_socket = False
         endpoint.release()
+
+
+def _show(addr: Any) -> str:
+    if not addr:
+        return "an unknown address"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def _mapping_behaviour(nat: dict[str, Any], stun_addr: Address | None, server: Address) -> str:
@@ -481,7 +521,7 @@ def _watch(transport: Transport, relay: TurnRelay, endpoint: Endpoint, config: C
 
     async def watch() -> None:
         try:
-            while endpoint._conns.get(transport._key) is transport and not endpoint.is_closed:
+            while endpoint.has_connection(transport) and not endpoint.is_closed:
                 await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
                 await relay.close()

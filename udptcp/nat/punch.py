@@ -21,6 +21,11 @@ NAT drops the first SYNs until the other side's have opened it, so copies of the
 handshake segment (the SYN, or once bound the SYN,ACK) go out every :data:`PUNCH_INTERVAL`
 until the connection is established. Candidates on the relay path (the peer's TURN relayed
 address) join after ``relay_delay``, so a direct path that works wins.
+
+Secure mode (a ``config`` with keys, :mod:`udptcp.core.secure_peer`): role "b" is the Noise
+initiator and role "a" the responder. The punching is the same; the connection's session
+sees each segment that binds it before the TCP state machine does, and a REJECT RST
+answering our SYN is plausible too, so a refused handshake fails at once.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from udptcp.aio import securelink
 from udptcp.aio.endpoint import Address, Endpoint
 from udptcp.aio.transport import Transport
 from udptcp.core.config import Config
 from udptcp.core.connection import State
+from udptcp.core.secure_peer import peer_secure
+from udptcp.core.secure_wire import REJECT, option_body
 from udptcp.core.segment import ACK, RST, SYN, Segment, encode
 from udptcp.core.seq import seq_add
 
@@ -100,12 +108,23 @@ class Punch:
         endpoint.set_route(PLACEHOLDER, self._fan_out)
         for attempt in self.targets():
             attempt.outcome = "no answer"
+        config, session = self.config, None
+        if peer_secure(config):
+            session, config = securelink.peer_session(
+                endpoint,
+                config,
+                initiator=self.role == "b",
+                peer=PLACEHOLDER,
+                local_vport=self.local_vport,
+                remote_vport=self.remote_vport,
+            )
         transport = endpoint.connect(
             PLACEHOLDER,
             self.protocol_factory,
-            self.config,
+            config,
             remote_vport=self.remote_vport,
             local_vport=self.local_vport,
+            secure=session,
         )
         self.transport = transport
         endpoint.add_punch(transport, self._hook)
@@ -134,7 +153,7 @@ class Punch:
         transport = self.transport
         if transport is None or self.endpoint.is_closed:
             return
-        conn = transport._conn
+        conn = transport.conn
         if conn.state not in _HANDSHAKE:
             self.stop()
             return
@@ -148,7 +167,8 @@ class Punch:
         elif conn.state is State.SYN_RECEIVED:
             # Our SYN,ACK on the bound path (the core's own retransmission waits an RTO).
             self._count_sent(self.bound)
-            self.endpoint.send_datagram(encode(conn._syn_ack_again()), self.bound)
+            seal = transport.seal or encode  # a secure SYN,ACK carries its Noise message
+            self.endpoint.send_datagram(seal(conn._syn_ack_again()), self.bound)
         elif self._syn is not None:
             self._count_sent(self.bound)
             self.endpoint.send_datagram(self._syn, self.bound)
@@ -175,11 +195,19 @@ class Punch:
     def _plausible(self, seg: Segment) -> bool:
         """A handshake segment of our peer's connection, as far as we can tell."""
         assert self.transport is not None
-        conn = self.transport._conn
+        conn = self.transport.conn
         flags = seg.flags
-        if flags & RST:
-            return False
         ours = seq_add(conn.iss, 1)
+        if flags & RST:
+            # In secure mode the peer refuses a handshake with a REJECT RST answering our
+            # SYN (it cannot be guessed without our ISS); any other RST is not our peer's.
+            body = option_body(seg.options) if self.transport.secure_session is not None else None
+            return (
+                body is not None
+                and body[:1] == bytes((REJECT,))
+                and bool(flags & ACK)
+                and seg.ack == ours
+            )
         if flags & SYN:
             if flags & ACK and seg.ack != ours:
                 return False
@@ -194,7 +222,7 @@ class Punch:
 
     def _hook(self, seg: Segment, addr: Address) -> bool:
         transport = self.transport
-        if transport is None or transport._conn.state not in _HANDSHAKE:
+        if transport is None or transport.conn.state not in _HANDSHAKE:
             return False  # settled: copies from other paths are dropped, nothing recorded
         if addr[0] not in self.allowed_ips and not self.relayed_by_us(addr):
             self.endpoint.stats["punch_foreign"] += 1

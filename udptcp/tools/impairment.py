@@ -105,10 +105,11 @@ class Impairment:
         ``burst`` (mean loss-run length in datagrams), ``duplicate``/``dup``, ``reorder``,
         ``reorder_delay``/``reorder-delay``, ``delay``, ``jitter``, ``corrupt``, ``rate``,
         ``queue_limit``/``queue``/``limit``, ``mtu``.
-        Probabilities are fractions or percentages (``0.05``, ``5%``). Times take ``us``,
-        ``ms`` or ``s`` (bare numbers are seconds). Rates take ``bit``, ``kbit``, ``mbit``,
-        ``gbit`` (bits/s) or ``b``, ``kb``, ``mb``, ``gb`` (bytes/s; bare numbers are bytes/s),
-        decimal multiples, optionally followed by ``/s`` or ``ps``; ``none`` means unlimited.
+        Probabilities are fractions or percentages (``0.05``, ``5%``). Times need a unit:
+        ``us``, ``ms`` or ``s`` (``delay=10`` is refused rather than read as ten seconds;
+        only ``0`` may go without). Rates need one too: ``bit``, ``kbit``, ``mbit``,
+        ``gbit`` (bits/s) or ``b``, ``kb``, ``mb``, ``gb`` (bytes/s), decimal multiples,
+        optionally followed by ``/s`` or ``ps``; ``none`` means unlimited.
         An empty string is a perfect link. Raises `ValueError` naming the offending item.
         """
         values: dict[str, Any] = {}
@@ -176,6 +177,9 @@ def _split_unit(raw: str, units: dict[str, float], what: str) -> float:
     if match is None:
         raise ValueError(f"{raw!r} is not a {what}")
     number, unit = match.groups()
+    if not unit and _parse_number(number) != 0:
+        choices = ", ".join(u for u in units if u)
+        raise ValueError(f"{raw!r} needs a unit (one of: {choices})")
     if unit not in units:
         choices = ", ".join(u for u in units if u)
         raise ValueError(f"unknown unit {unit!r} in {raw!r} (use one of: {choices})")

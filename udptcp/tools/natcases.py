@@ -63,6 +63,9 @@ class PeerResult:
     elapsed: float = 0.0
     intact: bool | None = None
     nat: dict[str, Any] = field(default_factory=dict)
+    #: Secure mode: ``get_extra_info("secure")`` and ``("peer_key")`` of the connection.
+    secure: Any = None
+    peer_key: bytes | None = None
 
 
 class _Env:
@@ -183,9 +186,11 @@ async def connect_pair(
     use_turn: bool = True,
     config: udptcp.Config | None = None,
     keep: list[Any] | None = None,
+    peer_kwargs: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
 ) -> tuple[PeerResult, PeerResult]:
     """Both peers connect (peer 2 ``late`` seconds after peer 1) and exchange ``payload``
-    bytes each way. With ``keep`` the (reader, writer) pairs are appended there, open."""
+    bytes each way. With ``keep`` the (reader, writer) pairs are appended there, open.
+    ``peer_kwargs``: more keywords for each peer's call (its secure-mode keys)."""
     loop = asyncio.get_running_loop()
     kw = env.kwargs() if use_turn else {"stun": env.stun}
     results = (PeerResult(), PeerResult())
@@ -203,7 +208,13 @@ async def connect_pair(
         called.append(start)
         try:
             reader, writer = await udptcp.open_peer_connection(
-                session, env.rendezvous, sock=sock, timeout=timeout, config=config, **kw
+                session,
+                env.rendezvous,
+                sock=sock,
+                timeout=timeout,
+                config=config,
+                **kw,
+                **peer_kwargs[i - 1],
             )
         except Exception as exc:
             result.error = exc
@@ -215,6 +226,8 @@ async def connect_pair(
         result.elapsed = now - start
         result.path = writer.get_extra_info("path")
         result.nat = writer.get_extra_info("nat")
+        result.secure = writer.get_extra_info("secure")
+        result.peer_key = writer.get_extra_info("peer_key")
         result.setup = now - max(called) if len(called) == 2 else None
         return reader, writer
 
@@ -255,7 +268,7 @@ async def close_pairs(pairs: list[Any], timeout: float = 5.0) -> None:
     is left delivering when the lab goes away (the loop's shutdown would wait for it)."""
     for _, writer in pairs:
         writer.close()
-    endpoints = {w.transport._endpoint for _, w in pairs if hasattr(w.transport, "_endpoint")}
+    endpoints = {w.transport.endpoint for _, w in pairs if hasattr(w.transport, "endpoint")}
     with contextlib.suppress(asyncio.TimeoutError, OSError):
         await asyncio.wait_for(
             asyncio.gather(*(w.wait_closed() for _, w in pairs), return_exceptions=True),

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import re
 import signal
 import socket
@@ -32,7 +33,17 @@ from typing import Any, cast
 from .direction import Address, Direction, Record, RelayStats, direction_rng
 from .impairment import Impairment
 
-__all__ = ["Direction", "Impairment", "Record", "Relay", "RelayStats", "direction_rng", "main"]
+__all__ = [
+    "Direction",
+    "Impairment",
+    "Record",
+    "Relay",
+    "RelayStats",
+    "add_arguments",
+    "direction_rng",
+    "main",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -444,21 +455,31 @@ def _host_port(text: str) -> tuple[str, int]:
     return (host or "127.0.0.1", number)
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m udptcp.tools.relay",
-        description="UDP relay applying seeded loss/duplication/reordering/delay/corruption/"
-        "rate/MTU impairments, separately per direction.",
-        epilog='Impairments look like "loss=5%%,dup=0.02,reorder=0.05,delay=10ms,jitter=5ms,'
-        'rate=10mbit,mtu=1200". --both applies to both directions; --forward/--backward '
-        "items are added after it and override it.",
+EPILOG = (
+    'SPEC is a comma-separated list such as "loss=5%,dup=0.02,reorder=0.05,delay=10ms,'
+    'jitter=5ms,rate=10mbit,mtu=1200". Times need a unit (us, ms, s) and rates one '
+    "(bit, kbit, mbit, gbit per second, or b, kb, mb, gb for bytes per second); "
+    "probabilities are fractions or percentages. --both applies to both directions; "
+    "--forward/--backward items are added after it and override it."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The relay's command-line options (shared by ``udptcp relay`` and ``udptcp-relay``)."""
+    parser.add_argument(
+        "--listen",
+        type=_host_port,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="UDP address clients send to (default 127.0.0.1, any free port)",
     )
-    parser.add_argument("--listen", type=_host_port, default=("127.0.0.1", 0), metavar="HOST:PORT")
-    parser.add_argument("--target", type=_host_port, required=True, metavar="HOST:PORT")
+    parser.add_argument(
+        "--target", type=_host_port, required=True, metavar="HOST:PORT", help="where to relay to"
+    )
     parser.add_argument("--forward", default="", metavar="SPEC", help="client -> target")
     parser.add_argument("--backward", default="", metavar="SPEC", help="target -> client")
     parser.add_argument("--both", default="", metavar="SPEC", help="both directions")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the impairments (0)")
     parser.add_argument(
         "--stats-every", type=float, default=0.0, metavar="SECONDS", help="print stats periodically"
     )
@@ -466,7 +487,26 @@ def _build_parser() -> argparse.ArgumentParser:
         "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
     )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+
+
+def _build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog or _prog(),
+        description="UDP relay applying seeded loss/duplication/reordering/delay/corruption/"
+        "rate/MTU impairments, separately per direction.",
+        epilog=EPILOG,
+    )
+    add_arguments(parser)
     return parser
+
+
+def _prog() -> str:
+    """The name the relay was started by: ``udptcp-relay`` (the console script) or
+    ``python -m udptcp.tools.relay``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name in ("", "relay.py", "__main__.py", "-c"):
+        return "python -m udptcp.tools.relay"
+    return name
 
 
 def _print_stats(relay: Relay, label: str) -> None:
@@ -534,20 +574,33 @@ def _run(coro: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
             loop.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; runs until Ctrl-C or ``--duration`` and prints stats."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the relay the parsed ``args`` describe; bad impairments and addresses are usage
+    errors (``parser.error``), not tracebacks."""
     try:
         forward = Impairment.parse(f"{args.both},{args.forward}")
         backward = Impairment.parse(f"{args.both},{args.backward}")
     except ValueError as exc:
         parser.error(str(exc))
+    for option, (host, port) in (("--target", args.target), ("--listen", args.listen)):
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            parser.error(f"cannot resolve {option} host {host!r}: {exc.strerror}")
     try:
         _run(_serve(args, forward, backward), args.uvloop)
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way to stop; stats were printed on the way out
+    except OSError as exc:  # the listening address is in use, not ours, ...
+        print(f"{parser.prog}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; runs until Ctrl-C or ``--duration`` and prints stats."""
+    parser = _build_parser()
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":

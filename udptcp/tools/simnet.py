@@ -22,6 +22,12 @@ Time moves from event to event: datagram arrivals sit in one heap, connection de
 another (re-read after every call into a connection, stale entries skipped), so a step costs
 O(log n) whatever the number of connections.
 
+A host routes what arrives with the endpoint's own rules and structures from the core
+(:class:`~udptcp.core.demux.Demux` for the 4-tuples, TIME-WAIT reopening, echoed SYNs and
+resets for closed ports; :class:`~udptcp.core.timerheap.TimerHeap` for the deadlines), and
+hands the datagrams that reach it at one instant to each connection as one train through
+``Connection.receive_many``, as the endpoint does with what one socket read returns.
+
 Typical use::
 
     net = SimNet(seed=1)
@@ -45,9 +51,11 @@ from typing import Any, Protocol
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, LocalProtocolError, State, rst_for
+from udptcp.core.demux import Demux, Route
 from udptcp.core.events import ConnectionClosed, DataReceived, EofReceived, Event
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, RST, SYN, MalformedSegment, Segment, decode, encode
+from udptcp.core.timerheap import TimerHeap
 from udptcp.tools.simlog import AckProgress, Drop, FlowLog, Transmission
 
 __all__ = [
@@ -244,8 +252,9 @@ class SimNet:
         #: ``seed`` and the link's name, so adding a flow does not reshuffle another link.
         self.rng = random.Random(seed)
         self._queue: list[tuple[float, int, Callable[[Any], None], Any]] = []
-        self._timers: list[tuple[float, int, SimHost, Connection]] = []
-        self._armed: dict[Connection, float] = {}
+        self._timers: TimerHeap[tuple[SimHost, Connection]] = TimerHeap()
+        # Hosts that datagrams reached at the current instant (they read them as a train).
+        self._reached: dict[SimHost, None] = {}
         self._counter = itertools.count()
         self._routes: dict[tuple[str, str], tuple[Link, ...]] = {}
         self.hosts: dict[str, SimHost] = {}
@@ -439,16 +448,10 @@ class SimNet:
 
     def _arm(self, host: SimHost, conn: Connection) -> None:
         """Keep the timer heap in step with the connection's next deadline."""
-        t = conn.get_timer()
-        armed = self._armed
-        if t is None:
-            armed.pop(conn, None)
-        elif armed.get(conn) != t:
-            armed[conn] = t
-            heapq.heappush(self._timers, (t, next(self._counter), host, conn))
+        self._timers.schedule((host, conn), conn.get_timer())
 
-    def _disarm(self, conn: Connection) -> None:
-        self._armed.pop(conn, None)
+    def _disarm(self, host: SimHost, conn: Connection) -> None:
+        self._timers.cancel((host, conn))
 
     # -- running ------------------------------------------------------------------------
 
@@ -456,16 +459,16 @@ class SimNet:
         """Catch up with whatever a caller did to connections directly (``conn.send``,
         ``conn.receive``...): send what they queued and re-read their deadlines."""
         for h in list(self.hosts.values()):
-            for key, conn in list(h.conns.items()):
-                h.flush(key[0], conn)
+            for conn in h.conns.values():
+                h.flush(h.peer_of(conn), conn)
 
     def _next_time(self) -> float | None:
-        timers, armed = self._timers, self._armed
-        while timers and armed.get(timers[0][3]) != timers[0][0]:
-            heapq.heappop(timers)  # superseded: the connection re-armed or closed
+        if self._reached:
+            return self.now  # datagrams handed to a host directly, not read yet
         best = self._queue[0][0] if self._queue else None
-        if timers and (best is None or timers[0][0] < best):
-            best = timers[0][0]
+        t = self._timers.earliest()
+        if t is not None and (best is None or t < best):
+            best = t
         return best
 
     def _step(self) -> bool:
@@ -479,14 +482,12 @@ class SimNet:
         while q and q[0][0] <= now:
             _, _, fn, arg = heapq.heappop(q)
             fn(arg)
-        timers, armed = self._timers, self._armed
-        due = []
-        while timers and timers[0][0] <= now:
-            deadline, _, host, conn = heapq.heappop(timers)
-            if armed.get(conn) == deadline:
-                del armed[conn]
-                due.append((host, conn))
-        for host, conn in due:
+        if self._reached:
+            # What arrived at this instant, read host by host as the endpoint reads a burst.
+            reached, self._reached = self._reached, {}
+            for host in reached:
+                host.read_inbox()
+        for _, (host, conn) in self._timers.pop_due(now):
             host.fire_timer(conn)
         return True
 
@@ -572,7 +573,15 @@ class SimHost:
         self.retain = retain
         self.mss = config.mss_for(1472)
         self.isn = IsnGenerator(key=bytes([len(name)]) * 16)
-        self.conns: dict[tuple[str, int, int], Connection] = {}
+        #: The connections by 4-tuple (peer name, local virtual port, remote virtual port).
+        self.conns: Demux[Connection] = Demux(_itself)
+        #: Datagrams that reached the host at the current instant, not yet read.
+        self.inbox: list[tuple[str, bytes]] = []
+        #: Segments dropped for carrying both SYN and FIN (as the endpoint drops them).
+        self.syn_fin_dropped = 0
+        #: Trains handed to connections, and the segments in them.
+        self.trains = 0
+        self.train_segments = 0
         self.accepted: list[Connection] = []
         self.events: dict[Connection, list[Event]] = {}
         self.received: dict[Connection, bytearray] = {}
@@ -614,7 +623,7 @@ class SimHost:
 
     def _add(self, peer: str, conn: Connection) -> None:
         key = (peer, conn.local_port, conn.remote_port)
-        self.conns[key] = conn
+        self.conns.add(key, conn)
         self._keys[conn] = key
         self.events[conn] = []
         self.received[conn] = bytearray()
@@ -625,37 +634,88 @@ class SimHost:
         return self._keys[conn][0]
 
     def datagram_received(self, src: str, data: bytes) -> None:
-        now = self.net.now
-        try:
-            seg = decode(data)
-        except MalformedSegment:
-            self.malformed += 1
-            return
-        key = (src, seg.dst_port, seg.src_port)
-        conn = self.conns.get(key)
+        """A datagram from host ``src`` reached this host: it is read, with whatever else
+        arrives at this instant, once the instant's arrivals are all in (:meth:`read_inbox`)."""
+        self.inbox.append((src, data))
+        self.net._reached[self] = None
+
+    def read_inbox(self) -> None:
+        """Read every datagram in :attr:`inbox`, as the endpoint reads one burst: decode each
+        and route it (:class:`~udptcp.core.demux.Demux`), collecting what goes to a
+        connection into one train per connection (a SYN, a reset or a new connection is
+        dealt with at once, after the train that came before it), then hand each train to
+        its connection through ``receive_many``."""
+        inbox, self.inbox = self.inbox, []
+        trains: dict[Connection, list[Segment]] = {}
+        for src, data in inbox:
+            try:
+                seg = decode(data)
+            except MalformedSegment:
+                self.malformed += 1
+                continue
+            self._route(seg, src, trains)
+        for conn, segments in trains.items():
+            self._deliver_train(conn, segments)
+
+    def _route(
+        self, seg: Segment, src: str, trains: dict[Connection, list[Segment]] | None
+    ) -> None:
         is_syn = seg.flags & (SYN | ACK | RST) == SYN
-        iss: int | None = None
-        if conn is not None and is_syn and conn.accepts_reopen(seg):
-            # RFC 9293 §3.10.7.4 / RFC 6191: a new incarnation may reopen from TIME-WAIT.
-            del self.conns[key]
-            self.net._disarm(conn)
-            iss = conn.reopen_iss()
-            conn = None
-        if conn is None:
-            if is_syn and self.listening:
-                if iss is None:
-                    iss = self.isn.isn((self.name, seg.dst_port), (src, seg.src_port), now)
-                conn = Connection.accept(self.config, seg, iss=iss, mss=self.mss, now=now)
-                self.accepted.append(conn)
-                self._add(src, conn)
-                return
-            rst = rst_for(seg)
-            if rst is not None:
-                self.rsts_sent += 1
-                self.net.transmit(self, src, rst)
+        if is_syn and trains:
+            # A SYN for a known 4-tuple: what came before it goes first (that train may
+            # close the connection, or leave it in TIME-WAIT for the SYN to reopen).
+            known = self.conns.get((src, seg.dst_port, seg.src_port))
+            pending = trains.pop(known, None) if known is not None else None
+            if known is not None and pending:
+                self._deliver_train(known, pending)
+        route, conn, key = self.conns.route(seg, src)
+        if route is Route.CONNECTION or route is Route.OWN_SYN:
+            assert conn is not None
+            if trains is None or is_syn:
+                self._deliver_train(conn, [seg])  # a SYN is handled at once, as alone
+            else:
+                trains.setdefault(conn, []).append(seg)
             return
-        conn.receive(seg, now)
-        self.flush(src, conn)
+        now = self.net.now
+        iss: int | None = None
+        if route is Route.REOPEN:
+            # RFC 9293 §3.10.7.4 / RFC 6191: a new incarnation may reopen from TIME-WAIT.
+            assert conn is not None
+            self.conns.remove(key, conn)
+            self.net._disarm(self, conn)
+            iss = conn.reopen_iss()
+            route = Route.SYN
+        if route is Route.SYN_FIN:
+            self.syn_fin_dropped += 1
+            return
+        if route is Route.SYN and self.listening:
+            if iss is None:
+                iss = self.isn.isn((self.name, seg.dst_port), (src, seg.src_port), now)
+            new = Connection.accept(self.config, seg, iss=iss, mss=self.mss, now=now)
+            self.accepted.append(new)
+            self._add(src, new)
+            return
+        rst = rst_for(seg)
+        if rst is not None:
+            self.rsts_sent += 1
+            self.net.transmit(self, src, rst)
+
+    def _deliver_train(self, conn: Connection, segments: list[Segment]) -> None:
+        """Hand ``segments`` to ``conn`` as one train, flushing after each stretch it takes
+        (it pauses after an event other than data); what comes after it closed is routed
+        again, one by one, as it would have been alone."""
+        key = self._keys[conn]
+        peer = key[0]
+        self.trains += 1
+        self.train_segments += len(segments)
+        total, count = 0, len(segments)
+        while total < count and self.conns.holds(key, conn):
+            total += conn.receive_many(segments[total:] if total else segments, self.net.now)
+            self.flush(peer, conn)
+            if conn.state is State.CLOSED:
+                break
+        for seg in segments[total:]:
+            self._route(seg, peer, None)
 
     def flush(self, peer: str, conn: Connection) -> None:
         """Send what the connection queued and collect its events (repeating while the
@@ -692,14 +752,12 @@ class SimHost:
             flow.sample(conn, now)
         net._arm(self, conn)
         if conn.is_closed:
-            key = self._keys[conn]
-            if self.conns.get(key) is conn:
-                del self.conns[key]
+            self.conns.remove(self._keys[conn], conn)
 
     def fire_timer(self, conn: Connection) -> None:
         """Run the connection's due timers now, and send what they produce."""
         key = self._keys[conn]
-        if self.conns.get(key) is not conn:
+        if not self.conns.holds(key, conn):
             return  # forgotten (closed, or replaced by a new incarnation)
         conn.handle_timer(self.net.now)
         self.flush(key[0], conn)
@@ -794,6 +852,10 @@ class SimHost:
     def delivered(self, conn: Connection) -> int:
         """In-order bytes delivered to the application on ``conn``."""
         return self.flows[conn].bytes_delivered
+
+
+def _itself(conn: Connection) -> Connection:
+    return conn
 
 
 def connected_pair(

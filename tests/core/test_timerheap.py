@@ -1,0 +1,80 @@
+"""The timer heap an endpoint and the simulator keep for all their connections."""
+
+from __future__ import annotations
+
+import random
+
+from udptcp.core.timerheap import TimerHeap
+
+
+def test_earliest_first_and_rearming_replaces_the_old_deadline():
+    timers: TimerHeap[str] = TimerHeap()
+    assert timers.earliest() is None and len(timers) == 0
+    assert timers.schedule("a", 5.0) is True  # the first deadline: arm the real timer
+    assert timers.schedule("b", 3.0) is True  # earlier: re-arm
+    assert timers.schedule("c", 4.0) is False  # later: the real timer stays
+    assert timers.earliest() == 3.0
+    timers.schedule("b", 6.0)  # moved later: the old 3.0 is stale
+    assert timers.earliest() == 4.0 and timers.deadline("b") == 6.0
+    timers.schedule("c", None)  # cancelled
+    assert timers.earliest() == 5.0 and "c" not in timers and len(timers) == 2
+    assert timers.pop_due(5.5) == [(5.0, "a")]
+    assert timers.pop_due(100.0) == [(6.0, "b")]
+    assert timers.earliest() is None and len(timers) == 0
+
+
+def test_equal_deadlines_fire_in_the_order_they_were_set():
+    timers: TimerHeap[str] = TimerHeap()
+    for key in "zyx":
+        timers.schedule(key, 1.0)
+    assert [k for _, k in timers.pop_due(1.0)] == ["z", "y", "x"]
+
+
+def test_setting_the_same_deadline_again_changes_nothing():
+    timers: TimerHeap[int] = TimerHeap()
+    timers.schedule(1, 2.0)
+    assert timers.schedule(1, 2.0) is False
+    assert timers.pop_due(2.0) == [(2.0, 1)]
+
+
+def test_deadlines_set_while_running_the_due_ones_wait_for_the_next_call():
+    timers: TimerHeap[str] = TimerHeap()
+    timers.schedule("a", 1.0)
+    due = timers.pop_due(1.0)
+    timers.schedule("a", 1.0)  # re-armed at "now" while being run
+    assert due == [(1.0, "a")] and timers.earliest() == 1.0
+
+
+def test_stale_entries_are_swept_so_the_heap_stays_a_few_entries_per_key():
+    timers: TimerHeap[int] = TimerHeap()
+    for step in range(10_000):  # ten connections re-arming on every segment
+        timers.schedule(step % 10, 1000.0 - step * 0.01)
+    assert len(timers) == 10
+    assert len(timers._heap) <= max(64, 4 * 10) + 1
+    assert timers.earliest() == 1000.0 - 9999 * 0.01
+
+
+def test_matches_a_plain_dict_of_deadlines_under_random_operations():
+    seed = 12
+    rng = random.Random(seed)
+    timers: TimerHeap[int] = TimerHeap()
+    model: dict[int, float] = {}
+    now = 0.0
+    for _ in range(20_000):
+        key = rng.randrange(50)
+        op = rng.random()
+        if op < 0.6:
+            deadline = now + rng.choice([0.0, 0.5, 1.0, rng.random() * 10])
+            timers.schedule(key, deadline)
+            model[key] = deadline
+        elif op < 0.7:
+            timers.cancel(key)
+            model.pop(key, None)
+        else:
+            now += rng.random()
+            due = timers.pop_due(now)
+            want = sorted((d, k) for k, d in model.items() if d <= now)
+            assert sorted(due) == want, f"seed={seed}"
+            for _, k in due:
+                del model[k]
+        assert timers.earliest() == (min(model.values()) if model else None), f"seed={seed}"
