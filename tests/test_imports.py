@@ -44,6 +44,11 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+#: Compiled extension modules, named by their C sources (``udptcp/core/_speedups.c``).
+EXTENSIONS = {
+    ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    for path in PACKAGE.rglob("*.c")
+}
 
 
 def _imports(name: str) -> Iterator[tuple[int, str]]:
@@ -62,6 +67,8 @@ def _imports(name: str) -> Iterator[tuple[int, str]]:
                 base = ".".join(anchor + ([node.module] if node.module else []))
             for alias in node.names:
                 full = f"{base}.{alias.name}"
+                if full in EXTENSIONS:
+                    continue  # a compiled module (C source) imports nothing of ours
                 yield node.lineno, full if full in MODULES else base
 
 

@@ -68,9 +68,10 @@ async def test_a_reopened_time_wait_pair_starts_its_isn_beyond_the_old_connectio
             raw.send(encode(Segment(3333, port, peer_iss + 3, fin_end, ACK | FIN, 65535)))
             last = await _recv(raw)
             assert last.flags == ACK and last.ack == peer_iss + 4
-            (transport,) = endpoint.connections()
-            assert transport.conn.state is udptcp.State.TIME_WAIT
-            old_snd_max = transport.conn.snd_max
+            await until(lambda: len(endpoint.time_waits()) == 1)
+            (record,) = endpoint.time_waits().values()  # the server's TIME-WAIT
+            assert endpoint.connections() == []
+            old_snd_max = record.snd_nxt
             # A new SYN on the same 4-tuple with a higher sequence number reopens it; the
             # new ISN lies beyond everything the old incarnation sent (RFC 1122 §4.2.2.13).
             raw.send(encode(Segment(3333, port, peer_iss + 100_000, 0, SYN, 65535)))
@@ -79,6 +80,44 @@ async def test_a_reopened_time_wait_pair_starts_its_isn_beyond_the_old_connectio
             assert 65536 < (again.seq - old_snd_max) & 0xFFFFFFFF < 0x80000000
             assert endpoint.stats["time_wait_reopened"] == 1
             server.close()
+
+
+async def test_a_time_wait_record_answers_a_replayed_fin_and_stray_segments() -> None:
+    async with serving(CloseAfterReply) as (server, port):
+        endpoint = server.endpoints[0]
+        with _raw(port) as raw:
+            peer_iss = 50_000
+            raw.send(encode(Segment(5555, port, peer_iss, 0, SYN, 65535)))
+            iss = (await _recv(raw)).seq
+            raw.send(encode(Segment(5555, port, peer_iss + 1, iss + 1, ACK, 65535, None, b"hi")))
+            seen_fin = None
+            while seen_fin is None:
+                seg = await _recv(raw)
+                if seg.flags & FIN:
+                    seen_fin = seg
+            fin_end = seen_fin.seq + len(seen_fin.payload) + 1
+            our_fin = Segment(5555, port, peer_iss + 3, fin_end, ACK | FIN, 65535)
+            raw.send(encode(our_fin))
+            assert (await _recv(raw)).ack == peer_iss + 4
+            await until(lambda: len(endpoint.time_waits()) == 1)
+            assert endpoint.connections() == []  # only the record is left
+            # Our last ACK "was lost": the FIN again draws the same ACK from the record.
+            raw.send(encode(our_fin))
+            again = await _recv(raw)
+            assert (again.flags, again.seq, again.ack) == (ACK, fin_end, peer_iss + 4)
+            # An exact RST is ignored (RFC 1337): TIME-WAIT stays.
+            raw.send(encode(Segment(5555, port, peer_iss + 4, 0, RST, 0)))
+            # Data far outside the window draws an ACK, not a reset (RFC 9293 §3.10.7.4).
+            raw.send(
+                encode(Segment(5555, port, peer_iss + 900_000, fin_end, ACK, 65535, None, b"x"))
+            )
+            stray = await _recv(raw)
+            assert (stray.flags, stray.ack) == (ACK, peer_iss + 4)
+            assert len(endpoint.time_waits()) == 1
+            # Another 4-tuple from the same address meets a closed port: RST.
+            raw.send(encode(Segment(6666, port, 1, 1, ACK, 65535)))
+            rst = await _recv(raw)
+            assert rst.flags & RST and rst.dst_port == 6666
 
 
 async def test_the_endpoint_totals_its_connections_peer_input_counters() -> None:

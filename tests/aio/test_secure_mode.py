@@ -255,7 +255,7 @@ async def test_short_and_odd_datagrams_on_a_secure_connection_are_dropped() -> N
         for size in range(4, 60):
             # The right ports, then the sealed layout cut short at every length.
             datagram = (header + bytes(8) + bytes((0x80,)) + bytes(7) + option + bytes(40))[:size]
-            client_sock.send(datagram)
+            client_sock.sendto(datagram, ("127.0.0.1", port))
         (server_endpoint,) = server.endpoints
         await until(lambda: server_endpoint.stats["datagrams_in"] >= 2 + 56)  # SYN, ACK, ours
         transport.write(b"unharmed")
@@ -276,7 +276,9 @@ async def test_a_forged_rst_from_the_clients_own_address_changes_nothing() -> No
         client_sock: socket.socket = endpoint_of(transport).sock
         local, remote = transport.get_extra_info("vports")
         # The exact 4-tuple and sequence number, from the client's own UDP socket.
-        client_sock.send(encode(Segment(local, remote, conn.rcv_nxt, 0, RST, 0)))
+        client_sock.sendto(
+            encode(Segment(local, remote, conn.rcv_nxt, 0, RST, 0)), ("127.0.0.1", port)
+        )
         (server_endpoint,) = server.endpoints
         await until(lambda: server_endpoint.stats["secure_unsealed_rst"] == 1)
         transport.write(b"still connected")

@@ -57,8 +57,18 @@ def udp_socket(addr_info: Any) -> socket.socket:
 
 
 def udptcp_socknames() -> set[Any]:
-    """The addresses of the running loop's udptcp endpoints (all UDP sockets)."""
-    return {endpoint.sock.getsockname() for endpoint in open_endpoints()}
+    """The addresses of the running loop's udptcp endpoints (all UDP sockets); a socket on
+    the wildcard address (the loop's shared client socket) counts with its loopback one,
+    the address its datagrams to a local server come from."""
+    names = set()
+    for endpoint in open_endpoints():
+        name = endpoint.sock.getsockname()
+        names.add(name)
+        if name[0] == "0.0.0.0":
+            names.add(("127.0.0.1", *name[1:]))
+        elif name[0] == "::":
+            names.add(("::1", *name[1:]))
+    return names
 
 
 def udptcp_session(**kwargs: Any) -> aiohttp.ClientSession:

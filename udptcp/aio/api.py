@@ -4,6 +4,9 @@ They mirror ``loop.create_connection``, ``loop.create_server``, ``asyncio.open_c
 and ``asyncio.start_server``, with these udptcp additions and differences:
 
 * Addresses are UDP addresses, resolved with ``type=SOCK_DGRAM``.
+* Without ``sock=``, the connections of one loop and address family share one UDP socket
+  (one per ``local_addr`` when given), made on first use and closed when nothing needs it
+  any more; on Linux the socket's error queue tells each connection its own ICMP errors.
 * ``vport`` names the destination virtual port of a connection (default: the UDP port given)
   or the one virtual port a server listens on (default: any, DESIGN §4). ``local_vport``
   fixes a connection's source virtual port (default: a random ephemeral one), which a
@@ -34,6 +37,7 @@ import functools
 import itertools
 import socket
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
@@ -41,6 +45,7 @@ from udptcp.core.config import Config
 from udptcp.core.keys import Identity
 from udptcp.core.secure import client_pattern, client_secure
 
+from . import endpoint as endpoint_module
 from . import tls
 from .endpoint import SOCKET_BUFFER, Address, Endpoint, open_endpoints
 from .server import Server
@@ -276,6 +281,19 @@ async def _open(
         endpoint.release()
 
 
+# The client endpoints of each loop, shared by its outgoing connections: one per address
+# family, local address (when one is given), offload choice and path MTU probing (DESIGN §8,
+# "Client sockets").
+_client_endpoints: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[Any, ...], Endpoint]
+] = weakref.WeakKeyDictionary()
+
+
+# A drop-in server's UDP socket that took over the address of a shared client socket
+# (udp_twin), and that client endpoint.
+_twin_fallbacks: weakref.WeakKeyDictionary[socket.socket, Endpoint] = weakref.WeakKeyDictionary()
+
+
 def _client_endpoint(
     loop: asyncio.AbstractEventLoop,
     family: int,
@@ -284,19 +302,46 @@ def _client_endpoint(
     local_infos: list[Any] | None,
     config: Config,
 ) -> Endpoint:
-    """A fresh UDP socket for one outgoing connection, connected to ``peer`` so the kernel
-    reports ICMP port unreachable to it (DESIGN §8)."""
+    """The endpoint an outgoing connection to ``peer`` uses: the loop's one client socket
+    for ``family`` (per local address when ``local_addr`` was given), made on first use
+    and closed once no connection or TIME-WAIT record needs it, as a server's socket is
+    shared by its connections. ICMP errors reach the right connection through the
+    socket's error queue (IP_RECVERR / IPV6_RECVERR, :mod:`udptcp.aio.errqueue`).
+
+    Where the kernel has no error queue (not Linux), each connection gets a socket of
+    its own, connected to ``peer``, the only way it then hears of an unreachable port.
+    """
+    local: tuple[Any, ...] | None = None
+    if local_infos is not None:
+        local = tuple(info[4] for info in local_infos if info[0] == family)
+        if not local:
+            raise OSError(f"no local address of family {family!r} in local_addr")
+    # Path MTU probing sets the don't-fragment bit on the whole socket: those connections
+    # share a socket of their own, so the others keep fragmenting as before.
+    key = (family, proto, local, config.udp_offload, config.pmtu_max is not None)
+    shared = _client_endpoints.setdefault(loop, {})
+    endpoint = shared.get(key)
+    if endpoint is not None and not endpoint.is_closed and not endpoint.has_listeners:
+        return endpoint
+    # (One that took a listener since, see udp_twin, keeps its connections but gets no
+    # more: a connection to that listener from its own socket would meet its own SYN.)
     sock = socket.socket(family, socket.SOCK_DGRAM, proto)
     try:
         sock.setblocking(False)
         _enlarge_buffers(sock)
         if local_infos is not None:
             _bind_first(sock, family, local_infos)
-        sock.connect(peer)
-        return Endpoint.for_socket(loop, sock, config)
+        if not endpoint_module.enable_recverr(sock):
+            sock.connect(peer)  # this connection's own socket (see above)
+            return Endpoint.for_socket(loop, sock, config)
+        if local_infos is None:
+            sock.bind(("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0))
+        endpoint = Endpoint.for_socket(loop, sock, config)
     except BaseException:
         sock.close()
         raise
+    shared[key] = endpoint
+    return endpoint
 
 
 def _interleave(attempts: list[Any], first_family_count: int) -> list[Any]:
@@ -409,6 +454,7 @@ async def create_server(
         if endpoint is None:
             _enlarge_buffers(sock)
             endpoint = Endpoint.for_socket(loop, sock, config, owns_socket=own_socket)
+            endpoint.fallback = _twin_fallbacks.pop(sock, None)
         endpoints = [endpoint]
     else:
         hosts = server_hosts(host)
@@ -490,9 +536,15 @@ def udp_twin(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> socket.soc
     one TCP socket can each bind the port (Linux then gives each peer address one worker).
 
     The kernel picked the TCP port without looking at UDP, so one of this loop's own client
-    sockets may hold that UDP port already: such a socket is connected to its peer, so it
-    is made shareable (``SO_REUSEADDR``) and keeps its peer's datagrams (a connected
-    socket is the better match), and the new socket gets everyone else's."""
+    sockets may hold that UDP port already. If the shared client socket has that very
+    address, it is returned itself (the server listens on the client endpoint, which serves
+    both); if it holds the port on the wildcard address, the new socket is bound beside it
+    (``SO_REUSEADDR``) and hands the segments of the client socket's connections over to
+    it (``Endpoint.fallback``). Either way new client connections get a socket of their
+    own from then on. A
+    connected one (a system without an error queue) is made shareable (``SO_REUSEADDR``)
+    and keeps its peer's datagrams (a connected socket is the better match), and the new
+    socket gets everyone else's."""
     addr = sock.getsockname()
     udp = socket.socket(sock.family, socket.SOCK_DGRAM)
     try:
@@ -508,6 +560,26 @@ def udp_twin(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> socket.soc
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
+            shared = _client_endpoints.get(loop, {})
+            for key, endpoint in list(shared.items()):
+                host, port = endpoint.sockname[:2]
+                if endpoint.is_closed or port != addr[1]:
+                    continue
+                if host == addr[0]:
+                    # The very address: the server listens on the client socket itself.
+                    del shared[key]  # new client connections get a socket of their own
+                    udp.close()
+                    return endpoint.sock
+                if host in ("0.0.0.0", "::"):
+                    # The new, more specific socket takes the datagrams sent to its
+                    # address (Linux prefers it), so it hands what belongs to the client
+                    # socket's connections over to it.
+                    del shared[key]
+                    endpoint.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    udp.bind(addr)
+                    _twin_fallbacks[udp] = endpoint
+                    return udp
             clients = [
                 ep
                 for ep in open_endpoints(loop)

@@ -58,7 +58,8 @@ class ConnectionSocket:
 
     def getsockname(self) -> Any:
         """Local UDP address."""
-        return self._transport.endpoint.sockname
+        transport = self._transport
+        return transport.endpoint.local_address_for(transport.peer)
 
     def getpeername(self) -> Any:
         """Remote UDP address (behind a relay or NAT: the relay's)."""

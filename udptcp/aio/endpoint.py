@@ -58,6 +58,7 @@ from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
 from udptcp.core.stats import ConnectionStats
+from udptcp.core.timewait import TimeWait
 
 from . import natkeep, observe, securelink, tracing
 from .errqueue import (
@@ -251,7 +252,9 @@ class Endpoint:
       replies, and the SYN-ACKs and resets of half-open connections);
       ``syn_acks_rate_limited``: duplicate SYNs that got no SYN-ACK of their own;
     * ``time_wait_dropped``: connections forgotten at once instead of entering TIME-WAIT,
-      past ``max_time_wait``.
+      past ``max_time_wait``; ``time_wait_records``: connections that entered TIME-WAIT
+      as a small record (:mod:`udptcp.core.timewait`) instead of a whole connection;
+      ``time_wait_reopened``: TIME-WAIT 4-tuples a new SYN reopened (RFC 6191).
 
     Traffic that is not a TCP segment (the module docstring): ``stun_in`` and
     ``stun_unhandled`` (STUN no handler took), ``datagrams_handled`` (non-segments a handler
@@ -310,7 +313,21 @@ class Endpoint:
         self._accepted_by_host: dict[Any, int] = {}
         self._half_open_by_host: dict[Any, int] = {}
         self._half_open = 0
-        self._time_wait = 0
+        self._time_wait = 0  # TIME-WAIT records and TIME-WAIT connections kept whole
+        # Closed connections in TIME-WAIT, kept as small records (udptcp.core.timewait),
+        # with their own timer: a heap of (deadline, counter, key, record), lazily
+        # invalidated (a record whose timer restarted is pushed again when its old entry
+        # comes due).
+        self._time_waits: dict[Key, TimeWait] = {}
+        #: Another endpoint of this loop whose socket shares this one's port on the wildcard
+        #: address (see ``udp_twin``): segments for its connections that arrive here (the
+        #: kernel prefers this more specific socket) are handed to it.
+        self.fallback: Endpoint | None = None
+        # Source addresses of a wildcard-bound socket, by peer host (local_address_for).
+        self._source_addresses: dict[Any, Any] = {}
+        self._tw_heap: list[tuple[float, int, Key, TimeWait]] = []
+        self._tw_timer: asyncio.TimerHandle | None = None
+        self._tw_when: float | None = None
         # Connections this endpoint opened that are still in SYN-SENT, by peer address:
         # where a datagram that is not a segment may be the answer to a SYN.
         self._opening: dict[Address, list[Transport]] = {}
@@ -433,6 +450,28 @@ class Endpoint:
             self._sockname = self.sock.getsockname()
         return self._sockname
 
+    def local_address_for(self, peer: Address) -> Address:
+        """The local UDP address datagrams to ``peer`` leave from: ``sockname``, with the
+        source address the kernel picks for ``peer`` when the socket is bound to the
+        wildcard (a shared client socket), as a connected socket's ``getsockname()`` has
+        it. Looked up once per peer host (a connect() on a scratch socket sends nothing)."""
+        local = self.sockname
+        if local[0] not in _WILDCARDS or len(peer) < 2:
+            return local
+        cache = self._source_addresses
+        host = cache.get(peer[0])
+        if host is None:
+            try:
+                with socket.socket(self.family, socket.SOCK_DGRAM) as probe:
+                    probe.connect(peer)
+                    host = probe.getsockname()[0]
+            except OSError:
+                return local
+            if len(cache) >= _SOURCE_CACHE:
+                cache.clear()
+            cache[peer[0]] = host
+        return (host, *local[1:])
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._conns)} connections"
         return f"<Endpoint {self.sockname!r} {state}>"
@@ -455,10 +494,12 @@ class Endpoint:
 
     def idle_but_for_holds(self, holds: int) -> bool:
         """True if nothing but ``holds`` holders keeps the endpoint open."""
-        return self._refs <= holds and not self._conns and not self._listeners
+        return (
+            self._refs <= holds and not self._conns and not self._listeners and not self._time_waits
+        )
 
     def _maybe_close(self) -> None:
-        if self._refs <= 0 and not self._conns and not self._listeners:
+        if self._refs <= 0 and not self._conns and not self._listeners and not self._time_waits:
             self.close()
 
     def close(self) -> None:
@@ -473,6 +514,11 @@ class Endpoint:
         observe.endpoint_closed(self)
         self._closed = True
         self._conns.clear()
+        self._time_waits.clear()  # dropped silently (DESIGN §8)
+        self._tw_heap.clear()
+        if self._tw_timer is not None:
+            self._tw_timer.cancel()
+            self._tw_timer = None
         self._opening.clear()
         self._listeners.clear()
         self._accepted = self._half_open = self._time_wait = 0
@@ -485,6 +531,7 @@ class Endpoint:
             self._timer = None
         if self.nat_keeper is not None:
             self.nat_keeper.close()
+        self.fallback = None
         self._handlers.clear()
         self._claimed.clear()
         self._routes.clear()
@@ -661,6 +708,11 @@ class Endpoint:
                 errno.EADDRINUSE,
                 f"virtual ports {local_vport} -> {remote_vport} to {peer!r} are already in use",
             )
+        reused = self._time_waits.get(key)
+        if reused is not None:
+            # An explicit 4-tuple still in TIME-WAIT (a punch tried again): reuse it as
+            # Linux's tcp_tw_reuse does, with an ISN beyond the old incarnation's.
+            self._drop_time_wait(key)
         session = None
         if securelink.client_secure(config):
             session, config = securelink.client_session(
@@ -668,6 +720,8 @@ class Endpoint:
             )
         now = self.loop.time()
         iss = self.isn.isn(self._local_id(local_vport), _remote_id(peer, remote_vport), now)
+        if reused is not None:
+            iss = reused.reopen_iss()
         conn = Connection.connect(
             config,
             local_port=local_vport,
@@ -705,9 +759,11 @@ class Endpoint:
             # A free 4-tuple is all it takes; looking it up keeps this O(1) however many
             # connections share the socket.
             port = random.randint(low, high)
-            if (peer, port, remote_vport) not in conns:
+            key = (peer, port, remote_vport)
+            if key not in conns and key not in self._time_waits:
                 return port
         used = {k[1] for k in conns if k[0] == peer and k[2] == remote_vport}
+        used.update(k[1] for k in self._time_waits if k[0] == peer and k[2] == remote_vport)
         free = [p for p in range(low, high + 1) if p not in used]
         if not free:
             raise OSError(errno.EADDRNOTAVAIL, f"no free virtual port towards {peer!r}")
@@ -809,7 +865,87 @@ class Endpoint:
             observe.limit_hit("time_wait_dropped", observe._addr(transport.peer), limit)
             self.forget(transport, "dropped (max_time_wait reached)")
             return
+        if (
+            slot == _SLOT_TIME_WAIT
+            and transport.secure_session is None
+            and transport.peer not in self._routes
+        ):
+            self._keep_time_wait(transport)
+            return
         self._set_slot(transport, slot)
+
+    # ------------------------------------------------------------------ TIME-WAIT records
+
+    def _keep_time_wait(self, transport: Transport) -> None:
+        """Replace a connection that entered TIME-WAIT by its small record: the endpoint
+        lets go of the Connection, its buffers and logs (the application was told it
+        closed already). Secure connections (their answers are sealed) and relayed ones
+        stay whole."""
+        key = transport.key
+        record = TimeWait.from_connection(transport.conn, self.loop.time())
+        self._time_waits[key] = record
+        self._time_wait += 1
+        self.stats["time_wait_records"] += 1
+        self._push_time_wait(record, key)
+        self.forget(transport)
+
+    def _push_time_wait(self, record: TimeWait, key: Key) -> None:
+        deadline = record.deadline
+        heapq.heappush(self._tw_heap, (deadline, next(self._counter), key, record))
+        if self._tw_when is None or deadline < self._tw_when:
+            if self._tw_timer is not None:
+                self._tw_timer.cancel()
+            self._tw_timer = self.loop.call_at(deadline, self._on_time_wait_timer)
+            self._tw_when = deadline
+
+    def _drop_time_wait(self, key: Key) -> None:
+        if self._time_waits.pop(key, None) is not None:
+            self._time_wait -= 1
+
+    def _on_time_wait_timer(self) -> None:
+        """2 MSL are over for the records due: forget them (§3.10.8)."""
+        self._tw_timer = None
+        self._tw_when = None
+        if self._closed:
+            return
+        now = self.loop.time()
+        heap = self._tw_heap
+        records = self._time_waits
+        while heap and heap[0][0] <= now + TIMER_SLACK:
+            _, _, key, record = heapq.heappop(heap)
+            if records.get(key) is not record:
+                continue  # reopened, reused or dropped
+            if record.deadline > now + TIMER_SLACK:
+                heapq.heappush(heap, (record.deadline, next(self._counter), key, record))
+                continue  # a retransmitted FIN restarted its timer
+            del records[key]
+            self._time_wait -= 1
+        if heap:
+            self._tw_when = heap[0][0]
+            self._tw_timer = self.loop.call_at(self._tw_when, self._on_time_wait_timer)
+        self._maybe_close()
+
+    def _time_wait_segment(
+        self, record: TimeWait, key: Key, seg: Segment, addr: Address, size: int | None
+    ) -> bool:
+        """Answer ``seg`` from the TIME-WAIT record of its 4-tuple; False if the record
+        turned out to be expired (it is dropped; the segment meets a closed port)."""
+        now = self.loop.time()
+        if record.expired(now):
+            self._drop_time_wait(key)
+            return False
+        if seg.flags & (SYN | ACK | RST) == SYN and record.accepts_reopen(seg):
+            # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its ISN
+            # beyond everything the old one sent.
+            self.stats["time_wait_reopened"] += 1
+            self._drop_time_wait(key)
+            self._on_syn(seg, addr, key, size, iss=record.reopen_iss())
+            self._maybe_close()
+            return True
+        reply = record.receive(seg, now, self._gone_counts)
+        if reply is not None:
+            self.transmit(addr, [reply])
+        return True
 
     def _set_slot(self, transport: Transport, slot: int) -> None:
         old = transport.slot
@@ -849,18 +985,24 @@ class Endpoint:
         }
 
     def connections(self) -> list[Transport]:
-        """Transports of the connections on this endpoint (TIME-WAIT included)."""
+        """Transports of the connections on this endpoint. A connection in TIME-WAIT is
+        among them only in secure mode (or through a relay): the others are kept as
+        records (:meth:`time_waits`)."""
         return list(self._conns.values())
 
     def connection_stats(self) -> list[ConnectionStats]:
         """:class:`~udptcp.core.stats.ConnectionStats` of every connection on this endpoint
-        (TIME-WAIT included; an ``ss -ti`` of the endpoint), computed on call."""
+        (TIME-WAIT records excluded: they keep no statistics; an ``ss -ti`` of the endpoint), computed on call."""
         return [transport.stats() for transport in self._conns.values()]
 
     def has_connection(self, transport: Transport) -> bool:
         """True while ``transport`` is the connection this endpoint routes its 4-tuple to
         (not yet forgotten, nor replaced by a new incarnation)."""
         return self._conns.get(transport.key) is transport
+
+    def time_waits(self) -> dict[Key, TimeWait]:
+        """The TIME-WAIT records on this endpoint, by 4-tuple (a copy)."""
+        return dict(self._time_waits)
 
     # ------------------------------------------------------------------ listeners
 
@@ -872,6 +1014,11 @@ class Endpoint:
             where = "any virtual port" if vport is None else f"virtual port {vport}"
             raise OSError(errno.EADDRINUSE, f"{self.sockname!r} already listens on {where}")
         self._listeners[vport] = listener
+
+    @property
+    def has_listeners(self) -> bool:
+        """True while a server listens on this endpoint."""
+        return bool(self._listeners)
 
     def remove_listener(self, vport: int | None, listener: Listener) -> None:
         """Stop accepting SYNs for ``vport``; existing connections are not touched."""
@@ -1087,6 +1234,17 @@ class Endpoint:
         key = (addr, seg.dst_port, seg.src_port)
         transport = self._conns.get(key)
         is_syn = flags & (SYN | ACK | RST) == SYN
+        if transport is None and self._time_waits:
+            record = self._time_waits.get(key)
+            if record is not None and self._time_wait_segment(record, key, seg, addr, size):
+                return
+        if transport is None and self.fallback is not None:
+            other = self.fallback
+            if other.is_closed:
+                self.fallback = None
+            elif key in other._conns or key in other._time_waits:
+                other._route(seg, addr, None, size)
+                return
         if transport is None and self._punching:
             hook = self._punching.get((seg.dst_port, seg.src_port))
             if hook is not None:
@@ -1604,6 +1762,11 @@ class Endpoint:
         if heap and (self._timer_when is None or heap[0][0] < self._timer_when):
             self._arm(heap[0][0])
 
+
+#: Wildcard hosts a socket may be bound to, and how many peer hosts' source addresses an
+#: endpoint remembers (Endpoint.local_address_for).
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+_SOURCE_CACHE = 1024
 
 # States in which a closed connection still has data or a FIN waiting for acknowledgment.
 _DELIVERING = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})

@@ -71,6 +71,11 @@ class TransportHost(Protocol[T]):
         """The socket's address family."""
         ...
 
+    def local_address_for(self, peer: Address) -> Address:
+        """The local address datagrams to ``peer`` leave from (a connected socket's
+        ``getsockname()``), also when the socket is shared and bound to the wildcard."""
+        ...
+
     def transmit(
         self,
         addr: Address,

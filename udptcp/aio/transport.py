@@ -158,7 +158,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                 self._socket = ConnectionSocket(self)
             return self._socket
         if name == "sockname":
-            return self.endpoint.sockname
+            return self.endpoint.local_address_for(self.peer)
         if name == "stats":
             return self.stats()
         if name == "udptcp_stats":
