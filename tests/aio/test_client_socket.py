@@ -41,7 +41,7 @@ async def _echo(transport: asyncio.Transport, client: Recorder, data: bytes) -> 
 async def test_client_connections_of_one_family_share_one_socket() -> None:
     async with serving(Echo) as (server, port):
         pairs = [await udptcp.create_connection(Recorder, "127.0.0.1", port) for _ in range(20)]
-        endpoints = {transport._endpoint for transport, _ in pairs}  # type: ignore[attr-defined]
+        endpoints = {transport.endpoint for transport, _ in pairs}  # type: ignore[attr-defined]
         assert len(endpoints) == 1
         (endpoint,) = endpoints
         assert endpoint.connected_peer is None and endpoint.recverr
@@ -61,8 +61,8 @@ async def test_a_local_address_gets_a_shared_socket_of_its_own() -> None:
             await udptcp.create_connection(Recorder, "127.0.0.1", port, local_addr=("127.0.0.1", 0))
             for _ in range(3)
         ]
-        bound = {transport._endpoint for transport, _ in local}  # type: ignore[attr-defined]
-        assert len(bound) == 1 and plain._endpoint not in bound  # type: ignore[attr-defined]
+        bound = {transport.endpoint for transport, _ in local}  # type: ignore[attr-defined]
+        assert len(bound) == 1 and plain.endpoint not in bound  # type: ignore[attr-defined]
         (endpoint,) = bound
         assert endpoint.sockname[0] == "127.0.0.1"
         for transport, client in local:
@@ -80,13 +80,13 @@ async def test_a_users_socket_stays_the_users() -> None:
             )
             other, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port)
             # Plain connects never land on a socket the user passed in.
-            assert other._endpoint is not own._endpoint  # type: ignore[attr-defined]
-            assert own._endpoint.sock is mine  # type: ignore[attr-defined]
+            assert other.endpoint is not own.endpoint  # type: ignore[attr-defined]
+            assert own.endpoint.sock is mine  # type: ignore[attr-defined]
             assert await _echo(own, client, b"mine") == b"mine"
             own.abort()
             other.abort()
             await asyncio.sleep(0)
-            assert own._endpoint.is_closed  # type: ignore[attr-defined]
+            assert own.endpoint.is_closed  # type: ignore[attr-defined]
             assert mine.fileno() != -1  # left open for its owner
 
 
@@ -98,12 +98,12 @@ async def test_a_thousand_connects_and_closes_leave_no_descriptor_open() -> None
         first, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
         first.write_eof()
         await asyncio.wait_for(client.lost, 10)
-        endpoint = first._endpoint  # type: ignore[attr-defined]
+        endpoint = first.endpoint  # type: ignore[attr-defined]
         before = _open_fds()
 
         async def connect_and_close() -> None:
             transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
-            assert transport._endpoint is endpoint  # type: ignore[attr-defined]
+            assert transport.endpoint is endpoint  # type: ignore[attr-defined]
             transport.write_eof()  # we close first: TIME-WAIT is on our side
             await asyncio.wait_for(client.lost, 10)
 
@@ -147,8 +147,8 @@ async def test_icmp_from_a_dead_server_resets_only_its_connection_on_the_shared_
         finally:
             child.kill()  # no FIN, no RST: its port answers ICMP port unreachable
             await child.wait()
-        endpoint = alive._endpoint  # type: ignore[attr-defined]
-        assert doomed._endpoint is endpoint  # type: ignore[attr-defined]
+        endpoint = alive.endpoint  # type: ignore[attr-defined]
+        assert doomed.endpoint is endpoint  # type: ignore[attr-defined]
         doomed.write(b"y" * 20000)
         error = await asyncio.wait_for(doomed_client.lost, 10)
         assert isinstance(error, ConnectionResetError) and error.errno == errno.ECONNRESET

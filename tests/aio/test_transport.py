@@ -148,7 +148,7 @@ async def test_active_closer_reports_connection_lost_on_time_wait() -> None:
         # TIME-WAIT lives on inside the endpoint as a small record (not the connection),
         # and the endpoint keeps its socket until it ends.
         (key,) = endpoint.time_waits()
-        assert key == transport._key and endpoint.connections() == []
+        assert key == transport.key and endpoint.connections() == []
         assert endpoint in open_endpoints() and not endpoint.is_closed
         await asyncio.sleep(4 * FAST.msl)
         assert endpoint.time_waits() == {} and endpoint.limits()["time_wait"] == 0

@@ -159,7 +159,7 @@ def test_a_lost_tail_segment_is_repaired_by_a_probe_well_before_the_rto():
         b.receive(s, 0.06)
     for s in b.take_segments():
         a.receive(s, 0.08)
-    rto_at = a._rto_deadline
+    rto_at = a.timers.rto
     probe_at = a.get_timer()
     assert probe_at < rto_at
     a.handle_timer(probe_at)
@@ -194,7 +194,7 @@ def test_on_a_long_path_a_lost_ack_costs_a_probe_not_a_timeout():
         b.receive(s, t + 0.075)
     b.take_segments()  # the ACK for the whole flight is lost
     cwnd = a.cc.cwnd
-    rto_at = a._rto_deadline
+    rto_at = a.timers.rto
     probe_at = a.get_timer()
     assert probe_at == rto_at
     a.handle_timer(probe_at)
@@ -265,7 +265,7 @@ def test_rack_finds_a_lost_retransmission_without_waiting_for_the_rto():
     now = t + 0.09
     while not any(s.seq == victim for s in a._out):
         now = a.get_timer()
-        assert now < a._rto_deadline
+        assert now < a.timers.rto
         a.handle_timer(now)
     again = [s for s in a.take_segments() if s.seq == victim]
     assert again and a.stats()["timeouts"] == 0
@@ -286,7 +286,7 @@ def test_a_multi_segment_tail_loss_is_repaired_by_probe_and_rack_before_the_rto(
     for s in b.take_segments():
         a.receive(s, t + 0.04)
     now = t + 0.04
-    rto_at = a._rto_deadline
+    rto_at = a.timers.rto
     for _ in range(20):  # let the probe and RACK do their work, delivering everything
         if a.snd_una == a.snd_max:
             break

@@ -253,8 +253,8 @@ async def test_udptcp_client_half_closes_against_kernel_server(lab: Lab) -> None
         await asyncio.wait_for(writer.wait_closed(), 5)
         assert conn.state is State.TIME_WAIT or conn.state is State.CLOSED
         # TIME-WAIT goes on as the endpoint's small record of the 4-tuple.
-        endpoint = writer.transport._endpoint  # type: ignore[attr-defined]
-        key = writer.transport._key  # type: ignore[attr-defined]
+        endpoint = writer.transport.endpoint  # type: ignore[attr-defined]
+        key = writer.transport.key  # type: ignore[attr-defined]
         assert conn.state is State.CLOSED or key in endpoint.time_waits()
         await asyncio.sleep(2 * SHORT_MSL.msl + 0.1)
         assert key not in endpoint.time_waits()

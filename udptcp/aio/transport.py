@@ -179,7 +179,9 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
 
     def stats(self) -> ConnectionStats:
         """The connection's statistics now (``get_extra_info("stats")``)."""
-        return ConnectionStats.of(self.conn, sockname=self.endpoint.sockname, peername=self.peer)
+        return ConnectionStats.of(
+            self.conn, sockname=self.endpoint.local_address_for(self.peer), peername=self.peer
+        )
 
     def moved(self, peer: Address) -> None:
         """Secure mode moved the connection to the peer's new UDP address."""

@@ -1,9 +1,12 @@
 """Congestion control behind a small pluggable interface.
 
-The connection owns loss *detection* (duplicate ACKs, retransmission timeouts, the NewReno
-recovery point); an algorithm only decides how the congestion window reacts. To add one,
-subclass :class:`CongestionControl` and register it with :func:`register`; select it with
-``Config(congestion_control="name")``.
+Loss recovery (:mod:`udptcp.core.recovery`) owns loss *detection* (duplicate ACKs, SACK and
+RACK, retransmission timeouts, the NewReno recovery point) and tells the algorithm what
+happened through the ``on_*`` methods below; the algorithm alone decides how its window
+reacts, and nothing else writes ``cwnd`` or ``ssthresh``. To add one, subclass
+:class:`CongestionControl` (at least ``on_ack``, ``on_loss``, ``on_recovery_end``,
+``on_timeout``; the rest have the RFCs' answers) and register it with :func:`register`;
+select it with ``Config(congestion_control="name")``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,40 @@ class CongestionControl:
         a duplicate): back to ``cwnd`` and ``ssthresh`` from before it."""
         self.cwnd = max(self.cwnd, cwnd)
         self.ssthresh = max(self.ssthresh, ssthresh)
+
+    def on_repeated_timeout(self) -> None:
+        """A further retransmission timeout of the same series: the loss window of one
+        segment, ssthresh left where the first timeout put it (RFC 5681 §3.1)."""
+        self.cwnd = self.mss
+
+    def on_handshake_loss(self) -> None:
+        """The SYN or SYN,ACK had to be retransmitted: the initial window is one segment
+        (RFC 5681 §3.1)."""
+        self.cwnd = self.mss
+
+    def on_partial_ack(self, acked: int) -> None:
+        """NewReno recovery (no SACK): an ACK of ``acked`` bytes below the recovery point.
+        Deflate by what was acknowledged, add back one segment if at least one was (RFC 6582
+        §3.2 step 3), never below one segment."""
+        mss = self.mss
+        self.cwnd = max(self.cwnd - acked + (mss if acked >= mss else 0), mss)
+
+    def on_recovery_dup_ack(self) -> None:
+        """NewReno recovery (no SACK): a further duplicate ACK says a segment left the
+        network; inflate by one segment (RFC 6582 §3.2 step 4). Loss recovery bounds how
+        many it passes on by what was outstanding when recovery began."""
+        self.cwnd += self.mss
+
+    def on_recovery_window(self, cwnd: int) -> None:
+        """SACK recovery with proportional rate reduction (RFC 6937): after ``on_loss`` has
+        set ssthresh, loss recovery paces its sending by the window it computes for each ACK
+        (from ssthresh, the flight and what was delivered); never below one segment."""
+        self.cwnd = max(cwnd, self.mss)
+
+    def on_mss_change(self, mss: int) -> None:
+        """The sender's segment size changed (a path MTU probe proved a larger one, or a
+        black hole sent it back to the base size): windows count in the new size from here."""
+        self.mss = mss
 
 
 def slow_start(cwnd: int, ssthresh: int, acked: int, mss: int) -> int:

@@ -3,7 +3,7 @@
 Each namespace gets a TUN device with one address and a point-to-point route to the other's;
 whatever the kernel in one namespace sends to the other comes out of its device as an IP
 packet, goes through one direction of the impairment pipeline of the UDP relay
-(:class:`udptcp.tools.relay.Direction`: loss, bursty loss, delay, jitter, rate...), and is
+(:class:`udptcp.tools.direction.Direction`: loss, bursty loss, delay, jitter, rate...), and is
 written unchanged into the other device::
 
     namespace A: kernel TCP, 10.200.9.1 --tun--+                +--tun-- 10.200.9.2, namespace B
@@ -15,7 +15,7 @@ Loss therefore applies per packet as it would on a real path: the devices are op
 without offloads (:func:`udptcp.tools.tunbridge.open_tun`), so the kernel segments TCP in
 software before the device and every packet read is at most one MTU, one segment
 (:attr:`WireCounts.largest` shows it). The direction generators are the relay's
-(:func:`udptcp.tools.relay.direction_rng`): with the same seed and impairment, the n-th packet
+(:func:`udptcp.tools.direction.direction_rng`): with the same seed and impairment, the n-th packet
 of a direction meets the same fate as the n-th datagram through the relay.
 
 This is the kernel half of the side-by-side lab (:mod:`udptcp.tools.losslab`): kernel TCP
@@ -42,8 +42,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .direction import Direction, RelayStats, direction_rng
 from .impairment import Impairment
-from .relay import Direction, RelayStats, direction_rng
 from .tunbridge import call_in_netns, open_tun
 
 __all__ = ["FORWARD", "BACKWARD", "TunPair", "WireCounts", "main"]
