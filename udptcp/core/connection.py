@@ -215,6 +215,12 @@ class Connection:
         self._prr_delivered = 0
         self._prr_out_base = 0
         self._recover_fs = 1
+        # RFC 9438 §5.8 / RFC 7661: whether the congestion window, not the peer's window
+        # or the application, bounded the flight in the current window of data, and the
+        # largest flight in it (Linux's tcp_cwnd_validate keeps the same two facts).
+        self._cwnd_limited = False
+        self._max_flight = 0
+        self._cwnd_usage_end = iss
         self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
         # Receiver: offsets of the latest out-of-order arrivals, newest first, one per run
         # (RFC 2018 §4: the first SACK block holds the newest, then the most recent others).
@@ -1599,7 +1605,12 @@ class Connection:
                 mss = self._eff_mss
                 cc.cwnd = max(cc.cwnd - acked + (mss if acked >= mss else 0), mss)
         else:
-            cc.on_ack(acked, self._flight, now)
+            # RFC 9438 §5.8: no growth for a window the flight did not fill (a sender held
+            # by the peer's window or the application would otherwise grow cwnd without
+            # bound, and a loss would then cut nothing it actually sends). Slow start may
+            # still grow to twice the largest flight of the window, as Linux lets it.
+            if self._cwnd_limited or (cc.cwnd < cc.ssthresh and cc.cwnd < 2 * self._max_flight):
+                cc.on_ack(acked, self._flight, now)
             if seq_gt(ack, self._recover):
                 # Keep "recover" trailing SND.UNA so it never falls 2^31 behind and flips
                 # the comparison above (FreeBSD pulls snd_recover forward the same way).
@@ -1999,6 +2010,7 @@ class Connection:
 
     def _send_data(self, now: float, override_sws: bool = False) -> None:
         if not self._fin_queued and self._sendbuf.end == self._stream_offset(self.snd_nxt):
+            self._note_cwnd_use()  # the application, not cwnd, limits this window
             return  # nothing to send (most ACKs of a request/response exchange)
         self._burst = None  # a run of segments starts: _segment may reuse what they share
         self._bursting = True
@@ -2008,6 +2020,7 @@ class Connection:
         finally:
             self._bursting = False
             self._burst = None
+        self._note_cwnd_use()
         if self.stats_counters["segments_sent"] != sent:
             self._arm_tlp(now)
 
@@ -2076,6 +2089,20 @@ class Connection:
             and (buf.end > self._stream_offset(self.snd_nxt) or self._fin_unsent)
         ):
             self._persist_deadline = now + self.rtt.rto
+
+    def _note_cwnd_use(self) -> None:
+        """After sending: record whether cwnd bounded the flight (RFC 7661 §4.1's
+        "validated" window), per window of data, keeping the strongest signal of it."""
+        flight = self._flight
+        limited = flight + self._eff_mss > self.cc.cwnd
+        if (
+            limited
+            or seq_ge(self.snd_una, self._cwnd_usage_end)
+            or (not self._cwnd_limited and flight > self._max_flight)
+        ):
+            self._cwnd_limited = limited
+            self._max_flight = flight
+            self._cwnd_usage_end = self.snd_max
 
     def _maybe_probe(self, off: int, now: float) -> bool:
         """Send a path MTU probe (RFC 8899 §5.3 search, a binary one here) when the time is
