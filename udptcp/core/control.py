@@ -90,6 +90,9 @@ class ControlBlock:
         "_prr_delivered",
         "_prr_out_base",
         "_recover_fs",
+        "_cwnd_limited",
+        "_max_flight",
+        "_cwnd_usage_end",
         "_reo_mult",
         "_sack_recent",
         "_dsack",
@@ -109,6 +112,7 @@ class ControlBlock:
         "_rcv_space",
         "_drs_bytes",
         "_drs_start",
+        "_drs_last",
         "_rcv_rtt",
         "_reading",
         "_eof_pending",
@@ -240,6 +244,12 @@ class ControlBlock:
         self._prr_delivered = 0
         self._prr_out_base = 0
         self._recover_fs = 1
+        # RFC 9438 §5.8 / RFC 7661: whether the congestion window, not the peer's window
+        # or the application, bounded the flight in the current window of data, and the
+        # largest flight in it (Linux's tcp_cwnd_validate keeps the same two facts).
+        self._cwnd_limited = False
+        self._max_flight = 0
+        self._cwnd_usage_end = iss
         self._reo_mult = 1  # RFC 8985 §6.2: grows with each D-SACK
         # Receiver: offsets of the latest out-of-order arrivals, newest first, one per run
         # (RFC 2018 §4: the first SACK block holds the newest, then the most recent others).
@@ -265,6 +275,7 @@ class ControlBlock:
         self._rcv_space = min(config.receive_buffer, _INITIAL_RCV_SPACE)
         self._drs_bytes = 0
         self._drs_start = 0.0
+        self._drs_last = 0  # bytes delivered in the last complete measurement round
         self._rcv_rtt: float | None = None  # receiver-side RTT from echoed timestamps
         self._reading = True
         self._eof_pending = False  # FIN arrived while data was held

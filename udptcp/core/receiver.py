@@ -174,14 +174,25 @@ class Receiver(ControlBlock):
         in the last one, up to ``Config.receive_buffer``: a fast reader on a long path gets
         the window it needs, while a slow one (or loopback, where a round trip is short)
         never has megabytes in flight that would only overflow socket buffers.
+
+        A sender in slow start doubles its rate every round trip, and the window offered
+        now is used a round later: twice the last round would hold it back to ~1.6x per
+        round. So when consumption grew, the window grows by that ratio again, at most
+        twice (Linux extrapolates the same way, by up to 3x): four times a doubling round
+        keeps ahead of the sender, yet a noisy round on a short path adds little.
         """
         self._drs_bytes += delivered
         rtt = self._rcv_rtt or self.rtt.srtt or 0.1
         if self._now - self._drs_start < rtt:
             return
-        wanted = 2 * self._drs_bytes
+        copied = self._drs_bytes
+        wanted = 2 * copied
+        last = self._drs_last
+        if last and copied > last:
+            wanted += wanted * min(copied - last, last) // last
         if wanted > self._rcv_space:
             self._rcv_space = min(wanted, self.config.receive_buffer)
+        self._drs_last = copied
         self._drs_bytes = 0
         self._drs_start = self._now
 

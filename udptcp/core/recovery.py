@@ -180,7 +180,12 @@ class LossRecovery(PathMtu):
                 self._retransmit_una(now)
                 cc.on_partial_ack(acked)
         else:
-            cc.on_ack(acked, self._flight, now)
+            # RFC 9438 §5.8: no growth for a window the flight did not fill (a sender held
+            # by the peer's window or the application would otherwise grow cwnd without
+            # bound, and a loss would then cut nothing it actually sends). Slow start may
+            # still grow to twice the largest flight of the window, as Linux lets it.
+            if self._cwnd_limited or (cc.cwnd < cc.ssthresh and cc.cwnd < 2 * self._max_flight):
+                cc.on_ack(acked, self._flight, now)
             if seq_gt(ack, self._recover):
                 # Keep "recover" trailing SND.UNA so it never falls 2^31 behind and flips
                 # the comparison above (FreeBSD pulls snd_recover forward the same way).

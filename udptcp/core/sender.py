@@ -16,7 +16,7 @@ from .control import _MASK, C, S
 from .errors import timed_out
 from .receiver import Receiver
 from .segment import ACK, FIN, PSH, SYN, Options, Segment
-from .seq import seq_add, seq_diff, seq_gt, seq_lt, seq_min
+from .seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt, seq_min
 from .state import ACKS as _ACKS
 from .state import SENDS_DATA as _SENDS_DATA
 
@@ -47,6 +47,7 @@ class Sender(Receiver):
 
     def _send_data(self, now: float, override_sws: bool = False) -> None:
         if not self._fin_queued and self._sendbuf.end == self._stream_offset(self.snd_nxt):
+            self._note_cwnd_use()  # the application, not cwnd, limits this window
             return  # nothing to send (most ACKs of a request/response exchange)
         self._burst = None  # a run of segments starts: _segment may reuse what they share
         self._bursting = True
@@ -56,8 +57,23 @@ class Sender(Receiver):
         finally:
             self._bursting = False
             self._burst = None
+        self._note_cwnd_use()
         if self.stats_counters["segments_sent"] != sent:
             self._arm_tlp(now)
+
+    def _note_cwnd_use(self) -> None:
+        """After sending: record whether cwnd bounded the flight (RFC 7661 §4.1's
+        "validated" window), per window of data, keeping the strongest signal of it."""
+        flight = self._flight
+        limited = flight + self._eff_mss > self.cc.cwnd
+        if (
+            limited
+            or seq_ge(self.snd_una, self._cwnd_usage_end)
+            or (not self._cwnd_limited and flight > self._max_flight)
+        ):
+            self._cwnd_limited = limited
+            self._max_flight = flight
+            self._cwnd_usage_end = self.snd_max
 
     def _send_run(self, now: float, override_sws: bool) -> None:
         buf = self._sendbuf
