@@ -39,10 +39,11 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from udptcp.aio.api import STREAM_LIMIT, _enlarge_buffers, _secure_config
+from udptcp.aio.api import STREAM_LIMIT, _secure_config
 from udptcp.aio.endpoint import Address, Endpoint
 from udptcp.aio.natkeep import keep_binding
 from udptcp.aio.transport import Transport
+from udptcp.aio.udpsockets import enlarge_buffers
 from udptcp.core.config import Config
 from udptcp.core.keys import Identity
 from udptcp.core.secure import SecureHandshakeError
@@ -267,7 +268,7 @@ async def create_peer_connection(
             raise
     endpoint = Endpoint.existing(loop, sock)
     if endpoint is None:
-        _enlarge_buffers(sock)
+        enlarge_buffers(sock)
         endpoint = Endpoint.for_socket(loop, sock, config)
     endpoint.acquire()
     stage = "discovery"
