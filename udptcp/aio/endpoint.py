@@ -1699,7 +1699,7 @@ class Endpoint:
         transport.deadline = deadline
         if self._closed:
             return
-        self._timers.schedule(transport, deadline)
+        self._timers.set(transport, deadline)
         if deadline is not None and (self._timer_when is None or deadline < self._timer_when):
             self._arm(deadline)
 
