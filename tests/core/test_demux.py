@@ -9,6 +9,7 @@ from support.segments import LOCAL, REMOTE, seg
 from udptcp.core.connection import Connection, State
 from udptcp.core.demux import Demux, Route
 from udptcp.core.segment import ACK, FIN, RST, SYN
+from udptcp.core.timewait import TimeWait
 
 S = State
 PEER_ADDR = ("127.0.0.1", 9000)
@@ -74,3 +75,43 @@ def test_the_table_holds_one_connection_per_four_tuple():
         demux.add(KEY, other)
     assert not demux.remove(KEY, other) and demux.holds(KEY, conn)
     assert demux.remove(KEY, conn) and len(demux) == 0 and demux.get(KEY) is None
+
+
+def _demux_with_record() -> tuple[Demux[Connection], TimeWait]:
+    """A demultiplexer that holds only the TIME-WAIT record of a closed connection (the
+    endpoint lets the connection go)."""
+    conn = Script(scripted_config()).in_state(S.TIME_WAIT)
+    record = TimeWait.from_connection(conn, 0.0)
+    demux: Demux[Connection] = Demux(lambda c: c)
+    demux.add_record(KEY, record)
+    return demux, record
+
+
+def test_a_segment_for_a_time_wait_record_is_the_records_to_answer():
+    demux, record = _demux_with_record()
+    assert demux.route(seg(ACK, seq=301, ack=101), PEER_ADDR) == (Route.RECORD, None, KEY)
+    assert demux.record(KEY) is record and demux.has_records and demux.in_use(KEY)
+    assert KEY not in demux and len(demux) == 0  # records are not connections
+    # An old duplicate SYN draws the record's challenge ACK; SYN+FIN is still dropped first.
+    assert demux.route(seg(SYN, seq=200), PEER_ADDR)[0] is Route.RECORD
+    assert demux.route(seg(SYN | FIN, seq=300 + 100_000), PEER_ADDR)[0] is Route.SYN_FIN
+
+
+def test_a_newer_syn_reopens_a_time_wait_records_four_tuple_by_the_same_rule():
+    demux, record = _demux_with_record()
+    newer = seg(SYN, seq=300 + 100_000)
+    assert record.accepts_reopen(newer)
+    assert demux.route(newer, PEER_ADDR) == (Route.REOPEN_RECORD, None, KEY)
+    # Once the record is gone the 4-tuple is free: the SYN is for a listener.
+    assert demux.remove_record(KEY) is record and demux.remove_record(KEY) is None
+    assert demux.route(newer, PEER_ADDR)[0] is Route.SYN and not demux.in_use(KEY)
+
+
+def test_a_connection_on_a_records_four_tuple_comes_first():
+    demux, record = _demux_with_record()
+    conn = Script(scripted_config()).in_state(S.ESTABLISHED)
+    demux.add(KEY, conn)
+    assert demux.route(seg(ACK, seq=301, ack=101), PEER_ADDR) == (Route.CONNECTION, conn, KEY)
+    assert demux.records() == {KEY: record}
+    demux.clear()
+    assert not demux.in_use(KEY) and not demux.has_records

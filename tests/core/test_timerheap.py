@@ -65,7 +65,11 @@ def test_matches_a_plain_dict_of_deadlines_under_random_operations():
         op = rng.random()
         if op < 0.6:
             deadline = now + rng.choice([0.0, 0.5, 1.0, rng.random() * 10])
-            timers.schedule(key, deadline)
+            if rng.random() < 0.5:
+                earlier = not model or deadline < min(model.values())
+                assert timers.schedule(key, deadline) is earlier, f"seed={seed}"
+            else:
+                timers.set(key, deadline)  # the endpoint's way: no answer worked out
             model[key] = deadline
         elif op < 0.7:
             timers.cancel(key)

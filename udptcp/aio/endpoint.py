@@ -39,9 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import heapq
 import ipaddress
-import itertools
 import logging
 import os
 import random
@@ -56,10 +54,12 @@ from udptcp.core.amplification import AMPLIFICATION_FACTOR, received_size, sent_
 from udptcp.core.config import PAYLOAD_BUDGET_IPV4, PAYLOAD_BUDGET_IPV6, Config
 from udptcp.core.connection import PEER_INPUT_COUNTERS, Connection, State, rst_for
 from udptcp.core.cookies import SynCookies, check_ts_echo
+from udptcp.core.demux import Demux, Route
 from udptcp.core.isn import IsnGenerator
 from udptcp.core.segment import ACK, FIN, RST, SYN, MalformedSegment, Segment, decode, encode
 from udptcp.core.seq import seq_add
 from udptcp.core.stats import ConnectionStats
+from udptcp.core.timerheap import TimerHeap
 from udptcp.core.timewait import TimeWait
 
 from . import natkeep, observe, securelink, tracing
@@ -307,7 +307,9 @@ class Endpoint:
         self.secure: securelink.SecureLink | None = None
         self.isn = IsnGenerator()
         self.cookies = SynCookies()
-        self._conns: dict[Key, Transport] = {}
+        # The connections by 4-tuple, and the closed ones' TIME-WAIT records
+        # (udptcp.core.timewait): the routing rules the simulator applies too.
+        self._conns: Demux[Transport] = Demux(_connection_of)
         # Connection limits (Endpoint.account keeps these, O(1) per state change; an
         # address's entry goes when its count reaches zero, so the dicts hold at most one
         # entry per live connection). "Address" is the remote IP, whatever its UDP port.
@@ -316,20 +318,12 @@ class Endpoint:
         self._half_open_by_host: dict[Any, int] = {}
         self._half_open = 0
         self._time_wait = 0  # TIME-WAIT records and TIME-WAIT connections kept whole
-        # Closed connections in TIME-WAIT, kept as small records (udptcp.core.timewait),
-        # with their own timer: a heap of (deadline, counter, key, record), lazily
-        # invalidated (a record whose timer restarted is pushed again when its old entry
-        # comes due).
-        self._time_waits: dict[Key, TimeWait] = {}
         #: Another endpoint of this loop whose socket shares this one's port on the wildcard
         #: address (see ``udp_twin``): segments for its connections that arrive here (the
         #: kernel prefers this more specific socket) are handed to it.
         self.fallback: Endpoint | None = None
         # Source addresses of a wildcard-bound socket, by peer host (local_address_for).
         self._source_addresses: dict[Any, Any] = {}
-        self._tw_heap: list[tuple[float, int, Key, TimeWait]] = []
-        self._tw_timer: asyncio.TimerHandle | None = None
-        self._tw_when: float | None = None
         # Connections this endpoint opened that are still in SYN-SENT, by peer address:
         # where a datagram that is not a segment may be the answer to a SYN.
         self._opening: dict[Address, list[Transport]] = {}
@@ -367,8 +361,10 @@ class Endpoint:
         # POLLERR for it, which every ICMP error causes: after one, watch it again.
         self._rewatch = not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
         self._rewatch_handle: asyncio.Handle | None = None
-        self._heap: list[tuple[float, int, Transport]] = []
-        self._counter = itertools.count()
+        # Every deadline on this endpoint, under one loop timer: each connection's next
+        # one (by transport) and each TIME-WAIT record's end (by 4-tuple; a record whose
+        # timer a retransmitted FIN restarted is put back when its old deadline comes).
+        self._timers: TimerHeap[Transport | Key] = TimerHeap()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when: float | None = None
         loop.add_reader(self._fd, self._on_readable)
@@ -497,11 +493,19 @@ class Endpoint:
     def idle_but_for_holds(self, holds: int) -> bool:
         """True if nothing but ``holds`` holders keeps the endpoint open."""
         return (
-            self._refs <= holds and not self._conns and not self._listeners and not self._time_waits
+            self._refs <= holds
+            and not self._conns
+            and not self._listeners
+            and not self._conns.has_records
         )
 
     def _maybe_close(self) -> None:
-        if self._refs <= 0 and not self._conns and not self._listeners and not self._time_waits:
+        if (
+            self._refs <= 0
+            and not self._conns
+            and not self._listeners
+            and not self._conns.has_records
+        ):
             self.close()
 
     def close(self) -> None:
@@ -515,18 +519,14 @@ class Endpoint:
         self._flush_queue()
         observe.endpoint_closed(self)
         self._closed = True
-        self._conns.clear()
-        self._time_waits.clear()  # dropped silently (docs/architecture.md#time-wait)
-        self._tw_heap.clear()
-        if self._tw_timer is not None:
-            self._tw_timer.cancel()
-            self._tw_timer = None
+        self._conns.clear()  # TIME-WAIT records included: dropped silently
+        # (docs/architecture.md#time-wait)
         self._opening.clear()
         self._listeners.clear()
         self._accepted = self._half_open = self._time_wait = 0
         self._accepted_by_host.clear()
         self._half_open_by_host.clear()
-        self._heap.clear()
+        self._timers.clear()
         self._sendq.clear()
         if self._timer is not None:
             self._timer.cancel()
@@ -666,10 +666,10 @@ class Endpoint:
         """Bind ``transport`` to the remote address ``addr`` from now on."""
         addr = tuple(addr)
         old = transport.key
-        if self._conns.get(old) is transport:
-            del self._conns[old]
+        self._conns.remove(old, transport)
         key = (addr, old[1], old[2])
-        if key in self._conns and self._conns[key] is not transport:
+        other = self._conns.get(key)
+        if other is not None and other is not transport:
             raise OSError(errno.EADDRINUSE, f"virtual ports {old[1]} -> {old[2]} to {addr!r}")
         opening = self._opening.get(transport.peer)
         if opening is not None and transport in opening:
@@ -678,7 +678,7 @@ class Endpoint:
         transport.relocated(addr)
         if transport.secure_session is not None:
             transport.secure_session.peer = addr  # not a migration: the path is being chosen
-        self._conns[key] = transport
+        self._conns.add(key, transport)
 
     # ------------------------------------------------------------------ connections
 
@@ -710,7 +710,7 @@ class Endpoint:
                 errno.EADDRINUSE,
                 f"virtual ports {local_vport} -> {remote_vport} to {peer!r} are already in use",
             )
-        reused = self._time_waits.get(key)
+        reused = self._conns.record(key)
         if reused is not None:
             # An explicit 4-tuple still in TIME-WAIT (a punch tried again): reuse it as
             # Linux's tcp_tw_reuse does, with an ISN beyond the old incarnation's.
@@ -739,7 +739,7 @@ class Endpoint:
             session = secure
         if session is not None:
             securelink.link_for(self).add(transport, session)
-        self._conns[key] = transport
+        self._conns.add(key, transport)
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         self._opening.setdefault(peer, []).append(transport)
@@ -762,10 +762,10 @@ class Endpoint:
             # connections share the socket.
             port = random.randint(low, high)
             key = (peer, port, remote_vport)
-            if key not in conns and key not in self._time_waits:
+            if not conns.in_use(key):
                 return port
         used = {k[1] for k in conns if k[0] == peer and k[2] == remote_vport}
-        used.update(k[1] for k in self._time_waits if k[0] == peer and k[2] == remote_vport)
+        used.update(k[1] for k in conns.records() if k[0] == peer and k[2] == remote_vport)
         free = [p for p in range(low, high + 1) if p not in used]
         if not free:
             raise OSError(errno.EADDRNOTAVAIL, f"no free virtual port towards {peer!r}")
@@ -777,9 +777,9 @@ class Endpoint:
     def forget(self, transport: Transport, why: str | None = None) -> None:
         """Remove a connection that reached CLOSED (or is being replaced; ``why`` says how
         it ended when it did not reach CLOSED)."""
-        if self._conns.get(transport.key) is transport:
-            del self._conns[transport.key]
+        if self._conns.remove(transport.key, transport):
             transport.deadline = None
+            self._timers.cancel(transport)
             if self._punching:
                 self._punching.pop((transport.key[1], transport.key[2]), None)
             if self.secure is not None:
@@ -849,7 +849,7 @@ class Endpoint:
         observe.state_changed(self, transport)
         if state is not State.SYN_SENT and transport.listener is None:
             self._opened(transport)
-        if self._conns.get(transport.key) is not transport:
+        if not self._conns.holds(transport.key, transport):
             return
         if state is State.TIME_WAIT:
             slot = _SLOT_TIME_WAIT
@@ -885,58 +885,44 @@ class Endpoint:
         stay whole."""
         key = transport.key
         record = TimeWait.from_connection(transport.conn, self.loop.time())
-        self._time_waits[key] = record
+        self._conns.add_record(key, record)
         self._time_wait += 1
         self.stats["time_wait_records"] += 1
-        self._push_time_wait(record, key)
+        self._timers.schedule(key, record.deadline)
+        if self._timer_when is None or record.deadline < self._timer_when:
+            self._arm(record.deadline)
         self.forget(transport)
 
-    def _push_time_wait(self, record: TimeWait, key: Key) -> None:
-        deadline = record.deadline
-        heapq.heappush(self._tw_heap, (deadline, next(self._counter), key, record))
-        if self._tw_when is None or deadline < self._tw_when:
-            if self._tw_timer is not None:
-                self._tw_timer.cancel()
-            self._tw_timer = self.loop.call_at(deadline, self._on_time_wait_timer)
-            self._tw_when = deadline
-
     def _drop_time_wait(self, key: Key) -> None:
-        if self._time_waits.pop(key, None) is not None:
+        if self._conns.remove_record(key) is not None:
             self._time_wait -= 1
+            self._timers.cancel(key)
 
-    def _on_time_wait_timer(self) -> None:
-        """2 MSL are over for the records due: forget them (§3.10.8)."""
-        self._tw_timer = None
-        self._tw_when = None
-        if self._closed:
+    def _time_wait_due(self, key: Key, now: float) -> None:
+        """The TIME-WAIT record under ``key`` reached its deadline: forget it once its 2 MSL
+        are over (§3.10.8)."""
+        record = self._conns.record(key)
+        if record is None:
+            return  # reopened, reused or dropped (its deadline is cancelled then: a guard)
+        if record.deadline > now + TIMER_SLACK:
+            self._timers.schedule(key, record.deadline)  # a retransmitted FIN restarted it
             return
-        now = self.loop.time()
-        heap = self._tw_heap
-        records = self._time_waits
-        while heap and heap[0][0] <= now + TIMER_SLACK:
-            _, _, key, record = heapq.heappop(heap)
-            if records.get(key) is not record:
-                continue  # reopened, reused or dropped
-            if record.deadline > now + TIMER_SLACK:
-                heapq.heappush(heap, (record.deadline, next(self._counter), key, record))
-                continue  # a retransmitted FIN restarted its timer
-            del records[key]
-            self._time_wait -= 1
-        if heap:
-            self._tw_when = heap[0][0]
-            self._tw_timer = self.loop.call_at(self._tw_when, self._on_time_wait_timer)
-        self._maybe_close()
+        self._conns.remove_record(key)
+        self._time_wait -= 1
 
     def _time_wait_segment(
-        self, record: TimeWait, key: Key, seg: Segment, addr: Address, size: int | None
+        self, route: Route, key: Key, seg: Segment, addr: Address, size: int | None
     ) -> bool:
-        """Answer ``seg`` from the TIME-WAIT record of its 4-tuple; False if the record
-        turned out to be expired (it is dropped; the segment meets a closed port)."""
+        """Answer ``seg`` from the TIME-WAIT record of its 4-tuple (``route`` says whether it
+        reopens the 4-tuple); False if the record turned out to be expired (it is dropped;
+        the segment meets a closed port)."""
+        record = self._conns.record(key)
+        assert record is not None
         now = self.loop.time()
         if record.expired(now):
             self._drop_time_wait(key)
             return False
-        if seg.flags & (SYN | ACK | RST) == SYN and record.accepts_reopen(seg):
+        if route is Route.REOPEN_RECORD:
             # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its ISN
             # beyond everything the old one sent.
             self.stats["time_wait_reopened"] += 1
@@ -1000,11 +986,11 @@ class Endpoint:
     def has_connection(self, transport: Transport) -> bool:
         """True while ``transport`` is the connection this endpoint routes its 4-tuple to
         (not yet forgotten, nor replaced by a new incarnation)."""
-        return self._conns.get(transport.key) is transport
+        return self._conns.holds(transport.key, transport)
 
     def time_waits(self) -> dict[Key, TimeWait]:
         """The TIME-WAIT records on this endpoint, by 4-tuple (a copy)."""
-        return dict(self._time_waits)
+        return self._conns.records()
 
     # ------------------------------------------------------------------ listeners
 
@@ -1168,7 +1154,7 @@ class Endpoint:
 
     def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
         rest = segments
-        if self._conns.get(transport.key) is transport:
+        if self._conns.holds(transport.key, transport):
             taken = self._guarded(transport, transport.segments_received, segments)
             rest = segments[taken or len(segments) :]
         # What came after the connection closed goes where it would have gone alone
@@ -1226,73 +1212,74 @@ class Endpoint:
         size: int | None = None,
     ) -> None:
         """Hand ``seg`` to its connection, or answer it here. ``size`` is the datagram's
-        (for the amplification limit; unknown for a segment routed again)."""
-        flags = seg.flags
-        if flags & (SYN | FIN) == SYN | FIN:
+        (for the amplification limit; unknown for a segment routed again). Where it goes is
+        :class:`~udptcp.core.demux.Demux`'s decision, as in the simulator."""
+        conns = self._conns
+        is_syn = seg.flags & (SYN | ACK | RST) == SYN
+        if is_syn and trains and not seg.flags & FIN:
+            # A SYN for a known 4-tuple: what came before it goes first (that train may
+            # close the connection, or leave it in TIME-WAIT for the SYN to reopen).
+            known = conns.get((addr, seg.dst_port, seg.src_port))
+            if known is not None:
+                pending = trains.pop(known, None)
+                if pending:
+                    self._deliver_train(known, pending)
+        route, transport, key = conns.route(seg, addr)
+        if transport is not None and route is Route.CONNECTION:
+            if trains is None or is_syn:
+                self._guarded(transport, transport.segment_received, seg)
+            else:
+                trains.setdefault(transport, []).append(seg)
+            return
+        if route is Route.RECORD or route is Route.REOPEN_RECORD:
+            if self._time_wait_segment(route, key, seg, addr, size):
+                return
+            route, transport, key = conns.route(seg, addr)  # the record had expired
+        if route is Route.SYN_FIN:
             # No stack opens a connection with a FIN (T/TCP, which did, is historic);
             # scanners do. Dropped, as Linux drops it, and counted.
             self.stats["dropped_syn_fin"] += 1
             return
-        key = (addr, seg.dst_port, seg.src_port)
-        transport = self._conns.get(key)
-        is_syn = flags & (SYN | ACK | RST) == SYN
-        if transport is None and self._time_waits:
-            record = self._time_waits.get(key)
-            if record is not None and self._time_wait_segment(record, key, seg, addr, size):
-                return
-        if transport is None and self.fallback is not None:
+        if transport is not None and route is Route.REOPEN:
+            # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its ISN
+            # beyond everything the old one sent.
+            self.stats["time_wait_reopened"] += 1
+            self.forget(transport, "reopened by a new SYN")
+            self._on_syn(seg, addr, key, size, iss=transport.conn.reopen_iss())
+            return
+        # No connection (nor record) here: another endpoint's, a punching connection's,
+        # or nobody's.
+        if self.fallback is not None:
             other = self.fallback
             if other.is_closed:
                 self.fallback = None
-            elif key in other._conns or key in other._time_waits:
+            elif other._conns.in_use(key):
                 other._route(seg, addr, None, size)
                 return
-        if transport is None and self._punching:
+        if self._punching:
             hook = self._punching.get((seg.dst_port, seg.src_port))
             if hook is not None:
                 # A punching connection's peer, from an address it is not bound to (yet).
-                if hook(seg, addr):
-                    transport = self._conns.get(key)
-                if transport is None:
+                punched = conns.get(key) if hook(seg, addr) else None
+                if punched is None:
                     self.stats["punch_dropped"] += 1
                     return
-                if transport.secure_session is not None:
+                if punched.secure_session is not None:
                     # A secure peer connection's handshake rules come first.
                     assert self.secure is not None
-                    opened = self.secure.open_punched(transport, seg, addr)
+                    opened = self.secure.open_punched(punched, seg, addr)
                     if opened is None:
                         return
                     seg = opened
-        if transport is not None:
-            if not is_syn:
-                if trains is None:
-                    self._guarded(transport, transport.segment_received, seg)
-                else:
-                    trains.setdefault(transport, []).append(seg)
+                self._route(seg, addr, trains, size)  # now bound to ``addr``: its own
                 return
-            # A SYN may reopen a connection in TIME-WAIT: settle what came before it first.
-            pending = trains.pop(transport, None) if trains is not None else None
-            if pending:
-                self._deliver_train(transport, pending)
-            conn = transport.conn
-            if conn.accepts_reopen(seg):
-                # A new incarnation reopens the 4-tuple (RFC 9293 §3.10.7.4, RFC 6191), its
-                # ISN beyond everything the old one sent.
-                self.stats["time_wait_reopened"] += 1
-                self.forget(transport, "reopened by a new SYN")
-                self._on_syn(seg, addr, key, size, iss=conn.reopen_iss())
-                return
-            elif self._conns.get(key) is transport:
-                self._guarded(transport, transport.segment_received, seg)
-                return
-        if is_syn:
-            mirror = self._conns.get((addr, seg.src_port, seg.dst_port))
-            if mirror is not None and mirror.conn.reflects_own_syn(seg):
-                # One of our own SYNs, echoed back with its ports as we sent them: that
-                # connection learns it is talking to an echo service (with equal ports
-                # the echo reaches it by the lookup above).
-                self._guarded(mirror, mirror.segment_received, seg)
-                return
+        if transport is not None and route is Route.OWN_SYN:
+            # One of our own SYNs, echoed back with its ports as we sent them: that
+            # connection learns it is talking to an echo service (with equal ports the
+            # echo reaches it as its own 4-tuple's).
+            self._guarded(transport, transport.segment_received, seg)
+            return
+        if route is Route.SYN:
             self._on_syn(seg, addr, key, size)
             return
         if seg.flags & (SYN | ACK | RST) == ACK and self._on_cookie_ack(seg, addr, key, size):
@@ -1358,7 +1345,7 @@ class Endpoint:
         if attach is not None:
             attach(transport)
         listener.add_pending(transport)
-        self._conns[key] = transport
+        self._conns.add(key, transport)
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
         if config.trace is not None:
@@ -1439,7 +1426,7 @@ class Endpoint:
         )
         self.stats["syn_cookies_accepted"] += 1
         transport = Transport(self, conn, addr, listener=listener)
-        self._conns[key] = transport
+        self._conns.add(key, transport)
         if config.trace is not None:
             tracing.trace_connection(self, transport, config.trace, (seg, addr))
         self._guarded(transport, transport.pump)
@@ -1714,10 +1701,10 @@ class Endpoint:
     def schedule(self, transport: Transport, deadline: float | None) -> None:
         """Record ``transport``'s next deadline (called by the transport after each pump)."""
         transport.deadline = deadline
-        if deadline is None or self._closed:
+        if self._closed:
             return
-        heapq.heappush(self._heap, (deadline, next(self._counter), transport))
-        if self._timer_when is None or deadline < self._timer_when:
+        self._timers.set(transport, deadline)
+        if deadline is not None and (self._timer_when is None or deadline < self._timer_when):
             self._arm(deadline)
 
     def _arm(self, when: float) -> None:
@@ -1727,43 +1714,35 @@ class Endpoint:
         self._timer = self.loop.call_at(when, self._on_timer)
         self._timer_when = when
 
-    def _is_live(self, entry: tuple[float, int, Transport]) -> bool:
-        deadline, _, transport = entry
-        return transport.deadline == deadline and self._conns.get(transport.key) is transport
-
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_when = None
         now = self.loop.time()
-        heap = self._heap
-        due: list[tuple[float, Transport]] = []
-        # Collect first, then run: a deadline a connection sets while running waits for the
-        # next wake-up instead of spinning here.
-        while heap and heap[0][0] <= now + TIMER_SLACK:
-            entry = heapq.heappop(heap)
-            if self._is_live(entry):
-                entry[2].deadline = None
-                due.append((entry[0], entry[2]))
+        # Taken all at once, then run: a deadline a connection sets while running waits for
+        # the next wake-up instead of spinning here.
+        due = self._timers.pop_due(now + TIMER_SLACK)
         self.stats["timer_wakeups"] += 1
         if not due:
             self.stats["timer_stale"] += 1
-        for deadline, transport in due:
+        records = False
+        for deadline, key in due:
             if self._closed:
                 return
-            if self._conns.get(transport.key) is transport:
-                self._guarded(transport, transport.timer_fired, max(now, deadline))
+            if isinstance(key, tuple):
+                self._time_wait_due(key, now)
+                records = True
+                continue
+            key.deadline = None
+            if self._conns.holds(key.key, key):
+                self._guarded(key, key.timer_fired, max(now, deadline))
         self._rearm()
+        if records:
+            self._maybe_close()
 
     def _rearm(self) -> None:
-        heap = self._heap
-        while heap and not self._is_live(heap[0]):
-            heapq.heappop(heap)
-        if len(heap) > 64 and len(heap) > 4 * len(self._conns):
-            # Drop the stale entries every moved deadline left behind.
-            self._heap = heap = [e for e in heap if self._is_live(e)]
-            heapq.heapify(heap)
-        if heap and (self._timer_when is None or heap[0][0] < self._timer_when):
-            self._arm(heap[0][0])
+        earliest = self._timers.earliest()
+        if earliest is not None and (self._timer_when is None or earliest < self._timer_when):
+            self._arm(earliest)
 
 
 #: Wildcard hosts a socket may be bound to, and how many peer hosts' source addresses an
@@ -1773,6 +1752,10 @@ _SOURCE_CACHE = 1024
 
 # States in which a closed connection still has data or a FIN waiting for acknowledgment.
 _DELIVERING = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
+
+
+def _connection_of(transport: Transport) -> Connection:
+    return transport.conn
 
 
 def _remote_id(addr: Address, vport: int) -> tuple[Any, ...]:

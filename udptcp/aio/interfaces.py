@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
+from udptcp.core.demux import Demux
 from udptcp.core.secure import SecureSession
 from udptcp.core.segment import Segment
 
@@ -264,8 +265,9 @@ class ExtensionHost(TransportHost[U], Protocol[U]):
     nat_keeper: Any
     #: The trace hook (``udptcp.tools`` tracing), called with each segment in and out.
     trace: Callable[[str, Address, Segment], None] | None
-    #: The connections by 4-tuple (secure mode re-files a migrated one).
-    _conns: dict[ConnectionKey, U]
+    #: The connections by 4-tuple, with the endpoint's routing rules (secure mode re-files
+    #: a migrated one).
+    _conns: Demux[U]
 
     @property
     def is_closed(self) -> bool:

@@ -119,7 +119,7 @@ class BindingKeeper:
         out = dict(self._explicit)
         conns = self.endpoint._conns
         for transport, interval in list(self._transports.items()):
-            if conns.get(transport.key) is not transport:
+            if not conns.holds(transport.key, transport):
                 del self._transports[transport]  # the connection is gone
                 continue
             if transport.conn.state not in _SETTLED:

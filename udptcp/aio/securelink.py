@@ -353,7 +353,7 @@ class SecureLink:
             session = transport.secure_session
             if (
                 session is not None
-                and conns.get(transport.key) is transport
+                and conns.holds(transport.key, transport)
                 and session.authentic(data)
             ):
                 return transport
@@ -380,11 +380,12 @@ class SecureLink:
         endpoint = self.endpoint
         old_key = transport.key
         new_key = (session.peer, old_key[1], old_key[2])
-        if endpoint._conns.get(new_key, transport) is not transport:
+        other = endpoint._conns.get(new_key)
+        if other is not None and other is not transport:
             # Another connection holds that 4-tuple already: stay where we are.
             endpoint.stats["secure_migration_refused"] += 1
             session.peer = transport.peer
             return
-        del endpoint._conns[old_key]
-        endpoint._conns[new_key] = transport
+        endpoint._conns.remove(old_key, transport)
+        endpoint._conns.add(new_key, transport)
         transport.moved(session.peer)

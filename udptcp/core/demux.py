@@ -9,30 +9,35 @@ simulated host's name). :meth:`Demux.route` decides, in this order:
 2. a segment for a known 4-tuple goes to its connection -- unless it is a SYN that may
    reopen a connection in TIME-WAIT (RFC 9293 §3.10.7.4, RFC 6191): then the old one is to be
    forgotten and the SYN opened anew, with :meth:`Connection.reopen_iss`;
-3. a SYN for no connection is first checked against our own connections with the ports
+3. a segment for a 4-tuple that only a TIME-WAIT record holds (a closed connection the
+   caller let go of, :class:`~udptcp.core.timewait.TimeWait`) is answered from the record,
+   under the same reopen rule;
+4. a SYN for no connection is first checked against our own connections with the ports
    swapped: our own SYN echoed back (a UDP echo service) goes to the connection that sent
    it, which then fails its connect; any other is for a listener;
-4. anything else for no connection is answered by the caller (an RST, RFC 9293 §3.10.7.1,
+5. anything else for no connection is answered by the caller (an RST, RFC 9293 §3.10.7.1,
    or a SYN cookie's ACK).
 
 The table holds whatever handle the caller keeps per connection (a transport, or the
 :class:`~udptcp.core.connection.Connection` itself); ``connection_of`` reaches the core
-connection from it.
+connection from it. TIME-WAIT records are filed apart (:meth:`Demux.add_record`): a caller
+that keeps whole connections in TIME-WAIT (the simulator) never files any.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from udptcp.core.connection import Connection
 from udptcp.core.segment import ACK, FIN, RST, SYN, Segment
+from udptcp.core.timewait import TimeWait
 
 __all__ = ["Demux", "Key", "Route"]
 
 H = TypeVar("H")
-Key = tuple[Hashable, int, int]
+Key = tuple[Any, int, int]
 """(remote address, local virtual port, remote virtual port)."""
 
 
@@ -47,6 +52,12 @@ class Route(enum.Enum):
     #: Our own SYN, echoed back: deliver it to the connection returned with it (which sent
     #: it, and now learns that an echo service answers).
     OWN_SYN = "own-syn"
+    #: For the TIME-WAIT record under its 4-tuple (:meth:`Demux.record`): the record
+    #: answers it (unless it has expired: then it goes as if there were none).
+    RECORD = "record"
+    #: A SYN reopening the 4-tuple of a TIME-WAIT record: drop the record, then open a new
+    #: connection from the SYN with the record's ``reopen_iss()``.
+    REOPEN_RECORD = "reopen-record"
     #: A SYN for no connection: for a listener (or RST if none).
     SYN = "syn"
     #: Anything else for no connection: a SYN cookie's ACK, or RST.
@@ -59,16 +70,19 @@ class Demux(Generic[H]):
     """The connections of one endpoint by 4-tuple, and the rules that route segments to
     them. Every operation is one dict lookup or two."""
 
-    __slots__ = ("_table", "_connection_of")
+    __slots__ = ("_table", "_records", "_connection_of")
 
     def __init__(self, connection_of: Callable[[H], Connection]) -> None:
         self._table: dict[Key, H] = {}
+        self._records: dict[Key, TimeWait] = {}
         self._connection_of = connection_of
 
     def __len__(self) -> int:
+        """How many connections (TIME-WAIT records not counted)."""
         return len(self._table)
 
     def __contains__(self, key: object) -> bool:
+        """True if a connection is filed under ``key`` (TIME-WAIT records not counted)."""
         return key in self._table
 
     def __iter__(self) -> Iterator[Key]:
@@ -100,10 +114,43 @@ class Demux(Generic[H]):
         """Every connection (a copy: safe to change the table while going through it)."""
         return list(self._table.values())
 
+    def clear(self) -> None:
+        """Forget every connection and every TIME-WAIT record."""
+        self._table.clear()
+        self._records.clear()
+
+    def in_use(self, key: Key) -> bool:
+        """True if a connection or a TIME-WAIT record holds ``key`` (it is not free for a
+        new connection)."""
+        return key in self._table or key in self._records
+
+    # TIME-WAIT records: closed connections kept small (udptcp.core.timewait).
+
+    @property
+    def has_records(self) -> bool:
+        """True if any TIME-WAIT record is filed."""
+        return bool(self._records)
+
+    def record(self, key: Key) -> TimeWait | None:
+        """The TIME-WAIT record filed under ``key``, or None."""
+        return self._records.get(key)
+
+    def records(self) -> dict[Key, TimeWait]:
+        """Every TIME-WAIT record, by 4-tuple (a copy)."""
+        return dict(self._records)
+
+    def add_record(self, key: Key, record: TimeWait) -> None:
+        """File ``record`` under ``key`` (replacing any record there)."""
+        self._records[key] = record
+
+    def remove_record(self, key: Key) -> TimeWait | None:
+        """Unfile and return the record under ``key``, or None if there is none."""
+        return self._records.pop(key, None)
+
     def route(self, seg: Segment, addr: Hashable) -> tuple[Route, H | None, Key]:
         """Where ``seg``, come from ``addr``, goes: the decision, the connection it concerns
-        (None for :attr:`Route.SYN`, :attr:`Route.NO_CONNECTION`, :attr:`Route.SYN_FIN`)
-        and the segment's 4-tuple as seen from here."""
+        (None for :attr:`Route.SYN`, :attr:`Route.NO_CONNECTION`, :attr:`Route.SYN_FIN`
+        and the record routes, whose record :meth:`record` returns) and the segment's 4-tuple as seen from here."""
         flags = seg.flags
         key = (addr, seg.dst_port, seg.src_port)
         if flags & (SYN | FIN) == SYN | FIN:
@@ -114,6 +161,12 @@ class Demux(Generic[H]):
             if is_syn and self._connection_of(handle).accepts_reopen(seg):
                 return Route.REOPEN, handle, key
             return Route.CONNECTION, handle, key
+        if self._records:
+            record = self._records.get(key)
+            if record is not None:
+                if is_syn and record.accepts_reopen(seg):
+                    return Route.REOPEN_RECORD, None, key
+                return Route.RECORD, None, key
         if is_syn:
             mirror = self._table.get((addr, seg.src_port, seg.dst_port))
             if mirror is not None and self._connection_of(mirror).reflects_own_syn(seg):

@@ -50,19 +50,30 @@ class TimerHeap(Generic[K]):
     def schedule(self, key: K, deadline: float | None) -> bool:
         """Set ``key``'s deadline (None cancels it). Returns True when the earliest deadline
         moved earlier: the caller's one real timer must be re-armed."""
+        if deadline is None:
+            self._armed.pop(key, None)
+            return False
+        if self._armed.get(key) == deadline:
+            return False
+        top = self.earliest()
+        self.set(key, deadline)
+        return top is None or deadline < top
+
+    def set(self, key: K, deadline: float | None) -> None:
+        """As :meth:`schedule`, without working out whether the earliest deadline moved (for
+        a caller that compares ``deadline`` with its real timer itself: an endpoint does
+        this once per segment)."""
         armed = self._armed
         if deadline is None:
             armed.pop(key, None)
-            return False
+            return
         if armed.get(key) == deadline:
-            return False
-        top = self.earliest()
+            return
         armed[key] = deadline
         heap = self._heap
         heapq.heappush(heap, (deadline, next(self._counter), key))
         if len(heap) > _SWEEP_MIN and len(heap) > _SWEEP_RATIO * len(armed):
             self._sweep()
-        return top is None or deadline < top
 
     def cancel(self, key: K) -> None:
         """Forget ``key``'s deadline (a connection closed or went away)."""
