@@ -163,8 +163,9 @@ def test_udptcp_has_no_import_cycle():
 def test_the_endpoint_and_the_simulator_share_one_demultiplexer_and_timer_heap():
     """One set of routing rules and one timer structure: the simulator's matrix runs the
     endpoint's. (The simulator's own heap is its network's event queue.)"""
-    for name in ("udptcp.aio.endpoint", "udptcp.tools.simnet"):
-        imported = {_internal(module) or module for _, module in _imports(name)}
-        assert {"udptcp.core.demux", "udptcp.core.timerheap"} <= imported, name
+    # The simulator is simnet (network, clock) with its hosts in simhost.
+    for names in (("udptcp.aio.endpoint",), ("udptcp.tools.simnet", "udptcp.tools.simhost")):
+        imported = {_internal(module) or module for name in names for _, module in _imports(name)}
+        assert {"udptcp.core.demux", "udptcp.core.timerheap"} <= imported, names
     endpoint = {module for _, module in _imports("udptcp.aio.endpoint")}
     assert "heapq" not in endpoint, "the endpoint keeps a timer heap of its own"
