@@ -7,6 +7,7 @@ from support.segments import seg
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.segment import ACK, SYN
+from udptcp.core.seq import in_window
 from udptcp.tools.simnet import connected_pair
 
 S = State
@@ -35,8 +36,8 @@ def _exchange(a, b, drop=lambda s: False, rounds=1000):
 def test_a_bare_ack_at_the_right_edge_of_the_window_is_accepted():
     a, b = _pair()
     wnd = b.rcv_wnd
-    assert b._acceptable((b.rcv_nxt + wnd) & 0xFFFFFFFF, 0, wnd)
-    assert not b._acceptable((b.rcv_nxt + wnd + 1) & 0xFFFFFFFF, 0, wnd)
+    assert in_window(b.rcv_nxt, wnd, (b.rcv_nxt + wnd) & 0xFFFFFFFF, 0)
+    assert not in_window(b.rcv_nxt, wnd, (b.rcv_nxt + wnd + 1) & 0xFFFFFFFF, 0)
 
 
 def test_window_filling_peers_with_holes_do_not_trade_acks_forever():

@@ -18,7 +18,7 @@ from .errors import refused, reset
 from .events import Connected, DataReceived
 from .recovery import LossRecovery
 from .segment import ACK, FIN, PSH, RST, SYN, Segment
-from .seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from .seq import in_window, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 from .state import ACKS as _ACKS
 from .state import KEEPALIVE_STATES as _KEEPALIVE_STATES
 from .state import RECEIVES_TEXT as _RECEIVES_TEXT
@@ -338,7 +338,7 @@ class Arrival(LossRecovery):
         ACK (unless it is a RST) and dropped."""
         wnd = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
         seg_len = seg.seg_len
-        if self._acceptable(seg.seq, seg_len, wnd):
+        if in_window(self.rcv_nxt, wnd, seg.seq, seg_len):
             return True
         flags = seg.flags
         if flags & RST:
@@ -411,24 +411,6 @@ class Arrival(LossRecovery):
         self._events.append(Connected())
         if self._handshake_lost:
             self._on_handshake_loss()
-
-    def _acceptable(self, seq: int, seg_len: int, wnd: int) -> bool:
-        """The four-case acceptability test of §3.10.7.4."""
-        rcv_nxt = self.rcv_nxt
-        if seg_len == 0:
-            if wnd == 0:
-                return seq == rcv_nxt
-            # §3.10.7.4 says SEG.SEQ < RCV.NXT+RCV.WND; like Linux and BSD we also accept a
-            # bare ACK at the right edge itself, which is where a sender that filled the
-            # window puts it (our own ``_ack_seq`` does the same).
-            return seq_le(rcv_nxt, seq) and seq_le(seq, seq_add(rcv_nxt, wnd))
-        if wnd == 0:
-            return False
-        last = seq_add(seq, seg_len - 1)
-        end = seq_add(rcv_nxt, wnd)
-        return (seq_le(rcv_nxt, seq) and seq_lt(seq, end)) or (
-            seq_le(rcv_nxt, last) and seq_lt(last, end)
-        )
 
     def _invalid_ack(self, now: float) -> None:
         """The ACK an unacceptable segment asks for (§3.10.7.4), at most one per

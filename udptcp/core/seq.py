@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = [
     "SEQ_MOD",
+    "in_window",
     "seq_add",
     "seq_diff",
     "seq_ge",
@@ -71,3 +72,23 @@ def seq_max(a: int, b: int) -> int:
 def seq_min(a: int, b: int) -> int:
     """Return whichever of ``a`` and ``b`` comes earlier in sequence space."""
     return b if ((a - b) & _MASK) < _HALF else a
+
+
+def in_window(rcv_nxt: int, rcv_wnd: int, seq: int, seg_len: int) -> bool:
+    """RFC 9293 §3.10.7.4's four-case acceptability test of a segment of ``seg_len``
+    sequence numbers starting at ``seq`` against the receive window.
+
+    §3.10.7.4 says SEG.SEQ < RCV.NXT+RCV.WND for an empty segment; like Linux and BSD a bare
+    ACK at the right edge itself is accepted too, which is where a sender that filled the
+    window puts it."""
+    if seg_len == 0:
+        if rcv_wnd == 0:
+            return seq == rcv_nxt
+        return seq_le(rcv_nxt, seq) and seq_le(seq, seq_add(rcv_nxt, rcv_wnd))
+    if rcv_wnd == 0:
+        return False
+    last = seq_add(seq, seg_len - 1)
+    end = seq_add(rcv_nxt, rcv_wnd)
+    return (seq_le(rcv_nxt, seq) and seq_lt(seq, end)) or (
+        seq_le(rcv_nxt, last) and seq_lt(last, end)
+    )

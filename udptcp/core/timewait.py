@@ -38,7 +38,7 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
 from .segment import ACK, FIN, RST, SYN, Options, Segment
-from .seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from .seq import in_window, seq_add, seq_diff, seq_gt, seq_le, seq_lt
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -236,7 +236,7 @@ class TimeWait:
 
         seg_len = seg.seg_len
         wnd = self.rcv_wnd
-        if not self._acceptable(seg.seq, seg_len, wnd):
+        if not in_window(self.rcv_nxt, wnd, seg.seq, seg_len):
             if flags & RST:
                 return None
             retransmission = False
@@ -292,21 +292,6 @@ class TimeWait:
             self.snd_wl1, self.snd_wl2 = seg.seq, ack
             self.max_snd_wnd = max(self.max_snd_wnd, seg.window << self.snd_wscale)
         return False, None
-
-    def _acceptable(self, seq: int, seg_len: int, wnd: int) -> bool:
-        """§3.10.7.4's acceptability test, as the connection applies it."""
-        rcv_nxt = self.rcv_nxt
-        if seg_len == 0:
-            if wnd == 0:
-                return seq == rcv_nxt
-            return seq_le(rcv_nxt, seq) and seq_le(seq, seq_add(rcv_nxt, wnd))
-        if wnd == 0:
-            return False
-        last = seq_add(seq, seg_len - 1)
-        end = seq_add(rcv_nxt, wnd)
-        return (seq_le(rcv_nxt, seq) and seq_lt(seq, end)) or (
-            seq_le(rcv_nxt, last) and seq_lt(last, end)
-        )
 
     # ------------------------------------------------------------------ answers
 
