@@ -155,14 +155,10 @@ async def create_connection(
             own_socket=own_socket,
         )
 
-    if options is None:
-        return await open_plain(protocol_factory)
-    sslcontext, server_hostname = options
-    return await tls.client_handshake(
+    return await tls.open_client(
         open_plain,
         protocol_factory,
-        sslcontext,
-        server_hostname,
+        options,
         ssl_handshake_timeout=ssl_handshake_timeout,
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )

@@ -96,6 +96,30 @@ def _ssl_protocol(
     )
 
 
+async def open_client(
+    open_plain: Callable[[Callable[[], Any]], Awaitable[tuple[Any, Any]]],
+    protocol_factory: Callable[[], _P],
+    options: tuple[_ssl.SSLContext | None, str | None] | None,
+    *,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
+) -> tuple[asyncio.Transport, _P]:
+    """Open a client connection with ``open_plain``: plain when ``options`` (from
+    :func:`tls_options`) is None, else with the TLS client handshake on it."""
+    if options is None:
+        transport, protocol = await open_plain(protocol_factory)
+        return transport, protocol
+    sslcontext, server_hostname = options
+    return await client_handshake(
+        open_plain,
+        protocol_factory,
+        sslcontext,
+        server_hostname,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
+    )
+
+
 async def client_handshake(
     open_plain: Callable[[Callable[[], asyncio.BaseProtocol]], Awaitable[tuple[_T, Any]]],
     protocol_factory: Callable[[], _P],
