@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from aio_helpers import Echo, Recorder, serving
+from support.child import echo_server_process
 
 import udptcp
 from udptcp.aio.endpoint import open_endpoints
@@ -25,7 +26,6 @@ pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the shared client socket needs IP_RECVERR (Linux)"
 )
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 FD_DIR = Path("/proc/self/fd")
 
 
@@ -116,37 +116,12 @@ async def test_a_thousand_connects_and_closes_leave_no_descriptor_open() -> None
         assert [ep for ep in open_endpoints() if ep is not endpoint] == list(server.endpoints)
 
 
-# A udptcp echo server in its own process: prints its port, then serves until killed.
-CHILD_SERVER = """
-import asyncio, udptcp
-
-async def main():
-    async def echo(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data)
-
-    server = await udptcp.start_server(echo, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await asyncio.sleep(3600)
-
-asyncio.run(main())
-"""
-
-
 async def test_icmp_from_a_dead_server_resets_only_its_connection_on_the_shared_socket() -> None:
     async with serving(Echo) as (server, port):
         alive, alive_client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CHILD_SERVER, cwd=ROOT, stdout=asyncio.subprocess.PIPE
-        )
-        try:
-            assert child.stdout is not None
-            dead_port = int(await asyncio.wait_for(child.stdout.readline(), 20))
+        async with echo_server_process() as dead_port:  # killed at the end of the block
             doomed, doomed_client = await udptcp.create_connection(Recorder, "127.0.0.1", dead_port)
             assert await _echo(doomed, doomed_client, b"ping") == b"ping"
-        finally:
-            child.kill()  # no FIN, no RST: its port answers ICMP port unreachable
-            await child.wait()
         endpoint = alive.endpoint  # type: ignore[attr-defined]
         assert doomed.endpoint is endpoint  # type: ignore[attr-defined]
         doomed.write(b"y" * 20000)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from aio_helpers import accepted, ipv6_available, recorders, serving, until
+from support.child import echo_server_process
 from support.protocols import Echo, Recorder
 
 import udptcp
@@ -101,35 +102,11 @@ async def test_a_killed_client_process_is_reported_as_connection_reset() -> None
         assert endpoint.stats["empty_wakeups"] < 10
 
 
-# A udptcp echo server in its own process: prints its port, then serves until killed.
-CHILD_SERVER = """
-import asyncio, udptcp
-
-async def main():
-    async def echo(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data)
-
-    server = await udptcp.start_server(echo, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await asyncio.sleep(3600)
-
-asyncio.run(main())
-"""
-
-
 async def test_a_killed_server_process_is_reported_to_the_client_as_connection_reset() -> None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD_SERVER, cwd=ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    try:
-        port = int(await asyncio.wait_for(child.stdout.readline(), 20))
+    async with echo_server_process() as port:  # killed at the end of the block
         transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
         transport.write(b"ping")
         assert await client.received(4) == b"ping"
-    finally:
-        child.kill()
-        await child.wait()
     transport.write(b"y" * 20000)
     error = await asyncio.wait_for(client.lost, 10)
     assert isinstance(error, ConnectionResetError)

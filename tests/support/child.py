@@ -1,0 +1,42 @@
+"""A udptcp echo server in a process of its own, for tests that kill it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Prints its port, then serves until killed.
+_CHILD_SERVER = """
+import asyncio, udptcp
+
+async def main():
+    async def echo(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+
+    server = await udptcp.start_server(echo, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@contextlib.asynccontextmanager
+async def echo_server_process() -> AsyncIterator[int]:
+    """Start the server, yield its UDP port, and kill it on the way out: no FIN, no RST,
+    so its port answers ICMP port unreachable from then on."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CHILD_SERVER, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        yield int(await asyncio.wait_for(child.stdout.readline(), 20))
+    finally:
+        child.kill()
+        await child.wait()
