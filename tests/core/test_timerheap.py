@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import weakref
 
 from udptcp.core.timerheap import TimerHeap
 
@@ -82,3 +83,23 @@ def test_matches_a_plain_dict_of_deadlines_under_random_operations():
             for _, k in due:
                 del model[k]
         assert timers.earliest() == (min(model.values()) if model else None), f"seed={seed}"
+
+
+def test_a_cancelled_or_rearmed_key_is_not_kept_alive_by_its_stale_entries():
+    # An endpoint cancels a closed connection's deadline and forgets it; the heap must not
+    # keep the connection (and everything it holds) until the old entry reaches the top.
+    class Key:
+        pass
+
+    timers: TimerHeap[Key] = TimerHeap()
+    gone = Key()
+    timers.schedule(gone, 5.0)
+    timers.schedule(gone, 6.0)  # re-armed: the 5.0 entry is stale
+    timers.schedule(Key(), 1.0)  # an unrelated earlier deadline keeps both entries buried
+    ref = weakref.ref(gone)
+    timers.cancel(gone)
+    del gone
+    assert ref() is None
+    assert len(timers) == 1 and timers.earliest() == 1.0
+    assert [d for d, _ in timers.pop_due(10.0)] == [1.0]
+    assert timers.earliest() is None

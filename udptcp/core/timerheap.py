@@ -2,10 +2,16 @@
 one real timer for all its connections.
 
 Each connection has at most one deadline here (its ``get_timer()``). Re-arming pushes a new
-entry and leaves the old one in the heap, marked stale by the newer deadline on record;
-stale entries are skipped when they reach the top and swept out once they outnumber the live
-ones, so a change costs O(log n) and the heap never holds more than a few entries per
-connection.
+entry and leaves the old one in the heap, marked stale; stale entries are skipped when they
+reach the top and swept out once they outnumber the live ones, so a change costs O(log n) and
+the heap never holds more than a few entries per connection.
+
+A stale entry lets go of its key at once (the heap recipe in the :mod:`heapq` documentation):
+a connection that is cancelled here and forgotten elsewhere is freed by its reference count
+then, not kept whole -- buffers, logs and all -- until its old deadline reaches the top or a
+sweep runs. An endpoint full of TIME-WAIT records (each with a deadline 2 MSL away) sweeps
+rarely, and the dead connections such entries would hold made every full garbage collection
+walk them.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["TimerHeap"]
 
@@ -24,6 +30,9 @@ K = TypeVar("K", bound=Hashable)
 _SWEEP_RATIO = 4
 _SWEEP_MIN = 64
 
+#: What a stale entry holds instead of its key.
+_STALE: Any = object()
+
 
 class TimerHeap(Generic[K]):
     """The next deadline of each of many connections (any hashable key), earliest first."""
@@ -31,9 +40,10 @@ class TimerHeap(Generic[K]):
     __slots__ = ("_heap", "_armed", "_counter")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, K]] = []
-        self._armed: dict[K, float] = {}
-        # Ties go to the deadline set first (the heap never compares keys).
+        # Entries are ``[deadline, tie, key]`` lists, so that making one stale can drop its
+        # key; ties go to the deadline set first (the heap never compares keys).
+        self._heap: list[list[Any]] = []
+        self._armed: dict[K, list[Any]] = {}
         self._counter = itertools.count()
 
     def __len__(self) -> int:
@@ -45,15 +55,20 @@ class TimerHeap(Generic[K]):
 
     def deadline(self, key: K) -> float | None:
         """``key``'s deadline, or None."""
-        return self._armed.get(key)
+        entry = self._armed.get(key)
+        if entry is None:
+            return None
+        deadline: float = entry[0]
+        return deadline
 
     def schedule(self, key: K, deadline: float | None) -> bool:
         """Set ``key``'s deadline (None cancels it). Returns True when the earliest deadline
         moved earlier: the caller's one real timer must be re-armed."""
         if deadline is None:
-            self._armed.pop(key, None)
+            self.cancel(key)
             return False
-        if self._armed.get(key) == deadline:
+        entry = self._armed.get(key)
+        if entry is not None and entry[0] == deadline:
             return False
         top = self.earliest()
         self.set(key, deadline)
@@ -64,20 +79,26 @@ class TimerHeap(Generic[K]):
         a caller that compares ``deadline`` with its real timer itself: an endpoint does
         this once per segment)."""
         armed = self._armed
+        entry = armed.get(key)
+        if entry is not None:
+            if entry[0] == deadline:
+                return
+            entry[2] = _STALE
         if deadline is None:
-            armed.pop(key, None)
+            if entry is not None:
+                del armed[key]
             return
-        if armed.get(key) == deadline:
-            return
-        armed[key] = deadline
+        entry = armed[key] = [deadline, next(self._counter), key]
         heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._counter), key))
+        heapq.heappush(heap, entry)
         if len(heap) > _SWEEP_MIN and len(heap) > _SWEEP_RATIO * len(armed):
             self._sweep()
 
     def cancel(self, key: K) -> None:
         """Forget ``key``'s deadline (a connection closed or went away)."""
-        self._armed.pop(key, None)
+        entry = self._armed.pop(key, None)
+        if entry is not None:
+            entry[2] = _STALE
 
     def clear(self) -> None:
         """Forget every deadline."""
@@ -86,10 +107,11 @@ class TimerHeap(Generic[K]):
 
     def earliest(self) -> float | None:
         """The earliest deadline of any key, or None."""
-        heap, armed = self._heap, self._armed
+        heap = self._heap
         while heap:
-            deadline, _, key = heap[0]
-            if armed.get(key) == deadline:
+            entry = heap[0]
+            if entry[2] is not _STALE:
+                deadline: float = entry[0]
                 return deadline
             heapq.heappop(heap)  # stale: re-armed or cancelled since
         return None
@@ -103,12 +125,11 @@ class TimerHeap(Generic[K]):
         due: list[tuple[float, K]] = []
         while heap and heap[0][0] <= until:
             deadline, _, key = heapq.heappop(heap)
-            if armed.get(key) == deadline:
+            if key is not _STALE:
                 del armed[key]
                 due.append((deadline, key))
         return due
 
     def _sweep(self) -> None:
-        armed = self._armed
-        self._heap = [e for e in self._heap if armed.get(e[2]) == e[0]]
+        self._heap = [e for e in self._heap if e[2] is not _STALE]
         heapq.heapify(self._heap)
