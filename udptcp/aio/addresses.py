@@ -63,9 +63,16 @@ def numeric_infos(
     host: str | None, port: int | str | None, family: int, flags: int
 ) -> list[Any] | None:
     """``getaddrinfo`` for a numeric host and port, without waiting (it cannot block: no
-    name is looked up), or None when a lookup is needed."""
+    name is looked up), or None when a lookup is needed.
+
+    An address already in the form ``getaddrinfo`` would give back (``"127.0.0.1"``,
+    ``"::1"``) with an integer port is answered here, without the C library: it is what
+    every connection to an IP literal asks, and the call costs more than the parse."""
     if host is None or port is None:
         return None
+    info = _literal_info(host, port, family)
+    if info is not None:
+        return [info]
     try:
         infos = socket.getaddrinfo(
             host,
@@ -78,6 +85,26 @@ def numeric_infos(
     except (OSError, UnicodeError):
         return None
     return infos or None
+
+
+def _literal_info(host: object, port: object, family: int) -> tuple[Any, ...] | None:
+    """The one ``getaddrinfo`` answer (UDP) for an IP literal in its canonical form and a
+    port number; None for anything else (a name, a scoped or non-canonical address, a
+    service name), which ``getaddrinfo`` itself must read."""
+    if type(host) is not str or type(port) is not int or not 0 <= port <= 65535:
+        return None
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        if family not in (0, fam):
+            continue
+        try:
+            canonical = socket.inet_ntop(fam, socket.inet_pton(fam, host))
+        except (OSError, ValueError):
+            continue
+        if canonical != host:
+            return None
+        addr = (host, port) if fam == socket.AF_INET else (host, port, 0, 0)
+        return (fam, socket.SOCK_DGRAM, socket.IPPROTO_UDP, "", addr)
+    return None
 
 
 async def resolve(
