@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 import time
 from typing import Any
 
@@ -117,6 +118,19 @@ async def test_nothing_bound_on_the_udp_port_is_refused_by_icmp() -> None:
     assert f"Connect call failed ('127.0.0.1', {port}): " in str(refused.value)
     assert "ICMP port unreachable" in str(refused.value)
     assert open_endpoints() == []  # the client socket was released
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is Python 3.11+")
+async def test_all_errors_wraps_even_a_single_address_error_in_a_group() -> None:
+    # As asyncio's create_connection(all_errors=True): an ExceptionGroup of every
+    # address's error, one address or many.
+    port = free_udp_port()
+    with pytest.raises(ExceptionGroup) as group:  # noqa: F821 (3.11+)
+        await udptcp.create_connection(Recorder, "127.0.0.1", port, all_errors=True)
+    (refused,) = group.value.exceptions
+    assert isinstance(refused, ConnectionRefusedError)
+    assert f"Connect call failed ('127.0.0.1', {port}): " in str(refused)
+    assert open_endpoints() == []
 
 
 async def test_silent_peer_times_out() -> None:

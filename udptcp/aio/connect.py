@@ -89,6 +89,11 @@ async def connect_plain(
     if local_addr is not None:
         local_infos = await resolve(loop, local_addr[0], local_addr[1], family, 0)
 
+    if len(infos) == 1 and not all_errors:
+        # One address (an IP literal, say): its error is the answer as it is.
+        fam, _type, proto, _name, addr = infos[0]
+        endpoint = client_endpoint(loop, fam, proto, addr, local_infos, config)
+        return await connect_on(endpoint, addr, protocol_factory, config, vport, local_vport)
     attempts = [(fam, proto, addr) for fam, _type, proto, _name, addr in infos]
     if happy_eyeballs_delay is not None and interleave is None:
         interleave = 1  # as asyncio: happy eyeballs interleaves the families
