@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from .segment import ACK, FIN, RST, SYN, Options, Segment
 from .seq import in_window, seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from .state import State
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -153,8 +154,6 @@ class TimeWait:
         Reads the connection's private state: the record is its continuation, not a user
         of its API. The window field is computed as the connection's next ACK would.
         """
-        from .connection import State
-
         if conn.state is not State.TIME_WAIT:
             raise ValueError(
                 f"a TIME-WAIT record needs a connection in TIME-WAIT, not {conn.state}"
