@@ -12,6 +12,7 @@ import errno
 import os
 import socket
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,27 @@ async def test_a_thousand_connects_and_closes_leave_no_descriptor_open() -> None
         assert endpoint.limits()["time_wait"] == 1001
         assert len(endpoint.time_waits()) == 1001 and endpoint.connections() == []
         assert [ep for ep in open_endpoints() if ep is not endpoint] == list(server.endpoints)
+
+
+async def test_a_connection_in_time_wait_is_freed_and_only_its_record_stays() -> None:
+    # The record replaces the connection: nothing keeps the Connection (its buffers,
+    # logs, congestion state) alive, not even the endpoint's timer heap, where its last
+    # deadline was cancelled. (It once stayed until that deadline came round.)
+    async with serving(Echo) as (_server, port):
+        gone: list[weakref.ref[object]] = []
+        endpoints = set()
+
+        async def connect_and_close() -> None:
+            transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+            endpoints.add(transport.endpoint)  # type: ignore[attr-defined]
+            gone.append(weakref.ref(transport.get_extra_info("udptcp_connection")))
+            transport.write_eof()  # we close first: TIME-WAIT is on our side
+            await asyncio.wait_for(client.lost, 10)
+
+        await asyncio.gather(*(connect_and_close() for _ in range(20)))
+        (endpoint,) = endpoints
+        assert len(endpoint.time_waits()) == 20 and endpoint.connections() == []
+        assert [ref() for ref in gone] == [None] * 20
 
 
 async def test_icmp_from_a_dead_server_resets_only_its_connection_on_the_shared_socket() -> None:
