@@ -116,7 +116,7 @@ class Sender(Receiver):
                     # the window allows in one go.
                     count = min((unsent - 1) // mss, usable // mss)
                     if not self.config.pacing and self._pmtu_high <= self._pmtu_low:
-                        self._transmit_new(off, mss, count, now)
+                        self._transmit(ACK, self.snd_nxt, off, mss, now, count)
                         continue
                 flags = ACK
                 last = size == unsent
@@ -124,11 +124,11 @@ class Sender(Receiver):
                     flags |= PSH
                     if self._fin_queued:
                         flags |= FIN
-                self._transmit(flags, self.snd_nxt, buf.get(off, size), now)
+                self._transmit(flags, self.snd_nxt, off, size, now)
             elif self._fin_queued and self.snd_nxt == self._fin_seq and usable > 0:
                 # The FIN takes a sequence number, so it waits for window like a data byte
                 # (a shut window is probed by the persist timer instead).
-                self._transmit(ACK | FIN, self.snd_nxt, b"", now)
+                self._transmit(ACK | FIN, self.snd_nxt, off, 0, now)
             else:
                 break
         # Persist timer (§3.8.6.1): data waits and nothing is outstanding, so no ACK will
@@ -155,49 +155,60 @@ class Sender(Receiver):
             self.timers.pace = now + wait
         return False
 
-    def _transmit(self, flags: int, seq: int, payload: bytes, now: float) -> None:
-        seg = self._segment(flags, seq, payload)
-        end = seq_add(seq, seg.seg_len)
-        if seq_lt(seq, self.snd_max):
-            self.stats_counters["retransmits"] += 1
+    def _transmit(
+        self, flags: int, seq: int, off: int, size: int, now: float, count: int = 1
+    ) -> None:
+        """Send ``count`` segments of ``size`` bytes each from stream offset ``off``
+        (sequence number ``seq``), every one with ``flags``, and do the sending bookkeeping
+        once for all of them: SND.NXT and SND.MAX, the RTT sample (Karn's rule), the sent
+        log, the timers. ``count`` > 1 only for full segments of new data (the run sender
+        sends a window of them in one go); ``size`` 0 is a FIN alone."""
+        get = self._sendbuf.get
+        segment = self._segment
+        if count == 1:
+            payload = get(off, size) if size else b""
+            size = len(payload)
+            segs = [segment(flags, seq, payload)]
+        else:
+            segs = [
+                segment(flags, (seq + i * size) & _MASK, get(off + i * size, size))
+                for i in range(count)
+            ]
+        sent = count * size
+        end = (seq + sent + (1 if flags & FIN else 0)) & _MASK
+        snd_max = self.snd_max
+        if seq_lt(seq, snd_max):
+            self.stats_counters["retransmits"] += count
             self._retx_tsval = self._tsval()
         elif self._rtt_seq is None and self._retries == 0:
             self._rtt_seq, self._rtt_time = seq, now
-        if self.snd_una == self.snd_max:
+        if self.snd_una == snd_max:
             self._una_since = now
         self.snd_nxt = end
-        if seq_gt(end, self.snd_max):
+        if seq_gt(end, snd_max):
             self.snd_max = end
-        if payload:
-            off = self._stream_offset(seq)
-            self._log.record(off, off + len(payload), now)
-        self._emit(seg, now)
-        if self.timers.rto is None:
-            self.timers.rto = now + self.rtt.rto
+        if size:
+            if count == 1:
+                self._log.record(off, off + size, now)
+            else:
+                self._log.record_run(off, size, count, now)
+        if self._amp is None:
+            # _emit() for each, in one pass: no amplification budget to spend, and every
+            # segment carries the same ACK.
+            self._out.extend(segs)
+            if flags & ACK:
+                self._ack_sent(self.rcv_nxt)
+            counters = self.stats_counters
+            counters["segments_sent"] += count
+            counters["bytes_sent"] += sent
+        else:
+            for seg in segs:
+                self._emit(seg, now)
+        timers = self.timers
+        if timers.rto is None:
+            timers.rto = now + self.rtt.rto
         if not self._bursting:
             self._arm_tlp(now)  # a run arms it once, at its end
-
-    def _transmit_new(self, off: int, size: int, count: int, now: float) -> None:
-        """_transmit() for ``count`` new full segments of plain data from stream offset
-        ``off``: one pass of the bookkeeping, the same segments."""
-        seq = self.snd_nxt
-        if self._rtt_seq is None and self._retries == 0:
-            self._rtt_seq, self._rtt_time = seq, now
-        if self.snd_una == self.snd_max:
-            self._una_since = now
-        get = self._sendbuf.get
-        segment = self._segment
-        out = self._out
-        for i in range(count):
-            out.append(segment(ACK, (seq + i * size) & _MASK, get(off + i * size, size)))
-        self._log.record_run(off, size, count, now)
-        self.snd_nxt = self.snd_max = (seq + count * size) & _MASK
-        self._ack_sent(self.rcv_nxt)  # as _emit() does for each: every one carries our ACK
-        counters = self.stats_counters
-        counters["segments_sent"] += count
-        counters["bytes_sent"] += count * size
-        if self.timers.rto is None:
-            self.timers.rto = now + self.rtt.rto
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
         burst = self._burst
