@@ -218,7 +218,7 @@ class Arrival(LossRecovery):
             return False
         if payload and (
             len(payload) > seq_diff(self._rcv_adv, self.rcv_nxt)
-            or self._reassembly
+            or self._reassembly.size > 0  # bool(), without the call
             or not self._reading
             or self._discard_input
         ):

@@ -52,16 +52,18 @@ class LossRecovery(PathMtu):
     def _ack_advances(self, ack: int, now: float, tsecr: int = 0) -> int:
         """Move SND.UNA to ``ack``: free acknowledged data, take an RTT sample, re-arm RTO."""
         acked = seq_diff(ack, self.snd_una)
+        # Its stream offset, once (acknowledging moves the buffer's start, not the offset).
+        off = self._stream_offset(ack)
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack  # after a go-back-N rewind, originals were acknowledged
-        self._sendbuf.acknowledge(self._stream_offset(ack))
+        self._sendbuf.acknowledge(off)
         if self._sb:
-            self._sb.prune(self._stream_offset(ack))
+            self._sb.prune(off)
         if self._log:
-            self._log.acknowledge(self._stream_offset(ack), now, self.rtt.min_rtt or 0.0)
+            self._log.acknowledge(off, now, self.rtt.min_rtt or 0.0)
         if self._probe is not None:
-            self._probe_acknowledged(self._stream_offset(ack))
+            self._probe_acknowledged(off)
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self.cc.on_rtt_sample(now - self._rtt_time, self.rtt.srtt)

@@ -54,7 +54,9 @@ class RttEstimator:
     @property
     def rto(self) -> float:
         """Current retransmission timeout, backoff included, clamped to [rto_min, rto_max]."""
-        return min(max(self._base_rto, self.rto_min) * self._backoff, self.rto_max)
+        base, floor, ceiling = self._base_rto, self.rto_min, self.rto_max
+        rto = (floor if floor > base else base) * self._backoff  # min/max inline: per segment
+        return ceiling if ceiling < rto else rto
 
     def back_off(self) -> None:
         """Double the timeout after it expired (RFC 6298 §5.5)."""

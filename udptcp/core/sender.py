@@ -64,7 +64,7 @@ class Sender(Receiver):
     def _note_cwnd_use(self) -> None:
         """After sending: record whether cwnd bounded the flight (RFC 7661 §4.1's
         "validated" window), per window of data, keeping the strongest signal of it."""
-        flight = self._flight
+        flight = seq_diff(self.snd_max, self.snd_una)  # self._flight, without the call
         limited = flight + self._eff_mss > self.cc.cwnd
         if (
             limited
@@ -79,6 +79,7 @@ class Sender(Receiver):
         buf = self._sendbuf
         mss = self._eff_mss - (self._sack_option_len() if self.sack_ok else 0)
         sb = self._sb
+        pacing = self.config.pacing  # _may_send() lets everything through without it
         while True:
             off = self._stream_offset(self.snd_nxt)
             unsent = buf.end - off
@@ -95,27 +96,31 @@ class Sender(Receiver):
             if unsent > 0 and self._pmtu_high > self._pmtu_low and self._maybe_probe(off, now):
                 continue
             cwnd = self.cc.cwnd
-            if 0 < self._dupacks < 3 and not self._in_recovery:
+            dupacks = self._dupacks
+            if 0 < dupacks < 3 and not self._in_recovery:
                 # RFC 3042 limited transmit: each of the first two duplicate ACKs lets one
                 # new segment out, so a small window still produces three duplicates.
-                cwnd += self._dupacks * mss
-            wnd = min(self.snd_wnd, cwnd)
-            usable = wnd - seq_diff(self.snd_nxt, self.snd_una)
+                cwnd += dupacks * mss
+            snd_wnd = self.snd_wnd
+            # min() written out here and below: this runs for every segment sent.
+            usable = (cwnd if cwnd < snd_wnd else snd_wnd) - seq_diff(self.snd_nxt, self.snd_una)
             if unsent > 0:
-                size = min(run, mss, usable)
+                size = mss if mss < run else run
+                if usable < size:
+                    size = usable
                 if size <= 0:
                     break
                 if size < run and size < mss and size < self.max_snd_wnd // 2 and not override_sws:
                     break  # sender-side silly window avoidance (RFC 1122 §4.2.3.4)
                 if not self.nodelay and size < mss and self.snd_nxt != self.snd_una:
                     break  # Nagle (RFC 896): one small segment outstanding at a time
-                if not self._may_send(size, now):
+                if pacing and not self._may_send(size, now):
                     break
                 if size == mss < unsent and self.snd_nxt == self.snd_max and not sb:
                     # New data in full segments, more waiting behind them: send as many as
                     # the window allows in one go.
                     count = min((unsent - 1) // mss, usable // mss)
-                    if not self.config.pacing and self._pmtu_high <= self._pmtu_low:
+                    if not pacing and self._pmtu_high <= self._pmtu_low:
                         self._transmit(ACK, self.snd_nxt, off, mss, now, count)
                         continue
                 flags = ACK
@@ -218,8 +223,11 @@ class Sender(Receiver):
             window, options = burst
         else:
             options = None
-            blocks = self._sack_blocks() if self.sack_ok else ()
             dsack = self._dsack is not None
+            # _sack_blocks() has none without a D-SACK or held data (asked inline: per segment).
+            blocks = (
+                self._sack_blocks() if self.sack_ok and (dsack or self._reassembly.size > 0) else ()
+            )
             if self.ts_enabled or blocks:
                 # RFC 7323 §3.2: once agreed, every segment carries a timestamp.
                 ts = (self._tsval(), self.ts_recent) if self.ts_enabled else None
