@@ -130,6 +130,10 @@ class Sender(Receiver):
                     if self._fin_queued:
                         flags |= FIN
                 self._transmit(flags, self.snd_nxt, off, size, now)
+                if last:
+                    # All sent (the FIN too, if queued), and SND.NXT is now SND.MAX: another
+                    # turn would find nothing to send and nothing to skip.
+                    break
             elif self._fin_queued and self.snd_nxt == self._fin_seq and usable > 0:
                 # The FIN takes a sequence number, so it waits for window like a data byte
                 # (a shut window is probed by the persist timer instead).
