@@ -268,7 +268,10 @@ class Receiver(ControlBlock):
 
     def _sack_option_len(self) -> int:
         """Bytes the SACK blocks add to a segment (NOP, NOP, kind, length, 8 per block)."""
-        n = (1 if self._dsack is not None else 0) + self._reassembly.run_count  # O(1)
+        reassembly = self._reassembly
+        if self._dsack is None and reassembly.size == 0:
+            return 0  # nothing held, so no runs (asked per sending turn: spare the calls)
+        n = (1 if self._dsack is not None else 0) + reassembly.run_count  # O(1)
         n = min(n, 3 if self.ts_enabled else 4)
         return 4 + 8 * n if n else 0
 

@@ -388,24 +388,28 @@ class LossRecovery(PathMtu):
         start long before the retransmission timeout.
         """
         srtt = self.rtt.srtt
+        timers = self.timers
         if not self.sack_ok or srtt is None or self._tlp_out >= _MAX_TLPS or self._retries:
-            self.timers.pto = None
+            timers.pto = None
             return
-        if self.snd_una == self.snd_max:
-            self.timers.pto = None
+        snd_una, snd_max = self.snd_una, self.snd_max
+        if snd_una == snd_max:
+            timers.pto = None
             return
         pto = 2 * srtt
-        if self._flight <= self._eff_mss:
+        if seq_diff(snd_max, snd_una) <= self._eff_mss:  # the flight
             pto += _WC_DELACK  # a lone segment may be waiting on a delayed ACK
-        pto = max(pto, 0.01)
+        if pto < 0.01:  # max() written out: this runs for every flight sent
+            pto = 0.01
         deadline = now + pto
-        if self.timers.rto is not None and deadline > self.timers.rto:
+        rto = timers.rto
+        if rto is not None and deadline > rto:
             # §7.2: if the RTO would fire first, the probe goes out at the RTO's time in its
             # place (and restarts it, §7.3). On a long path the RTO floor is below 2 SRTT:
             # without this, a lost ACK (one per train of a small window) or a lost
             # retransmission always ends in a timeout and a one-segment window.
-            deadline = self.timers.rto
-        self.timers.pto = deadline
+            deadline = rto
+        timers.pto = deadline
 
     def _send_tlp(self, now: float) -> None:
         """RFC 8985 §7.3: send one new segment if allowed, else the last one again."""

@@ -36,9 +36,12 @@ class RttEstimator:
 
     def sample(self, rtt: float) -> None:
         """Feed one RTT measurement (never from a retransmitted segment: Karn's rule)."""
-        rtt = max(rtt, 0.0)
+        # min/max written out: one sample per acknowledgment.
+        if 0.0 > rtt:
+            rtt = 0.0
         self.latest = rtt
-        self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
+        min_rtt = self.min_rtt
+        self.min_rtt = rtt if min_rtt is None or rtt < min_rtt else min_rtt
         if self.srtt is None:
             # RFC 6298 §2.2: first measurement.
             self.srtt = rtt
