@@ -62,17 +62,20 @@ class Arrival(LossRecovery):
         """
         taken = 0
         events = self._events
-        before = len(events)
+        checked = len(events)  # events before this index are the caller's, or data
         self._batch = True
         try:
             for seg in segments:
                 taken += 1
                 self._receive_one(seg, now)
-                if self.state is S.CLOSED or (
-                    len(events) > before
-                    and any(type(ev) is not DataReceived for ev in events[before:])
-                ):
+                if self.state is S.CLOSED:
                     break
+                if len(events) > checked:
+                    # Only the events new since the last look: the train's data is one
+                    # event, appended once, so each event is looked at once.
+                    if any(type(ev) is not DataReceived for ev in events[checked:]):
+                        break
+                    checked = len(events)
                 if self._ack_now and self.state in _ACKS:
                     self._emit(self._segment(ACK, self._ack_seq), now)
         finally:
