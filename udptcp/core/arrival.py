@@ -26,6 +26,12 @@ from .state import Cause
 
 # RFC 5961 §7: bound challenge ACKs so they cannot be used as an amplifier.
 _CHALLENGE_ACKS_PER_SECOND = 10
+
+# The states every segment is tested against, as plain names: an Enum member looked up
+# on its class costs several times a global's lookup, and this runs per segment.
+_ESTABLISHED = S.ESTABLISHED
+_CLOSED = S.CLOSED
+
 # Least time between two SYN-ACKs that duplicate SYNs earn in SYN-RECEIVED (Linux bounds
 # such out-of-window answers by tcp_invalid_ratelimit, 500 ms): a burst of copies of one
 # SYN gets one answer, not one each.
@@ -68,7 +74,7 @@ class Arrival(LossRecovery):
             for seg in segments:
                 taken += 1
                 self._receive_one(seg, now)
-                if self.state is S.CLOSED:
+                if self.state is _CLOSED:
                     break
                 if len(events) > checked:
                     # Only the events new since the last look: the train's data is one
@@ -95,7 +101,7 @@ class Arrival(LossRecovery):
         self._silent_rounds = self._unreach_round = self._unreach_streak = 0
         self._probing_since = None
         st = self.state
-        if st is S.ESTABLISHED and self._predicted(seg, now):
+        if st is _ESTABLISHED and self._predicted(seg, now):
             pass
         elif st is S.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
