@@ -1,7 +1,7 @@
 """The bulk-data fast paths and receive trains.
 
 Header prediction (``Connection._predicted``) and sending runs of new segments
-(``Connection._transmit_new``, with the window field and options a run shares) must change
+(``Connection._transmit`` with a count, with the window field and options a run shares) must change
 nothing but speed: a differential test plays the same lossy, reordering exchange with them
 and with the general path and compares every byte sent and every event. ``receive_many``
 changes what it is meant to: one ACK per train for in-order data, one ``DataReceived``.
@@ -27,11 +27,15 @@ def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Turn the fast paths off: every segment goes through the general code."""
     monkeypatch.setattr(Connection, "_predicted", lambda self, seg, now: False)
 
-    def one_by_one(self: Connection, off: int, size: int, count: int, now: float) -> None:
-        for i in range(count):
-            self._transmit(ACK, self.snd_nxt, self._sendbuf.get(off + i * size, size), now)
+    transmit = Connection._transmit
 
-    monkeypatch.setattr(Connection, "_transmit_new", one_by_one)
+    def one_by_one(
+        self: Connection, flags: int, seq: int, off: int, size: int, now: float, count: int = 1
+    ) -> None:
+        for i in range(count):
+            transmit(self, flags, self.snd_nxt, off + i * size, size, now)
+
+    monkeypatch.setattr(Connection, "_transmit", one_by_one)
     original = Connection._segment
 
     def fresh_segment(self: Connection, flags: int, seq: int, payload: bytes = b"") -> Segment:
@@ -121,19 +125,21 @@ def test_fast_paths_send_exactly_what_the_general_path_sends(
 
 def test_the_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"predicted": 0, "runs": 0}
-    predicted, runs = Connection._predicted, Connection._transmit_new
+    predicted, transmit = Connection._predicted, Connection._transmit
 
     def counting_predicted(self: Connection, seg: Segment, now: float) -> bool:
         taken = predicted(self, seg, now)
         calls["predicted"] += taken
         return taken
 
-    def counting_runs(self: Connection, off: int, size: int, count: int, now: float) -> None:
-        calls["runs"] += 1
-        runs(self, off, size, count, now)
+    def counting_runs(
+        self: Connection, flags: int, seq: int, off: int, size: int, now: float, count: int = 1
+    ) -> None:
+        calls["runs"] += count > 1
+        transmit(self, flags, seq, off, size, now, count)
 
     monkeypatch.setattr(Connection, "_predicted", counting_predicted)
-    monkeypatch.setattr(Connection, "_transmit_new", counting_runs)
+    monkeypatch.setattr(Connection, "_transmit", counting_runs)
     _exchange(0, Config(keepalive=False), trains=True)
     assert calls["predicted"] > 50 and calls["runs"] > 5
 

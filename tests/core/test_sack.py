@@ -130,6 +130,25 @@ def test_without_sack_the_same_burst_needs_many_more_round_trips():
     assert not a.sack_ok
 
 
+def test_without_sack_the_third_duplicate_ack_resends_the_first_segment_and_restarts_the_rto():
+    a, b = _pair(CFG.replace(initial_window=10), sack=False)
+    a.send(b"z" * 1452 * 6, 0.0)
+    segs = a.take_segments()
+    assert len(segs) == 6 and a.timers.rto == a.rtt.rto  # armed at time 0
+    for s in segs[1:]:  # the first is lost: each later one draws a duplicate ACK
+        b.receive(s, 0.01)
+    dups = b.take_segments()
+    assert len(dups) == 5 and {s.ack for s in dups} == {segs[0].seq}
+    for s in dups:
+        a.receive(s, 0.5)
+    resent = [s for s in a.take_segments() if s.payload]
+    # RFC 6582 §3.2 step 2: SND.UNA's segment once (nothing new is left to send), and
+    # the retransmission timer starts over from the repair.
+    assert [(s.seq, s.payload) for s in resent] == [(segs[0].seq, segs[0].payload)]
+    assert a.timers.rto == 0.5 + a.rtt.rto
+    assert a.stats()["fast_retransmits"] == 1 and a.stats()["retransmits"] == 1
+
+
 def test_go_back_n_after_a_timeout_skips_what_was_sacked():
     a, b = _pair(CFG.replace(initial_window=10))
     a.send(b"y" * 1452 * 10, 0.0)

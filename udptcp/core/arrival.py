@@ -26,6 +26,12 @@ from .state import Cause
 
 # RFC 5961 §7: bound challenge ACKs so they cannot be used as an amplifier.
 _CHALLENGE_ACKS_PER_SECOND = 10
+
+# The states every segment is tested against, as plain names: an Enum member looked up
+# on its class costs several times a global's lookup, and this runs per segment.
+_ESTABLISHED = S.ESTABLISHED
+_CLOSED = S.CLOSED
+
 # Least time between two SYN-ACKs that duplicate SYNs earn in SYN-RECEIVED (Linux bounds
 # such out-of-window answers by tcp_invalid_ratelimit, 500 ms): a burst of copies of one
 # SYN gets one answer, not one each.
@@ -62,17 +68,20 @@ class Arrival(LossRecovery):
         """
         taken = 0
         events = self._events
-        before = len(events)
+        checked = len(events)  # events before this index are the caller's, or data
         self._batch = True
         try:
             for seg in segments:
                 taken += 1
                 self._receive_one(seg, now)
-                if self.state is S.CLOSED or (
-                    len(events) > before
-                    and any(type(ev) is not DataReceived for ev in events[before:])
-                ):
+                if self.state is _CLOSED:
                     break
+                if len(events) > checked:
+                    # Only the events new since the last look: the train's data is one
+                    # event, appended once, so each event is looked at once.
+                    if any(type(ev) is not DataReceived for ev in events[checked:]):
+                        break
+                    checked = len(events)
                 if self._ack_now and self.state in _ACKS:
                     self._emit(self._segment(ACK, self._ack_seq), now)
         finally:
@@ -92,7 +101,7 @@ class Arrival(LossRecovery):
         self._silent_rounds = self._unreach_round = self._unreach_streak = 0
         self._probing_since = None
         st = self.state
-        if st is S.ESTABLISHED and self._predicted(seg, now):
+        if st is _ESTABLISHED and self._predicted(seg, now):
             pass
         elif st is S.SYN_SENT:
             self._receive_in_syn_sent(seg, now)
@@ -218,7 +227,7 @@ class Arrival(LossRecovery):
             return False
         if payload and (
             len(payload) > seq_diff(self._rcv_adv, self.rcv_nxt)
-            or self._reassembly
+            or self._reassembly.size > 0  # bool(), without the call
             or not self._reading
             or self._discard_input
         ):

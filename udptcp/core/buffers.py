@@ -33,7 +33,7 @@ class SendBuffer:
     @property
     def end(self) -> int:
         """Stream offset just past the last byte written."""
-        return self.start + len(self)
+        return self.start + len(self._buf) - self._head  # len(self), without the call
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
@@ -45,7 +45,10 @@ class SendBuffer:
 
     def acknowledge(self, upto: int) -> None:
         """Drop every byte before stream offset ``upto``."""
-        n = min(upto - self.start, len(self))
+        n = upto - self.start
+        held = len(self._buf) - self._head
+        if n > held:
+            n = held
         if n <= 0:
             return
         self._head += n

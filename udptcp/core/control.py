@@ -393,7 +393,8 @@ class ControlBlock:
         """Data bytes per full segment: the smaller MSS, less the options every segment
         carries (options shrink the data, so the datagram stays within the payload budget:
         docs/architecture.md#wire-format)."""
-        return min(self._send_cap, self.peer_mss) - (_TIMESTAMPS_LEN if self.ts_enabled else 0)
+        cap, peer = self._send_cap, self.peer_mss  # min() inline: asked several times a segment
+        return (peer if peer < cap else cap) - (_TIMESTAMPS_LEN if self.ts_enabled else 0)
 
     @property
     def _flight(self) -> int:

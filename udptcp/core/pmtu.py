@@ -50,7 +50,7 @@ class PathMtu(Sender):
         self._probe = (off, off + data, size)
         self.stats_counters["pmtu_probes"] += 1
         last = off + data == self._sendbuf.end
-        self._transmit(ACK | (PSH if last else 0), self.snd_nxt, self._sendbuf.get(off, data), now)
+        self._transmit(ACK | (PSH if last else 0), self.snd_nxt, off, data, now)
         return True
 
     def _probe_acknowledged(self, upto: int) -> None:

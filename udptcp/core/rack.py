@@ -301,12 +301,15 @@ class SentLog:
     def _delivered(self, seg: Sent, now: float, min_rtt: float) -> None:
         if not seg.retransmitted and seg.end < self._delivered_end_before:
             self.reordering_seen = True
-        self._delivered_end = max(self._delivered_end, seg.end)
+        if seg.end > self._delivered_end:
+            self._delivered_end = seg.end
         # RFC 8985 §6.2 step 2: an ACK arriving sooner than min_RTT after a retransmission
         # acknowledges the original, so it says nothing about this transmission's time.
         if seg.retransmitted and now - seg.time < min_rtt:
             return
-        if (seg.time, seg.order) > (self.rack_time, self.rack_order):
+        # (time, order) > (RACK.time, RACK.order), without building the tuples: per segment.
+        rack_time = self.rack_time
+        if seg.time > rack_time or (seg.time == rack_time and seg.order > self.rack_order):
             self.rack_time, self.rack_order = seg.time, seg.order
             self.rack_rtt = now - seg.time
 

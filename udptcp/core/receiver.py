@@ -268,33 +268,43 @@ class Receiver(ControlBlock):
 
     def _sack_option_len(self) -> int:
         """Bytes the SACK blocks add to a segment (NOP, NOP, kind, length, 8 per block)."""
-        n = (1 if self._dsack is not None else 0) + self._reassembly.run_count  # O(1)
+        reassembly = self._reassembly
+        if self._dsack is None and reassembly.size == 0:
+            return 0  # nothing held, so no runs (asked per sending turn: spare the calls)
+        n = (1 if self._dsack is not None else 0) + reassembly.run_count  # O(1)
         n = min(n, 3 if self.ts_enabled else 4)
         return 4 + 8 * n if n else 0
 
-    def _receive_window(self) -> int:
+    def _receive_window(self, current: int | None = None) -> int:
         """Bytes of window to offer now, with receiver-side SWS avoidance (RFC 1122 §4.2.3.3).
 
         The right edge never moves left (§3.8.6.2.1); it moves right only in steps of at
-        least min(buffer/2, MSS).
+        least min(buffer/2, MSS). ``current``: the window now offered, if the caller has it.
+        (min/max are written out: this runs for every segment built.)
         """
         limit = _MAX_WINDOW_FIELD << self.rcv_wscale
         space = self._rcv_space
-        free = min(space - len(self._held), limit)
+        free = space - len(self._held)
+        if free > limit:
+            free = limit
         reassembly = self._reassembly
-        if reassembly:
+        if reassembly.size > 0:  # bool(reassembly), without the call
             # Out-of-order pieces are charged their bookkeeping on top of their bytes
             # (buffers.PIECE_OVERHEAD): offer no more than the buffer can still hold if the
             # window fills. Never below the edge already offered (the return below and
             # _window_field keep it); arrivals that no longer fit are dropped, as Linux does.
-            free = min(
-                free,
-                self.config.receive_buffer - len(self._held) - reassembly.charge + reassembly.size,
+            room = (
+                self.config.receive_buffer - len(self._held) - reassembly.charge + reassembly.size
             )
-        current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
-        if free - current < min(space // 2, self.mss) and free != current:
-            return min(current, limit)
-        return max(free, 0)
+            if room < free:
+                free = room
+        if current is None:
+            current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
+        step = space // 2
+        mss = self.mss
+        if free - current < (mss if mss < step else step) and free != current:
+            return limit if limit < current else current
+        return free if free > 0 else 0
 
     def _window_field(self, syn: bool = False) -> int:
         """The window field of an outgoing segment; records the right edge it advertises.
@@ -303,9 +313,18 @@ class Receiver(ControlBlock):
         hold still the field rounds up instead (as Linux does): the edge never moves left.
         """
         shift = 0 if syn else self.rcv_wscale
-        current = max(seq_diff(self._rcv_adv, self.rcv_nxt), 0)
-        field = min(max(self._receive_window() >> shift, -(-current >> shift)), _MAX_WINDOW_FIELD)
-        self._rcv_adv = seq_add(self.rcv_nxt, max(field << shift, current))
+        rcv_nxt = self.rcv_nxt
+        current = seq_diff(self._rcv_adv, rcv_nxt)
+        if current < 0:
+            current = 0
+        field = self._receive_window(current) >> shift
+        held = -(-current >> shift)  # the edge already offered, rounded up
+        if held > field:
+            field = held
+        if field > _MAX_WINDOW_FIELD:
+            field = _MAX_WINDOW_FIELD
+        edge = field << shift
+        self._rcv_adv = seq_add(rcv_nxt, edge if edge > current else current)
         return field
 
     def _window_update_due(self) -> bool:

@@ -52,16 +52,18 @@ class LossRecovery(PathMtu):
     def _ack_advances(self, ack: int, now: float, tsecr: int = 0) -> int:
         """Move SND.UNA to ``ack``: free acknowledged data, take an RTT sample, re-arm RTO."""
         acked = seq_diff(ack, self.snd_una)
+        # Its stream offset, once (acknowledging moves the buffer's start, not the offset).
+        off = self._stream_offset(ack)
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack  # after a go-back-N rewind, originals were acknowledged
-        self._sendbuf.acknowledge(self._stream_offset(ack))
+        self._sendbuf.acknowledge(off)
         if self._sb:
-            self._sb.prune(self._stream_offset(ack))
+            self._sb.prune(off)
         if self._log:
-            self._log.acknowledge(self._stream_offset(ack), now, self.rtt.min_rtt or 0.0)
+            self._log.acknowledge(off, now, self.rtt.min_rtt or 0.0)
         if self._probe is not None:
-            self._probe_acknowledged(self._stream_offset(ack))
+            self._probe_acknowledged(off)
         if self._rtt_seq is not None and seq_gt(ack, self._rtt_seq):
             self.rtt.sample(now - self._rtt_time)
             self.cc.on_rtt_sample(now - self._rtt_time, self.rtt.srtt)
@@ -177,7 +179,7 @@ class LossRecovery(PathMtu):
             else:
                 # Partial acknowledgment: the next hole was lost too; repair it now and
                 # deflate the window by what was acknowledged (RFC 6582 §3.2 step 3).
-                self._retransmit_una(now)
+                self._retransmit(self._stream_offset(self.snd_una), now, newreno=True)
                 cc.on_partial_ack(acked)
         else:
             # RFC 9438 §5.8: no growth for a window the flight did not fill (a sender held
@@ -217,7 +219,7 @@ class LossRecovery(PathMtu):
             self._inflation_left = max(self._flight - 3 * mss, 0)
             self.cc.on_loss(self._flight, now)
             self.stats_counters["fast_retransmits"] += 1
-            self._retransmit_una(now)
+            self._retransmit(self._stream_offset(self.snd_una), now, newreno=True)
 
     def _detect_losses(self, now: float) -> None:
         """Deem outstanding segments lost (RACK, RFC 8985 §6; DupThresh, RFC 6675 §4) and
@@ -249,7 +251,7 @@ class LossRecovery(PathMtu):
             self._probe_lost(now)
             if log.lost_bytes() == probe_end - first.start:
                 off = first.start
-                while off < probe_end and self._retransmit_range(off, now, probe_end):
+                while off < probe_end and self._retransmit(off, now, probe_end):
                     off += min(self._eff_mss, probe_end - off)
                 return
         if not self._in_recovery and seq_ge(self.snd_una, self._recover):
@@ -272,7 +274,7 @@ class LossRecovery(PathMtu):
             # Step 4.3: the first segment deemed lost goes out whatever pipe says.
             first = log.first_lost()
             if first is not None:
-                self._retransmit_range(first.start, now, first.end)
+                self._retransmit(first.start, now, first.end)
 
     def _prr_on_ack(self, delivered: int) -> None:
         """RFC 6937 §3.1: set cwnd for an ACK in SACK recovery that reported ``delivered``
@@ -316,7 +318,7 @@ class LossRecovery(PathMtu):
         """
         lost = self._log.first_lost()
         if lost is not None:
-            return self._retransmit_range(lost.start, now, lost.end)
+            return self._retransmit(lost.start, now, lost.end)
         una = self._stream_offset(self.snd_una)
         sent = self._stream_offset(self.snd_max)
         buf_end = self._sendbuf.end + (1 if self._fin_queued else 0)
@@ -327,13 +329,22 @@ class LossRecovery(PathMtu):
                 flags = ACK
                 if sent + size == self._sendbuf.end:
                     flags |= PSH | (FIN if self._fin_queued else 0)
-                self._transmit(flags, self.snd_max, self._sendbuf.get(sent, size), now)
+                self._transmit(flags, self.snd_max, sent, size, now)
                 return True
         return False
 
-    def _retransmit_range(self, off: int, now: float, end: int | None = None) -> bool:
+    def _retransmit(
+        self, off: int, now: float, end: int | None = None, *, newreno: bool = False
+    ) -> bool:
         """Send again the data from stream offset ``off``, up to one segment (or ``end``),
-        stopping at the next SACKed range; the FIN rides along when the data ends there."""
+        stopping at the next SACKed range; the FIN rides along when the data ends there.
+        Returns False if there was nothing to send.
+
+        ``newreno``: the repair of the first unacknowledged segment in recovery without
+        SACK (RFC 6582 §3.2 steps 2 and 3). Nothing is SACKed there and RACK does not
+        run, so the sent log and the timestamp of the latest retransmission are left as
+        they are; and the retransmission timer restarts rather than keeps running.
+        """
         buf = self._sendbuf
         sent_end = self._sent_end
         limit = self._sb.next_sacked(off)
@@ -343,19 +354,20 @@ class LossRecovery(PathMtu):
         # peer's SACK blocks or window made of the log (new data goes by _transmit).
         size = min(self._eff_mss, sent_end - off, (limit - off) if limit is not None else 1 << 62)
         seq = seq_add(self.iss, 1 + off)
+        # The FIN again only if it was sent (SND.MAX is past it).
+        fin = self._fin_queued and seq_gt(self.snd_max, self._fin_seq)
         if size > 0:
             flags = ACK
             if off + size == buf.end:
-                flags |= PSH
-                if self._fin_queued and seq_gt(self.snd_max, self._fin_seq):
-                    flags |= FIN
+                flags |= PSH | (FIN if fin else 0)
             seg = self._segment(flags, seq, buf.get(off, size))
-        elif self._fin_queued and off == buf.end and seq_gt(self.snd_max, self._fin_seq):
+        elif fin and off == buf.end:
             seg = self._segment(ACK | FIN, seq)
         else:
             return False
-        self._log.record(off, off + size, now)
-        self._retx_tsval = self._tsval()
+        if not newreno:
+            self._log.record(off, off + size, now)
+            self._retx_tsval = self._tsval()
         if self._undo_cwnd is not None and self._in_recovery:
             # Counted for RFC 3708 while the recovery lasts (a probe sent after it is not
             # one of its retransmissions, and would grow the record without bound).
@@ -364,30 +376,9 @@ class LossRecovery(PathMtu):
         self._rtt_seq = None
         self.stats_counters["retransmits"] += 1
         self._emit(seg, now)
-        if self.timers.rto is None:
+        if newreno or self.timers.rto is None:
             self.timers.rto = now + self.rtt.rto
         return True
-
-    def _retransmit_una(self, now: float) -> None:
-        """Send the first unacknowledged segment again without moving SND.NXT."""
-        seq = self.snd_una
-        off = self._stream_offset(seq)
-        size = min(self._eff_mss, self._sent_end - off)
-        if size > 0:
-            flags = ACK
-            if off + size == self._sendbuf.end:
-                flags |= PSH
-                if self._fin_queued and seq_gt(self.snd_max, self._fin_seq):
-                    flags |= FIN  # the FIN went out with this data originally
-            seg = self._segment(flags, seq, self._sendbuf.get(off, size))
-        elif self._fin_queued and seq == self._fin_seq:
-            seg = self._segment(ACK | FIN, seq)
-        else:
-            return
-        self._rtt_seq = None
-        self.stats_counters["retransmits"] += 1
-        self._emit(seg, now)
-        self.timers.rto = now + self.rtt.rto
 
     def _arm_tlp(self, now: float) -> None:
         """RFC 8985 §7.2: schedule a tail loss probe about two round trips out.
@@ -397,24 +388,28 @@ class LossRecovery(PathMtu):
         start long before the retransmission timeout.
         """
         srtt = self.rtt.srtt
+        timers = self.timers
         if not self.sack_ok or srtt is None or self._tlp_out >= _MAX_TLPS or self._retries:
-            self.timers.pto = None
+            timers.pto = None
             return
-        if self.snd_una == self.snd_max:
-            self.timers.pto = None
+        snd_una, snd_max = self.snd_una, self.snd_max
+        if snd_una == snd_max:
+            timers.pto = None
             return
         pto = 2 * srtt
-        if self._flight <= self._eff_mss:
+        if seq_diff(snd_max, snd_una) <= self._eff_mss:  # the flight
             pto += _WC_DELACK  # a lone segment may be waiting on a delayed ACK
-        pto = max(pto, 0.01)
+        if pto < 0.01:  # max() written out: this runs for every flight sent
+            pto = 0.01
         deadline = now + pto
-        if self.timers.rto is not None and deadline > self.timers.rto:
+        rto = timers.rto
+        if rto is not None and deadline > rto:
             # §7.2: if the RTO would fire first, the probe goes out at the RTO's time in its
             # place (and restarts it, §7.3). On a long path the RTO floor is below 2 SRTT:
             # without this, a lost ACK (one per train of a small window) or a lost
             # retransmission always ends in a timeout and a one-segment window.
-            deadline = self.timers.rto
-        self.timers.pto = deadline
+            deadline = rto
+        timers.pto = deadline
 
     def _send_tlp(self, now: float) -> None:
         """RFC 8985 §7.3: send one new segment if allowed, else the last one again."""
@@ -428,18 +423,18 @@ class LossRecovery(PathMtu):
         if sent < self._sendbuf.end and room > 0:
             size = min(self._eff_mss, self._sendbuf.end - sent, room)
             flags = ACK | (PSH if sent + size == self._sendbuf.end else 0)
-            self._transmit(flags, self.snd_max, self._sendbuf.get(sent, size), now)
+            self._transmit(flags, self.snd_max, sent, size, now)
         else:
             # The highest segment the peer has not SACKed, again: its ACK (or SACK, D-SACK)
             # says what the tail needs.
             unsacked = self._log.highest_unsacked()
             if unsacked is not None:
-                self._retransmit_range(unsacked.start, now, unsacked.end)
+                self._retransmit(unsacked.start, now, unsacked.end)
             else:
                 # Everything sent was SACKed (or only the FIN is outstanding): the last
                 # segment sent, measured back from SND.MAX, never from the buffer's end.
                 last = max(self._sent_end - self._eff_mss, self._stream_offset(self.snd_una))
-                self._retransmit_range(last, now)
+                self._retransmit(last, now)
         self.timers.rto = now + self.rtt.rto  # §7.3: restart the RTO
 
     def _on_retransmission_timeout(self, now: float) -> None:

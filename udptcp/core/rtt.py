@@ -36,9 +36,12 @@ class RttEstimator:
 
     def sample(self, rtt: float) -> None:
         """Feed one RTT measurement (never from a retransmitted segment: Karn's rule)."""
-        rtt = max(rtt, 0.0)
+        # min/max written out: one sample per acknowledgment.
+        if 0.0 > rtt:
+            rtt = 0.0
         self.latest = rtt
-        self.min_rtt = rtt if self.min_rtt is None else min(self.min_rtt, rtt)
+        min_rtt = self.min_rtt
+        self.min_rtt = rtt if min_rtt is None or rtt < min_rtt else min_rtt
         if self.srtt is None:
             # RFC 6298 §2.2: first measurement.
             self.srtt = rtt
@@ -54,7 +57,9 @@ class RttEstimator:
     @property
     def rto(self) -> float:
         """Current retransmission timeout, backoff included, clamped to [rto_min, rto_max]."""
-        return min(max(self._base_rto, self.rto_min) * self._backoff, self.rto_max)
+        base, floor, ceiling = self._base_rto, self.rto_min, self.rto_max
+        rto = (floor if floor > base else base) * self._backoff  # min/max inline: per segment
+        return ceiling if ceiling < rto else rto
 
     def back_off(self) -> None:
         """Double the timeout after it expired (RFC 6298 §5.5)."""

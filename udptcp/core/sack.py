@@ -29,7 +29,10 @@ class Scoreboard:
         self._bytes = 0  # total length of the ranges
 
     def __bool__(self) -> bool:
-        return bool(self._map)
+        # Every range holds at least one byte (add, prune and truncate keep it so), so
+        # this is "any range", without a second call into the map: it is asked several
+        # times a segment.
+        return self._bytes > 0
 
     def __len__(self) -> int:
         return len(self._map)

@@ -64,7 +64,7 @@ class Sender(Receiver):
     def _note_cwnd_use(self) -> None:
         """After sending: record whether cwnd bounded the flight (RFC 7661 §4.1's
         "validated" window), per window of data, keeping the strongest signal of it."""
-        flight = self._flight
+        flight = seq_diff(self.snd_max, self.snd_una)  # self._flight, without the call
         limited = flight + self._eff_mss > self.cc.cwnd
         if (
             limited
@@ -79,6 +79,7 @@ class Sender(Receiver):
         buf = self._sendbuf
         mss = self._eff_mss - (self._sack_option_len() if self.sack_ok else 0)
         sb = self._sb
+        pacing = self.config.pacing  # _may_send() lets everything through without it
         while True:
             off = self._stream_offset(self.snd_nxt)
             unsent = buf.end - off
@@ -95,28 +96,32 @@ class Sender(Receiver):
             if unsent > 0 and self._pmtu_high > self._pmtu_low and self._maybe_probe(off, now):
                 continue
             cwnd = self.cc.cwnd
-            if 0 < self._dupacks < 3 and not self._in_recovery:
+            dupacks = self._dupacks
+            if 0 < dupacks < 3 and not self._in_recovery:
                 # RFC 3042 limited transmit: each of the first two duplicate ACKs lets one
                 # new segment out, so a small window still produces three duplicates.
-                cwnd += self._dupacks * mss
-            wnd = min(self.snd_wnd, cwnd)
-            usable = wnd - seq_diff(self.snd_nxt, self.snd_una)
+                cwnd += dupacks * mss
+            snd_wnd = self.snd_wnd
+            # min() written out here and below: this runs for every segment sent.
+            usable = (cwnd if cwnd < snd_wnd else snd_wnd) - seq_diff(self.snd_nxt, self.snd_una)
             if unsent > 0:
-                size = min(run, mss, usable)
+                size = mss if mss < run else run
+                if usable < size:
+                    size = usable
                 if size <= 0:
                     break
                 if size < run and size < mss and size < self.max_snd_wnd // 2 and not override_sws:
                     break  # sender-side silly window avoidance (RFC 1122 §4.2.3.4)
                 if not self.nodelay and size < mss and self.snd_nxt != self.snd_una:
                     break  # Nagle (RFC 896): one small segment outstanding at a time
-                if not self._may_send(size, now):
+                if pacing and not self._may_send(size, now):
                     break
                 if size == mss < unsent and self.snd_nxt == self.snd_max and not sb:
                     # New data in full segments, more waiting behind them: send as many as
                     # the window allows in one go.
                     count = min((unsent - 1) // mss, usable // mss)
-                    if not self.config.pacing and self._pmtu_high <= self._pmtu_low:
-                        self._transmit_new(off, mss, count, now)
+                    if not pacing and self._pmtu_high <= self._pmtu_low:
+                        self._transmit(ACK, self.snd_nxt, off, mss, now, count)
                         continue
                 flags = ACK
                 last = size == unsent
@@ -124,11 +129,15 @@ class Sender(Receiver):
                     flags |= PSH
                     if self._fin_queued:
                         flags |= FIN
-                self._transmit(flags, self.snd_nxt, buf.get(off, size), now)
+                self._transmit(flags, self.snd_nxt, off, size, now)
+                if last:
+                    # All sent (the FIN too, if queued), and SND.NXT is now SND.MAX: another
+                    # turn would find nothing to send and nothing to skip.
+                    break
             elif self._fin_queued and self.snd_nxt == self._fin_seq and usable > 0:
                 # The FIN takes a sequence number, so it waits for window like a data byte
                 # (a shut window is probed by the persist timer instead).
-                self._transmit(ACK | FIN, self.snd_nxt, b"", now)
+                self._transmit(ACK | FIN, self.snd_nxt, off, 0, now)
             else:
                 break
         # Persist timer (§3.8.6.1): data waits and nothing is outstanding, so no ACK will
@@ -155,49 +164,60 @@ class Sender(Receiver):
             self.timers.pace = now + wait
         return False
 
-    def _transmit(self, flags: int, seq: int, payload: bytes, now: float) -> None:
-        seg = self._segment(flags, seq, payload)
-        end = seq_add(seq, seg.seg_len)
-        if seq_lt(seq, self.snd_max):
-            self.stats_counters["retransmits"] += 1
+    def _transmit(
+        self, flags: int, seq: int, off: int, size: int, now: float, count: int = 1
+    ) -> None:
+        """Send ``count`` segments of ``size`` bytes each from stream offset ``off``
+        (sequence number ``seq``), every one with ``flags``, and do the sending bookkeeping
+        once for all of them: SND.NXT and SND.MAX, the RTT sample (Karn's rule), the sent
+        log, the timers. ``count`` > 1 only for full segments of new data (the run sender
+        sends a window of them in one go); ``size`` 0 is a FIN alone."""
+        get = self._sendbuf.get
+        segment = self._segment
+        if count == 1:
+            payload = get(off, size) if size else b""
+            size = len(payload)
+            segs = [segment(flags, seq, payload)]
+        else:
+            segs = [
+                segment(flags, (seq + i * size) & _MASK, get(off + i * size, size))
+                for i in range(count)
+            ]
+        sent = count * size
+        end = (seq + sent + (1 if flags & FIN else 0)) & _MASK
+        snd_max = self.snd_max
+        if seq_lt(seq, snd_max):
+            self.stats_counters["retransmits"] += count
             self._retx_tsval = self._tsval()
         elif self._rtt_seq is None and self._retries == 0:
             self._rtt_seq, self._rtt_time = seq, now
-        if self.snd_una == self.snd_max:
+        if self.snd_una == snd_max:
             self._una_since = now
         self.snd_nxt = end
-        if seq_gt(end, self.snd_max):
+        if seq_gt(end, snd_max):
             self.snd_max = end
-        if payload:
-            off = self._stream_offset(seq)
-            self._log.record(off, off + len(payload), now)
-        self._emit(seg, now)
-        if self.timers.rto is None:
-            self.timers.rto = now + self.rtt.rto
+        if size:
+            if count == 1:
+                self._log.record(off, off + size, now)
+            else:
+                self._log.record_run(off, size, count, now)
+        if self._amp is None:
+            # _emit() for each, in one pass: no amplification budget to spend, and every
+            # segment carries the same ACK.
+            self._out.extend(segs)
+            if flags & ACK:
+                self._ack_sent(self.rcv_nxt)
+            counters = self.stats_counters
+            counters["segments_sent"] += count
+            counters["bytes_sent"] += sent
+        else:
+            for seg in segs:
+                self._emit(seg, now)
+        timers = self.timers
+        if timers.rto is None:
+            timers.rto = now + self.rtt.rto
         if not self._bursting:
             self._arm_tlp(now)  # a run arms it once, at its end
-
-    def _transmit_new(self, off: int, size: int, count: int, now: float) -> None:
-        """_transmit() for ``count`` new full segments of plain data from stream offset
-        ``off``: one pass of the bookkeeping, the same segments."""
-        seq = self.snd_nxt
-        if self._rtt_seq is None and self._retries == 0:
-            self._rtt_seq, self._rtt_time = seq, now
-        if self.snd_una == self.snd_max:
-            self._una_since = now
-        get = self._sendbuf.get
-        segment = self._segment
-        out = self._out
-        for i in range(count):
-            out.append(segment(ACK, (seq + i * size) & _MASK, get(off + i * size, size)))
-        self._log.record_run(off, size, count, now)
-        self.snd_nxt = self.snd_max = (seq + count * size) & _MASK
-        self._ack_sent(self.rcv_nxt)  # as _emit() does for each: every one carries our ACK
-        counters = self.stats_counters
-        counters["segments_sent"] += count
-        counters["bytes_sent"] += count * size
-        if self.timers.rto is None:
-            self.timers.rto = now + self.rtt.rto
 
     def _segment(self, flags: int, seq: int, payload: bytes = b"") -> Segment:
         burst = self._burst
@@ -207,8 +227,11 @@ class Sender(Receiver):
             window, options = burst
         else:
             options = None
-            blocks = self._sack_blocks() if self.sack_ok else ()
             dsack = self._dsack is not None
+            # _sack_blocks() has none without a D-SACK or held data (asked inline: per segment).
+            blocks = (
+                self._sack_blocks() if self.sack_ok and (dsack or self._reassembly.size > 0) else ()
+            )
             if self.ts_enabled or blocks:
                 # RFC 7323 §3.2: once agreed, every segment carries a timestamp.
                 ts = (self._tsval(), self.ts_recent) if self.ts_enabled else None
