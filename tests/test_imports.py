@@ -160,12 +160,26 @@ def test_udptcp_has_no_import_cycle():
     )
 
 
+#: The endpoint's modules: ``Endpoint`` and the parts it is built from (``endpointbase.py``).
+ENDPOINT_PARTS = (
+    "udptcp.aio.endpoint",
+    "udptcp.aio.endpointbase",
+    "udptcp.aio.sockio",
+    "udptcp.aio.deadlines",
+    "udptcp.aio.routing",
+    "udptcp.aio.passive",
+    "udptcp.aio.connections",
+    "udptcp.aio.limits",
+)
+
+
 def test_the_endpoint_and_the_simulator_share_one_demultiplexer_and_timer_heap():
     """One set of routing rules and one timer structure: the simulator's matrix runs the
     endpoint's. (The simulator's own heap is its network's event queue.)"""
-    # The simulator is simnet (network, clock) with its hosts in simhost.
-    for names in (("udptcp.aio.endpoint",), ("udptcp.tools.simnet", "udptcp.tools.simhost")):
+    # The simulator is simnet (network, clock) with its hosts in simhost; the endpoint is
+    # endpoint.py and the parts it is assembled from.
+    for names in (ENDPOINT_PARTS, ("udptcp.tools.simnet", "udptcp.tools.simhost")):
         imported = {_internal(module) or module for name in names for _, module in _imports(name)}
         assert {"udptcp.core.demux", "udptcp.core.timerheap"} <= imported, names
-    endpoint = {module for _, module in _imports("udptcp.aio.endpoint")}
+    endpoint = {module for name in ENDPOINT_PARTS for _, module in _imports(name)}
     assert "heapq" not in endpoint, "the endpoint keeps a timer heap of its own"

@@ -1,8 +1,9 @@
 """The interface between an endpoint and the transports it carries, as typing protocols.
 
-The endpoint (``endpoint.py``) owns the socket, routes segments, keeps the timer heap and the
-connection limits; a transport (``transport.py``) drives one core connection and talks to the
-application's protocol. Each side uses only what its protocol here names:
+The endpoint (``endpoint.py`` and the parts it is built from, listed in ``endpointbase.py``)
+owns the socket, routes segments, keeps the timer heap and the connection limits; a
+transport (``transport.py``) drives one core connection and talks to the application's
+protocol. Each side uses only what its protocol here names:
 
 * :class:`TransportHost` -- what a transport may ask of its endpoint (send, re-arm its
   deadline, report a state change, be forgotten);
@@ -13,8 +14,8 @@ application's protocol. Each side uses only what its protocol here names:
 * :class:`ExtensionHost` -- the endpoint's internals that its own extensions (secure mode in
   ``securelink.py``, NAT keepalive in ``natkeep.py``) share with it.
 
-So none of these modules imports another one that imports it back: ``endpoint.py`` imports
-``transport.py`` and the extensions, and they import only this module (``tests/
+So none of these modules imports another one that imports it back: the endpoint's modules
+import ``transport.py`` and the extensions, and they import only this module (``tests/
 test_imports.py`` checks that ``udptcp`` has no import cycle).
 """
 
