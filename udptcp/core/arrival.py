@@ -101,7 +101,7 @@ class Arrival(LossRecovery):
                 self._amp.credit(received_size(seg))
             self._receive_synchronizing(seg, now)
         if self.keepalive and self.state in _KEEPALIVE_STATES:
-            self.timers.keepalive = now + self.keepalive_idle
+            self.timers.keepalive = now + self._keepalive_wait  # any segment restarts it
 
     def reflects_own_syn(self, seg: Segment) -> bool:
         """True if ``seg`` is this connection's own SYN, come back: a SYN, no ACK, and our

@@ -37,6 +37,7 @@ from .state import ACCEPTS_WRITES as _ACCEPTS_WRITES
 from .state import KEEPALIVE_STATES as _KEEPALIVE_STATES
 from .state import SYNCHRONIZED as _SYNCHRONIZED
 from .state import TRANSITIONS, Cause, IllegalTransition, LocalProtocolError, State
+from .timers import keepalive_wait
 
 S = State
 C = Cause
@@ -334,6 +335,7 @@ class Connection(Arrival):
         self.keepalive = enabled
         if idle is not None:
             self.keepalive_idle = idle
+            self._keepalive_wait = keepalive_wait(idle, self.iss)
         if interval is not None:
             self.keepalive_interval = interval
         if count is not None:
@@ -341,7 +343,7 @@ class Connection(Arrival):
         if not enabled:
             self.timers.keepalive = None
         elif self.timers.keepalive is None and self.state in _KEEPALIVE_STATES:
-            self.timers.keepalive = self._now + self.keepalive_idle
+            self.timers.keepalive = self._now + self._keepalive_wait
 
     def set_nodelay(self, nodelay: bool) -> None:
         """Turn Nagle's algorithm off (``True``) or on (``False``)."""
@@ -582,7 +584,7 @@ class Connection(Arrival):
             return
         if self.snd_una != self.snd_max or self.unsent_bytes:
             # Data is outstanding: the retransmission or persist timer speaks for us.
-            self.timers.keepalive = now + self.keepalive_idle
+            self.timers.keepalive = now + self._keepalive_wait
             return
         if self._keepalive_unanswered >= self.keepalive_count:
             self._enter_closed(
