@@ -8,7 +8,7 @@ from udptcp.core.config import Config
 from udptcp.core.connection import State
 from udptcp.core.events import ConnectionClosed
 from udptcp.core.segment import ACK
-from udptcp.core.timers import KEEPALIVE_SPREAD
+from udptcp.core.timers import KEEPALIVE_GRAIN, KEEPALIVE_SPREAD
 from udptcp.tools.simnet import Link, SimNet
 
 S = State
@@ -52,7 +52,7 @@ def test_a_silently_dead_peer_is_detected_and_reported_as_timeout():
     assert closed.error.errno == errno.ETIMEDOUT
     # idle (plus at most its spread) + count * interval, plus the last segment's delay.
     elapsed = net.now - start
-    assert 25.0 + 4 * 5.0 - 0.1 <= elapsed <= 25.0 * (1 + KEEPALIVE_SPREAD) + 4 * 5.0 + 1.0
+    assert 25.0 + 4 * 5.0 - 0.1 <= elapsed <= 25.0 * (1 + KEEPALIVE_SPREAD + KEEPALIVE_GRAIN) + 21.0
     assert client.stats()["keepalive_probes"] == 4
 
 
@@ -86,7 +86,7 @@ def test_any_segment_restarts_the_idle_clock_so_a_pair_exchanges_one_probe_per_p
     assert client.state is S.ESTABLISHED and server.state is S.ESTABLISHED
     probes = client.stats()["keepalive_probes"] + server.stats()["keepalive_probes"]
     assert len(entries) == 2 * probes  # every segment is a probe or its ACK
-    assert 400.0 / (25.0 * (1 + KEEPALIVE_SPREAD)) - 1 <= probes <= 400.0 / 25.0
+    assert 400.0 / (25.0 * (1 + KEEPALIVE_SPREAD + KEEPALIVE_GRAIN)) - 1 <= probes <= 400.0 / 25.0
     last_heard = {"a": net.trace[mark - 1].time, "b": net.trace[mark - 1].time}
     for entry in entries:
         # What the sender last received came 0.01 s after the peer sent it.
@@ -114,7 +114,7 @@ def test_probe_deadlines_of_connections_opened_together_are_spread():
     net.run_until(lambda: all(c.state is S.ESTABLISHED for c in clients) and len(b.accepted) == 200)
     opened = net.now
     mark = len(net.trace)
-    net.run_for(25.0 * (1 + KEEPALIVE_SPREAD) + 1.0)
+    net.run_for(25.0 * (1 + KEEPALIVE_SPREAD + KEEPALIVE_GRAIN) + 1.0)
     per_conn: dict[int, list[float]] = {}
     for e in net.trace[mark:]:
         client_port = e.segment.src_port if e.sender == "a" else e.segment.dst_port
@@ -134,6 +134,11 @@ def test_probe_deadlines_of_connections_opened_together_are_spread():
     # The earlier of two uniform shares (whichever side probes) leans early: ~25 in the
     # busiest 0.1 s here, where an unspread set of deadlines puts all 200 in one.
     assert max(per_tenth.values()) <= 50
+    # ... yet they share wake-ups: the deadlines sit on a grid of idle * KEEPALIVE_GRAIN,
+    # so the 200 probes go out at no more than 65 distinct instants.
+    assert len({round(t, 6) for t in times}) <= 65
+    grain = 25.0 * KEEPALIVE_GRAIN
+    assert all(abs(t / grain - round(t / grain)) < 1e-6 for t in times)
 
 
 def test_set_keepalive_idle_changes_when_the_first_probe_goes():
@@ -143,5 +148,5 @@ def test_set_keepalive_idle_changes_when_the_first_probe_goes():
     a.send(client, b"x")  # a segment each way restarts the clock with the new idle time
     net.run_for(99.0)
     assert client.stats()["keepalive_probes"] == 0
-    net.run_for(100.0 * KEEPALIVE_SPREAD + 1.0)
+    net.run_for(100.0 * (KEEPALIVE_SPREAD + KEEPALIVE_GRAIN) + 1.0)
     assert client.stats()["keepalive_probes"] == 1
