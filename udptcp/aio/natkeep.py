@@ -31,8 +31,9 @@ connection is opened, and the address is dropped at the first round that finds n
 connection to it left. A client behind a NAT is the side whose binding expires, and
 outbound traffic is what refreshes it; a server answers nothing (it counts the request as
 ``stun_unhandled``) and keeps no per-client timer, so ten thousand clients cost it ten
-thousand 20-byte datagrams per interval and nothing else, where a TCP keepalive per
-connection costs both sides a probe and an ACK through the whole stack.
+thousand incoming 20-byte datagrams per interval, dropped before any decoding, where a
+TCP keepalive per connection costs both sides a probe and an ACK through the whole stack.
+A server that keeps bindings itself (``nat_keepalive``) answers them as it answers any.
 """
 
 from __future__ import annotations
