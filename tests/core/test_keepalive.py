@@ -150,3 +150,17 @@ def test_set_keepalive_idle_changes_when_the_first_probe_goes():
     assert client.stats()["keepalive_probes"] == 0
     net.run_for(100.0 * (KEEPALIVE_SPREAD + KEEPALIVE_GRAIN) + 1.0)
     assert client.stats()["keepalive_probes"] == 1
+
+
+def test_with_the_default_config_a_dead_peer_is_reported_within_the_documented_time():
+    # Config's documented bound: keepalive_idle (+ up to 1/16 spread, + one grid step)
+    # + keepalive_count * keepalive_interval, i.e. 5 min 20 s to 5 min 39 s.
+    default = Config()
+    net, a, b, client, server = _pair(config=default)
+    start = net.now
+    net.link("b", "a").loss = net.link("a", "b").loss = 1.0
+    net.run_until(lambda: client.is_closed, timeout=400)
+    assert isinstance(a.closed_with(client).error, TimeoutError)
+    elapsed = net.now - start
+    assert 320.0 - 0.1 <= elapsed <= 339.1 + 0.1
+    assert client.stats()["keepalive_probes"] == default.keepalive_count
