@@ -11,10 +11,12 @@ memory and CPU are measured apart):
   bytes of a whole connection in TIME-WAIT, measured on the sans-I/O core;
 * ``idle``: ``--connections`` idle connections: client bytes per connection (tracemalloc and
   RSS), then CPU of the client and server processes over ``--seconds`` (tracemalloc off),
-  which takes in the keepalive probes (``Config.keepalive_idle``, 25 s by default).
+  which takes in the keepalive probes (``Config.keepalive_idle``, 300 s by default) and
+  the NAT binding keepalives (``Config.path_keepalive``, 25 s).
 
 Prints one JSON object. Figures depend on the machine and its load: compare runs on one
-machine. ``--keepalive-idle`` changes the probe interval for a what-if.
+machine. ``--keepalive-idle`` changes the probe interval for a what-if, ``--path-keepalive``
+the NAT binding keepalive's (0 turns it off).
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ async def idle(
     tracemalloc.stop()
     rss = rss_bytes() - rss_before - overhead
     probes_before = _keepalive_probes(transports)
+    paths_before = _path_keepalives(transports)
     cpu_client, cpu_server = time.process_time(), _cpu_seconds(server_pid)
     drops = _udp_rcvbuf_errors()
     t0 = time.monotonic()
@@ -241,6 +244,7 @@ async def idle(
     cpu_client = time.process_time() - cpu_client
     cpu_server = _cpu_seconds(server_pid) - cpu_server
     probes = _keepalive_probes(transports) - probes_before
+    paths = _path_keepalives(transports) - paths_before
     drops = _udp_rcvbuf_errors() - drops
     alive = sum(1 for t in transports if not t.is_closing())
     for transport in transports:
@@ -253,11 +257,18 @@ async def idle(
         "client_rss_bytes_per_conn": round(rss / len(transports)),
         "window_s": round(elapsed, 1),
         "client_keepalive_probes": probes,
+        "client_path_keepalives": paths,
         "udp_rcvbuf_drops_system_wide": drops,
         "client_cpu_pct": round(100 * cpu_client / elapsed, 3),
         "server_cpu_pct": round(100 * cpu_server / elapsed, 3),
         **({"client_profile": top} if top else {}),
     }
+
+
+def _path_keepalives(transports: list[asyncio.Transport]) -> int:
+    """NAT binding requests the client endpoints sent (``Config.path_keepalive``)."""
+    endpoints = {id(t.endpoint): t.endpoint for t in transports}  # type: ignore[attr-defined]
+    return sum(e.statistics().get("nat_keepalives_sent", 0) for e in endpoints.values())
 
 
 def _keepalive_probes(transports: list[asyncio.Transport]) -> int:
@@ -269,7 +280,7 @@ def _keepalive_probes(transports: list[asyncio.Transport]) -> int:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    config = Config(keepalive_idle=args.keepalive_idle)
+    config = Config(keepalive_idle=args.keepalive_idle, path_keepalive=args.path_keepalive or None)
     child = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(args.connections), str(args.keepalive_idle)],
         stdin=subprocess.PIPE,
@@ -306,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=30.0, help="idle CPU window")
     parser.add_argument("--keepalive-idle", type=float, default=Config().keepalive_idle)
+    parser.add_argument(
+        "--path-keepalive", type=float, default=Config().path_keepalive, help="0: none"
+    )
     parser.add_argument(
         "--profile", type=int, default=0, help="list the N biggest client allocation sites"
     )

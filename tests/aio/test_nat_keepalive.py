@@ -77,7 +77,9 @@ async def test_a_plain_peer_drops_the_keepalives_and_the_connection_carries_on()
 async def test_a_listener_keeps_the_bindings_of_its_accepted_connections() -> None:
     server = await udptcp.create_server(Echo, "127.0.0.1", 0, config=KEEP)
     port = server.sockets[0].getsockname()[1]
-    transport, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+    # A client that keeps no bindings of its own: the server's requests go unhandled.
+    plain = udptcp.Config(path_keepalive=None)
+    transport, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port, config=plain)
     client_ep = transport.endpoint
     await until(lambda: client_ep.statistics().get("stun_unhandled", 0) >= 3)
     assert server.endpoints[0].statistics()["nat_keepalives_sent"] >= 3

@@ -4,10 +4,13 @@ on loopback, plus the NAT behaviours the kernel lab cannot easily make."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from support.protocols import Echo, Recorder
 
 import udptcp
+from udptcp.aio.endpoint import Endpoint
 from udptcp.tools import natemu
 from udptcp.tools.natcases import EmulatorEnv, connect_pair, coturn_unavailable, idle_then_message
 
@@ -142,3 +145,56 @@ async def test_an_unreachable_stun_and_turn_server_costs_only_its_share_of_the_t
         assert r.error is None and r.path == "direct"
         assert "no answer" in r.nat["stun_error"] and "no allocation" in r.nat["turn_error"]
         assert r.elapsed < 4
+
+
+async def _client_behind_a_nat_idles(path_keepalive: float | None) -> tuple[list[bool], Any]:
+    """Three client connections over one socket behind a NAT that forgets a binding after
+    1 s, to a server with a public address; 3 s of silence, then each sends a message.
+    Returns whether each echo came back, and the NAT."""
+    network = natemu.NatNetwork(seed=3)
+    nat = network.nat(natemu.Behaviour(timeout=1.0, port="random"))
+    server = await udptcp.create_server(Echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sock = network.host_socket()
+    endpoint = Endpoint.for_socket(asyncio.get_running_loop(), sock)
+    nat.attach(endpoint)
+    # TCP keepalive far off: only the path keepalive can keep the binding.
+    config = udptcp.Config(path_keepalive=path_keepalive, keepalive_idle=3600.0)
+    opened = [
+        await udptcp.create_connection(Recorder, "127.0.0.1", port, sock=sock, config=config)
+        for _ in range(3)
+    ]
+    try:
+        await asyncio.sleep(3.0)  # the idle period under test, not a race
+        for transport, _ in opened:
+            transport.write(b"ping")
+        arrived = []
+        for _, protocol in opened:
+            try:
+                arrived.append(await protocol.received(4, timeout=1.0) == b"ping")
+            except TimeoutError:
+                arrived.append(False)
+        return arrived, (nat, endpoint.statistics())
+    finally:
+        for transport, _ in opened:
+            transport.abort()
+        server.close()
+        network.close()
+
+
+@pytest.mark.one_loop
+async def test_the_path_keepalive_keeps_a_clients_binding_for_all_its_connections() -> None:
+    arrived, (nat, stats) = await _client_behind_a_nat_idles(0.4)
+    assert arrived == [True, True, True]
+    assert nat.stats["expired"] == 0
+    # One request per interval for the path, not one per connection: ~8 in 3.3 s.
+    assert 5 <= stats["nat_keepalives_sent"] <= 10
+
+
+@pytest.mark.one_loop
+async def test_without_the_path_keepalive_the_nat_forgets_the_idle_clients() -> None:
+    """The control for the test above."""
+    arrived, (nat, stats) = await _client_behind_a_nat_idles(None)
+    assert nat.stats["expired"] >= 1
+    assert arrived == [False, False, False]
+    assert stats.get("nat_keepalives_sent", 0) == 0

@@ -103,6 +103,8 @@ class Connections(PassiveOpens):
         self._conns.add(key, transport)
         if config.nat_keepalive is not None:
             natkeep.keeper_for(self).track(transport, config.nat_keepalive)
+        elif config.path_keepalive is not None:
+            natkeep.keeper_for(self).keep_path(peer, config.path_keepalive)
         self._opening.setdefault(peer, []).append(transport)
         transport.pump()
         return transport

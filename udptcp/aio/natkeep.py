@@ -23,6 +23,17 @@ every connection made with ``Config(nat_keepalive=...)`` once that connection is
 handshake (a server's accepted connections too, so a listener-only socket keeps its peers'
 bindings), plus any address given to :func:`keep_binding` (a rendezvous, a STUN or TURN
 server).
+
+The path keepalive (``Config.path_keepalive``, on by default) is the same request from the
+opening side only, one per (socket, remote address) however many connections are
+multiplexed over that pair: :meth:`BindingKeeper.keep_path` files the address when a
+connection is opened, and the address is dropped at the first round that finds no
+connection to it left. A client behind a NAT is the side whose binding expires, and
+outbound traffic is what refreshes it; a server answers nothing (it counts the request as
+``stun_unhandled``) and keeps no per-client timer, so ten thousand clients cost it ten
+thousand incoming 20-byte datagrams per interval, dropped before any decoding, where a
+TCP keepalive per connection costs both sides a probe and an ACK through the whole stack.
+A server that keeps bindings itself (``nat_keepalive``) answers them as it answers any.
 """
 
 from __future__ import annotations
@@ -82,6 +93,7 @@ class BindingKeeper:
         self.loop: asyncio.AbstractEventLoop = endpoint.loop
         self._transports: dict[Transport, float] = {}
         self._explicit: dict[Address, float] = {}
+        self._paths: dict[Address, float] = {}  # keep_path(): while connections go there
         self._last: dict[Address, float] = {}
         self._txids: dict[Address, bytes] = {}  # the one outstanding request per address
         #: Our address as each remote address last reported it.
@@ -114,9 +126,29 @@ class BindingKeeper:
 
         return stop
 
+    def keep_path(self, addr: Address, interval: float) -> None:
+        """Keep ``addr`` bound for as long as any connection of the endpoint goes there:
+        one request per ``interval`` for all of them (``Config.path_keepalive``)."""
+        known = self._paths.get(addr)
+        if known is not None and known <= interval:
+            return  # the usual case: another connection over the same pair
+        self._paths[addr] = interval
+        now = self.loop.time()
+        self._last.setdefault(addr, now)
+        self._arm(now + interval)
+
     def addresses(self) -> dict[Address, float]:
         """Every address kept now, with its interval (the shortest one asked for)."""
         out = dict(self._explicit)
+        if self._paths:
+            # One pass over the connection table per round (every interval, not per
+            # segment): a path is kept while any connection, of any state, goes there.
+            live = {key[0] for key in self.endpoint._conns}
+            for addr, interval in list(self._paths.items()):
+                if addr not in live:
+                    del self._paths[addr]
+                    continue
+                out[addr] = min(interval, out.get(addr, interval))
         conns = self.endpoint._conns
         for transport, interval in list(self._transports.items()):
             if not conns.holds(transport.key, transport):
@@ -183,6 +215,7 @@ class BindingKeeper:
             self._remove_handler = None
         self._transports.clear()
         self._explicit.clear()
+        self._paths.clear()
         if getattr(self.endpoint, "nat_keeper", None) is self:
             self.endpoint.nat_keeper = None
 

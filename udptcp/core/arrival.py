@@ -110,7 +110,9 @@ class Arrival(LossRecovery):
                 self._amp.credit(received_size(seg))
             self._receive_synchronizing(seg, now)
         if self.keepalive and self.state in _KEEPALIVE_STATES:
-            self.timers.keepalive = now + self.keepalive_idle
+            # Any segment restarts the idle clock (timers.keepalive_deadline, inlined).
+            grain = self._keepalive_grain
+            self.timers.keepalive = (now + self._keepalive_wait) // grain * grain + grain
 
     def reflects_own_syn(self, seg: Segment) -> bool:
         """True if ``seg`` is this connection's own SYN, come back: a SYN, no ACK, and our

@@ -90,18 +90,42 @@ class Config:
     #: probes behind a shut window go unanswered this long (RFC 9293 §3.8.3 "user
     #: timeout"; RFC 5482).
     user_timeout: float = 120.0
-    #: Keepalive probes on an idle connection (RFC 1122 §4.2.3.6). On by default, unlike
-    #: kernel TCP: UDP bindings in NATs expire after tens of seconds of silence (RFC 4787
-    #: asks for 2 minutes, many keep 30 s), and a keepalive every 25 s keeps the path open
-    #: as well as detecting a dead peer. ``SO_KEEPALIVE`` on the transport's socket object
-    #: turns it on or off per connection.
+    #: Keepalive probes on an idle connection (RFC 1122 §4.2.3.6): after
+    #: ``keepalive_idle`` seconds with nothing received (any segment, the peer's own probe
+    #: included, restarts the clock), an empty probe every ``keepalive_interval`` seconds;
+    #: ``keepalive_count`` unanswered ones fail the connection with ``TimeoutError``. On by
+    #: default, unlike kernel TCP, to find a dead peer within minutes rather than hours;
+    #: keeping a NAT binding open is ``path_keepalive``'s job, not this one's. Each
+    #: connection's first probe waits up to ``keepalive_idle / 16`` longer, a share fixed by
+    #: its ISS, rounded up to a grid of ``keepalive_idle / 1024`` (connections due in one
+    #: step share a wake-up), so connections opened together do not all probe in one
+    #: burst. A dead peer is reported after ``keepalive_idle`` (plus that share) +
+    #: ``keepalive_count * keepalive_interval`` seconds of silence: 5 min 20 s to 5 min
+    #: 39 s by default.
+    #: ``SO_KEEPALIVE`` (and ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT``) on the
+    #: transport's socket object change it per connection.
     keepalive: bool = True
-    #: Idle time before the first probe.
-    keepalive_idle: float = 25.0
+    #: Idle time before the first probe (``TCP_KEEPIDLE``). 5 minutes: one probe and one
+    #: ACK per connection per period go through the whole stack on both sides, and at
+    #: 25 s that cost 10,000 idle connections about 3% of a core per side; at 5 minutes,
+    #: with ``path_keepalive``, about 0.2% (``python -m benchmarks.clientsock``).
+    keepalive_idle: float = 300.0
     #: Time between unanswered probes.
     keepalive_interval: float = 5.0
     #: Unanswered probes before the connection fails with ``TimeoutError``.
     keepalive_count: int = 4
+    #: NAT binding keepalive for connections this side opens: every this many seconds,
+    #: one 20-byte STUN Binding request (RFC 8489) per (UDP socket, remote address),
+    #: shared by every connection multiplexed over that pair, for as long as any of them
+    #: is open. UDP bindings in NATs expire after tens of seconds of silence (RFC 4787
+    #: asks for 2 minutes; many keep 30 s), after which neither side can reach the other,
+    #: and outbound traffic from the side behind the NAT is what refreshes one (RFC 4787
+    #: §4.3), so only the opening side sends: a server sends none and keeps no timer per
+    #: client, and counts the requests as ``stun_unhandled``. The requests go whatever the
+    #: connections are doing and say nothing about whether the peer is alive (that is
+    #: ``keepalive``). ``None`` sends none. Ignored when ``nat_keepalive`` is set, which
+    #: keeps bindings from both sides.
+    path_keepalive: float | None = 25.0
     #: NAT binding maintenance, separate from TCP keepalive: every this many seconds the
     #: endpoint sends a 20-byte STUN Binding request (RFC 8489) to the connection's remote
     #: address, from both sides, whatever the connection is doing, so a NAT or firewall
@@ -231,6 +255,8 @@ class Config:
         positive("delayed_ack", self.delayed_ack, zero_ok=True)
         if self.nat_keepalive is not None:
             positive("nat_keepalive", self.nat_keepalive)
+        if self.path_keepalive is not None:
+            positive("path_keepalive", self.path_keepalive)
         positive("exit_linger", self.exit_linger, zero_ok=True)
         positive("syn_retries", self.syn_retries, zero_ok=True)
         positive("synack_retries", self.synack_retries, zero_ok=True)

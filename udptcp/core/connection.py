@@ -37,6 +37,7 @@ from .state import ACCEPTS_WRITES as _ACCEPTS_WRITES
 from .state import KEEPALIVE_STATES as _KEEPALIVE_STATES
 from .state import SYNCHRONIZED as _SYNCHRONIZED
 from .state import TRANSITIONS, Cause, IllegalTransition, LocalProtocolError, State
+from .timers import KEEPALIVE_GRAIN, keepalive_deadline, keepalive_wait
 
 S = State
 C = Cause
@@ -334,6 +335,8 @@ class Connection(Arrival):
         self.keepalive = enabled
         if idle is not None:
             self.keepalive_idle = idle
+            self._keepalive_wait = keepalive_wait(idle, self.iss)
+            self._keepalive_grain = idle * KEEPALIVE_GRAIN
         if interval is not None:
             self.keepalive_interval = interval
         if count is not None:
@@ -341,7 +344,9 @@ class Connection(Arrival):
         if not enabled:
             self.timers.keepalive = None
         elif self.timers.keepalive is None and self.state in _KEEPALIVE_STATES:
-            self.timers.keepalive = self._now + self.keepalive_idle
+            self.timers.keepalive = keepalive_deadline(
+                self._now, self._keepalive_wait, self._keepalive_grain
+            )
 
     def set_nodelay(self, nodelay: bool) -> None:
         """Turn Nagle's algorithm off (``True``) or on (``False``)."""
@@ -582,7 +587,9 @@ class Connection(Arrival):
             return
         if self.snd_una != self.snd_max or self.unsent_bytes:
             # Data is outstanding: the retransmission or persist timer speaks for us.
-            self.timers.keepalive = now + self.keepalive_idle
+            self.timers.keepalive = keepalive_deadline(
+                now, self._keepalive_wait, self._keepalive_grain
+            )
             return
         if self._keepalive_unanswered >= self.keepalive_count:
             self._enter_closed(

@@ -22,7 +22,7 @@ from .sack import Scoreboard
 from .segment import Options, Segment
 from .seq import seq_add, seq_diff, seq_le, seq_lt
 from .state import Cause, State, next_state
-from .timers import Timers
+from .timers import KEEPALIVE_GRAIN, Timers, keepalive_wait
 
 S = State
 C = Cause
@@ -182,6 +182,8 @@ class ControlBlock:
         "keepalive_idle",
         "keepalive_interval",
         "keepalive_count",
+        "_keepalive_wait",
+        "_keepalive_grain",
         "_ack_now",
         "_unacked_bytes",
         "_batch",
@@ -351,6 +353,10 @@ class ControlBlock:
         self.keepalive_idle = config.keepalive_idle
         self.keepalive_interval = config.keepalive_interval
         self.keepalive_count = config.keepalive_count
+        # The silence before the first probe: keepalive_idle plus this connection's share
+        # of the spread, rounded up to a grid (timers.keepalive_wait, keepalive_deadline).
+        self._keepalive_wait = keepalive_wait(config.keepalive_idle, self.iss)
+        self._keepalive_grain = config.keepalive_idle * KEEPALIVE_GRAIN
         self._ack_now = False
         self._unacked_bytes = 0  # in-order bytes received since our last ACK
         # receive_many(): a train is being processed; the ACK owed for its in-order data,

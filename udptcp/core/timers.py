@@ -8,6 +8,39 @@ added here is seen by both :meth:`earliest` and :meth:`cancel_all`.
 
 from __future__ import annotations
 
+#: Keepalive deadlines are spread over this fraction of the idle time (see
+#: :func:`keepalive_wait`) ...
+KEEPALIVE_SPREAD = 1 / 16
+#: ... and rounded up to a grid of this fraction of it: 64 steps across the spread.
+KEEPALIVE_GRAIN = KEEPALIVE_SPREAD / 64
+
+
+def keepalive_wait(idle: float, iss: int) -> float:
+    """How long a connection waits in silence before its first keepalive probe: ``idle``
+    plus a fixed share of ``idle * KEEPALIVE_SPREAD`` drawn from the connection's ISS.
+
+    Connections opened together go idle together; without the spread their probes (and
+    the peers' ACKs) would all fall due in the same instant, every idle period, and a
+    burst of thousands of probes both overflows socket buffers and makes the two sides of
+    a connection probe each other at once instead of one answering the other. The share
+    only lengthens the wait, so RFC 1122 §4.2.3.6 still holds (no probe before ``idle``
+    seconds of silence). The ISS is already unpredictable (RFC 6528) and the sans-I/O
+    core takes no random source of its own; the multiplicative hash mixes its bits so
+    ISSs that differ only in their high bits spread as well."""
+    share = ((iss * 0x9E3779B1) & 0xFFFFFFFF) / 4294967296.0
+    return idle + idle * KEEPALIVE_SPREAD * share
+
+
+def keepalive_deadline(now: float, wait: float, grain: float) -> float:
+    """The first probe's deadline after a segment at ``now``: ``now + wait`` rounded up to
+    a multiple of ``grain`` (``idle * KEEPALIVE_GRAIN``).
+
+    Spread deadlines each cost a wake-up of their own on both sides (the timer, then the
+    probe's arrival, then its ACK's); on a grid the connections due in one step share
+    them, as Linux rounds its keepalive timers to whole jiffies. The arrival path inlines
+    the same expression (it runs for every segment)."""
+    return (now + wait) // grain * grain + grain
+
 
 class Timers:
     """The deadlines of one connection, in seconds of the caller's clock."""
