@@ -10,6 +10,8 @@ are one :class:`~udptcp.core.timers.Timers` value, the state moves only through
 
 from __future__ import annotations
 
+import functools
+
 from .amplification import AmplificationBudget
 from .buffers import ReassemblyQueue, SendBuffer
 from .config import Config
@@ -87,6 +89,8 @@ _ZERO_COUNTERS: dict[str, int] = dict.fromkeys(
 
 class ControlBlock:
     """The variables of one connection and the helpers every part of it uses."""
+
+    cc: CongestionControl
 
     __slots__ = (
         "config",
@@ -324,7 +328,11 @@ class ControlBlock:
         self._discard_input = False  # set by close(): no more data for the application
 
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
-        self.cc: CongestionControl = create(config.congestion_control, mss, config.initial_window)
+        if not passive:
+            # A passive open is built from the peer's SYN and makes its controller from it
+            # at once (_take_peer_syn, which an active open reaches later, replacing this
+            # one); only SYN-SENT reports a window before that.
+            self.cc = create(config.congestion_control, mss, config.initial_window)
         self._dupacks = 0
         self._inflation_left = 0  # bytes of duplicate-ACK inflation this recovery may still take
         self._in_recovery = False
@@ -489,6 +497,7 @@ class ControlBlock:
             self._events.append(ConnectionClosed(error))
 
 
+@functools.lru_cache(maxsize=64)  # a few buffer sizes in use; asked once a connection
 def _wscale_for(buffer: int) -> int:
     """The smallest shift that lets the 16-bit window field cover ``buffer`` bytes."""
     shift = 0
