@@ -143,8 +143,13 @@ class Connections(PassiveOpens):
         """
         state = transport.conn.state
         transport.accounted_state = state
-        observe.state_changed(self, transport)
-        if state is not State.SYN_SENT and transport.listener is None:
+        if self.trace is not None or state is State.ESTABLISHED:
+            observe.state_changed(self, transport)  # (it traces, and logs an opening)
+        if (
+            state is not State.SYN_SENT
+            and transport.listener is None
+            and transport.peer in self._opening
+        ):
             self._opened(transport)
         if not self._conns.holds(transport.key, transport):
             return

@@ -229,20 +229,44 @@ class Config:
                 f"Config.max_reassembly_pieces must be an int >= 1, got "
                 f"{self.max_reassembly_pieces!r}"
             )
-        for name in _POSITIVE:
-            value = getattr(self, name)
-            if value < 0 or value == 0:
-                raise ValueError(f"Config.{name} must be > 0, got {value!r}")
+        # Each group is first checked at once (min() of valid values is valid); only a
+        # config failing that looks field by field for the one to name.
+        if not (
+            min(
+                self.msl,
+                self.rto_initial,
+                self.rto_min,
+                self.rto_max,
+                self.user_timeout,
+                self.fin_wait2_timeout,
+                self.keepalive_idle,
+                self.keepalive_interval,
+                self.keepalive_count,
+                self.initial_window,
+            )
+            > 0
+        ):
+            for name in _POSITIVE:
+                value = getattr(self, name)
+                if value < 0 or value == 0:
+                    raise ValueError(f"Config.{name} must be > 0, got {value!r}")
         if self.nat_keepalive is not None and (self.nat_keepalive < 0 or self.nat_keepalive == 0):
             raise ValueError(f"Config.nat_keepalive must be > 0, got {self.nat_keepalive!r}")
-        for name in _NOT_NEGATIVE:
-            value = getattr(self, name)
-            if value < 0:
-                raise ValueError(f"Config.{name} must be >= 0, got {value!r}")
-        for name in _AT_LEAST_ONE:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Config.{name} must be an integer >= 1, got {value!r}")
+        if not min(self.delayed_ack, self.exit_linger, self.syn_retries, self.synack_retries) >= 0:
+            for name in _NOT_NEGATIVE:
+                value = getattr(self, name)
+                if value < 0:
+                    raise ValueError(f"Config.{name} must be >= 0, got {value!r}")
+        limits = (
+            self.max_connections,
+            self.max_connections_per_address,
+            self.max_half_open_per_address,
+        )
+        if not (all(type(value) is int for value in limits) and min(limits) >= 1):
+            for name in _AT_LEAST_ONE:
+                value = getattr(self, name)
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"Config.{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.max_time_wait, int) or self.max_time_wait < 0:
             raise ValueError(
                 f"Config.max_time_wait must be an integer >= 0, got {self.max_time_wait!r}"
