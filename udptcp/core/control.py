@@ -22,7 +22,7 @@ from .rack import SentLog
 from .rtt import RttEstimator
 from .sack import Scoreboard
 from .segment import Options, Segment
-from .seq import seq_add, seq_diff, seq_le, seq_lt
+from .seq import seq_diff, seq_le
 from .state import Cause, State, next_state
 from .timers import Timers
 
@@ -417,8 +417,11 @@ class ControlBlock:
         by another ACK, and two rewound peers would trade ACKs forever without either one
         processing the other's acknowledgment. BSD sends SND.MAX for this reason.
         """
-        right_edge = seq_add(self.snd_una, self.snd_wnd)
-        return self.snd_max if seq_le(self.snd_max, right_edge) else right_edge
+        # seq_add / seq_le written out: asked for every ACK sent.
+        right_edge = (self.snd_una + self.snd_wnd) & _MASK
+        snd_max = self.snd_max
+        d = (snd_max - right_edge) & _MASK
+        return snd_max if d == 0 or d >= _HALF else right_edge
 
     @property
     def _sent_end(self) -> int:
@@ -428,7 +431,7 @@ class ControlBlock:
     @property
     def _fin_seq(self) -> int:
         """Sequence number of our FIN: just past the last data byte."""
-        return seq_add(self.iss, 1 + self._sendbuf.end)
+        return (self.iss + 1 + self._sendbuf.end) & _MASK  # seq_add, inline (per segment)
 
     @property
     def _fin_unsent(self) -> bool:
@@ -450,7 +453,7 @@ class ControlBlock:
         """
         ts = (int(self._now * 1000) + self._ts_offset) & _MASK
         last = self._ts_last
-        if last is not None and seq_lt(ts, last):
+        if last is not None and ((ts - last) & _MASK) >= _HALF:  # seq_lt(ts, last)
             return last
         self._ts_last = ts
         return ts
