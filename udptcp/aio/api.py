@@ -335,6 +335,8 @@ def _secure_config(
 ) -> Config:
     """``config`` (or the default) with the secure-mode keywords given applied to it."""
     config = config if config is not None else Config()
+    if identity is None and peer_key is None and psk is None and allow_plain is None:
+        return config  # the usual call: no keyword to apply
     changes: dict[str, object] = {}
     for name, value in (
         ("identity", identity),

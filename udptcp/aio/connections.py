@@ -38,6 +38,10 @@ __all__ = ["EPHEMERAL_PORTS", "Connections"]
 
 #: Ephemeral virtual ports (RFC 6335 §6 dynamic range), as a client picks them.
 EPHEMERAL_PORTS = (49152, 65535)
+# random.randint's Python layers cost more than the rest of a pick; the range holds
+# exactly 2**14 ports, so 14 random bits choose among them uniformly.
+_EPHEMERAL_BITS = 14
+assert EPHEMERAL_PORTS[1] - EPHEMERAL_PORTS[0] + 1 == 1 << _EPHEMERAL_BITS
 # States in which a closed connection still has data or a FIN waiting for acknowledgment.
 _DELIVERING = frozenset({State.FIN_WAIT_1, State.CLOSING, State.LAST_ACK})
 
@@ -123,7 +127,7 @@ class Connections(PassiveOpens):
         for _ in range(64):
             # A free 4-tuple is all it takes; looking it up keeps this O(1) however many
             # connections share the socket.
-            port = random.randint(low, high)
+            port = low + random.getrandbits(_EPHEMERAL_BITS)  # uniform: the range is 2**14
             key = (peer, port, remote_vport)
             if not conns.in_use(key):
                 return port
@@ -145,8 +149,13 @@ class Connections(PassiveOpens):
         """
         state = transport.conn.state
         transport.accounted_state = state
-        observe.state_changed(self, transport)
-        if state is not State.SYN_SENT and transport.listener is None:
+        if self.trace is not None or state is State.ESTABLISHED:
+            observe.state_changed(self, transport)  # (it traces, and logs an opening)
+        if (
+            state is not State.SYN_SENT
+            and transport.listener is None
+            and transport.peer in self._opening
+        ):
             self._opened(transport)
         if not self._conns.holds(transport.key, transport):
             return

@@ -14,6 +14,23 @@ PAYLOAD_BUDGET_IPV6 = 1452
 TCP_HEADER_LEN = 20
 
 
+# Fields checked by Config.__post_init__, by the rule they must meet.
+_POSITIVE = (
+    "msl",
+    "rto_initial",
+    "rto_min",
+    "rto_max",
+    "user_timeout",
+    "fin_wait2_timeout",
+    "keepalive_idle",
+    "keepalive_interval",
+    "keepalive_count",
+    "initial_window",
+)
+_NOT_NEGATIVE = ("delayed_ack", "exit_linger", "syn_retries", "synack_retries")
+_AT_LEAST_ONE = ("max_connections", "max_connections_per_address", "max_half_open_per_address")
+
+
 @dataclass
 class Config:
     """Connection and endpoint settings. Times are in seconds, sizes in bytes.
@@ -221,12 +238,8 @@ class Config:
     max_time_wait: int = 8192
 
     def __post_init__(self) -> None:
-        def positive(name: str, value: float, zero_ok: bool = False) -> None:
-            if value < 0 or (value == 0 and not zero_ok):
-                raise ValueError(
-                    f"Config.{name} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}"
-                )
-
+        # Every create_connection may build a Config: the checks run as plain loops over
+        # module-level name tuples (no closure, no call per field).
         if self.max_datagram is not None and not 20 + 64 <= self.max_datagram <= 65507:
             raise ValueError(f"Config.max_datagram must be in 84..65507, got {self.max_datagram!r}")
         if self.pmtu_max is not None and not 20 + 64 <= self.pmtu_max <= 65507:
@@ -240,32 +253,48 @@ class Config:
                 f"Config.max_reassembly_pieces must be an int >= 1, got "
                 f"{self.max_reassembly_pieces!r}"
             )
-        for name in (
-            "msl",
-            "rto_initial",
-            "rto_min",
-            "rto_max",
-            "user_timeout",
-            "fin_wait2_timeout",
-            "keepalive_idle",
-            "keepalive_interval",
-            "keepalive_count",
+        # Each group is first checked at once (min() of valid values is valid); only a
+        # config failing that looks field by field for the one to name.
+        if not (
+            min(
+                self.msl,
+                self.rto_initial,
+                self.rto_min,
+                self.rto_max,
+                self.user_timeout,
+                self.fin_wait2_timeout,
+                self.keepalive_idle,
+                self.keepalive_interval,
+                self.keepalive_count,
+                self.initial_window,
+            )
+            > 0
         ):
-            positive(name, getattr(self, name))
-        positive("delayed_ack", self.delayed_ack, zero_ok=True)
-        if self.nat_keepalive is not None:
-            positive("nat_keepalive", self.nat_keepalive)
-        if self.path_keepalive is not None:
-            positive("path_keepalive", self.path_keepalive)
-        positive("exit_linger", self.exit_linger, zero_ok=True)
-        positive("syn_retries", self.syn_retries, zero_ok=True)
-        positive("synack_retries", self.synack_retries, zero_ok=True)
-        positive("initial_window", self.initial_window)
-        for name in ("max_connections", "max_connections_per_address", "max_half_open_per_address"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(
-                    f"Config.{name} must be an integer >= 1, got {getattr(self, name)!r}"
-                )
+            for name in _POSITIVE:
+                value = getattr(self, name)
+                if value < 0 or value == 0:
+                    raise ValueError(f"Config.{name} must be > 0, got {value!r}")
+        if self.nat_keepalive is not None and (self.nat_keepalive < 0 or self.nat_keepalive == 0):
+            raise ValueError(f"Config.nat_keepalive must be > 0, got {self.nat_keepalive!r}")
+        if self.path_keepalive is not None and (
+            self.path_keepalive < 0 or self.path_keepalive == 0
+        ):
+            raise ValueError(f"Config.path_keepalive must be > 0, got {self.path_keepalive!r}")
+        if not min(self.delayed_ack, self.exit_linger, self.syn_retries, self.synack_retries) >= 0:
+            for name in _NOT_NEGATIVE:
+                value = getattr(self, name)
+                if value < 0:
+                    raise ValueError(f"Config.{name} must be >= 0, got {value!r}")
+        limits = (
+            self.max_connections,
+            self.max_connections_per_address,
+            self.max_half_open_per_address,
+        )
+        if not (all(type(value) is int for value in limits) and min(limits) >= 1):
+            for name in _AT_LEAST_ONE:
+                value = getattr(self, name)
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"Config.{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.max_time_wait, int) or self.max_time_wait < 0:
             raise ValueError(
                 f"Config.max_time_wait must be an integer >= 0, got {self.max_time_wait!r}"

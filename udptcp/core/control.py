@@ -10,6 +10,8 @@ are one :class:`~udptcp.core.timers.Timers` value, the state moves only through
 
 from __future__ import annotations
 
+import functools
+
 from .amplification import AmplificationBudget
 from .buffers import ReassemblyQueue, SendBuffer
 from .config import Config
@@ -20,7 +22,7 @@ from .rack import SentLog
 from .rtt import RttEstimator
 from .sack import Scoreboard
 from .segment import Options, Segment
-from .seq import seq_add, seq_diff, seq_le, seq_lt
+from .seq import seq_diff, seq_le
 from .state import Cause, State, next_state
 from .timers import KEEPALIVE_GRAIN, Timers, keepalive_wait
 
@@ -87,6 +89,8 @@ _ZERO_COUNTERS: dict[str, int] = dict.fromkeys(
 
 class ControlBlock:
     """The variables of one connection and the helpers every part of it uses."""
+
+    cc: CongestionControl
 
     __slots__ = (
         "config",
@@ -326,7 +330,11 @@ class ControlBlock:
         self._discard_input = False  # set by close(): no more data for the application
 
         self.rtt = RttEstimator(config.rto_initial, config.rto_min, config.rto_max)
-        self.cc: CongestionControl = create(config.congestion_control, mss, config.initial_window)
+        if not passive:
+            # A passive open is built from the peer's SYN and makes its controller from it
+            # at once (_take_peer_syn, which an active open reaches later, replacing this
+            # one); only SYN-SENT reports a window before that.
+            self.cc = create(config.congestion_control, mss, config.initial_window)
         self._dupacks = 0
         self._inflation_left = 0  # bytes of duplicate-ACK inflation this recovery may still take
         self._in_recovery = False
@@ -415,8 +423,11 @@ class ControlBlock:
         by another ACK, and two rewound peers would trade ACKs forever without either one
         processing the other's acknowledgment. BSD sends SND.MAX for this reason.
         """
-        right_edge = seq_add(self.snd_una, self.snd_wnd)
-        return self.snd_max if seq_le(self.snd_max, right_edge) else right_edge
+        # seq_add / seq_le written out: asked for every ACK sent.
+        right_edge = (self.snd_una + self.snd_wnd) & _MASK
+        snd_max = self.snd_max
+        d = (snd_max - right_edge) & _MASK
+        return snd_max if d == 0 or d >= _HALF else right_edge
 
     @property
     def _sent_end(self) -> int:
@@ -426,7 +437,7 @@ class ControlBlock:
     @property
     def _fin_seq(self) -> int:
         """Sequence number of our FIN: just past the last data byte."""
-        return seq_add(self.iss, 1 + self._sendbuf.end)
+        return (self.iss + 1 + self._sendbuf.end) & _MASK  # seq_add, inline (per segment)
 
     @property
     def _fin_unsent(self) -> bool:
@@ -448,7 +459,7 @@ class ControlBlock:
         """
         ts = (int(self._now * 1000) + self._ts_offset) & _MASK
         last = self._ts_last
-        if last is not None and seq_lt(ts, last):
+        if last is not None and ((ts - last) & _MASK) >= _HALF:  # seq_lt(ts, last)
             return last
         self._ts_last = ts
         return ts
@@ -495,6 +506,7 @@ class ControlBlock:
             self._events.append(ConnectionClosed(error))
 
 
+@functools.lru_cache(maxsize=64)  # a few buffer sizes in use; asked once a connection
 def _wscale_for(buffer: int) -> int:
     """The smallest shift that lets the 16-bit window field cover ``buffer`` bytes."""
     shift = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .buffers import DROPPED
-from .control import _MAX_WINDOW_FIELD, C, ControlBlock, S
+from .control import _HALF, _MASK, _MAX_WINDOW_FIELD, C, ControlBlock, S
 from .events import DataReceived, EofReceived
 from .segment import FIN, RST, Segment
 from .seq import seq_add, seq_diff, seq_gt
@@ -45,6 +45,12 @@ class Receiver(ControlBlock):
             return
         payload = seg.payload
         seq = seg.seq
+        if not payload and not seg.flags & FIN:
+            # A bare ACK queues nothing (most segments of a handshake and a close); one
+            # from before RCV.NXT is a duplicate that earns an ACK, as the trim below says.
+            if seq_diff(self.rcv_nxt, seq) > 0:
+                self._ack_now = True
+            return
         fin = bool(seg.flags & FIN)
         # Trim what we already have (§3.10.7.4: "already received" portion).
         early = seq_diff(self.rcv_nxt, seq)
@@ -314,7 +320,7 @@ class Receiver(ControlBlock):
         """
         shift = 0 if syn else self.rcv_wscale
         rcv_nxt = self.rcv_nxt
-        current = seq_diff(self._rcv_adv, rcv_nxt)
+        current = ((self._rcv_adv - rcv_nxt + _HALF) & _MASK) - _HALF  # seq_diff, inline
         if current < 0:
             current = 0
         field = self._receive_window(current) >> shift
@@ -324,7 +330,7 @@ class Receiver(ControlBlock):
         if field > _MAX_WINDOW_FIELD:
             field = _MAX_WINDOW_FIELD
         edge = field << shift
-        self._rcv_adv = seq_add(rcv_nxt, edge if edge > current else current)
+        self._rcv_adv = (rcv_nxt + (edge if edge > current else current)) & _MASK  # seq_add
         return field
 
     def _window_update_due(self) -> bool:

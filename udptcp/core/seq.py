@@ -81,14 +81,22 @@ def in_window(rcv_nxt: int, rcv_wnd: int, seq: int, seg_len: int) -> bool:
     §3.10.7.4 says SEG.SEQ < RCV.NXT+RCV.WND for an empty segment; like Linux and BSD a bare
     ACK at the right edge itself is accepted too, which is where a sender that filled the
     window puts it."""
+    # Every arriving segment is tested: seq_le (d == 0 or d >= 2**31, d the masked
+    # difference) and seq_lt (d >= 2**31) are written out.
     if seg_len == 0:
         if rcv_wnd == 0:
             return seq == rcv_nxt
-        return seq_le(rcv_nxt, seq) and seq_le(seq, seq_add(rcv_nxt, rcv_wnd))
+        d = (rcv_nxt - seq) & _MASK
+        if not (d == 0 or d >= _HALF):
+            return False
+        d = (seq - rcv_nxt - rcv_wnd) & _MASK
+        return d == 0 or d >= _HALF
     if rcv_wnd == 0:
         return False
-    last = seq_add(seq, seg_len - 1)
-    end = seq_add(rcv_nxt, rcv_wnd)
-    return (seq_le(rcv_nxt, seq) and seq_lt(seq, end)) or (
-        seq_le(rcv_nxt, last) and seq_lt(last, end)
-    )
+    end = rcv_nxt + rcv_wnd
+    d = (rcv_nxt - seq) & _MASK
+    if (d == 0 or d >= _HALF) and ((seq - end) & _MASK) >= _HALF:
+        return True
+    last = seq + seg_len - 1
+    d = (rcv_nxt - last) & _MASK
+    return (d == 0 or d >= _HALF) and ((last - end) & _MASK) >= _HALF

@@ -56,6 +56,10 @@ class Cause(enum.Enum):
     ICMP_ERROR = "ICMP error"  # the peer's port unreachable (RFC 1122 §4.2.3.9)
     FOREIGN_PEER = "not a udptcp peer"  # an echo of our SYN, or datagrams that are no segments
 
+    # As State's: the table lookup hashes (state, cause) on every transition, and Enum's
+    # own hash is a Python-level call.
+    __hash__ = object.__hash__
+
 
 class LocalProtocolError(RuntimeError):
     """The local caller asked for something the connection's state does not allow."""

@@ -160,29 +160,30 @@ class TimeWait:
             )
         window = conn._window_field()  # records the edge it advertises, as an ACK would
         deadline = conn._close_deadline
-        record = cls(
-            local_port=conn.local_port,
-            remote_port=conn.remote_port,
-            snd_nxt=conn._ack_seq,
-            snd_una=conn.snd_una,
-            max_snd_wnd=conn.max_snd_wnd,
-            snd_wl1=conn.snd_wl1,
-            snd_wl2=conn.snd_wl2,
-            snd_wscale=conn.snd_wscale,
-            rcv_nxt=conn.rcv_nxt,
-            rcv_wnd=seq_diff(conn._rcv_adv, conn.rcv_nxt),
-            rcv_space=conn._rcv_space,
-            window=window,
-            deadline=deadline if deadline is not None else now + 2 * conn.config.msl,
-            msl=conn.config.msl,
-            sack_ok=conn.sack_ok,
-            ts_enabled=conn.ts_enabled,
-            ts_reopen=conn.ts_enabled and conn.config.timestamps,
-            ts_recent=conn.ts_recent,
-            ts_offset=conn._ts_offset,
-            ts_last=conn._ts_last,
-            last_ack_sent=conn._last_ack_sent,
-        )
+        # Filled in directly rather than through __init__'s keywords (a record is made on
+        # every active close); the values are the connection's own, already in range.
+        record = cls.__new__(cls)
+        record.local_port = conn.local_port
+        record.remote_port = conn.remote_port
+        record.snd_nxt = conn._ack_seq & _MASK
+        record.snd_una = conn.snd_una & _MASK
+        record.max_snd_wnd = conn.max_snd_wnd
+        record.snd_wl1 = conn.snd_wl1
+        record.snd_wl2 = conn.snd_wl2
+        record.snd_wscale = conn.snd_wscale
+        record.rcv_nxt = conn.rcv_nxt & _MASK
+        record.rcv_wnd = max(seq_diff(conn._rcv_adv, conn.rcv_nxt), 0)
+        record.rcv_space = conn._rcv_space
+        record.window = window
+        record.sack_ok = conn.sack_ok
+        ts_enabled = record.ts_enabled = conn.ts_enabled
+        record.ts_reopen = ts_enabled and conn.config.timestamps
+        record.ts_recent = conn.ts_recent
+        record.ts_offset = conn._ts_offset
+        record.ts_last = conn._ts_last
+        record.last_ack_sent = conn._last_ack_sent & _MASK
+        msl = record.msl = conn.config.msl
+        record.deadline = deadline if deadline is not None else now + 2 * msl
         record._invalid_ack_time = conn._invalid_ack_time
         record._challenge_window = conn._challenge_window
         record._challenge_count = conn._challenge_count
