@@ -102,6 +102,17 @@ class Routing(Deadlines):
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
+        if trains is not None and not seg.flags & SYN:
+            # The common case, decided as _route (Demux.route) decides it: no SYN, and a
+            # connection filed under the 4-tuple takes the segment into its train.
+            owner = self._conns.get((addr, seg.dst_port, seg.src_port))
+            if owner is not None:
+                train = trains.get(owner)
+                if train is None:
+                    trains[owner] = [seg]
+                else:
+                    train.append(seg)
+                return
         self._route(seg, addr, trains, len(data))
 
     def _route(
@@ -129,7 +140,11 @@ class Routing(Deadlines):
             if trains is None or is_syn:
                 self._guarded(transport, transport.segment_received, seg)
             else:
-                trains.setdefault(transport, []).append(seg)
+                train = trains.get(transport)
+                if train is None:
+                    trains[transport] = [seg]
+                else:
+                    train.append(seg)
             return
         if route is Route.RECORD or route is Route.REOPEN_RECORD:
             if self._time_wait_segment(route, key, seg, addr, size):

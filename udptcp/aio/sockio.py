@@ -143,7 +143,8 @@ class SocketIO(EndpointBase):
             try:
                 datagrams = self._read(trains)
             finally:
-                self._deliver_trains(trains)
+                if trains:
+                    self._deliver_trains(trains)
             if datagrams == 0 and not self._closed and not self.deferring:
                 self.stats["empty_wakeups"] += 1
                 # Woken with nothing to read: poll reported POLLERR for an error queue that
@@ -155,10 +156,26 @@ class SocketIO(EndpointBase):
             self._reading = False
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
+        # _deliver_train inlined: this runs once per wake-up, for every train.
+        holds = self._conns.holds
         for transport, segments in trains.items():
             if self._closed:
                 break
-            self._deliver_train(transport, segments)
+            if holds(transport.key, transport):
+                try:
+                    taken = transport.segments_received(segments)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fault(transport, exc)
+                    continue  # as _guarded's None: the train is spent
+                if taken >= len(segments):
+                    continue
+                rest = segments[taken or len(segments) :]
+            else:
+                rest = segments
+            for seg in rest:
+                self._route(seg, transport.peer, None)
         trains.clear()
 
     def _read(self, trains: dict[Transport, list[Segment]]) -> int:
@@ -286,7 +303,17 @@ class SocketIO(EndpointBase):
             self._sendq.append((data, addr, gso))
             return
         try:
-            self._send_now(data, addr, gso)
+            if gso or addr == self.connected_peer:
+                self._send_now(data, addr, gso)
+            else:
+                # _send_now's common case, inlined (one call less per datagram).
+                try:
+                    self.sock.sendto(data, addr)
+                except OSError as exc:
+                    if exc.errno not in ICMP_ERRNOS:
+                        raise
+                    self._pending_error_soon()  # as _send_now: the error was an earlier one's
+                    self._send_now(data, addr, gso, False)
         except (BlockingIOError, InterruptedError):
             self._sendq.append((data, addr, gso))
             self.stats["send_queued"] += 1
