@@ -195,6 +195,10 @@ class EndpointBase:
             claimed: bool = True,
         ) -> None: ...
 
+        def _on_gro_train(
+            self, data: bytes, size: int, addr: Address, trains: dict[Transport, list[Segment]]
+        ) -> None: ...
+
         def _route(
             self,
             seg: Segment,

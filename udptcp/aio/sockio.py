@@ -226,8 +226,7 @@ class SocketIO(EndpointBase):
                 count = -(-len(data) // size)
                 self.stats["gro_trains"] += 1
                 self.stats["datagrams_in"] += count
-                for offset in range(0, len(data), size):
-                    self._on_datagram(data[offset : offset + size], addr, trains)
+                self._on_gro_train(data, size, addr, trains)
                 pending += count
             else:
                 self.stats["datagrams_in"] += 1
