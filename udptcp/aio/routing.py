@@ -105,7 +105,7 @@ class Routing(Deadlines):
         if trains is not None and not seg.flags & SYN:
             # The common case, decided as _route (Demux.route) decides it: no SYN, and a
             # connection filed under the 4-tuple takes the segment into its train.
-            owner = self._conns.get((addr, seg.dst_port, seg.src_port))
+            owner = self._conns.lookup((addr, seg.dst_port, seg.src_port))
             if owner is not None:
                 train = trains.get(owner)
                 if train is None:
@@ -121,7 +121,7 @@ class Routing(Deadlines):
         """The datagrams of one GRO read (``size`` bytes each, the last perhaps shorter),
         each taken as :meth:`_on_datagram` takes it; its common case (a plain segment,
         without SYN, of a known connection) is done here, one call less per segment."""
-        get = self._conns.get
+        get = self._conns.lookup
         for offset in range(0, len(data), size):
             datagram = data[offset : offset + size]
             if (

@@ -167,11 +167,11 @@ class SocketIO(EndpointBase):
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
         # _deliver_train inlined: this runs once per wake-up, for every train.
-        holds = self._conns.holds
+        lookup = self._conns.lookup
         for transport, segments in trains.items():
             if self._closed:
                 break
-            if holds(transport.key, transport):
+            if lookup(transport.key) is transport:  # Demux.holds
                 try:
                     taken = transport.segments_received(segments)
                 except (SystemExit, KeyboardInterrupt):
@@ -239,22 +239,20 @@ class SocketIO(EndpointBase):
                 # from us well within its loss-probe timeout, however long the burst.
                 self._deliver_trains(trains)
                 pending = 0
-            if reads == 0 and _FIONREAD is not None and not self._more_to_read():
-                return 1
+            if reads == 0 and _FIONREAD is not None:
+                # After a wake-up's first datagram (the usual one in a request/response
+                # exchange): is another queued? Asked with an ioctl because the read that
+                # finds nothing fails with EAGAIN, and raising that costs about twice as
+                # much. A zero-length datagram or a pending error reads as "nothing": the
+                # socket stays readable, so the loop wakes us again for it at once.
+                queued = bytearray(4)
+                try:
+                    fcntl.ioctl(self._fd, _FIONREAD, queued)  # type: ignore[arg-type]
+                except OSError:
+                    continue  # read and see
+                if queued == _NOTHING:
+                    return 1
         return READ_BATCH
-
-    def _more_to_read(self) -> bool:
-        """After a wake-up's first datagram (the usual one in a request/response exchange):
-        is another queued? Asked with an ioctl because the read that finds nothing fails
-        with EAGAIN, and raising it costs about twice as much. A zero-length datagram or a
-        pending error reads as "no": the socket stays readable, so the loop wakes us again
-        for it at once."""
-        size = bytearray(4)
-        try:
-            fcntl.ioctl(self._fd, _FIONREAD, size)  # type: ignore[arg-type]
-        except OSError:
-            return True  # read and see
-        return size != _NOTHING
 
     def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
         rest = segments
