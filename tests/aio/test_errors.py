@@ -221,6 +221,23 @@ async def test_malformed_datagrams_are_counted_and_dropped() -> None:
         await asyncio.wait_for(client.lost, 5)
 
 
+async def test_an_empty_datagram_between_segments_stalls_nothing() -> None:
+    # A wake-up asks the socket (FIONREAD) whether more than its first datagram waits; an
+    # empty datagram answers 0 like an empty queue. It and what follows it must still be
+    # read, in order, on the next wake-up.
+    async with serving(Echo) as (server, port):
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+            transport.write(b"one ")  # sent at once: the server has not read it yet
+            junk.sendto(b"", ("127.0.0.1", port))
+            transport.write(b"two")
+        assert await client.received(7) == b"one two"
+        stats = server.endpoints[0].stats
+        assert stats["malformed:short"] == 1
+        transport.close()
+        await asyncio.wait_for(client.lost, 5)
+
+
 async def test_unknown_segment_is_answered_with_rst() -> None:
     async with serving(Echo) as (server, port):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:

@@ -387,6 +387,31 @@ async def test_gro_train_is_split_into_segments_and_a_corrupt_one_dropped() -> N
 
 
 @needs_offload
+async def test_a_train_segment_of_no_connection_is_answered_as_one_read_alone() -> None:
+    # A GRO read is split and its plain segments go straight to their connection's train;
+    # one for an unknown 4-tuple takes the full route (a RST), the others are kept.
+    async with swallowing_client() as (server_sock, client_sock, transport, receiver):
+        assert receiver.transport is not None
+        endpoint, stats = receiver.transport.endpoint, receiver.transport.endpoint.stats
+        mss = transport.get_extra_info("udptcp_stats")["mss"]
+        payload = os.urandom(2 * mss)
+        transport.write(payload)
+        d = written(client_sock)
+        assert len(d) == 2 and len(d[0]) == len(d[1])
+        ours = decode(d[0])
+        header = len(encode(Segment(4242, ours.dst_port, 1, 0, ACK, 100)))
+        stray = encode(
+            Segment(4242, ours.dst_port, 1, 0, ACK, 100, None, b"s" * (len(d[0]) - header))
+        )
+        rst_sent = stats["rst_sent"]
+        server_sock.inject.append((d[0] + stray + d[1], len(d[0]), client_sock.getsockname()))
+        endpoint._on_readable()
+        assert stats["rst_sent"] == rst_sent + 1
+        assert bytes(receiver.data) == payload and receiver.sizes == [len(payload)]
+        transport.abort()
+
+
+@needs_offload
 async def test_a_train_of_data_and_fin_gives_one_data_received_then_eof() -> None:
     async with swallowing_client() as (server_sock, client_sock, transport, receiver):
         assert receiver.transport is not None

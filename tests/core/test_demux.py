@@ -77,6 +77,16 @@ def test_the_table_holds_one_connection_per_four_tuple():
     assert demux.remove(KEY, conn) and len(demux) == 0 and demux.get(KEY) is None
 
 
+def test_lookup_finds_what_get_finds_as_the_table_changes():
+    demux, conn = _demux_with(S.ESTABLISHED)
+    assert demux.lookup(KEY) is conn and demux.lookup((PEER_ADDR, REMOTE, LOCAL)) is None
+    demux.remove(KEY, conn)
+    assert demux.lookup(KEY) is None
+    demux.add(KEY, conn)
+    demux.clear()
+    assert demux.lookup(KEY) is None and demux.get(KEY) is None
+
+
 def _demux_with_record() -> tuple[Demux[Connection], TimeWait]:
     """A demultiplexer that holds only the TIME-WAIT record of a closed connection (the
     endpoint lets the connection go)."""

@@ -165,12 +165,17 @@ class EndpointBase:
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            try:
-                transport.fatal_error(exc, "Fatal error in udptcp connection")
-            except Exception:
-                logger.exception("%r: could not reset %r", self, transport)
-            finally:
-                self.forget(transport)
+            self._fault(transport, exc)
+            return None
+
+    def _fault(self, transport: Transport, exc: BaseException) -> None:
+        """What :meth:`_guarded` does with a call's exception (hot paths inline the try)."""
+        try:
+            transport.fatal_error(exc, "Fatal error in udptcp connection")
+        except Exception:
+            logger.exception("%r: could not reset %r", self, transport)
+        finally:
+            self.forget(transport)
 
     def _trace(self, direction: str, addr: Address, seg: Segment) -> None:
         assert self.trace is not None
@@ -188,6 +193,10 @@ class EndpointBase:
             addr: Address,
             trains: dict[Transport, list[Segment]] | None = None,
             claimed: bool = True,
+        ) -> None: ...
+
+        def _on_gro_train(
+            self, data: bytes, size: int, addr: Address, trains: dict[Transport, list[Segment]]
         ) -> None: ...
 
         def _route(

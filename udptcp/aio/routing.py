@@ -102,7 +102,50 @@ class Routing(Deadlines):
             return
         if self.trace is not None:
             self._trace("in", addr, seg)
+        if trains is not None and not seg.flags & SYN:
+            # The common case, decided as _route (Demux.route) decides it: no SYN, and a
+            # connection filed under the 4-tuple takes the segment into its train.
+            owner = self._conns.lookup((addr, seg.dst_port, seg.src_port))
+            if owner is not None:
+                train = trains.get(owner)
+                if train is None:
+                    trains[owner] = [seg]
+                else:
+                    train.append(seg)
+                return
         self._route(seg, addr, trains, len(data))
+
+    def _on_gro_train(
+        self, data: bytes, size: int, addr: Address, trains: dict[Transport, list[Segment]]
+    ) -> None:
+        """The datagrams of one GRO read (``size`` bytes each, the last perhaps shorter),
+        each taken as :meth:`_on_datagram` takes it; its common case (a plain segment,
+        without SYN, of a known connection) is done here, one call less per segment."""
+        get = self._conns.lookup
+        for offset in range(0, len(data), size):
+            datagram = data[offset : offset + size]
+            if (
+                self._claimed
+                or self.secure is not None
+                or self.trace is not None
+                or datagram[4:8] == STUN_MAGIC_COOKIE
+            ):
+                self._on_datagram(datagram, addr, trains)
+                continue
+            try:
+                seg = decode(datagram)
+            except MalformedSegment:
+                self._on_datagram(datagram, addr, trains)  # counted and offered there
+                continue
+            owner = None if seg.flags & SYN else get((addr, seg.dst_port, seg.src_port))
+            if owner is None:
+                self._route(seg, addr, trains, len(datagram))
+                continue
+            train = trains.get(owner)
+            if train is None:
+                trains[owner] = [seg]
+            else:
+                train.append(seg)
 
     def _route(
         self,
@@ -129,7 +172,11 @@ class Routing(Deadlines):
             if trains is None or is_syn:
                 self._guarded(transport, transport.segment_received, seg)
             else:
-                trains.setdefault(transport, []).append(seg)
+                train = trains.get(transport)
+                if train is None:
+                    trains[transport] = [seg]
+                else:
+                    train.append(seg)
             return
         if route is Route.RECORD or route is Route.REOPEN_RECORD:
             if self._time_wait_segment(route, key, seg, addr, size):

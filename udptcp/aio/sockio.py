@@ -43,6 +43,15 @@ from .errqueue import (
 from .interfaces import Address
 from .transport import Transport
 
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    #: FIONREAD is SIOCINQ on Linux: for a UDP socket, the size of the next datagram.
+    _FIONREAD: int | None = termios.FIONREAD
+else:
+    _FIONREAD = None
+
 __all__ = ["GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "READ_BATCH", "SocketIO", "offload_allowed"]
 
 #: Most datagrams read in one wake-up, so one busy endpoint cannot starve the loop.
@@ -52,6 +61,7 @@ READ_BATCH = 256
 TRAIN_MAX = 64
 #: recvfrom() size: a whole UDP datagram, whatever the configured budget.
 RECV_SIZE = 65535
+_NOTHING = bytes(4)
 #: Linux UDP segmentation offload (linux/udp.h; Python's socket module has no names for
 #: them): UDP_SEGMENT on send splits one buffer into datagrams of the given size (GSO),
 #: UDP_GRO on receive hands over a train of equal-sized datagrams from one sender as one
@@ -143,7 +153,8 @@ class SocketIO(EndpointBase):
             try:
                 datagrams = self._read(trains)
             finally:
-                self._deliver_trains(trains)
+                if trains:
+                    self._deliver_trains(trains)
             if datagrams == 0 and not self._closed and not self.deferring:
                 self.stats["empty_wakeups"] += 1
                 # Woken with nothing to read: poll reported POLLERR for an error queue that
@@ -155,10 +166,26 @@ class SocketIO(EndpointBase):
             self._reading = False
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
+        # _deliver_train inlined: this runs once per wake-up, for every train.
+        lookup = self._conns.lookup
         for transport, segments in trains.items():
             if self._closed:
                 break
-            self._deliver_train(transport, segments)
+            if lookup(transport.key) is transport:  # Demux.holds
+                try:
+                    taken = transport.segments_received(segments)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._fault(transport, exc)
+                    continue  # as _guarded's None: the train is spent
+                if taken >= len(segments):
+                    continue
+                rest = segments[taken or len(segments) :]
+            else:
+                rest = segments
+            for seg in rest:
+                self._route(seg, transport.peer, None)
         trains.clear()
 
     def _read(self, trains: dict[Transport, list[Segment]]) -> int:
@@ -199,8 +226,7 @@ class SocketIO(EndpointBase):
                 count = -(-len(data) // size)
                 self.stats["gro_trains"] += 1
                 self.stats["datagrams_in"] += count
-                for offset in range(0, len(data), size):
-                    self._on_datagram(data[offset : offset + size], addr, trains)
+                self._on_gro_train(data, size, addr, trains)
                 pending += count
             else:
                 self.stats["datagrams_in"] += 1
@@ -213,6 +239,19 @@ class SocketIO(EndpointBase):
                 # from us well within its loss-probe timeout, however long the burst.
                 self._deliver_trains(trains)
                 pending = 0
+            if reads == 0 and _FIONREAD is not None:
+                # After a wake-up's first datagram (the usual one in a request/response
+                # exchange): is another queued? Asked with an ioctl because the read that
+                # finds nothing fails with EAGAIN, and raising that costs about twice as
+                # much. A zero-length datagram or a pending error reads as "nothing": the
+                # socket stays readable, so the loop wakes us again for it at once.
+                queued = bytearray(4)
+                try:
+                    fcntl.ioctl(self._fd, _FIONREAD, queued)  # type: ignore[arg-type]
+                except OSError:
+                    continue  # read and see
+                if queued == _NOTHING:
+                    return 1
         return READ_BATCH
 
     def _deliver_train(self, transport: Transport, segments: list[Segment]) -> None:
@@ -286,7 +325,17 @@ class SocketIO(EndpointBase):
             self._sendq.append((data, addr, gso))
             return
         try:
-            self._send_now(data, addr, gso)
+            if gso or addr == self.connected_peer:
+                self._send_now(data, addr, gso)
+            else:
+                # _send_now's common case, inlined (one call less per datagram).
+                try:
+                    self.sock.sendto(data, addr)
+                except OSError as exc:
+                    if exc.errno not in ICMP_ERRNOS:
+                        raise
+                    self._pending_error_soon()  # as _send_now: the error was an earlier one's
+                    self._send_now(data, addr, gso, False)
         except (BlockingIOError, InterruptedError):
             self._sendq.append((data, addr, gso))
             self.stats["send_queued"] += 1

@@ -70,12 +70,15 @@ class Demux(Generic[H]):
     """The connections of one endpoint by 4-tuple, and the rules that route segments to
     them. Every operation is one dict lookup or two."""
 
-    __slots__ = ("_table", "_records", "_connection_of")
+    __slots__ = ("_table", "_records", "_connection_of", "lookup")
 
     def __init__(self, connection_of: Callable[[H], Connection]) -> None:
         self._table: dict[Key, H] = {}
         self._records: dict[Key, TimeWait] = {}
         self._connection_of = connection_of
+        #: ``lookup(key)``: :meth:`get` as the table's own ``dict.get`` (a C call), for
+        #: an endpoint's per-segment path.
+        self.lookup: Callable[[Key], H | None] = self._table.get
 
     def __len__(self) -> int:
         """How many connections (TIME-WAIT records not counted)."""
