@@ -7,8 +7,9 @@ reference implementation and always works; ``UDPTCP_PURE=1`` at run time ignores
 extension. ``udptcp.__speedups__`` says which one is running.
 
 ``UDPTCP_MYPYC=1`` at build time also compiles the connection engine (the modules in
-``MYPYC_MODULES``) with mypyc, when mypyc is importable (``pip install "mypy[mypyc]"``
-first, and build without isolation). That is never required: without mypyc, or when
+``MYPYC_MODULES``) with mypyc: pip's isolated build installs the pinned
+``MYPYC_REQUIREMENT`` for it, a ``--no-build-isolation`` build uses the mypyc already
+installed. That is never required: without the variable, without mypyc, or when
 any part of the compilation fails, every compiled piece is dropped and the pure-Python
 modules are installed as they are. The compiled modules sit beside their sources and
 take precedence; ``UDPTCP_PURE=1`` at run time loads the sources instead (see
@@ -104,11 +105,20 @@ if platform.python_implementation() == "CPython":
     )
 
 
+#: The mypyc an isolated ``UDPTCP_MYPYC=1 pip install`` builds with.
+MYPYC_REQUIREMENT = "mypy[mypyc]==2.4.1"
+
+
+def _mypyc_wanted() -> bool:
+    return (
+        os.environ.get("UDPTCP_MYPYC", "") not in ("", "0")
+        and platform.python_implementation() == "CPython"
+    )
+
+
 def _mypyc_extensions() -> list[Extension]:
     """The mypyc-compiled core when asked for (``UDPTCP_MYPYC=1``) and possible, else []."""
-    if os.environ.get("UDPTCP_MYPYC", "") in ("", "0"):
-        return []
-    if platform.python_implementation() != "CPython":
+    if not _mypyc_wanted():
         return []
     try:
         from mypyc.build import mypycify
@@ -140,4 +150,14 @@ mypyc_extensions = _mypyc_extensions()
 OptionalBuildExt.mypyc_names = frozenset(ext.name for ext in mypyc_extensions)
 ext_modules.extend(mypyc_extensions)
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})
+# With UDPTCP_MYPYC=1, pip's isolated build environment gets mypyc too: setuptools turns
+# setup_requires into the PEP 517 build requirements (first pass, when mypyc is not yet
+# importable and _mypyc_extensions returned nothing). The version is pinned because the
+# compiled code's behaviour is only known for the mypyc that was tested.
+setup_requires = [MYPYC_REQUIREMENT] if _mypyc_wanted() else []
+
+setup(
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": OptionalBuildExt},
+    setup_requires=setup_requires,
+)
