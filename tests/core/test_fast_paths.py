@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import udptcp.core
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, State
 from udptcp.core.events import DataReceived, EofReceived, Event
@@ -21,6 +22,15 @@ from udptcp.core.segment import ACK, FIN, Segment, encode
 from udptcp.tools.simnet import connected_pair
 
 SEEDS = range(6)
+
+# These tests replace Connection methods on the class. A mypyc-compiled Connection accepts
+# the assignment but its own calls between methods are native and never see it, so there
+# the general path would not be taken and the comparison would prove nothing: the pure
+# run (same source) is where they hold.
+replaces_methods = pytest.mark.skipif(
+    udptcp.core.COMPILED,
+    reason="replaces Connection methods; a compiled Connection's native calls ignore that",
+)
 
 
 def _general_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,6 +117,7 @@ def _exchange(seed: int, config: Config, trains: bool) -> tuple[list[bytes], lis
 
 @pytest.mark.parametrize("trains", [False, True], ids=["one-by-one", "trains"])
 @pytest.mark.parametrize("seed", SEEDS)
+@replaces_methods
 def test_fast_paths_send_exactly_what_the_general_path_sends(
     monkeypatch: pytest.MonkeyPatch, seed: int, trains: bool
 ) -> None:
@@ -123,6 +134,7 @@ def test_fast_paths_send_exactly_what_the_general_path_sends(
     assert len(received) == 300_000 and EofReceived() in fast[1]
 
 
+@replaces_methods
 def test_the_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"predicted": 0, "runs": 0}
     predicted, transmit = Connection._predicted, Connection._transmit

@@ -51,14 +51,14 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from udptcp.core import congestion
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection
-from udptcp.core.segment import Segment
 from udptcp.core.seq import seq_lt
+from udptcp.tools.simhost import SimHost
 from udptcp.tools.simnet import GilbertElliott, Link, SimNet, mbit
 from udptcp.tools.simtopo import (
     IPV4_UDP_OVERHEAD,
@@ -233,35 +233,26 @@ class RecoveryWatch:
     ``responses`` counts recoveries and timeout series; ``violations`` lists what broke.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, host: SimHost, conn: Connection) -> None:
         self.conn = conn
         self.responses = 0
         self.violations: list[str] = []
         self._episode = False  # a recovery is under way
-        receive, receive_many = conn.receive, conn.receive_many
-        handle_timer = conn.handle_timer
 
-        def watched_receive(seg: Segment, now: float) -> None:
-            self._around(lambda: receive(seg, now), now)
-
-        def watched_receive_many(segments: Sequence[Segment], now: float) -> int:
+        def watched(call: Callable[[], int], now: float, train: int) -> int:
             # The simulator hands what arrives at one instant over as a train, as the
-            # endpoint does with one socket read: the rules are checked after each train.
+            # endpoint does with one socket read: the rules are checked after each train
+            # (and after each firing of the timers, train 0, checked as one segment).
             taken = 0
 
-            def call() -> None:
+            def run() -> None:
                 nonlocal taken
-                taken = receive_many(segments, now)
+                taken = call()
 
-            self._around(call, now, train=len(segments))
+            self._around(run, now, train=max(train, 1))
             return taken
 
-        def watched_timer(now: float) -> None:
-            self._around(lambda: handle_timer(now), now)
-
-        conn.receive = watched_receive  # type: ignore[method-assign]
-        conn.receive_many = watched_receive_many  # type: ignore[method-assign]
-        conn.handle_timer = watched_timer  # type: ignore[method-assign]
+        host.watch(conn, watched)
 
     def _around(self, call: Callable[[], None], now: float, train: int = 1) -> None:
         """Check the rules across ``call``, which handled ``train`` segments (or a timer).
@@ -421,7 +412,7 @@ def run_cell(cell: Cell) -> CellResult:
     forward, reverse = _links(cell)
     topo = single_path(net, forward, reverse, config=config)
     flow = topo.start_flow(0, size)
-    watch = RecoveryWatch(flow.client)
+    watch = RecoveryWatch(flow.sender, flow.client)
     bound = virtual_time_bound(cell)
     error = ""
     try:

@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from matrix import RecoveryWatch
 
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection
-from udptcp.core.segment import Segment
 from udptcp.core.seq import seq_diff
+from udptcp.tools.simhost import SimHost
 from udptcp.tools.simnet import BulkSource, Link, SimNet
 from udptcp.tools.simtopo import DropFirstCopy, Flow, bottleneck_link, single_path
 
@@ -42,8 +42,8 @@ def _run(size: int, lost: list[int], *, queue: int, seed: int = 1) -> tuple[Flow
     dropper.track(client)
     flow = Flow(sender, receiver, client, BulkSource(size, seed=size), net.now)
     sender.stream(client, flow.source, then="none")
-    flow.watch = RecoveryWatch(client)  # type: ignore[attr-defined]
-    flow.prr = _PrrLog(client)  # type: ignore[attr-defined]
+    flow.watch = RecoveryWatch(sender, client)  # type: ignore[attr-defined]
+    flow.prr = _PrrLog(sender, client)  # type: ignore[attr-defined]
     net.run_until(lambda: flow.delivered == size, timeout=120)
     assert flow.intact, f"seed={seed}"
     assert not dropper.pending, "the scripted losses did not all happen"
@@ -55,12 +55,11 @@ class _PrrLog:
     pipe, room in the peer's window), counted from observable state since the recovery
     began."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, host: SimHost, conn: Connection) -> None:
         self.conn = conn
         self.rows: list[tuple[int, int, int, int, int, int]] = []
         self.exits: list[tuple[int, int]] = []  # (cwnd, ssthresh) when recovery ended
         self._base: tuple[int, int, int, int] | None = None
-        receive, receive_many = conn.receive, conn.receive_many
 
         def observe(call: Callable[[], object]) -> None:
             c = self.conn
@@ -79,17 +78,16 @@ class _PrrLog:
                 room = c.snd_wnd - c._flight
                 self.rows.append((delivered, out, c.cc.ssthresh, recover_fs, c._log.pipe(), room))
 
-        def watched(seg: Segment, now: float) -> None:
-            observe(lambda: receive(seg, now))
-
-        def watched_many(segments: Sequence[Segment], now: float) -> int:
-            # One row per train the simulator hands over (as the endpoint does per read).
+        def watched(call: Callable[[], int], now: float, train: int) -> int:
+            # One row per train the simulator hands over (as the endpoint does per read);
+            # the timers are not watched here, as before.
+            if not train:
+                return call()
             taken: list[int] = []
-            observe(lambda: taken.append(receive_many(segments, now)))
+            observe(lambda: taken.append(call()))
             return taken[0]
 
-        conn.receive = watched  # type: ignore[method-assign]
-        conn.receive_many = watched_many  # type: ignore[method-assign]
+        host.watch(conn, watched)
 
 
 def test_losses_spread_over_one_window_cost_one_congestion_response():

@@ -20,6 +20,11 @@ Nothing here imports ``udptcp.aio`` or ``udptcp.tools`` (``tests/test_imports.py
 
 from __future__ import annotations
 
+import sys as _sys
+
+# First, before any other module of the package: with UDPTCP_PURE=1 it makes the sources,
+# not a compiled build of them (setup.py, UDPTCP_MYPYC=1), what the imports below load.
+from udptcp.core import _pure  # noqa: F401  # isort: split
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, LocalProtocolError, State, rst_for
 from udptcp.core.events import (
@@ -48,6 +53,7 @@ from udptcp.core.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 
 __all__ = [
     "ACK",
+    "COMPILED",
     "CWR",
     "ECE",
     "FIN",
@@ -77,3 +83,9 @@ __all__ = [
     "seq_le",
     "seq_lt",
 ]
+
+#: True when the connection engine runs compiled (a ``UDPTCP_MYPYC=1`` build, not turned
+#: off by ``UDPTCP_PURE=1``), False when it runs as Python source.
+COMPILED: bool = not str(getattr(_sys.modules[Connection.__module__], "__file__", "")).endswith(
+    ".py"
+)

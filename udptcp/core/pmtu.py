@@ -9,8 +9,6 @@ ceiling, and retransmission timeouts with big segments outstanding fall back to 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .control import _TIMESTAMPS_LEN, S
 from .segment import ACK, PSH
 from .sender import Sender
@@ -22,9 +20,12 @@ class PathMtu(Sender):
 
     __slots__ = ()
 
-    if TYPE_CHECKING:
-        # Loss recovery, the part above this one, tells congestion control.
-        def _mss_changed(self) -> None: ...
+    # Declared here as real methods, not as typing-only stubs, so that a
+    # compiled build (mypyc, which rejects statements in a class body) can call them.
+    def _mss_changed(self) -> None:
+        """Tell congestion control of a new segment size (loss recovery, the part above
+        this one, defines it)."""
+        raise NotImplementedError
 
     def _maybe_probe(self, off: int, now: float) -> bool:
         """Send a path MTU probe (RFC 8899 §5.3 search, a binary one here) when the time is

@@ -10,8 +10,6 @@ to report (RFC 2018 §4, RFC 2883).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .buffers import DROPPED
 from .control import _HALF, _MASK, _MAX_WINDOW_FIELD, C, ControlBlock, S
 from .events import DataReceived, EofReceived
@@ -27,9 +25,11 @@ class Receiver(ControlBlock):
 
     __slots__ = ()
 
-    if TYPE_CHECKING:
-
-        def _emit(self, seg: Segment, now: float) -> None: ...
+    # Declared here as real methods, not as typing-only stubs, so that a
+    # compiled build (mypyc, which rejects statements in a class body) can call them.
+    def _emit(self, seg: Segment, now: float) -> None:
+        """Send ``seg`` (the sending part, above this one, defines it)."""
+        raise NotImplementedError
 
     def _receive_text(self, seg: Segment, now: float) -> None:
         """Seventh and eighth steps: queue the data, then the FIN, in sequence order."""

@@ -9,8 +9,6 @@ window. Retransmissions are decided by :mod:`udptcp.core.recovery`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .amplification import sent_size
 from .control import _MASK, C, S
 from .errors import timed_out
@@ -29,11 +27,18 @@ class Sender(Receiver):
 
     __slots__ = ()
 
-    if TYPE_CHECKING:
-        # Parts above this one in the Connection: loss recovery and path MTU probing.
-        def _sack_send(self, now: float) -> None: ...
-        def _arm_tlp(self, now: float) -> None: ...
-        def _maybe_probe(self, off: int, now: float) -> bool: ...
+    # Declared here as real methods, not as typing-only stubs, so that a
+    # compiled build (mypyc, which rejects statements in a class body) can call them.
+    # The parts above this one in the Connection (loss recovery, path MTU probing)
+    # define them.
+    def _sack_send(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _arm_tlp(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _maybe_probe(self, off: int, now: float) -> bool:
+        raise NotImplementedError
 
     def _output(self, now: float) -> None:
         """Send what the windows allow, then any ACK still owed."""

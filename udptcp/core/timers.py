@@ -42,6 +42,11 @@ def keepalive_deadline(now: float, wait: float, grain: float) -> float:
     return (now + wait) // grain * grain + grain
 
 
+#: The names of the deadlines a :class:`Timers` holds, in its slot order (the class's own
+#: ``__slots__`` is not visible when the module is compiled with mypyc).
+TIMER_NAMES = ("rto", "delack", "persist", "close", "keepalive", "pto", "rack", "pace")
+
+
 class Timers:
     """The deadlines of one connection, in seconds of the caller's clock."""
 

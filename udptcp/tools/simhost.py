@@ -9,6 +9,7 @@ that creates it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Callable
@@ -50,6 +51,12 @@ class Network(Protocol):
     def _arm(self, host: SimHost, conn: Connection) -> None: ...
 
     def _disarm(self, host: SimHost, conn: Connection) -> None: ...
+
+
+#: Called around one call into a connection by its host: ``watcher(call, now, train)``
+#: must run ``call()`` once and return what it returned (the number of segments taken).
+#: ``train`` is the number of segments handed over, 0 when the call fires timers.
+Watcher = Callable[[Callable[[], int], float, int], int]
 
 
 class DataSource(Protocol):
@@ -128,6 +135,7 @@ class SimHost:
         self._eof: set[Connection] = set()
         self._closed: dict[Connection, ConnectionClosed] = {}
         self._streams: dict[Connection, _Stream] = {}
+        self._watchers: dict[Connection, list[Watcher]] = {}
 
     def connect(
         self,
@@ -241,8 +249,15 @@ class SimHost:
         self.trains += 1
         self.train_segments += len(segments)
         total, count = 0, len(segments)
+        watchers = self._watchers.get(conn)
         while total < count and self.conns.holds(key, conn):
-            total += conn.receive_many(segments[total:] if total else segments, self.net.now)
+            if watchers is None:
+                total += conn.receive_many(segments[total:] if total else segments, self.net.now)
+            else:
+                part = segments[total:] if total else segments
+                now = self.net.now
+                call = functools.partial(conn.receive_many, part, now)
+                total += self._watched(watchers, call, now, len(part))
             self.flush(peer, conn)
             if conn.state is State.CLOSED:
                 break
@@ -291,8 +306,31 @@ class SimHost:
         key = self._keys[conn]
         if not self.conns.holds(key, conn):
             return  # forgotten (closed, or replaced by a new incarnation)
-        conn.handle_timer(self.net.now)
+        watchers = self._watchers.get(conn)
+        if watchers is None:
+            conn.handle_timer(self.net.now)
+        else:
+            now = self.net.now
+
+            def fire() -> int:
+                conn.handle_timer(now)
+                return 0
+
+            self._watched(watchers, fire, now, 0)
         self.flush(key[0], conn)
+
+    def watch(self, conn: Connection, watcher: Watcher) -> None:
+        """Call ``watcher`` around every call that hands ``conn`` segments or fires its
+        timers (tests check invariants across them this way, rather than by replacing the
+        connection's methods, which a compiled core does not allow). Watchers added later
+        run outermost."""
+        self._watchers.setdefault(conn, []).append(watcher)
+
+    @staticmethod
+    def _watched(watchers: list[Watcher], call: Callable[[], int], now: float, train: int) -> int:
+        for watcher in watchers:
+            call = _bind(watcher, call, now, train)
+        return call()
 
     # -- application calls, each followed by a flush ------------------------------------
 
@@ -384,6 +422,10 @@ class SimHost:
     def delivered(self, conn: Connection) -> int:
         """In-order bytes delivered to the application on ``conn``."""
         return self.flows[conn].bytes_delivered
+
+
+def _bind(watcher: Watcher, call: Callable[[], int], now: float, train: int) -> Callable[[], int]:
+    return lambda: watcher(call, now, train)
 
 
 def _itself(conn: Connection) -> Connection:
