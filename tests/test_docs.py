@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.demo import run_demo
 
 from udptcp import Config
 
@@ -113,23 +113,11 @@ def test_the_tutorial_transcripts_are_what_the_demo_prints() -> None:
     blocks = _transcript_blocks()
     assert len(blocks) >= 4
     assert '--8<-- "examples/tls_echo.py"' in (DOCS / "tls.md").read_text()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
     outputs: dict[tuple[str, ...], list[str]] = {}
     for args, lines in blocks:
         key = tuple(args)
         if key not in outputs:
-            proc = subprocess.run(
-                [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert proc.returncode == 0, proc.stderr
-            outputs[key] = proc.stdout.split("\n")
+            outputs[key] = run_demo(*args).split("\n")
         out = outputs[key]
         # The block is a contiguous run of the demo's lines.
         starts = [i for i, line in enumerate(out) if line == lines[0]]

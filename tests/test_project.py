@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from support.demo import run_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,25 +24,8 @@ def test_readme_has_three_one_line_commands_and_ci_runs_the_test_one_verbatim():
     assert "'.[bench]'" in bench  # the peers come from the bench extra
 
 
-def _demo(*args: str) -> str:
-    # This checkout's udptcp, whatever the environment has installed.
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "demo.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def test_demo_shows_the_seed_sequences_and_exits_by_itself():
-    out = _demo("--loss", "0.1", "--seed", "3")
+    out = run_demo("--loss", "0.1", "--seed", "3")
     # The handshake and release fields, named x, y, u, w as the legend explains.
     assert re.search(r"client -> server  SYN +seq=x\b", out)
     assert re.search(r"server -> client  SYN,ACK +seq=y  ack=x\+1\b", out)
@@ -81,9 +63,9 @@ def test_demo_shows_the_seed_sequences_and_exits_by_itself():
 
 def test_demo_prints_the_same_transcript_for_the_same_seed():
     args = ("--loss", "0.3", "--seed", "2", "--verbose")
-    first, second = _demo(*args), _demo(*args)
+    first, second = run_demo(*args), run_demo(*args)
     assert first == second
     # --verbose shows the chat's data and ACKs, and this seed's losses repair themselves.
     assert re.search(r"client -> server  PSH,ACK +seq=x\+1  ack=y\+1  len=14\b", first)
     assert "tail-loss probe" in first and "duplicate ACK: answers a repeated FIN" in first
-    assert _demo("--loss", "0.3", "--seed", "4") != first
+    assert run_demo("--loss", "0.3", "--seed", "4") != first
