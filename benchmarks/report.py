@@ -594,11 +594,71 @@ def write(out_dir: Path, cases: list[Case], settings: Settings, meta: dict[str, 
     return path
 
 
+README_KEEP = "<!-- bench:keep -->"
+README_KEEP_END = "<!-- bench:keep-end -->"
+
+
+def _kept_sections(text: str) -> dict[str, str]:
+    """The README's hand-kept blocks by their ``### `` heading: measurements made with more
+    repeats than a full run affords (the six-transfer Linux-loss table), which a full run
+    must not overwrite with its single transfers."""
+    kept: dict[str, str] = {}
+    pos = 0
+    while (start := text.find(README_KEEP, pos)) >= 0:
+        end = text.find(README_KEEP_END, start)
+        if end < 0:
+            raise ValueError(f"{README_KEEP} without {README_KEEP_END}")
+        block = text[start : end + len(README_KEEP_END)]
+        heading = next((line for line in block.splitlines() if line.startswith("### ")), None)
+        if heading is None:
+            raise ValueError(f"a {README_KEEP} block has no ### heading")
+        kept[heading] = block
+        pos = end + len(README_KEEP_END)
+    return kept
+
+
+def _keep_sections(markdown: str, kept: dict[str, str]) -> str:
+    """``markdown`` with each section whose heading has a kept block replaced by that block,
+    followed by this run's own section folded away under a ``<details>`` element."""
+    lines = markdown.splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line not in kept:
+            out.append(line)
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and not lines[j].startswith("### "):
+            j += 1
+        fresh = lines[i + 1 : j]
+        while fresh and not fresh[-1].strip():
+            fresh.pop()
+        out += [
+            kept[line],
+            "",
+            "<details><summary>This run's own figures for the same paths</summary>",
+            "",
+            *fresh,
+            "",
+            "</details>",
+            "",
+        ]
+        i = j
+    return "\n".join(out)
+
+
 def update_readme(readme: Path, markdown: str) -> None:
-    """Replace what is between the bench markers (which must exist) with ``markdown``."""
+    """Replace what is between the bench markers (which must exist) with ``markdown``,
+    keeping any section the README wraps in ``<!-- bench:keep -->`` ...
+    ``<!-- bench:keep-end -->`` (this run's version of it goes under it, folded)."""
     text = readme.read_text()
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
         raise ValueError(f"{readme} has no {README_START} ... {README_END} markers")
+    kept = _kept_sections(text[start:end])
+    if kept:
+        markdown = _keep_sections(markdown, kept)
     head = text[: start + len(README_START)]
     readme.write_text(head + "\n" + markdown.rstrip("\n") + "\n" + text[end:])

@@ -89,3 +89,32 @@ def test_every_plot_keeps_its_legend_inside_the_image(
             assert extent.x0 >= box.x0 - 1 and extent.x1 <= box.x1 + 1, fig
             assert extent.y0 >= box.y0 - 1 and extent.y1 <= box.y1 + 1, fig
         real_close(fig)
+
+
+def test_update_readme_keeps_a_kept_section_and_folds_the_runs_own_under_it(
+    tmp_path: Path,
+) -> None:
+    from benchmarks import report
+
+    readme = tmp_path / "README.md"
+    kept = "<!-- bench:keep -->\n### Loss\n\n| six transfers |\n<!-- bench:keep-end -->"
+    readme.write_text(
+        f"intro\n<!-- bench:start -->\nold\n### Bulk\nold bulk\n\n{kept}\n\n"
+        "### Idle\nold idle\n<!-- bench:end -->\noutro\n"
+    )
+    fresh = (
+        "Measured now\n\n### Bulk\nnew bulk\n\n### Loss\n\n| one transfer |\n\n### Idle\nnew idle\n"
+    )
+    report.update_readme(readme, fresh)
+    once = readme.read_text()
+    assert "new bulk" in once and "new idle" in once and "old" not in once
+    assert kept in once
+    assert once.count("| one transfer |") == 1
+    assert once.index(kept) < once.index("<details>") < once.index("| one transfer |")
+    assert once.index("| one transfer |") < once.index("### Idle")
+    assert once.startswith("intro\n") and once.endswith("<!-- bench:end -->\noutro\n")
+    # A second run replaces the folded figures instead of piling them up.
+    report.update_readme(readme, fresh.replace("one transfer", "another transfer"))
+    twice = readme.read_text()
+    assert kept in twice and "| one transfer |" not in twice
+    assert twice.count("<details>") == 1 and "| another transfer |" in twice
