@@ -95,7 +95,8 @@ class Deadlines(SocketIO):
         self._conns.add_record(key, record)
         self._limits.time_wait += 1
         self.stats["time_wait_records"] += 1
-        self._timers.schedule(key, record.deadline)
+        # set(), not schedule(): the real timer is compared below, as schedule() does it.
+        self._timers.set(key, record.deadline)
         if self._timer_when is None or record.deadline < self._timer_when:
             self._arm(record.deadline)
         self.forget(transport)
