@@ -12,7 +12,8 @@ processes on one port: ``python -m benchmarks.multicore``).
 
 More tools: ``python -m benchmarks.codec`` (the segment codec, pure Python against the
 compiled twin), ``python -m benchmarks.pingcost`` (a ping-pong round trip's CPU in one
-process, the sans-I/O core apart from the asyncio adapter).
+process, the sans-I/O core apart from the asyncio adapter), ``python -m benchmarks.connectcost``
+(the same for a connect+close: CPU, datagrams, calls and allocations per connection).
 Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-secure, udptcp-pmtu,
 udptcp-nooffload, udptcp-pure (the pure-Python codec: UDPTCP_PURE=1), tcp, quic, kcp.
 

@@ -52,11 +52,16 @@ class Client(ClientPeer):
     again shares its endpoint; connections are told apart by their virtual ports)."""
 
     _sock: socket.socket | None = None
+    _config: udptcp.Config | None = None
 
     async def connect(
         self, factory: Callable[[], P], host: str, port: int
     ) -> tuple[asyncio.Transport, P]:
-        config = make_config(self.options)
+        # One Config for every connection, as an application makes its settings once (the
+        # kernel TCP peer builds nothing per connect either).
+        config = self._config
+        if config is None:
+            config = self._config = make_config(self.options)
         if not self.shared_socket:
             return await udptcp.create_connection(factory, host, port, config=config)
         if self._sock is None:

@@ -31,3 +31,20 @@ def test_the_offset_depends_on_the_four_tuple_and_the_secret_key():
 
 def test_without_a_key_each_generator_draws_its_own():
     assert IsnGenerator().isn(LOCAL, REMOTE, 0.0) != IsnGenerator().isn(LOCAL, REMOTE, 0.0)
+
+
+def test_an_endpoint_identity_given_field_by_field_moves_with_the_clock_and_every_field():
+    gen = IsnGenerator(key=b"k" * 16)
+    fields = ("10.0.0.1", 5000, 40000, "10.0.0.2", 6000, 6000)
+    first = gen.isn_for(*fields, 100.0)
+    assert gen.isn_for(*fields, 100.0) == first
+    assert (gen.isn_for(*fields, 100.004) - first) % 2**32 == 1000
+    changed = {first}
+    for i, other in enumerate(("10.0.0.3", 5001, 40001, "10.0.0.4", 6001, 6001)):
+        changed.add(gen.isn_for(*fields[:i], other, *fields[i + 1 :], 100.0))
+    changed.add(IsnGenerator(key=b"j" * 16).isn_for(*fields, 100.0))
+    assert len(changed) == 8  # each field, and the key, moves the offset
+    # Fields that would run together without a separator still differ.
+    assert gen.isn_for("10.0.0.1", 5, 14, "h", 1, 1, 0.0) != gen.isn_for(
+        "10.0.0.1", 51, 4, "h", 1, 1, 0.0
+    )

@@ -66,11 +66,14 @@ def test_matches_a_plain_dict_of_deadlines_under_random_operations():
         op = rng.random()
         if op < 0.6:
             deadline = now + rng.choice([0.0, 0.5, 1.0, rng.random() * 10])
-            if rng.random() < 0.5:
+            way = rng.random()
+            if way < 0.4:
                 earlier = not model or deadline < min(model.values())
                 assert timers.schedule(key, deadline) is earlier, f"seed={seed}"
-            else:
+            elif way < 0.7:
                 timers.set(key, deadline)  # the endpoint's way: no answer worked out
+            else:
+                timers.set_fifo(key, deadline)  # a TIME-WAIT record's way (in order or not)
             model[key] = deadline
         elif op < 0.7:
             timers.cancel(key)
@@ -103,3 +106,37 @@ def test_a_cancelled_or_rearmed_key_is_not_kept_alive_by_its_stale_entries():
     assert len(timers) == 1 and timers.earliest() == 1.0
     assert [d for d, _ in timers.pop_due(10.0)] == [1.0]
     assert timers.earliest() is None
+
+
+def test_deadlines_set_in_order_wait_beside_the_heap_and_still_come_out_earliest_first():
+    timers: TimerHeap[str] = TimerHeap()
+    timers.set_fifo("r1", 60.0)  # TIME-WAIT records, 2 MSL after each began
+    timers.set_fifo("r2", 60.5)
+    timers.set("c", 1.0)  # live connections' deadlines, in the heap
+    timers.set("d", 60.5)
+    timers.set_fifo("r3", 60.2)  # out of order: it goes into the heap instead
+    assert len(timers._heap) == 3 and len(timers._fifo) == 2
+    assert timers.earliest() == 1.0
+    assert timers.pop_due(60.0) == [(1.0, "c"), (60.0, "r1")]
+    # Equal deadlines in the order they were set, whichever side they wait on.
+    assert timers.pop_due(61.0) == [(60.2, "r3"), (60.5, "r2"), (60.5, "d")]
+    assert timers.earliest() is None and len(timers) == 0
+
+
+def test_a_record_cancelled_or_moved_leaves_nothing_due_and_the_heap_is_still_swept():
+    timers: TimerHeap[int] = TimerHeap()
+    for key in range(1000):
+        timers.set_fifo(key, 100.0 + key)
+    for key in range(0, 1000, 2):
+        timers.cancel(key)  # reopened by a new SYN, say
+    timers.set(1, 50.0)  # restarted: now in the heap, its queued entry stale
+    assert len(timers) == 500 and timers.earliest() == 50.0
+    # The heap's own deadlines move all the time: its stale entries are swept against its
+    # own live ones, not against the records beside it.
+    for step in range(10_000):
+        timers.set(2000 + step % 10, 10.0 + step * 0.001)
+    assert len(timers._heap) <= max(64, 4 * 11) + 1
+    due = timers.pop_due(2000.0)
+    assert [k for _, k in due][:11] == [2000 + i for i in range(10)] + [1]
+    assert sorted(k for _, k in due[11:]) == list(range(3, 1000, 2))
+    assert len(timers) == 0 and timers.earliest() is None

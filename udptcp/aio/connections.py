@@ -28,7 +28,7 @@ from . import natkeep, observe, securelink, tracing
 from .interfaces import Address
 from .interfaces import ConnectionKey as Key
 from .limits import SLOT_HALF_OPEN, SLOT_LIVE, SLOT_NONE, SLOT_TIME_WAIT
-from .passive import PassiveOpens, remote_id
+from .passive import PassiveOpens
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -86,9 +86,13 @@ class Connections(PassiveOpens):
                 self, config, peer, local_vport, remote_vport
             )
         now = self.loop.time()
-        iss = self.isn.isn(self._local_id(local_vport), remote_id(peer, remote_vport), now)
         if reused is not None:
             iss = reused.reopen_iss()
+        else:
+            local = self.sockname
+            iss = self.isn.isn_for(
+                local[0], local[1], local_vport, peer[0], peer[1], remote_vport, now
+            )
         conn = Connection.connect(
             config,
             local_port=local_vport,
@@ -195,8 +199,10 @@ class Connections(PassiveOpens):
             if self.secure is not None:
                 self.secure.forget(transport)
             counters = transport.conn.stats_counters
-            for name in PEER_INPUT_COUNTERS:
-                self._gone_counts[name] += counters.get(name, 0)
+            # Usually all zero: one look at them all (in C) before adding any up.
+            if any(map(counters.get, PEER_INPUT_COUNTERS)):
+                for name in PEER_INPUT_COUNTERS:
+                    self._gone_counts[name] += counters.get(name, 0)
             observe.forgotten(self, transport, why)
             self._limits.move(transport, SLOT_NONE)
             self._opened(transport)

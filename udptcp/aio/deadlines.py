@@ -95,7 +95,9 @@ class Deadlines(SocketIO):
         self._conns.add_record(key, record)
         self._limits.time_wait += 1
         self.stats["time_wait_records"] += 1
-        self._timers.schedule(key, record.deadline)
+        # Records end in the order they begin (2 MSL each): the heap's queue beside it. The
+        # real timer is compared below (as schedule() would do it).
+        self._timers.set_fifo(key, record.deadline)
         if self._timer_when is None or record.deadline < self._timer_when:
             self._arm(record.deadline)
         self.forget(transport)

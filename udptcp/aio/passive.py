@@ -30,7 +30,7 @@ from .interfaces import ConnectionKey as Key
 from .routing import Routing
 from .transport import Transport
 
-__all__ = ["PassiveOpens", "payload_budget", "remote_id"]
+__all__ = ["PassiveOpens", "payload_budget"]
 
 
 def payload_budget(family: int) -> int:
@@ -67,9 +67,6 @@ class PassiveOpens(Routing):
     def mss_for(self, config: Config) -> int:
         """Data bytes per segment this endpoint accepts for a connection using ``config``."""
         return config.mss_for(payload_budget(self.family))
-
-    def _local_id(self, vport: int) -> tuple[Any, ...]:
-        return (self.sockname[0], self.sockname[1], vport)
 
     def _listener_for(self, seg: Segment) -> Listener | None:
         listener = self._listeners.get(seg.dst_port) or self._listeners.get(None)
@@ -116,7 +113,10 @@ class PassiveOpens(Routing):
                 return
             seg, config, attach, wire_extra = accepted
         if iss is None:
-            iss = self.isn.isn(self._local_id(seg.dst_port), remote_id(addr, seg.src_port), now)
+            local = self.sockname
+            iss = self.isn.isn_for(
+                local[0], local[1], seg.dst_port, addr[0], addr[1], seg.src_port, now
+            )
         conn = Connection.accept(
             config,
             seg,
@@ -203,11 +203,6 @@ class PassiveOpens(Routing):
             tracing.trace_connection(self, transport, config.trace, (seg, addr))
         self._guarded(transport, transport.pump)
         return True
-
-
-def remote_id(addr: Address, vport: int) -> tuple[Any, ...]:
-    """The peer's side of a connection as the ISN generator takes it (RFC 6528)."""
-    return (addr[0], addr[1], vport)
 
 
 def _cookie_peer(addr: Address) -> tuple[Any, ...]:

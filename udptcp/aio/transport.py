@@ -98,7 +98,9 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         protocol_factory: Callable[[], asyncio.BaseProtocol] | None = None,
         listener: ConnectionListener[Transport] | None = None,
     ) -> None:
-        super().__init__(extra={"peername": peer}, loop=endpoint.loop)
+        # What _FlowControlMixin.__init__ and BaseTransport.__init__ set, set here once
+        # (their chain of calls would set the water marks twice; one Transport a connection).
+        self._extra: dict[str, Any] = {"peername": peer}
         self._loop = endpoint.loop
         self.endpoint = endpoint
         self.conn = conn

@@ -76,12 +76,15 @@ class Arrival(LossRecovery):
                 self._receive_one(seg, now)
                 if self.state is _CLOSED:
                     break
-                if len(events) > checked:
+                count = len(events)
+                if count > checked:
                     # Only the events new since the last look: the train's data is one
-                    # event, appended once, so each event is looked at once.
-                    if any(type(ev) is not DataReceived for ev in events[checked:]):
+                    # event, appended once, so each event is looked at once (in a plain
+                    # loop: a generator for any() costs more than the look).
+                    while checked < count and type(events[checked]) is DataReceived:
+                        checked += 1
+                    if checked < count:
                         break
-                    checked = len(events)
                 if self._ack_now and self.state in _ACKS:
                     self._emit(self._segment(ACK, self._ack_seq), now)
         finally:

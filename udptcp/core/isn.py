@@ -36,3 +36,24 @@ class IsnGenerator:
         f = int.from_bytes(digest.digest(), "big")
         m = int(now * _TICKS_PER_SECOND)
         return (m + f) & 0xFFFFFFFF
+
+    def isn_for(
+        self,
+        local_host: object,
+        local_port: int,
+        local_vport: int,
+        remote_host: object,
+        remote_port: int,
+        remote_vport: int,
+        now: float,
+    ) -> int:
+        """:meth:`isn` for an endpoint's connection, its identity given field by field: the
+        same function of the same six values, fed to F as one space-separated string (a
+        host is an IP literal and a port a number, so no two identities read alike), which
+        costs half what the ``repr`` of two tuples does. Every connection takes one."""
+        digest = self._keyed.copy()
+        digest.update(
+            f"{local_host} {local_port} {local_vport} {remote_host} {remote_port} {remote_vport}".encode()
+        )
+        f = int.from_bytes(digest.digest(), "big")
+        return (int(now * _TICKS_PER_SECOND) + f) & 0xFFFFFFFF

@@ -79,7 +79,8 @@ class Receiver(ControlBlock):
                 # The stream ends here (§3.10.7.4 eighth step): anything held beyond it is
                 # no part of it, and nothing beyond it will be taken (Linux purges too).
                 self._fin_off = fin_off = end
-                if self._reassembly.truncate(end):
+                # (size first: a close's FIN finds nothing held, and truncate() is 2 calls)
+                if self._reassembly.size > 0 and self._reassembly.truncate(end):
                     self.stats_counters["beyond_fin_dropped"] += 1
             elif end != fin_off:
                 fin = False  # a second FIN elsewhere: the first one stands
@@ -91,7 +92,7 @@ class Receiver(ControlBlock):
         if offset > self._rcv_off:
             self._hold_out_of_order(offset, seq, payload)
             return
-        filled_hole = len(self._reassembly) > 0
+        filled_hole = self._reassembly.size > 0  # bool(), without the call
         if payload:
             more = self._reassembly.pop_from(offset + len(payload)) if filled_hole else b""
             self._accept_in_order(payload + more if more else payload)

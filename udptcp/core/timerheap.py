@@ -12,10 +12,16 @@ then, not kept whole -- buffers, logs and all -- until its old deadline reaches 
 sweep runs. An endpoint full of TIME-WAIT records (each with a deadline 2 MSL away) sweeps
 rarely, and the dead connections such entries would hold made every full garbage collection
 walk them.
+
+Deadlines that arrive in order (TIME-WAIT records: each ends 2 MSL after it began) can skip
+the heap (:meth:`TimerHeap.set_fifo`): they wait in a queue beside it, so the heap holds only
+the deadlines that move, however many records an endpoint that closes connections by the
+thousand keeps.
 """
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 from collections.abc import Hashable
@@ -37,7 +43,7 @@ _STALE: Any = object()
 class TimerHeap(Generic[K]):
     """The next deadline of each of many connections (any hashable key), earliest first."""
 
-    __slots__ = ("_heap", "_armed", "_counter")
+    __slots__ = ("_heap", "_armed", "_counter", "_fifo", "_fifo_live")
 
     def __init__(self) -> None:
         # Entries are ``[deadline, tie, key]`` lists, so that making one stale can drop its
@@ -45,6 +51,11 @@ class TimerHeap(Generic[K]):
         self._heap: list[list[Any]] = []
         self._armed: dict[K, list[Any]] = {}
         self._counter = itertools.count()
+        # Deadlines set with set_fifo(), in deadline order: entries of the same form with
+        # a fourth item (never compared: the tie before it is unique) that tells them from
+        # the heap's, and how many of them are live (so the heap's share is known).
+        self._fifo: collections.deque[list[Any]] = collections.deque()
+        self._fifo_live = 0
 
     def __len__(self) -> int:
         """How many keys have a deadline."""
@@ -83,7 +94,7 @@ class TimerHeap(Generic[K]):
         if entry is not None:
             if entry[0] == deadline:
                 return
-            entry[2] = _STALE
+            self._stale(entry)
         if deadline is None:
             if entry is not None:
                 del armed[key]
@@ -91,43 +102,95 @@ class TimerHeap(Generic[K]):
         entry = armed[key] = [deadline, next(self._counter), key]
         heap = self._heap
         heapq.heappush(heap, entry)
-        if len(heap) > _SWEEP_MIN and len(heap) > _SWEEP_RATIO * len(armed):
+        # (Deadlines in the queue are not the heap's: they do not count towards its share.)
+        if len(heap) > _SWEEP_MIN and len(heap) > _SWEEP_RATIO * (len(armed) - self._fifo_live):
             self._sweep()
+
+    def set_fifo(self, key: K, deadline: float) -> None:
+        """As :meth:`set`, for a deadline that is usually no earlier than the last one set
+        this way: an endpoint's TIME-WAIT records, each ending the same 2 MSL after it
+        began. Those join a queue in deadline order instead of the heap: O(1), and the
+        heap keeps only the live connections' deadlines, which move all the time, instead
+        of sifting them past thousands of records (an endpoint that closes connections
+        by the thousand holds one record per connection for 2 MSL). One out of order
+        goes into the heap."""
+        fifo = self._fifo
+        if fifo and deadline < fifo[-1][0]:
+            self.set(key, deadline)
+            return
+        armed = self._armed
+        entry = armed.get(key)
+        if entry is not None:
+            if entry[0] == deadline:
+                return
+            self._stale(entry)
+        entry = armed[key] = [deadline, next(self._counter), key, True]
+        fifo.append(entry)
+        self._fifo_live += 1
 
     def cancel(self, key: K) -> None:
         """Forget ``key``'s deadline (a connection closed or went away)."""
         entry = self._armed.pop(key, None)
         if entry is not None:
-            entry[2] = _STALE
+            self._stale(entry)
+
+    def _stale(self, entry: list[Any]) -> None:
+        """Mark ``entry`` stale: it lets go of its key and is skipped where it lies."""
+        entry[2] = _STALE
+        if len(entry) == 4:
+            self._fifo_live -= 1
 
     def clear(self) -> None:
         """Forget every deadline."""
         self._heap.clear()
+        self._fifo.clear()
+        self._fifo_live = 0
         self._armed.clear()
 
     def earliest(self) -> float | None:
         """The earliest deadline of any key, or None."""
         heap = self._heap
-        while heap:
-            entry = heap[0]
-            if entry[2] is not _STALE:
-                deadline: float = entry[0]
-                return deadline
+        while heap and heap[0][2] is _STALE:
             heapq.heappop(heap)  # stale: re-armed or cancelled since
-        return None
+        fifo = self._fifo
+        while fifo and fifo[0][2] is _STALE:
+            fifo.popleft()
+        if heap:
+            top = heap[0]
+            if fifo and fifo[0] < top:  # (deadline, then the order they were set)
+                top = fifo[0]
+        elif fifo:
+            top = fifo[0]
+        else:
+            return None
+        deadline: float = top[0]
+        return deadline
 
     def pop_due(self, until: float) -> list[tuple[float, K]]:
         """Remove and return every ``(deadline, key)`` due by ``until``, earliest first.
 
         Deadlines set while the caller runs these wait for the next call (so a connection
         that keeps re-arming at ``now`` cannot spin its caller)."""
-        heap, armed = self._heap, self._armed
-        due: list[tuple[float, K]] = []
+        heap, armed, fifo = self._heap, self._armed, self._fifo
+        entries: list[list[Any]] = []
         while heap and heap[0][0] <= until:
-            deadline, _, key = heapq.heappop(heap)
-            if key is not _STALE:
-                del armed[key]
-                due.append((deadline, key))
+            entry = heapq.heappop(heap)
+            if entry[2] is not _STALE:
+                entries.append(entry)
+        if fifo and fifo[0][0] <= until:
+            from_heap = len(entries)
+            while fifo and fifo[0][0] <= until:
+                entry = fifo.popleft()
+                if entry[2] is not _STALE:
+                    entries.append(entry)
+                    self._fifo_live -= 1
+            if from_heap and len(entries) > from_heap:
+                entries.sort()  # both lanes gave some: (deadline, order set); keys unique
+        due: list[tuple[float, K]] = []
+        for entry in entries:
+            key = entry[2]
+            del armed[key]
+            due.append((entry[0], key))
         return due
 
     def _sweep(self) -> None:
