@@ -11,6 +11,9 @@ from .sortedmap import SortedMap
 
 # Compact the send buffer once this many acknowledged bytes sit at its front.
 _COMPACT_AT = 1 << 16
+# Segments from this size up are cut from the send buffer through a memoryview (one copy);
+# below it a plain slice is cheaper than making the view.
+_VIEW_AT = 4096
 
 
 class SendBuffer:
@@ -41,7 +44,13 @@ class SendBuffer:
     def get(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from stream offset ``offset`` (which must be buffered)."""
         i = self._head + (offset - self.start)
-        return bytes(self._buf[i : i + size])
+        if size < _VIEW_AT:
+            return bytes(self._buf[i : i + size])
+        # One copy instead of two (a bytearray slice, then bytes of it): for a large
+        # segment (path MTU probing's 64 KB) the copies are most of the sending work. The
+        # view is released at once: a bytearray with a live export cannot grow.
+        with memoryview(self._buf) as view:
+            return bytes(view[i : i + size])
 
     def acknowledge(self, upto: int) -> None:
         """Drop every byte before stream offset ``upto``."""
