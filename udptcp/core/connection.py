@@ -238,14 +238,34 @@ class Connection(Arrival):
             Options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamps=timestamps),
         )
 
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Queue ``data``; it is never dropped, only delayed by the windows (§3.10.2)."""
+    def send(self, data: bytes | bytearray | memoryview, now: float, more: bool = False) -> None:
+        """Queue ``data``; it is never dropped, only delayed by the windows (§3.10.2).
+
+        ``more=True`` says more data is likely to follow at once (Linux's ``MSG_MORE``, its
+        "autocorking" made explicit): a last segment shorter than the MSS is then held back
+        while earlier data is in flight, so that the next send fills it instead of the two
+        going out as a full and a short segment. :attr:`tail_held` is then True and the
+        caller must call :meth:`push` soon (the asyncio adapter does so on the event loop's
+        next turn); until then, as with Nagle's algorithm, the short segment goes out only
+        once nothing else is in flight. With nothing in flight it is sent at once.
+        """
         self._now = now
         if self.state not in _ACCEPTS_WRITES or self._fin_queued:
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
         if not data:
             return
         self._sendbuf.append(data)
+        if more:
+            self._more = True
+        self._output(now)
+        if not self.tail_held:
+            self._more = False  # nothing held: no push owed
+
+    def push(self, now: float) -> None:
+        """Send a short segment :meth:`send` held back (``more=True``), if the windows
+        allow; ends the hold."""
+        self._now = now
+        self._more = self.tail_held = False
         self._output(now)
 
     def shutdown(self, now: float) -> None:

@@ -149,6 +149,8 @@ class ControlBlock:
         "_last_ack_sent",
         "_now",
         "nodelay",
+        "_more",
+        "tail_held",
         "_sendbuf",
         "_fin_queued",
         "_reassembly",
@@ -311,6 +313,10 @@ class ControlBlock:
         self._last_ack_sent = 0
         self._now = 0.0  # time of the call being processed (every entry point sets it)
         self.nodelay = not config.nagle
+        # send(more=True) (Linux's MSG_MORE): hold a last, short segment back while data
+        # is in flight, until push(); tail_held says one is held (the driver owes a push).
+        self._more = False
+        self.tail_held = False
 
         self._sendbuf = SendBuffer()
         self._fin_queued = False
