@@ -462,3 +462,32 @@ async def test_back_to_back_writes_leave_one_short_segment_not_one_per_write() -
         server.close()
         server.abort_clients()
         await asyncio.wait_for(server.wait_closed(), 5)
+
+
+@needs_offload
+async def test_a_burst_is_handed_over_and_acknowledged_every_train_max_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read burst is delivered (and so acknowledged) once TRAIN_MAX_BYTES are read, not
+    only every TRAIN_MAX segments: with 64 KB segments those would be a whole window."""
+    from udptcp.aio import sockio
+
+    async with swallowing_client() as (server_sock, client_sock, transport, receiver):
+        assert receiver.transport is not None
+        stats = receiver.transport.endpoint.stats
+        peer = client_sock.getsockname()
+        mss = transport.get_extra_info("udptcp_stats")["mss"]
+        # Scaled down to default-size segments: a train ends after the third datagram.
+        monkeypatch.setattr(sockio, "TRAIN_MAX_BYTES", 2 * mss + 100)
+        # And read on after the first datagram without asking the (empty) kernel socket.
+        monkeypatch.setattr(sockio, "_FIONREAD", None)
+        data = os.urandom(6 * mss)
+        transport.write(data)
+        datagrams = written(client_sock)
+        assert len(datagrams) == 6
+        out_before = stats["datagrams_out"]
+        server_sock.inject.extend((d, 0, peer) for d in datagrams)  # six plain reads
+        receiver.transport.endpoint._on_readable()
+        assert bytes(receiver.data) == data
+        assert receiver.sizes == [3 * mss, 3 * mss]  # two trains, each delivered whole
+        assert stats["datagrams_out"] == out_before + 2  # and each acknowledged
