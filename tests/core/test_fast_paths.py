@@ -176,6 +176,20 @@ def test_a_train_of_in_order_data_is_acknowledged_once_and_delivered_as_one_even
     assert events == [DataReceived(b"".join(seg.payload for seg in segs))]
 
 
+def test_large_segments_of_a_train_are_delivered_one_event_each_without_a_join() -> None:
+    # 20 KB segments (path MTU probing finds up to 64 KB): joining them would copy every
+    # byte again, so each is its own event, the very payload object, still acknowledged once.
+    config = Config(keepalive=False, receive_buffer=1 << 20)
+    a, b = connected_pair(config, mss=20_000)
+    segs = _data(a, 60_000)  # three full segments (the MSS less timestamps) and a bit
+    assert len(segs) == 4 and all(len(seg.payload) > 16_384 for seg in segs[:3])
+    b.receive_many(segs, 0.001)
+    assert len(_acks(b.take_segments())) == 1
+    events = b.take_events()
+    assert events == [DataReceived(seg.payload) for seg in segs]
+    assert all(ev.data is seg.payload for ev, seg in zip(events[:3], segs[:3], strict=True))
+
+
 def test_one_by_one_the_same_data_is_acknowledged_every_second_segment() -> None:
     a, b = connected_pair(Config(keepalive=False))
     segs = _data(a, 20 * 1400)

@@ -18,6 +18,11 @@ from .seq import seq_add, seq_diff, seq_gt
 
 # Out-of-order arrivals remembered for SACK blocks: one more than the blocks that fit.
 _SACK_RECENT = 5
+#: In-order data of a train reaches the application as one DataReceived, joined, except
+#: that a segment this large comes as its own: joining would copy it once more (path MTU
+#: probing's 64 KB segments), while a default-size segment's extra call costs more than
+#: its copy.
+_OWN_EVENT = 16 * 1024
 
 
 class Receiver(ControlBlock):
@@ -155,6 +160,11 @@ class Receiver(ControlBlock):
                 # what the window promised in order wins over what was SACKed beyond a hole.
                 self.stats_counters["reassembly_pruned"] += 1
         elif not self._batch:
+            self._events.append(DataReceived(data))
+        elif n >= _OWN_EVENT:
+            # Large enough that joining it to its neighbours would cost more (a copy of
+            # every byte) than the application's extra data_received call saves.
+            self._end_batch()
             self._events.append(DataReceived(data))
         else:
             events = self._events
