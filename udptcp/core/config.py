@@ -87,7 +87,11 @@ class Config:
     #: Maximum segment lifetime; TIME-WAIT lasts ``2 * msl`` (RFC 9293 §3.4.1).
     msl: float = 30.0
     #: Nagle's algorithm (RFC 896). Off by default: asyncio sets TCP_NODELAY on its
-    #: TCP transports, and latency-sensitive users expect it.
+    #: TCP transports, and latency-sensitive users expect it. Without it the asyncio
+    #: transport still corks a write's last, short segment while earlier data is in
+    #: flight, until the event loop's next turn or the next write fills it (as Linux's
+    #: autocorking does for a TCP_NODELAY socket), so back-to-back writes do not each end
+    #: in a small segment; a write with nothing in flight goes out at once.
     nagle: bool = False
     #: Longest an ACK for in-order data may be delayed (RFC 1122 §4.2.3.2 allows 0.5 s;
     #: Linux uses 40 ms). An ACK is sent at least for every second full-sized segment.
