@@ -441,6 +441,8 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
     def _push(self) -> None:
         """The loop's next turn after a write() whose short last segment was held."""
         self._push_handle = None
+        if not self.conn.tail_held or self.conn.state is _CLOSED:
+            return  # a later write, an ACK or the end of the connection took it along
         try:
             self.conn.push(self._loop.time())
             self.pump()
