@@ -37,9 +37,18 @@ def test_get_and_acknowledge_match_a_bytes_model(seed: int) -> None:
             assert type(got) is bytes
             assert got == bytes(model[offset - start : offset - start + size]), (seed, offset)
         assert (buf.start, buf.end, len(buf)) == (start, start + len(model), len(model)), seed
+    assert buf.get(buf.end, 100) == b""  # at the end (or in an empty buffer): nothing
     # Nothing left exported: every bytearray chunk can still grow.
     buf.append(b"x")
     assert buf.get(buf.end - 1, 1) == b"x"
+
+
+def test_an_empty_buffer_has_nothing_to_get() -> None:
+    buf = SendBuffer()
+    assert buf.get(0, 1400) == b"" and len(buf) == 0
+    buf.append(b"abc")
+    buf.acknowledge(3)
+    assert buf.get(3, 1400) == b""
 
 
 def test_a_written_bytes_object_is_sent_without_a_copy_and_freed_once_acknowledged() -> None:

@@ -82,6 +82,8 @@ class SendBuffer:
 
     def get(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from stream offset ``offset`` (which must be buffered)."""
+        if offset >= self.end:
+            return b""
         starts = self._starts
         k = bisect_right(starts, offset, self._first) - 1
         chunk = self._chunks[k]
