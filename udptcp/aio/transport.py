@@ -102,6 +102,9 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._loop = endpoint.loop
         self.endpoint = endpoint
         self.conn = conn
+        limit = endpoint.window_limit
+        if limit is not None and limit < conn.config.receive_buffer:
+            conn.set_window_clamp(limit)  # what the socket holds without drops
         self.peer = peer
         self.key = (peer, conn.local_port, conn.remote_port)
         self.deadline: float | None = None

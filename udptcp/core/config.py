@@ -46,7 +46,10 @@ class Config:
     #: at 128 KiB and auto-tunes towards this limit as the application shows it reads more
     #: per round trip. Above 65535 bytes it needs window scaling (RFC 7323), which both
     #: sides must offer. 1 MiB fills a 100 Mbit/s path with an 80 ms RTT; more mostly
-    #: fills socket buffers on fast local paths (4 MiB halved loopback throughput).
+    #: fills socket buffers on fast local paths (4 MiB halved loopback throughput). Over
+    #: asyncio the window also stays within half the UDP socket's receive buffer (udptcp
+    #: asks for 2 MiB; Linux grants at most ``net.core.rmem_max``, 208 KiB unless raised,
+    #: doubled), so a window of datagrams is never dropped there: raise rmem_max for more.
     receive_buffer: int = 1024 * 1024
     #: Most out-of-order pieces held for reassembly per connection. Each held piece is also
     #: charged its bytes plus 256 bytes of bookkeeping against ``receive_buffer`` (as Linux

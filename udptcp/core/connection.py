@@ -50,6 +50,7 @@ __all__ = [
     "Connection",
     "IllegalTransition",
     "LocalProtocolError",
+    "MIN_WINDOW_CLAMP",
     "State",
     "rst_for",
 ]
@@ -61,6 +62,9 @@ ICMP_DEAD_ROUNDS = 2
 #: SYN transmissions answered only by datagrams that are not udptcp segments after which a
 #: connect is refused (see Connection.foreign_datagram).
 FOREIGN_SYN_ROUNDS = 2
+#: The lowest receive-window clamp set_window_clamp takes: 64 KiB, the largest window
+#: without scaling (a socket buffer too small to hold even that drops what it must).
+MIN_WINDOW_CLAMP = 64 * 1024
 
 
 #: Connection counters of hostile or broken peer input (and the limits it hit), which an
@@ -367,6 +371,18 @@ class Connection(Arrival):
             self.timers.keepalive = keepalive_deadline(
                 self._now, self._keepalive_wait, self._keepalive_grain
             )
+
+    def set_window_clamp(self, limit: int) -> None:
+        """Let the receive window grow to ``limit`` bytes at most, below
+        ``Config.receive_buffer`` (Linux's ``TCP_WINDOW_CLAMP``); at least 64 KiB. The
+        asyncio adapter sets half the UDP socket's receive buffer, so that a window's worth
+        of datagrams fits there. A window already offered is not taken back (its right
+        edge never moves left, RFC 9293 §3.8.6.2.1); it stops growing until data is read.
+        """
+        clamp = min(self.config.receive_buffer, max(limit, MIN_WINDOW_CLAMP))
+        self._rcv_clamp = clamp
+        if self._rcv_space > clamp:
+            self._rcv_space = clamp
 
     def set_nodelay(self, nodelay: bool) -> None:
         """Turn Nagle's algorithm off (``True``) or on (``False``)."""

@@ -157,6 +157,7 @@ class ControlBlock:
         "_rcv_off",
         "_held",
         "_rcv_space",
+        "_rcv_clamp",
         "_drs_bytes",
         "_drs_start",
         "_drs_last",
@@ -326,6 +327,7 @@ class ControlBlock:
         # Receive-buffer auto-tuning (like Linux's tcp_rcv_space_adjust): the buffer in use,
         # and the bytes delivered since the current measurement round began.
         self._rcv_space = min(config.receive_buffer, _INITIAL_RCV_SPACE)
+        self._rcv_clamp = config.receive_buffer  # auto-tuning's ceiling (set_window_clamp)
         self._drs_bytes = 0
         self._drs_start = 0.0
         self._drs_last = 0  # bytes delivered in the last complete measurement round

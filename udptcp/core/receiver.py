@@ -187,7 +187,8 @@ class Receiver(ControlBlock):
         """Receive-buffer auto-tuning (the idea of Linux's tcp_rcv_space_adjust).
 
         Once per round trip, let the window grow to twice what the application consumed
-        in the last one, up to ``Config.receive_buffer``: a fast reader on a long path gets
+        in the last one, up to ``Config.receive_buffer`` (or a lower clamp the driver set,
+        :meth:`~udptcp.core.connection.Connection.set_window_clamp`): a fast reader on a long path gets
         the window it needs, while a slow one (or loopback, where a round trip is short)
         never has megabytes in flight that would only overflow socket buffers.
 
@@ -207,7 +208,7 @@ class Receiver(ControlBlock):
         if last and copied > last:
             wanted += wanted * min(copied - last, last) // last
         if wanted > self._rcv_space:
-            self._rcv_space = min(wanted, self.config.receive_buffer)
+            self._rcv_space = min(wanted, self._rcv_clamp)
         self._drs_last = copied
         self._drs_bytes = 0
         self._drs_start = self._now
