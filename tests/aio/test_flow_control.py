@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
 import pytest
 from aio_helpers import recorders, serving
@@ -185,3 +186,45 @@ async def test_eof_waits_while_reading_is_paused() -> None:
         await asyncio.wait_for(receiver.eof, 5)  # Recorder returns False: it closes
         assert await asyncio.wait_for(client.lost, 5) is None
         assert receiver.data == b"last words"
+
+
+def _udp_drops(port: int) -> int:
+    """The kernel's count of datagrams dropped at the IPv4 UDP socket bound to ``port``
+    (a full receive buffer), from /proc/net/udp."""
+    with open("/proc/net/udp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[2] == "00000000:0000":
+                return int(fields[-1])
+    raise AssertionError(f"no UDP socket on port {port}")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/udp"), reason="needs Linux's /proc/net/udp")
+async def test_large_segments_into_a_stock_linux_socket_buffer_are_never_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Linux caps SO_RCVBUF at net.core.rmem_max, 208 KiB unless raised: the socket then
+    holds 208 to 416 KiB, at most six 64 KB datagrams, while the default window is 1 MiB.
+    The window is clamped to half the socket's buffer, so a 64 KB-segment transfer never
+    overflows it (before the clamp: ~150 drops and retransmissions per 100 MB)."""
+    from udptcp.aio import udpsockets
+
+    monkeypatch.setattr(udpsockets, "SOCKET_BUFFER", 212_992)  # stock net.core.rmem_max
+    config = udptcp.Config(pmtu_max=65507)
+    made, factory = recorders()
+    async with serving(factory, config=config) as (server, port):
+        endpoint = server.endpoints[0]
+        rcvbuf = server.sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert endpoint.window_limit == rcvbuf // 2 < config.receive_buffer
+        drops = _udp_drops(port)
+        transport, _ = await udptcp.create_connection(Recorder, "127.0.0.1", port, config=config)
+        payload = os.urandom(1 << 16) * 128  # 8 MiB
+        transport.write(payload)
+        await wait_for_condition(lambda: made and len(made[0].data) == len(payload), 30.0)
+        assert bytes(made[0].data) == payload
+        stats = transport.get_extra_info("stats")
+        assert stats.mss > 60_000  # probing found loopback's 64 KiB MTU
+        assert _udp_drops(port) == drops
+        assert made[0].transport is not None
+        assert made[0].transport.get_extra_info("stats").rcv_wnd <= endpoint.window_limit
+        transport.close()

@@ -357,6 +357,7 @@ async def test_gro_train_is_split_into_segments_and_a_corrupt_one_dropped() -> N
         # A train whose last datagram is shorter: four segments, one ACK, one delivery.
         first = os.urandom(3 * mss + 100)
         transport.write(first)
+        await asyncio.sleep(0)  # the short last segment goes out on the loop's next turn
         d = written(client_sock)
         assert [len(x) for x in d] == [len(d[0])] * 3 + [len(d[0]) - mss + 100]
         datagrams_in, datagrams_out = stats["datagrams_in"], stats["datagrams_out"]
@@ -368,6 +369,7 @@ async def test_gro_train_is_split_into_segments_and_a_corrupt_one_dropped() -> N
         # The same with the second segment corrupted: it is dropped, the others are kept.
         second = os.urandom(3 * mss + 100)
         transport.write(second)
+        await asyncio.sleep(0)
         d = written(client_sock)
         bad = d[1][:-1] + bytes([d[1][-1] ^ 0xFF])
         server_sock.inject.append((d[0] + bad + d[2] + d[3], len(d[0]), peer))
@@ -430,3 +432,62 @@ async def test_a_train_of_data_and_fin_gives_one_data_received_then_eof() -> Non
         # (eof_received returned False: the receiver closed, so connection_lost may follow.)
         assert receiver.calls[:3] == ["connection_made", "data_received", "eof_received"]
         transport.abort()
+
+
+async def test_back_to_back_writes_leave_one_short_segment_not_one_per_write() -> None:
+    """Autocorking: each write's short last piece waits while data is in flight, for the
+    next write to fill it, and goes out on the loop's next turn; without it five writes of
+    a segment and a bit would be ten datagrams, five of them short."""
+    made, factory = chunk_recorders()
+    server_sock, client_sock = ProbeSocket(), ProbeSocket()
+    server = await udptcp.create_server(factory, sock=server_sock)
+    try:
+        client_sock.connect(server_sock.getsockname())
+        transport, _ = await udptcp.create_connection(Recorder, sock=client_sock)
+        await accepted(made)  # type: ignore[arg-type]
+        mss = transport.get_extra_info("udptcp_stats")["mss"]
+        client_sock.capture = []  # swallowed: no ACK comes back, all five stay in flight
+        for _ in range(5):
+            transport.write(b"w" * (mss + 100))
+        before_turn = [len(decode(d).payload) for d in written(client_sock)]
+        assert before_turn == [mss] * 5
+        await asyncio.sleep(0)  # the loop's next turn
+        assert [len(decode(d).payload) for d in written(client_sock)] == [500]
+        # A lone short write with nothing new after it still goes out without waiting
+        # for an ACK of the flight.
+        transport.write(b"z")
+        await asyncio.sleep(0)
+        assert [decode(d).payload for d in written(client_sock)] == [b"z"]
+    finally:
+        server.close()
+        server.abort_clients()
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
+@needs_offload
+async def test_a_burst_is_handed_over_and_acknowledged_every_train_max_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read burst is delivered (and so acknowledged) once TRAIN_MAX_BYTES are read, not
+    only every TRAIN_MAX segments: with 64 KB segments those would be a whole window."""
+    from udptcp.aio import sockio
+
+    async with swallowing_client() as (server_sock, client_sock, transport, receiver):
+        assert receiver.transport is not None
+        stats = receiver.transport.endpoint.stats
+        peer = client_sock.getsockname()
+        mss = transport.get_extra_info("udptcp_stats")["mss"]
+        # Scaled down to default-size segments: a train ends after the third datagram.
+        monkeypatch.setattr(sockio, "TRAIN_MAX_BYTES", 2 * mss + 100)
+        # And read on after the first datagram without asking the (empty) kernel socket.
+        monkeypatch.setattr(sockio, "_FIONREAD", None)
+        data = os.urandom(6 * mss)
+        transport.write(data)
+        datagrams = written(client_sock)
+        assert len(datagrams) == 6
+        out_before = stats["datagrams_out"]
+        server_sock.inject.extend((d, 0, peer) for d in datagrams)  # six plain reads
+        receiver.transport.endpoint._on_readable()
+        assert bytes(receiver.data) == data
+        assert receiver.sizes == [3 * mss, 3 * mss]  # two trains, each delivered whole
+        assert stats["datagrams_out"] == out_before + 2  # and each acknowledged

@@ -176,6 +176,20 @@ def test_a_train_of_in_order_data_is_acknowledged_once_and_delivered_as_one_even
     assert events == [DataReceived(b"".join(seg.payload for seg in segs))]
 
 
+def test_large_segments_of_a_train_are_delivered_one_event_each_without_a_join() -> None:
+    # 20 KB segments (path MTU probing finds up to 64 KB): joining them would copy every
+    # byte again, so each is its own event, the very payload object, still acknowledged once.
+    config = Config(keepalive=False, receive_buffer=1 << 20)
+    a, b = connected_pair(config, mss=20_000)
+    segs = _data(a, 60_000)  # three full segments (the MSS less timestamps) and a bit
+    assert len(segs) == 4 and all(len(seg.payload) > 16_384 for seg in segs[:3])
+    b.receive_many(segs, 0.001)
+    assert len(_acks(b.take_segments())) == 1
+    events = b.take_events()
+    assert events == [DataReceived(seg.payload) for seg in segs]
+    assert all(ev.data is seg.payload for ev, seg in zip(events[:3], segs[:3], strict=True))
+
+
 def test_one_by_one_the_same_data_is_acknowledged_every_second_segment() -> None:
     a, b = connected_pair(Config(keepalive=False))
     segs = _data(a, 20 * 1400)
@@ -263,3 +277,28 @@ def test_tsval_never_goes_backwards_when_a_timer_ran_early() -> None:
     for seg in sent:
         b.receive(seg, late)
     assert b.stats_counters["paws_rejected"] == 0
+
+
+def _largest_window_offered(clamp: int | None) -> int:
+    """Move 8 MB from a to b, a window per 10 ms round, and return the largest receive
+    window b offered (b reads everything at once, so auto-tuning grows it)."""
+    a, b = connected_pair(Config(keepalive=False, receive_buffer=1 << 20))
+    if clamp is not None:
+        b.set_window_clamp(clamp)
+    largest, now = 0, 0.0
+    while a.stats()["bytes_acked"] < 8_000_000:
+        now += 0.01
+        if a.unsent_bytes < 1 << 20:
+            a.send(bytes(1 << 20), now)
+        b.receive_many(a.take_segments(), now)
+        b.take_events()
+        largest = max(largest, b.stats()["rcv_wnd"])
+        for seg in b.take_segments():
+            a.receive(seg, now)
+    return largest
+
+
+def test_the_window_clamp_bounds_receive_window_auto_tuning() -> None:
+    assert _largest_window_offered(None) > 500_000  # it grows towards receive_buffer
+    assert 65_536 < _largest_window_offered(200_000) <= 200_000
+    assert _largest_window_offered(1000) <= 65_536  # never below 64 KiB (MIN_WINDOW_CLAMP)

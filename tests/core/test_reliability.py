@@ -256,6 +256,45 @@ def test_nagle_holds_small_segments_only_when_enabled(nagle):
         assert all(s.flags == ACK | PSH for s in sent)
 
 
+def test_send_with_more_holds_only_a_short_last_segment_while_data_is_in_flight(script):
+    conn = script.established()
+    mss = conn.mss
+    # Nothing in flight: a short write goes out at once, more=True or not.
+    conn.send(b"r", script.now, more=True)
+    assert [s.payload for s in script.out()] == [b"r"] and not conn.tail_held
+    script.peer(PEER + 1, ISS + 2)
+    # A write of a segment and a bit: the segment goes, the bit waits for the next write.
+    conn.send(b"a" * (mss + 100), script.now, more=True)
+    assert [len(s.payload) for s in script.out()] == [mss] and conn.tail_held
+    assert conn.unsent_bytes == 100
+    conn.send(b"b" * (mss - 100), script.now, more=True)
+    sent = script.out()
+    assert [len(s.payload) for s in sent] == [mss] and sent[0].payload == b"a" * 100 + b"b" * (
+        mss - 100
+    )
+    assert not conn.tail_held and conn.unsent_bytes == 0  # that write left no short tail
+    conn.send(b"c" * (mss + 7), script.now, more=True)
+    assert [len(s.payload) for s in script.out()] == [mss] and conn.tail_held
+    # push() (the driver calls it on its next turn) sends the held bit.
+    conn.push(script.now)
+    last = script.out()
+    assert [len(s.payload) for s in last] == [7] and last[0].flags & PSH
+    assert not conn.tail_held
+
+
+def test_a_held_short_segment_goes_with_the_fin_and_without_more_is_never_held(script):
+    conn = script.established()
+    mss = conn.mss
+    conn.send(b"x" * (mss + 5), script.now, more=True)
+    assert conn.tail_held
+    conn.close(script.now)
+    data, fin = script.out()
+    assert len(data.payload) == mss and fin.payload == b"x" * 5 and fin.flags & FIN
+    other = script.established(iss=ISS + 50_000)
+    other.send(b"y" * (mss + 5), script.now)
+    assert [len(s.payload) for s in script.out()] == [mss, 5] and not other.tail_held
+
+
 def test_unsent_bytes_counts_what_the_window_holds_back(script):
     conn = script.established(window=3000)
     conn.send(b"u" * 10000, script.now)

@@ -166,6 +166,10 @@ def test_checksum_corners_match() -> None:
         for data in (bytes(n), b"\xff" * n, rng.randbytes(n)):
             for form in (bytes, bytearray, memoryview):
                 assert _speedups.checksum(form(data)) == pure_checksum(form(data)), (n, data)
+    # Whole 64 KB datagrams, all ones among them: the most carry the sums ever take.
+    for n in (65507, 65535):
+        for data in (b"\xff" * n, rng.randbytes(n), bytes(n - 1) + b"\x01"):
+            assert _speedups.checksum(data) == pure_checksum(data), n
     assert _speedups.checksum(b"\xff\xff") == pure_checksum(b"\xff\xff") == 0
     assert _speedups.checksum(b"") == pure_checksum(b"") == 0xFFFF
     assert _outcome(_speedups.checksum, "text") == _outcome(pure_checksum, "text")

@@ -112,6 +112,18 @@ class EndpointBase:
         # never nests; while it runs, connections deliver their events from call_soon.
         self._reading = False
         self.deferring = False
+        #: Largest receive window a connection here may grow to: half the socket's receive
+        #: buffer as the kernel reports it (net.core.rmem_max caps the SOCKET_BUFFER asked
+        #: for: 208 KiB by default on Linux). A window's datagrams then fit in the buffer
+        #: with the kernel's per-datagram overhead (about 64% of a 1472-byte datagram's
+        #: charge is data), as Linux TCP's tcp_adv_win_scale kept half its buffer for it.
+        self.window_limit: int | None = None
+        try:
+            rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except OSError:
+            rcvbuf = 0
+        if rcvbuf > 0:
+            self.window_limit = rcvbuf // 2
         self._writes_unread = 0
         self._last_read = 0.0
         # Queued datagrams: (data, address, GSO segment size or 0 for one datagram).

@@ -62,6 +62,8 @@ class TransportHost(Protocol[T]):
     deferring: bool
     #: Set while the loop's shutdown waits for closed connections to finish delivering.
     linger_waiter: asyncio.Future[None] | None
+    #: Largest receive window the socket's buffer holds without drops (None: unknown).
+    window_limit: int | None
 
     @property
     def sockname(self) -> Address:

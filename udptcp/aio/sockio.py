@@ -59,6 +59,10 @@ READ_BATCH = 256
 #: Most segments read before they are handed to their connections: a train ends there
 #: (and its ACK goes out) even if the socket has more, about 90 KB at the default size.
 TRAIN_MAX = 64
+#: ... or once this many bytes are read: with path-MTU probing's 64 KB segments, 64 of them
+#: would be a whole receive window read before the first ACK, leaving the sender idle
+#: while we work through it; this acknowledges every second one.
+TRAIN_MAX_BYTES = 128 * 1024
 #: recvfrom() size: a whole UDP datagram, whatever the configured budget.
 RECV_SIZE = 65535
 _NOTHING = bytes(4)
@@ -193,6 +197,7 @@ class SocketIO(EndpointBase):
         sock = self.sock
         gro = self.gro
         pending = 0  # segments read and not yet delivered
+        pending_bytes = 0
         for reads in range(READ_BATCH):
             try:
                 if gro:
@@ -228,17 +233,19 @@ class SocketIO(EndpointBase):
                 self.stats["datagrams_in"] += count
                 self._on_gro_train(data, size, addr, trains)
                 pending += count
+                pending_bytes += len(data)
             else:
                 self.stats["datagrams_in"] += 1
                 self._on_datagram(data, addr, trains)
                 pending += 1
+                pending_bytes += len(data)
             if self._closed:
                 return reads + 1
-            if pending >= TRAIN_MAX:
+            if pending >= TRAIN_MAX or pending_bytes >= TRAIN_MAX_BYTES:
                 # Deliver (and so acknowledge) before reading on: a sender must hear
                 # from us well within its loss-probe timeout, however long the burst.
                 self._deliver_trains(trains)
-                pending = 0
+                pending = pending_bytes = 0
             if reads == 0 and _FIONREAD is not None:
                 # After a wake-up's first datagram (the usual one in a request/response
                 # exchange): is another queued? Asked with an ioctl because the read that

@@ -104,6 +104,9 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._loop = endpoint.loop
         self.endpoint = endpoint
         self.conn = conn
+        limit = endpoint.window_limit
+        if limit is not None and limit < conn.config.receive_buffer:
+            conn.set_window_clamp(limit)  # what the socket holds without drops
         self.peer = peer
         self.key = (peer, conn.local_port, conn.remote_port)
         self.deadline: float | None = None
@@ -133,6 +136,7 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
         self._events: collections.deque[Event] = collections.deque()
         self._dispatching = False
         self._dispatch_handle: asyncio.Handle | None = None
+        self._push_handle: asyncio.Handle | None = None  # sends a held short segment
         self._socket: ConnectionSocket | None = None
         # Kept by the endpoint: the peer's endpoint when it is in this loop (False: not
         # looked for yet).
@@ -291,8 +295,14 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
                 logger.warning("udptcp: write() on a closed transport is ignored.")
             return
         now = self._loop.time()
-        conn.send(data, now)
+        # more=True: a short last segment waits while data is in flight, until the loop's
+        # next turn (_push) or the next write() fills it; Linux's autocorking does the
+        # same for a TCP_NODELAY socket. A bulk writer of 64 KiB chunks would otherwise
+        # send each as full segments plus a short one.
+        conn.send(data, now, True)
         self._flush()
+        if conn.tail_held and self._push_handle is None:
+            self._push_handle = self._loop.call_soon(self._push)
         # A pending RST or ICMP error ends the connection before write() returns, as a
         # kernel socket's next send fails, even if the program never yields.
         self.endpoint.poll_from_write(now, self)
@@ -432,6 +442,19 @@ class Transport(asyncio.transports._FlowControlMixin, asyncio.Transport):
             endpoint.account(self)
         if conn.state is _CLOSED:
             endpoint.forget(self)
+
+    def _push(self) -> None:
+        """The loop's next turn after a write() whose short last segment was held."""
+        self._push_handle = None
+        if not self.conn.tail_held or self.conn.state is _CLOSED:
+            return  # a later write, an ACK or the end of the connection took it along
+        try:
+            self.conn.push(self._loop.time())
+            self.pump()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # a bug in udptcp: do not leave it half-done
+            self.fatal_error(exc, "Fatal error in udptcp connection")
 
     def _deferred_dispatch(self) -> None:
         self._dispatch_handle = None

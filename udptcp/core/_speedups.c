@@ -54,28 +54,37 @@ static PyObject *empty_tuple = NULL;
 
 /* RFC 1071: the ones' complement sum of the big-endian 16-bit words of buf (an odd last
  * byte padded with zero), folded to 16 bits. The sum is byte-order independent
- * (RFC 1071 §2(B)), so words are added in native order, eight bytes at a time with
- * end-around carry (2**64 - 1 is a multiple of 0xFFFF), and swapped once at the end.
+ * (RFC 1071 §2(B)) and any word size will do once the carries are folded back in, so
+ * 32-bit words are added in native order, the sum folded, and swapped once at the end.
  * A non-zero sum never folds to 0, so 0 means every byte was zero, as in segment.py. */
 static uint16_t
 ones_sum(const unsigned char *buf, Py_ssize_t len)
 {
-    uint64_t acc = 0;
-    uint64_t v;
-    while (len >= 8) {
-        memcpy(&v, buf, 8);
-        acc += v;
-        acc += (acc < v);
-        buf += 8;
-        len -= 8;
+    /* 32-bit words into four 64-bit sums: no carry to test per word (a sum overflows only
+     * after 2**32 words), and independent sums the compiler can vectorise. */
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    uint32_t w[4];
+    while (len >= 16) {
+        memcpy(w, buf, 16);
+        a0 += w[0];
+        a1 += w[1];
+        a2 += w[2];
+        a3 += w[3];
+        buf += 16;
+        len -= 16;
     }
-    uint64_t tail = 0;
-    unsigned char last[8] = {0};
+    uint64_t acc = a0 + a1 + a2 + a3;
+    while (len >= 4) {
+        memcpy(w, buf, 4);
+        acc += w[0];
+        buf += 4;
+        len -= 4;
+    }
     if (len > 0) {
+        unsigned char last[4] = {0};
         memcpy(last, buf, (size_t)len); /* zero padding, odd byte included */
-        memcpy(&tail, last, 8);
-        acc += tail;
-        acc += (acc < tail);
+        memcpy(w, last, 4);
+        acc += w[0];
     }
     /* Fold 64 -> 16 bits with end-around carry. */
     acc = (acc & 0xFFFFFFFFu) + (acc >> 32);

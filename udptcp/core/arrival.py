@@ -55,7 +55,8 @@ class Arrival(LossRecovery):
         ACK that the delayed-ACK rule owes for in-order data is sent once, after the
         train, rather than after every second segment (RFC 9293 §3.8.6.3 and RFC 1122
         §4.2.3.2 bound the delay, not the count; Linux acknowledges a GRO train the same
-        way); in-order data reaches the application as one ``DataReceived``; and new data
+        way); in-order data reaches the application as one ``DataReceived`` (a segment of
+        16 KiB or more as its own, not copied into a joined one); and new data
         is sent once, with the whole train's acknowledgments taken into account. ACKs
         the RFCs want at once (out-of-order data, a filled gap, a duplicate, a window
         probe) still go out segment by segment, so duplicate-ACK counting is unchanged.

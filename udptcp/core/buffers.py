@@ -6,56 +6,143 @@ they never see sequence-number wrap-around; the connection translates at the edg
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from .sack import Scoreboard
 from .sortedmap import SortedMap
 
-# Compact the send buffer once this many acknowledged bytes sit at its front.
-_COMPACT_AT = 1 << 16
+# Writes shorter than this are copied into an open bytearray at the end of the buffer
+# (many small writes make one chunk); longer ones are kept as the bytes objects they are.
+_SMALL_WRITE = 4096
+# The open bytearray is closed at this size, so it is never grown (and copied) beyond it.
+_OPEN_MAX = 1 << 16
+# Longer writes are stored as pieces of this size (one copy), so that an acknowledged
+# part of a huge write is freed long before its end is acknowledged.
+_CHUNK_MAX = 1 << 18
+# Drop the references to acknowledged chunks from the lists in bulk, this many at a time.
+_COMPACT_AT = 32
+# Segments from this size up are cut from a bytearray chunk through a memoryview (one
+# copy); below it a plain slice is cheaper than making the view.
+_VIEW_AT = 4096
 
 
 class SendBuffer:
     """Bytes the application wrote that the peer has not acknowledged yet.
 
-    Acknowledged bytes are dropped from the front by advancing an index and compacting in
-    bulk, so a large write acknowledged segment by segment costs O(total), not O(total²).
+    Held as a list of chunks: a written ``bytes`` object is kept as it is (no copy; a
+    segment that is one whole chunk is sent as that very object), small writes are gathered
+    into an open ``bytearray``. A segment spanning chunks is joined from views (one copy).
+    Chunks leave the front as they are acknowledged, so nothing is ever moved to make room
+    (a single ``bytearray`` with a window in flight was copied whole each time it grew).
+    Memory beyond the unacknowledged bytes: less than one chunk (at most 256 KiB) at the
+    front, and about 100 bytes of bookkeeping per chunk (at least 4 KiB each, or the open
+    one).
     """
 
-    __slots__ = ("_buf", "_head", "start")
+    __slots__ = ("_chunks", "_starts", "_first", "_open", "start", "end")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._head = 0  # index in _buf of the first unacknowledged byte
-        self.start = 0  # stream offset of that byte
+        self._chunks: list[bytes | bytearray] = []
+        self._starts: list[int] = []  # stream offset of each chunk's first byte
+        self._first = 0  # index of the first chunk still holding unacknowledged bytes
+        self._open = False  # the last chunk is a bytearray small writes go into
+        self.start = 0  # stream offset of the first unacknowledged byte
+        #: Stream offset just past the last byte written.
+        self.end = 0
 
     def __len__(self) -> int:
-        return len(self._buf) - self._head
-
-    @property
-    def end(self) -> int:
-        """Stream offset just past the last byte written."""
-        return self.start + len(self._buf) - self._head  # len(self), without the call
+        return self.end - self.start
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        n = len(data)
+        if not n:
+            return
+        if n < _SMALL_WRITE:
+            if self._open:
+                tail: bytearray = self._chunks[-1]  # type: ignore[assignment]  # (open)
+                tail += data
+                if len(tail) >= _OPEN_MAX:
+                    self._open = False
+            else:
+                self._chunks.append(bytearray(data))
+                self._starts.append(self.end)
+                self._open = True
+            self.end += n
+            return
+        self._open = False
+        if n <= _CHUNK_MAX:
+            self._chunks.append(data if type(data) is bytes else bytes(data))
+            self._starts.append(self.end)
+        else:
+            with memoryview(data) as view:
+                for i in range(0, n, _CHUNK_MAX):
+                    self._chunks.append(bytes(view[i : i + _CHUNK_MAX]))
+                    self._starts.append(self.end + i)
+        self.end += n
 
     def get(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes from stream offset ``offset`` (which must be buffered)."""
-        i = self._head + (offset - self.start)
-        return bytes(self._buf[i : i + size])
+        if offset >= self.end:
+            return b""
+        starts = self._starts
+        k = bisect_right(starts, offset, self._first) - 1
+        chunk = self._chunks[k]
+        i = offset - starts[k]
+        j = i + size
+        n = len(chunk)
+        if j <= n or k == len(starts) - 1:
+            if type(chunk) is bytes:
+                # A whole chunk is returned as itself (bytes are immutable).
+                return chunk if i == 0 and j >= n else chunk[i:j]
+            if size < _VIEW_AT:
+                return bytes(chunk[i:j])
+            with memoryview(chunk) as view:  # released at once: the bytearray may grow
+                return bytes(view[i:j])
+        # Spanning chunks: joined from views of them, one copy. The views are released
+        # before returning (a bytearray with a live view cannot grow).
+        pieces: list[memoryview] = []
+        try:
+            while size > 0 and k < len(starts):
+                piece = memoryview(self._chunks[k])[i : i + size]
+                pieces.append(piece)
+                size -= len(piece)
+                i = 0
+                k += 1
+            return b"".join(pieces)
+        finally:
+            for piece in pieces:
+                piece.release()
 
     def acknowledge(self, upto: int) -> None:
         """Drop every byte before stream offset ``upto``."""
-        n = upto - self.start
-        held = len(self._buf) - self._head
-        if n > held:
-            n = held
-        if n <= 0:
+        if upto <= self.start:
             return
-        self._head += n
-        self.start += n
-        if self._head >= _COMPACT_AT or self._head == len(self._buf):
-            del self._buf[: self._head]
-            self._head = 0
+        if upto >= self.end:
+            upto = self.end
+            if self._open:
+                # Keep the open bytearray (emptied) for the next small write: a
+                # request/response exchange then allocates nothing per message.
+                emptied: bytearray = self._chunks[-1]  # type: ignore[assignment]  # (open)
+                del emptied[:]
+                self._chunks = [emptied]
+                self._starts = [upto]
+            else:
+                self._chunks = []
+                self._starts = []
+            self._first = 0
+            self.start = upto
+            return
+        self.start = upto
+        chunks, starts = self._chunks, self._starts
+        first = self._first
+        while starts[first] + len(chunks[first]) <= upto:
+            chunks[first] = b""  # free it now; the list slot goes at the next compaction
+            first += 1
+        if first >= _COMPACT_AT:
+            del chunks[:first]
+            del starts[:first]
+            first = 0
+        self._first = first
 
 
 #: What one held out-of-order piece costs beyond its data bytes, charged against the

@@ -46,7 +46,10 @@ class Config:
     #: at 128 KiB and auto-tunes towards this limit as the application shows it reads more
     #: per round trip. Above 65535 bytes it needs window scaling (RFC 7323), which both
     #: sides must offer. 1 MiB fills a 100 Mbit/s path with an 80 ms RTT; more mostly
-    #: fills socket buffers on fast local paths (4 MiB halved loopback throughput).
+    #: fills socket buffers on fast local paths (4 MiB halved loopback throughput). Over
+    #: asyncio the window also stays within half the UDP socket's receive buffer (udptcp
+    #: asks for 2 MiB; Linux grants at most ``net.core.rmem_max``, 208 KiB unless raised,
+    #: doubled), so a window of datagrams is never dropped there: raise rmem_max for more.
     receive_buffer: int = 1024 * 1024
     #: Most out-of-order pieces held for reassembly per connection. Each held piece is also
     #: charged its bytes plus 256 bytes of bookkeeping against ``receive_buffer`` (as Linux
@@ -87,7 +90,11 @@ class Config:
     #: Maximum segment lifetime; TIME-WAIT lasts ``2 * msl`` (RFC 9293 §3.4.1).
     msl: float = 30.0
     #: Nagle's algorithm (RFC 896). Off by default: asyncio sets TCP_NODELAY on its
-    #: TCP transports, and latency-sensitive users expect it.
+    #: TCP transports, and latency-sensitive users expect it. Without it the asyncio
+    #: transport still corks a write's last, short segment while earlier data is in
+    #: flight, until the event loop's next turn or the next write fills it (as Linux's
+    #: autocorking does for a TCP_NODELAY socket), so back-to-back writes do not each end
+    #: in a small segment; a write with nothing in flight goes out at once.
     nagle: bool = False
     #: Longest an ACK for in-order data may be delayed (RFC 1122 §4.2.3.2 allows 0.5 s;
     #: Linux uses 40 ms). An ACK is sent at least for every second full-sized segment.

@@ -50,6 +50,7 @@ __all__ = [
     "Connection",
     "IllegalTransition",
     "LocalProtocolError",
+    "MIN_WINDOW_CLAMP",
     "State",
     "rst_for",
 ]
@@ -61,6 +62,9 @@ ICMP_DEAD_ROUNDS = 2
 #: SYN transmissions answered only by datagrams that are not udptcp segments after which a
 #: connect is refused (see Connection.foreign_datagram).
 FOREIGN_SYN_ROUNDS = 2
+#: The lowest receive-window clamp set_window_clamp takes: 64 KiB, the largest window
+#: without scaling (a socket buffer too small to hold even that drops what it must).
+MIN_WINDOW_CLAMP = 64 * 1024
 
 
 #: Connection counters of hostile or broken peer input (and the limits it hit), which an
@@ -238,14 +242,34 @@ class Connection(Arrival):
             Options(mss=our_mss, wscale=wscale, sack_permitted=sack, timestamps=timestamps),
         )
 
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Queue ``data``; it is never dropped, only delayed by the windows (§3.10.2)."""
+    def send(self, data: bytes | bytearray | memoryview, now: float, more: bool = False) -> None:
+        """Queue ``data``; it is never dropped, only delayed by the windows (§3.10.2).
+
+        ``more=True`` says more data is likely to follow at once (Linux's ``MSG_MORE``, its
+        "autocorking" made explicit): a last segment shorter than the MSS is then held back
+        while earlier data is in flight, so that the next send fills it instead of the two
+        going out as a full and a short segment. :attr:`tail_held` is then True and the
+        caller must call :meth:`push` soon (the asyncio adapter does so on the event loop's
+        next turn); until then, as with Nagle's algorithm, the short segment goes out only
+        once nothing else is in flight. With nothing in flight it is sent at once.
+        """
         self._now = now
         if self.state not in _ACCEPTS_WRITES or self._fin_queued:
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
         if not data:
             return
         self._sendbuf.append(data)
+        if more:
+            self._more = True
+        self._output(now)
+        if not self.tail_held:
+            self._more = False  # nothing held: no push owed
+
+    def push(self, now: float) -> None:
+        """Send a short segment :meth:`send` held back (``more=True``), if the windows
+        allow; ends the hold."""
+        self._now = now
+        self._more = self.tail_held = False
         self._output(now)
 
     def shutdown(self, now: float) -> None:
@@ -347,6 +371,18 @@ class Connection(Arrival):
             self.timers.keepalive = keepalive_deadline(
                 self._now, self._keepalive_wait, self._keepalive_grain
             )
+
+    def set_window_clamp(self, limit: int) -> None:
+        """Let the receive window grow to ``limit`` bytes at most, below
+        ``Config.receive_buffer`` (Linux's ``TCP_WINDOW_CLAMP``); at least 64 KiB. The
+        asyncio adapter sets half the UDP socket's receive buffer, so that a window's worth
+        of datagrams fits there. A window already offered is not taken back (its right
+        edge never moves left, RFC 9293 §3.8.6.2.1); it stops growing until data is read.
+        """
+        clamp = min(self.config.receive_buffer, max(limit, MIN_WINDOW_CLAMP))
+        self._rcv_clamp = clamp
+        if self._rcv_space > clamp:
+            self._rcv_space = clamp
 
     def set_nodelay(self, nodelay: bool) -> None:
         """Turn Nagle's algorithm off (``True``) or on (``False``)."""

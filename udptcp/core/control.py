@@ -149,12 +149,15 @@ class ControlBlock:
         "_last_ack_sent",
         "_now",
         "nodelay",
+        "_more",
+        "tail_held",
         "_sendbuf",
         "_fin_queued",
         "_reassembly",
         "_rcv_off",
         "_held",
         "_rcv_space",
+        "_rcv_clamp",
         "_drs_bytes",
         "_drs_start",
         "_drs_last",
@@ -311,6 +314,10 @@ class ControlBlock:
         self._last_ack_sent = 0
         self._now = 0.0  # time of the call being processed (every entry point sets it)
         self.nodelay = not config.nagle
+        # send(more=True) (Linux's MSG_MORE): hold a last, short segment back while data
+        # is in flight, until push(); tail_held says one is held (the driver owes a push).
+        self._more = False
+        self.tail_held = False
 
         self._sendbuf = SendBuffer()
         self._fin_queued = False
@@ -320,6 +327,7 @@ class ControlBlock:
         # Receive-buffer auto-tuning (like Linux's tcp_rcv_space_adjust): the buffer in use,
         # and the bytes delivered since the current measurement round began.
         self._rcv_space = min(config.receive_buffer, _INITIAL_RCV_SPACE)
+        self._rcv_clamp = config.receive_buffer  # auto-tuning's ceiling (set_window_clamp)
         self._drs_bytes = 0
         self._drs_start = 0.0
         self._drs_last = 0  # bytes delivered in the last complete measurement round

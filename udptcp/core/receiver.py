@@ -18,6 +18,11 @@ from .seq import seq_add, seq_diff, seq_gt
 
 # Out-of-order arrivals remembered for SACK blocks: one more than the blocks that fit.
 _SACK_RECENT = 5
+#: In-order data of a train reaches the application as one DataReceived, joined, except
+#: that a segment this large comes as its own: joining would copy it once more (path MTU
+#: probing's 64 KB segments), while a default-size segment's extra call costs more than
+#: its copy.
+_OWN_EVENT = 16 * 1024
 
 
 class Receiver(ControlBlock):
@@ -157,6 +162,11 @@ class Receiver(ControlBlock):
                 self.stats_counters["reassembly_pruned"] += 1
         elif not self._batch:
             self._events.append(DataReceived(data))
+        elif n >= _OWN_EVENT:
+            # Large enough that joining it to its neighbours would cost more (a copy of
+            # every byte) than the application's extra data_received call saves.
+            self._end_batch()
+            self._events.append(DataReceived(data))
         else:
             events = self._events
             if self._rx_event is None or not events or events[-1] is not self._rx_event:
@@ -178,7 +188,8 @@ class Receiver(ControlBlock):
         """Receive-buffer auto-tuning (the idea of Linux's tcp_rcv_space_adjust).
 
         Once per round trip, let the window grow to twice what the application consumed
-        in the last one, up to ``Config.receive_buffer``: a fast reader on a long path gets
+        in the last one, up to ``Config.receive_buffer`` (or a lower clamp the driver set,
+        :meth:`~udptcp.core.connection.Connection.set_window_clamp`): a fast reader on a long path gets
         the window it needs, while a slow one (or loopback, where a round trip is short)
         never has megabytes in flight that would only overflow socket buffers.
 
@@ -198,7 +209,7 @@ class Receiver(ControlBlock):
         if last and copied > last:
             wanted += wanted * min(copied - last, last) // last
         if wanted > self._rcv_space:
-            self._rcv_space = min(wanted, self.config.receive_buffer)
+            self._rcv_space = min(wanted, self._rcv_clamp)
         self._drs_last = copied
         self._drs_bytes = 0
         self._drs_start = self._now

@@ -117,8 +117,20 @@ class Sender(Receiver):
                     break
                 if size < run and size < mss and size < self.max_snd_wnd // 2 and not override_sws:
                     break  # sender-side silly window avoidance (RFC 1122 §4.2.3.4)
-                if not self.nodelay and size < mss and self.snd_nxt != self.snd_una:
-                    break  # Nagle (RFC 896): one small segment outstanding at a time
+                if size < mss and self.snd_nxt != self.snd_una:
+                    if not self.nodelay:
+                        break  # Nagle (RFC 896): one small segment outstanding at a time
+                    if (
+                        self._more
+                        and size == unsent
+                        and not self._fin_queued
+                        and not override_sws
+                        and self.snd_nxt == self.snd_max
+                    ):
+                        # send(more=True): the short last piece waits for push() or for
+                        # the next write to fill it (see Connection.send).
+                        self.tail_held = True
+                        break
                 if pacing and not self._may_send(size, now):
                     break
                 if size == mss < unsent and self.snd_nxt == self.snd_max and not sb:
@@ -136,6 +148,8 @@ class Sender(Receiver):
                         flags |= FIN
                 self._transmit(flags, self.snd_nxt, off, size, now)
                 if last:
+                    if self._more:
+                        self._more = self.tail_held = False  # the held piece is out
                     # All sent (the FIN too, if queued), and SND.NXT is now SND.MAX: another
                     # turn would find nothing to send and nothing to skip.
                     break
