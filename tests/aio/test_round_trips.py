@@ -1,7 +1,8 @@
 """A request/response exchange at its floor: per 1-byte ping-pong round trip, one datagram
 each way (the ACK rides on the reply), one send and one read system call per message on
 each side, and no timer work per message (a deadline that moved later is not filed again).
-Counted, not timed: the figures themselves come from ``benchmarks.pingcost``."""
+Counted, not timed: the figures come from ``benchmarks.pingcost`` (one process) and
+``benchmarks.pingsplit`` (two, with each one's CPU per round trip)."""
 
 from __future__ import annotations
 
