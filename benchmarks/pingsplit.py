@@ -7,8 +7,9 @@ the round trip's median.
 The ``pingpong`` scenario's server and client workers (:mod:`benchmarks.worker`) run twice,
 ``--rounds`` and ``--rounds`` + ``--extra`` round trips; each process's CPU time (user +
 system, from ``wait4``'s resource usage, so kernel work such as a loopback ``sendto``
-counts) is told apart by the difference, start-up and imports dropping out. ``cpu/rt`` is
-client + server CPU per round trip.
+counts) is told apart by the difference, start-up and imports dropping out up to their
+variation (some tens of milliseconds: a few µs per round trip at the default 10,000; keep
+``--extra`` large). ``cpu/rt`` is client + server CPU per round trip.
 
 On a two-core machine the kernel runs the woken peer on the sender's CPU: the peer preempts
 the sender inside ``sendto`` and the sender resumes when the peer blocks again, so the two
@@ -51,6 +52,7 @@ def _json_line(stream: Any, key: str) -> dict[str, Any]:
 def run_pair(peer: str, loop: str, rounds: int) -> dict[str, float]:
     """One server and one client worker, ``rounds`` round trips: p50 and CPU seconds."""
     worker = [sys.executable, "-m", "benchmarks.worker"]
+    client: subprocess.Popen[str] | None = None
     server = subprocess.Popen(
         [*worker, "serve", peer, "--loop", loop],
         stdin=subprocess.PIPE,
@@ -77,9 +79,10 @@ def run_pair(peer: str, loop: str, rounds: int) -> dict[str, float]:
         _, server_cpu = _cpu(server.pid)
         server.returncode = 0
     finally:
-        if server.returncode is None:
-            server.kill()
-            server.wait()
+        for process in (client, server):
+            if process is not None and process.returncode is None:
+                process.kill()
+                process.wait()
     return {"p50_us": result["p50_us"], "client_s": client_cpu, "server_s": server_cpu}
 
 
@@ -94,7 +97,7 @@ def measure(peer: str, loop: str, rounds: int, extra: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pingsplit")
     parser.add_argument("--rounds", type=int, default=1000)
-    parser.add_argument("--extra", type=int, default=5000)
+    parser.add_argument("--extra", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--loop", choices=LOOPS, action="append", default=None)
     parser.add_argument("--peers", default="udp,udptcp,tcp")
