@@ -6,6 +6,13 @@ TIME-WAIT record's end, with lazy invalidation, and a single ``loop.call_at`` ha
 at the earliest deadline. A wake-up takes everything due at once and runs it; what a
 connection schedules while it runs waits for the next wake-up.
 
+A connection's deadline moves later with nearly every segment (each one sent restarts the
+retransmission and loss-probe timers, RFC 6298 §5.3, RFC 8985 §7.2), and it is filed again
+only when it moves *earlier*: a later one is noted on the transport (``deadline``) and the
+earlier entry stays on the heap. When that entry comes up, the transport's deadline is
+looked at again: run if due, filed again at its new time if not. So a request/response
+exchange touches neither the heap nor the loop's timer per message.
+
 A connection that enters TIME-WAIT is replaced by a small record (:class:`~udptcp.core.
 timewait.TimeWait`): the endpoint lets go of the Connection, its buffers and logs (the
 application was told it closed already), and the record answers what still arrives for its
@@ -38,12 +45,20 @@ class Deadlines(SocketIO):
     # ------------------------------------------------------------------ the one timer
 
     def schedule(self, transport: Transport, deadline: float | None) -> None:
-        """Record ``transport``'s next deadline (called by the transport after each pump)."""
+        """Record ``transport``'s next deadline (called by the transport after each pump).
+
+        Only a deadline earlier than the one the heap holds for it is filed; a later one
+        (or none) is only noted, and :meth:`_on_timer` looks again when the filed one
+        comes up."""
         transport.deadline = deadline
-        if self._closed:
+        if self._closed or deadline is None:
             return
-        self._timers.set(transport, deadline)
-        if deadline is not None and (self._timer_when is None or deadline < self._timer_when):
+        timers = self._timers
+        filed = timers.deadline(transport)
+        if filed is not None and filed <= deadline:
+            return
+        timers.set(transport, deadline)
+        if self._timer_when is None or deadline < self._timer_when:
             self._arm(deadline)
 
     def _arm(self, when: float) -> None:
@@ -59,21 +74,31 @@ class Deadlines(SocketIO):
         now = self.loop.time()
         # Taken all at once, then run: a deadline a connection sets while running waits for
         # the next wake-up instead of spinning here.
-        due = self._timers.pop_due(now + TIMER_SLACK)
+        until = now + TIMER_SLACK
+        due = self._timers.pop_due(until)
         self.stats["timer_wakeups"] += 1
-        if not due:
-            self.stats["timer_stale"] += 1
-        records = False
-        for deadline, key in due:
+        ran = records = False
+        for _filed, key in due:
             if self._closed:
                 return
             if isinstance(key, tuple):
                 self._time_wait_due(key, now)
-                records = True
+                ran = records = True
+                continue
+            # The transport's own deadline: it may have moved later (or gone) since it
+            # was filed (schedule() files only earlier ones).
+            deadline = key.deadline
+            if deadline is None:
+                continue
+            if deadline > until:
+                self._timers.set(key, deadline)  # not due yet: filed again at its time
                 continue
             key.deadline = None
             if self._conns.holds(key.key, key):
+                ran = True
                 self._guarded(key, key.timer_fired, max(now, deadline))
+        if not ran:
+            self.stats["timer_stale"] += 1
         self._rearm()
         if records:
             self._maybe_close()

@@ -130,8 +130,8 @@ class Endpoint(Connections):
     in :meth:`statistics`, ``icmp_rejected``: ICMP errors a connection dropped because the
     sequence number they quote is not one it has outstanding),
     ``empty_wakeups`` (the socket reported ready with nothing to read: POLLERR), the one
-    timer's ``timer_arms``, ``timer_wakeups`` and ``timer_stale`` (wake-ups with nothing
-    due), and every limit hit (the limits are in :class:`~udptcp.core.config.Config`):
+    timer's ``timer_arms``, ``timer_wakeups`` and ``timer_stale`` (wake-ups that ran
+    nothing: what was filed had moved later or gone), and every limit hit (the limits are in :class:`~udptcp.core.config.Config`):
 
     * ``refused_max_connections``, ``refused_per_address``: SYNs (or SYN-cookie ACKs)
       answered with RST because ``max_connections`` / ``max_connections_per_address``

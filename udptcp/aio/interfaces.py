@@ -177,8 +177,9 @@ class HostedTransport(Protocol):
     key: ConnectionKey
     #: The listener that made it (passive open), None for an active open.
     listener: ConnectionListener[Any] | None
-    #: Kept by the endpoint: the deadline it has on its heap, the state it last accounted
-    #: for and the limit count the connection is in.
+    #: Kept by the endpoint: the connection's next deadline (its heap may hold an earlier
+    #: one, looked at again when it comes up), the state it last accounted for and the
+    #: limit count the connection is in.
     deadline: float | None
     accounted_state: State | None
     slot: int

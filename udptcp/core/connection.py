@@ -27,7 +27,7 @@ from __future__ import annotations
 from .amplification import AmplificationBudget, received_size
 from .arrival import Arrival
 from .config import Config
-from .control import _INITIAL_RCV_SPACE, _MASK, _MAX_WINDOW_FIELD, _MAX_WSCALE, _wscale_for
+from .control import _HALF, _INITIAL_RCV_SPACE, _MASK, _MAX_WINDOW_FIELD, _MAX_WSCALE, _wscale_for
 from .cookies import encode_ts_choices
 from .errors import refused, reset, timed_out
 from .events import DataReceived, EofReceived, Event
@@ -531,10 +531,17 @@ class Connection(Arrival):
     @property
     def unsent_bytes(self) -> int:
         """Bytes written by the application and not yet transmitted once."""
-        if self.state not in _SYNCHRONIZED and self.state is not S.SYN_RECEIVED:
-            return len(self._sendbuf)
-        sent = max(self._stream_offset(self.snd_max) - self._sendbuf.start, 0)
-        return max(len(self._sendbuf) - sent, 0)
+        # Asked after every write (the transport's high-water mark): ESTABLISHED first,
+        # _stream_offset(snd_max) - start and the max()es written out.
+        buf = self._sendbuf
+        held = len(buf)
+        st = self.state
+        if st is not S.ESTABLISHED and st not in _SYNCHRONIZED and st is not S.SYN_RECEIVED:
+            return held
+        sent = ((self.snd_max - self.iss - 1 - buf.start + _HALF) & _MASK) - _HALF
+        if sent <= 0:
+            return held
+        return held - sent if held > sent else 0
 
     @property
     def _close_deadline(self) -> float | None:
