@@ -93,7 +93,8 @@ def _compiler_problem() -> str | None:
                 [probe], output_dir=tmp, include_dirs=[sysconfig.get_paths()["include"]]
             )
     except Exception as exc:  # CompileError, a missing executable, a broken toolchain
-        return f"no working C compiler and Python headers: {str(exc).strip() or type(exc).__name__}"
+        detail = str(exc).strip().rstrip(".") or type(exc).__name__
+        return f"no working C compiler and Python headers ({detail})"
     return None
 
 

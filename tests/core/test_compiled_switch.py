@@ -17,6 +17,11 @@ import pytest
 import udptcp.core
 from udptcp.core import _pure
 
+_CORE = Path(udptcp.core.__file__).parent
+#: A compiled engine was built here (it runs unless UDPTCP_PURE=1, which this run may have).
+_BUILT = any((_CORE / f"connection{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
+
+
 _PROBE = """
 import json, sys
 import udptcp, udptcp.core
@@ -91,37 +96,48 @@ def _fake_build(directory: Path, *, built_ns: int, sources_ns: int) -> None:
 def test_no_compiled_modules_is_the_pure_build_not_a_stale_one(tmp_path: Path) -> None:
     (tmp_path / "connection.py").write_text("X = 1\n")
     (tmp_path / f"_speedups{EXTENSION_SUFFIXES[0]}").write_bytes(b"")  # the codec alone
-    assert _pure.stale_reason(str(tmp_path)) is None
+    assert _pure.stale_reason(str(tmp_path), compare_times=True) is None
 
 
 def test_a_build_newer_than_every_source_is_used(tmp_path: Path) -> None:
     _fake_build(tmp_path, built_ns=2_000_000_000_000_000_000, sources_ns=10**18)
-    assert _pure.stale_reason(str(tmp_path)) is None
+    assert _pure.stale_reason(str(tmp_path), compare_times=True) is None
 
 
 def test_a_source_newer_than_its_compiled_module_is_named(tmp_path: Path) -> None:
     _fake_build(tmp_path, built_ns=2 * 10**18, sources_ns=10**18)
     edited = tmp_path / "rtt.py"
     os.utime(edited, ns=(2 * 10**18 + 1, 2 * 10**18 + 1))  # one nanosecond after the build
-    reason = _pure.stale_reason(str(tmp_path))
+    reason = _pure.stale_reason(str(tmp_path), compare_times=True)
     assert reason is not None and "older than its sources" in reason and "rtt.py" in reason
     assert "connection.py" not in reason
+    # Outside a checkout (pip wrote the files of a wheel in its own order) times say nothing.
+    assert _pure.stale_reason(str(tmp_path), compare_times=False) is None
+
+
+def test_only_a_source_checkout_compares_modification_times(tmp_path: Path) -> None:
+    core = tmp_path / "udptcp" / "core"
+    core.mkdir(parents=True)
+    assert not _pure.in_checkout(str(core))  # site-packages/udptcp/core, say
+    (tmp_path / "setup.py").write_text("")
+    assert _pure.in_checkout(str(core))
+    assert _pure.in_checkout(str(_CORE)) is (_CORE.parents[1] / "setup.py").exists()
 
 
 def test_an_incomplete_or_foreign_set_of_compiled_modules_is_not_used(tmp_path: Path) -> None:
     suffix = EXTENSION_SUFFIXES[0]
     _fake_build(tmp_path, built_ns=2 * 10**18, sources_ns=10**18)
     (tmp_path / f"sack{suffix}").unlink()
-    reason = _pure.stale_reason(str(tmp_path))
+    reason = _pure.stale_reason(str(tmp_path), compare_times=True)
     assert reason is not None and "missing: sack" in reason
     (tmp_path / f"sack{suffix}").write_bytes(b"")
     (tmp_path / f"config{suffix}").write_bytes(b"")  # a module the list does not compile
-    reason = _pure.stale_reason(str(tmp_path))
+    reason = _pure.stale_reason(str(tmp_path), compare_times=True)
     assert reason is not None and "config" in reason
     (tmp_path / f"config{suffix}").unlink()
     group = _pure.COMPILED_GROUP.rpartition(".")[2] + "__mypyc"
     (tmp_path / f"{group}{suffix}").unlink()
-    reason = _pure.stale_reason(str(tmp_path))
+    reason = _pure.stale_reason(str(tmp_path), compare_times=True)
     assert reason is not None and group in reason
 
 
@@ -140,17 +156,13 @@ print(json.dumps({"compiled": udptcp.core.COMPILED, "top": udptcp.__compiled__,
 """
 
 
-_CORE = Path(udptcp.core.__file__).parent
-#: A compiled engine was built here (it runs unless UDPTCP_PURE=1, which this run may have).
-_BUILT = any((_CORE / f"connection{suffix}").exists() for suffix in EXTENSION_SUFFIXES)
-
-
 @pytest.mark.skipif(not _BUILT, reason="needs the mypyc-compiled engine built (pip install -e .)")
 def test_an_edited_source_runs_pure_with_one_warning_in_a_copy_of_the_package(
     tmp_path: Path,
 ) -> None:
     package = _CORE.parent
     shutil.copytree(package, tmp_path / "udptcp", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(package.parent / "setup.py", tmp_path)  # a checkout, as in an editable install
     env = {k: v for k, v in os.environ.items() if k not in ("UDPTCP_PURE", "PYTHONWARNINGS")}
 
     def run(**extra: str) -> dict[str, object]:
@@ -182,3 +194,7 @@ def test_an_edited_source_runs_pure_with_one_warning_in_a_copy_of_the_package(
 
     silenced = run(UDPTCP_PURE="1")
     assert silenced["compiled"] is False and silenced["warnings"] == []
+
+    (tmp_path / "setup.py").unlink()  # installed from a wheel: times are not compared
+    installed = run()
+    assert installed["compiled"] is True and installed["warnings"] == []

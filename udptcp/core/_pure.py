@@ -7,10 +7,13 @@ on ``sys.meta_path`` before any other module of the package is imported and answ
 every ``udptcp.core`` module that has a ``.py`` file with that file:
 
 - ``UDPTCP_PURE=1`` (the switch that also keeps the C codec unloaded);
-- a compiled engine that no longer matches its sources: a source changed after the build
-  (an edit, a ``git checkout``, a pull in an editable install), or the set of compiled
-  modules is not this list. Running it would run old code; the sources are run instead,
-  with one ``RuntimeWarning`` that says how to rebuild.
+- a compiled engine that does not match its sources: the set of compiled modules is not
+  this module's list, or, in a source checkout (an editable install or an in-place build,
+  where ``setup.py`` sits beside the package), a source changed after the build (an edit, a
+  ``git checkout``, a pull). Running it would run old code; the sources are run instead,
+  with one ``RuntimeWarning`` that says how to rebuild. Modification times are compared only
+  in a checkout: pip installing a wheel gives every file the time it was written, in the
+  wheel's order, so there they say nothing about which was built from which.
 
 All modules are then pure, or all compiled ones are in use: a compiled module never sees a
 pure sibling. The check costs one directory listing and a ``stat`` per listed module.
@@ -33,6 +36,7 @@ __all__ = [
     "COMPILED_GROUP",
     "COMPILED_MODULES",
     "PureSourceFinder",
+    "in_checkout",
     "install",
     "pure_requested",
     "stale_reason",
@@ -90,9 +94,16 @@ def _extensions(directory: str, names: list[str]) -> dict[str, str]:
     return found
 
 
-def stale_reason(directory: str) -> str | None:
+def in_checkout(directory: str) -> bool:
+    """True when ``directory`` (``<root>/udptcp/core``) is in a source checkout: the
+    ``setup.py`` that builds it is at ``<root>``, as in an editable install."""
+    return os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(directory)), "setup.py"))
+
+
+def stale_reason(directory: str, *, compare_times: bool) -> str | None:
     """Why the compiled engine in ``directory`` must not run, or None: none was built (the
-    pure build), or it is whole and no source is newer than its compiled module."""
+    pure build), or it is whole and (with ``compare_times``) no source is newer than its
+    compiled module or the group's library."""
     try:
         names = os.listdir(directory)
     except OSError:
@@ -110,6 +121,8 @@ def stale_reason(directory: str) -> str | None:
     extra = sorted(engine - set(COMPILED_MODULES))
     if extra:
         return f"modules outside the compiled set are compiled: {', '.join(extra)}"
+    if not compare_times:
+        return None
     try:
         built_ns = os.stat(compiled[group]).st_mtime_ns
         newer = []
@@ -161,7 +174,7 @@ def install(package: str, directory: str) -> bool:
         if isinstance(finder, PureSourceFinder) and finder.prefix == package + ".":
             return True
     if not pure_requested():
-        reason = stale_reason(directory)
+        reason = stale_reason(directory, compare_times=in_checkout(directory))
         if reason is None:
             return False
         import warnings
