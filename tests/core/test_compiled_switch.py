@@ -11,6 +11,7 @@ import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -149,6 +150,7 @@ with warnings.catch_warnings(record=True) as caught:
 files = {n: m.__file__ for n, m in sys.modules.items()
          if n.startswith("udptcp.core.") and getattr(m, "__file__", None)}
 print(json.dumps({"compiled": udptcp.core.COMPILED, "top": udptcp.__compiled__,
+                  "speedups": udptcp.__speedups__,
                   "package": udptcp.__file__,
                   "warnings": [(w.category.__name__, str(w.message)) for w in caught],
                   "compiled_files": sorted(n for n, f in files.items()
@@ -181,7 +183,9 @@ def test_an_edited_source_runs_pure_with_one_warning_in_a_copy_of_the_package(
     assert fresh["package"] == str(tmp_path / "udptcp" / "__init__.py")
     assert fresh["compiled"] is True and fresh["top"] is True and fresh["warnings"] == []
 
-    (tmp_path / "udptcp" / "core" / "sender.py").touch()  # an edit after the build
+    sender = tmp_path / "udptcp" / "core" / "sender.py"
+    as_built = sender.stat().st_mtime_ns
+    sender.touch()  # an edit after the build
     stale = run()
     assert stale["compiled"] is False and stale["top"] is False
     assert stale["compiled_files"] == []  # all or nothing: no compiled module was loaded
@@ -194,6 +198,15 @@ def test_an_edited_source_runs_pure_with_one_warning_in_a_copy_of_the_package(
 
     silenced = run(UDPTCP_PURE="1")
     assert silenced["compiled"] is False and silenced["warnings"] == []
+
+    # The C codec against its C source, the same way (the engine is left as it is).
+    os.utime(sender, ns=(as_built, as_built))
+    if fresh["speedups"]:
+        (tmp_path / "udptcp" / "core" / "_speedups.c").touch()
+        codec = run()
+        assert codec["speedups"] is False and codec["compiled"] is True
+        assert codec["warnings"] == [["RuntimeWarning", ANY]]
+        assert "older than its source (_speedups.c changed" in str(codec["warnings"])
 
     (tmp_path / "setup.py").unlink()  # installed from a wheel: times are not compared
     installed = run()

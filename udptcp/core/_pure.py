@@ -16,7 +16,8 @@ every ``udptcp.core`` module that has a ``.py`` file with that file:
   wheel's order, so there they say nothing about which was built from which.
 
 All modules are then pure, or all compiled ones are in use: a compiled module never sees a
-pure sibling. The check costs one directory listing and a ``stat`` per listed module.
+pure sibling. The check costs one directory listing and a ``stat`` per listed module. The C
+codec (``_speedups``, loaded by ``segment.py``) gets the same check against its C source.
 
 This file itself is never compiled.
 """
@@ -36,10 +37,12 @@ __all__ = [
     "COMPILED_GROUP",
     "COMPILED_MODULES",
     "PureSourceFinder",
+    "codec_stale_reason",
     "in_checkout",
     "install",
     "pure_requested",
     "stale_reason",
+    "warn_stale",
 ]
 
 #: The modules of this package the default build compiles with mypyc (setup.py reads this
@@ -137,6 +140,38 @@ def stale_reason(directory: str, *, compare_times: bool) -> str | None:
     return None
 
 
+def codec_stale_reason(directory: str) -> str | None:
+    """Why the C codec built in ``directory`` must not run, or None: in a source checkout,
+    ``_speedups.c`` changed after the extension was built from it."""
+    if not in_checkout(directory):
+        return None
+    try:
+        names = os.listdir(directory)
+        built = _extensions(directory, names).get("_speedups")
+        if built is None:
+            return None
+        source = os.path.join(directory, "_speedups.c")
+        if os.stat(source).st_mtime_ns > os.stat(built).st_mtime_ns:
+            return "it is older than its source (_speedups.c changed after the build)"
+    except OSError:
+        return None  # no C source beside it: nothing to compare with
+    return None
+
+
+def warn_stale(what: str, directory: str, reason: str) -> None:
+    """The one warning for a compiled part that is not used because of ``reason``."""
+    import warnings
+
+    warnings.warn(
+        f"udptcp's compiled {what} in {directory} is not used: {reason}. Running its "
+        "pure-Python twin instead (correct, slower). Rebuild with `pip install -e .` (or "
+        "`python setup.py build_ext --inplace`) in the checkout, or set UDPTCP_PURE=1 to run "
+        "pure Python without this warning.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 class PureSourceFinder:
     """Finds ``<package>.<name>`` as the source file ``<directory>/<name>.py`` (a
     ``sys.meta_path`` finder; not derived from ``importlib.abc.MetaPathFinder``, whose
@@ -177,16 +212,7 @@ def install(package: str, directory: str) -> bool:
         reason = stale_reason(directory, compare_times=in_checkout(directory))
         if reason is None:
             return False
-        import warnings
-
-        warnings.warn(
-            f"udptcp's compiled engine in {directory} is not used: {reason}. Running the "
-            "pure-Python sources instead (correct, slower). Rebuild it with `pip install -e .` "
-            "(or `python setup.py build_ext --inplace`) in the checkout, or set UDPTCP_PURE=1 "
-            "to run the sources without this warning.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warn_stale("engine", directory, reason)
     sys.meta_path.insert(0, PureSourceFinder(package, directory))
     return True
 
