@@ -15,7 +15,8 @@ compiled twin), ``python -m benchmarks.pingcost`` (a ping-pong round trip's CPU 
 process, the sans-I/O core apart from the asyncio adapter), ``python -m benchmarks.connectcost``
 (the same for a connect+close: CPU, datagrams, calls and allocations per connection).
 Peers (``--peers``): udp (ping-pong only), udptcp, udptcp-secure, udptcp-pmtu,
-udptcp-nooffload, udptcp-pure (the pure-Python codec: UDPTCP_PURE=1), tcp, quic, kcp.
+udptcp-nooffload, udptcp-pure (pure Python, UDPTCP_PURE=1: no compiled codec or engine),
+tcp, quic, kcp.
 
 Every measurement runs on both the default asyncio loop and uvloop, with the server and the
 client in separate processes; repeats are interleaved across peers. Output in ``--out``

@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     peers = {"udp": _udp, "udptcp": _udptcp, "core": _core}
     chosen = [p for p in args.peers.split(",") if p]
     speedups = getattr(udptcp, "__speedups__", False)  # older trees: pure Python
-    print(f"speedups: {speedups}; {args.rounds} round trips, best of {args.repeat}")
+    compiled = getattr(udptcp, "__compiled__", False)
+    print(
+        f"speedups: {speedups}; compiled engine: {compiled}; "
+        f"{args.rounds} round trips, best of {args.repeat}"
+    )
     for loop_name in args.loop or LOOPS:
         for peer in chosen:
             best: dict[str, Any] | None = None

@@ -59,7 +59,10 @@ def machine_info() -> dict[str, str]:
     try:
         import udptcp
 
-        speedups = "compiled codec" if udptcp.__speedups__ else "pure-Python codec"
+        codec = "compiled codec" if udptcp.__speedups__ else "pure-Python codec"
+        compiled = getattr(udptcp, "__compiled__", None)  # None: a tree from before mypyc
+        engine = {True: "compiled engine", False: "pure-Python engine"}.get(compiled)
+        speedups = f"{codec} and {engine}" if engine else codec
     except Exception:  # an older tree, or udptcp not importable here
         speedups = "codec unknown"
     return {

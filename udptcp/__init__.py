@@ -33,8 +33,10 @@ fallback; the ``nat`` extra)::
 
     reader, writer = await udptcp.open_peer_connection("session", "rendezvous.example:3478")
 
-``udptcp.__speedups__`` is True when the optional C codec is in use (built by ``pip
-install`` where a C compiler is present; ``UDPTCP_PURE=1`` turns it off).
+``pip install`` builds two compiled twins where a C compiler is present, and both are
+optional: ``udptcp.__speedups__`` is True when the C codec (encode, decode, checksum) is in
+use, ``udptcp.__compiled__`` when the mypyc-compiled connection engine is.
+``UDPTCP_PURE=1`` in the environment turns both off.
 
 Tunables live in :class:`Config`; ``udptcp.core`` is the sans-I/O protocol engine and
 ``udptcp.aio`` the asyncio adapter built on it.
@@ -47,6 +49,7 @@ from udptcp.aio.loop import EventLoopPolicy, install, loop_factory, uvloop_facto
 from udptcp.aio.server import Server
 from udptcp.aio.tls import start_tls
 from udptcp.aio.transport import Transport
+from udptcp.core import COMPILED as __compiled__
 from udptcp.core.config import Config
 from udptcp.core.connection import State
 from udptcp.core.keys import Identity
@@ -68,6 +71,7 @@ __all__ = [
     "Server",
     "State",
     "Transport",
+    "__compiled__",
     "__speedups__",
     "__version__",
     "create_connection",

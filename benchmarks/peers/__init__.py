@@ -30,7 +30,9 @@ PEERS: dict[str, PeerSpec] = {
     for spec in (
         PeerSpec(
             "udptcp",
-            "udptcp, default MSS (1472-B datagrams)",
+            # Compiled as `pip install` builds it where a C compiler is present (the report's
+            # header says what this run's build had).
+            "udptcp, compiled, default MSS (1472-B datagrams)",
             "benchmarks.peers.udptcp_peer",
             streams=True,
         ),
@@ -57,7 +59,7 @@ PEERS: dict[str, PeerSpec] = {
         ),
         PeerSpec(
             "udptcp-pure",
-            "udptcp, pure-Python codec (UDPTCP_PURE=1)",
+            "udptcp, pure Python (UDPTCP_PURE=1: no compiled codec or engine)",
             "benchmarks.peers.udptcp_peer",
             env={"UDPTCP_PURE": "1"},
             streams=True,

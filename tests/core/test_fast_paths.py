@@ -9,8 +9,15 @@ changes what it is meant to: one ACK per train for in-order data, one ``DataRece
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,13 +30,16 @@ from udptcp.tools.simnet import connected_pair
 
 SEEDS = range(6)
 
-# These tests replace Connection methods on the class. A mypyc-compiled Connection accepts
-# the assignment but its own calls between methods are native and never see it, so there
-# the general path would not be taken and the comparison would prove nothing: the pure
-# run (same source) is where they hold.
+# These tests replace Connection methods on the class to force the general path. A
+# mypyc-compiled Connection accepts the assignment but its own calls between methods are
+# native and never see it, so there the comparison would prove nothing. What they prove is a
+# property of the source (the fast paths equal the general path), checked where the source
+# runs: the UDPTCP_PURE=1 run, which CI makes over tests/core. That the compiled engine
+# sends what the source sends is checked by `python -m benchmarks.core_micro --digest`.
 replaces_methods = pytest.mark.skipif(
     udptcp.core.COMPILED,
-    reason="replaces Connection methods; a compiled Connection's native calls ignore that",
+    reason="replaces Connection methods, which a compiled Connection's native calls ignore; "
+    "the UDPTCP_PURE=1 run checks the source's fast paths",
 )
 
 
@@ -154,6 +164,53 @@ def test_the_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Connection, "_transmit", counting_runs)
     _exchange(0, Config(keepalive=False), trains=True)
     assert calls["predicted"] > 50 and calls["runs"] > 5
+
+
+_SOURCES_RUN = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import udptcp.core
+import test_fast_paths as t
+assert not udptcp.core.COMPILED, "UDPTCP_PURE=1 did not load the sources"
+print(json.dumps({f"{seed}-{trains}": t._digest(*t._exchange(seed, t.Config(keepalive=False), trains))
+                  for seed in t.SEEDS for trains in (False, True)}))
+"""
+
+
+def _digest(wire: list[bytes], events: list[Event]) -> str:
+    """One hash of every datagram, in order, and every event."""
+    h = hashlib.sha256()
+    for datagram in wire:
+        h.update(len(datagram).to_bytes(4, "big") + datagram)
+    h.update(repr(events).encode())
+    return f"{len(wire)}:{len(events)}:{h.hexdigest()}"
+
+
+@functools.cache
+def _sources_digests() -> dict[str, str]:
+    """The exchanges below played by the Python sources (UDPTCP_PURE=1, another process)."""
+    env = {**os.environ, "UDPTCP_PURE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _SOURCES_RUN, str(Path(__file__).parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(udptcp.core.__file__).parents[2],
+    ).stdout
+    result: dict[str, str] = json.loads(out)
+    return result
+
+
+@pytest.mark.parametrize("trains", [False, True], ids=["one-by-one", "trains"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.skipif(not udptcp.core.COMPILED, reason="needs the mypyc-compiled engine running")
+def test_the_compiled_engine_sends_and_reports_what_its_sources_do(seed: int, trains: bool) -> None:
+    """The compiled twin against the sources over the same lossy, reordering exchange:
+    every datagram byte for byte and every event (the sources' fast paths are checked
+    against their general path above, in the UDPTCP_PURE=1 run)."""
+    compiled = _digest(*_exchange(seed, Config(keepalive=False), trains))
+    assert compiled == _sources_digests()[f"{seed}-{trains}"], f"seed {seed}"
 
 
 def _data(a: Connection, n: int, now: float = 0.0) -> list[Segment]:

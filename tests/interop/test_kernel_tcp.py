@@ -29,7 +29,7 @@ import pytest
 import udptcp
 from udptcp.core.connection import State
 from udptcp.core.segment import ACK, CWR, ECE, FIN, RST, SYN, Options
-from udptcp.tools.tunbridge import KERNEL_TO_UDPTCP, UDPTCP_TO_KERNEL
+from udptcp.tools.tunbridge import KERNEL_TO_UDPTCP, UDPTCP_TO_KERNEL, call_in_netns
 
 if TYPE_CHECKING:  # the fixture's type, for annotations only
     from conftest import Lab
@@ -77,6 +77,13 @@ def set_linger_zero(writer: asyncio.StreamWriter) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+def _protect_time_wait() -> None:
+    """RFC 1337's protection in the calling thread's network namespace: a RST no longer ends
+    TIME-WAIT (``net.ipv4.tcp_rfc1337``, a per-namespace sysctl)."""
+    with open("/proc/sys/net/ipv4/tcp_rfc1337", "w") as f:
+        f.write("1")
+
+
 # ---------------------------------------------------------------------- 1. kernel -> udptcp
 
 
@@ -86,6 +93,12 @@ async def test_kernel_client_echoes_1mb_through_udptcp_server(lab: Lab, modern: 
     # With its defaults udptcp agrees to everything Linux offers; with the options turned
     # off it answers MSS alone, and the connection must work just the same.
     config = udptcp.Config() if modern else PLAIN
+    # The kernel must stay in the TIME-WAIT checked below even if a RST reaches it there,
+    # which Linux otherwise honours (RFC 1337's "TIME-WAIT assassination"): on a loaded
+    # machine the kernel's ACKs can come after udptcp's tail-loss probe has sent its FIN
+    # again; the kernel acknowledges the copy, and udptcp, CLOSED by then, answers that ACK
+    # with a RST (RFC 9293 §3.10.7.1), as a kernel would. A lab namespace's own setting.
+    call_in_netns(lab.netns, _protect_time_wait)
     server, made = await lab.udptcp_server(config=config)  # wildcard virtual port
     try:
         start = time.perf_counter()

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import sys as _sys
 
-# First, before any other module of the package: with UDPTCP_PURE=1 it makes the sources,
-# not a compiled build of them (setup.py, UDPTCP_MYPYC=1), what the imports below load.
+# First, before any other module of the package: with UDPTCP_PURE=1, or when the compiled
+# build (setup.py) is older than its sources, it makes the sources what the imports below load.
 from udptcp.core import _pure  # noqa: F401  # isort: split
 from udptcp.core.config import Config
 from udptcp.core.connection import Connection, LocalProtocolError, State, rst_for
@@ -84,8 +84,9 @@ __all__ = [
     "seq_lt",
 ]
 
-#: True when the connection engine runs compiled (a ``UDPTCP_MYPYC=1`` build, not turned
-#: off by ``UDPTCP_PURE=1``), False when it runs as Python source.
+#: True when the connection engine runs compiled (built by ``pip install`` where a C
+#: compiler is present, not turned off by ``UDPTCP_PURE=1`` nor stale), False when it runs
+#: as Python source. Also ``udptcp.__compiled__``.
 COMPILED: bool = not str(getattr(_sys.modules[Connection.__module__], "__file__", "")).endswith(
     ".py"
 )

@@ -27,7 +27,8 @@ install`` builds it where a C compiler is present), :func:`encode`, :func:`decod
 :func:`checksum` are its versions, which hand anything unusual back to the functions below.
 The Python code here stays the reference; ``pure_encode``, ``pure_decode`` and
 ``pure_checksum`` are always these. ``UDPTCP_PURE=1`` in the environment keeps the
-extension unloaded; :data:`SPEEDUPS` (also ``udptcp.__speedups__``) says which is active.
+extension unloaded, and so does a build older than ``_speedups.c`` in a source checkout (with
+a warning); :data:`SPEEDUPS` (also ``udptcp.__speedups__``) says which is active.
 """
 
 from __future__ import annotations
@@ -657,6 +658,13 @@ def _load_speedups() -> bool:
     try:
         from udptcp.core import _speedups
     except ImportError:  # not built: no compiler at install time, or another interpreter
+        return False
+    from udptcp.core import _pure
+
+    directory = os.path.dirname(os.path.abspath(__file__))
+    stale = _pure.codec_stale_reason(directory)
+    if stale is not None:  # an edited _speedups.c that was not rebuilt
+        _pure.warn_stale("codec", directory, stale)
         return False
     _speedups.setup(Segment, Options, MalformedSegment, pure_encode, pure_decode, pure_checksum)
     encode = _speedups.encode
