@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -205,6 +206,65 @@ async def test_a_deadline_that_moved_later_still_fires() -> None:
         assert client.stats["datagrams_out"] == sent + 1  # the pure ACK
         assert client.stats["timer_wakeups"] > wakeups
         assert conn.timers.delack is None
+        transport.close()
+    finally:
+        server.close()
+        server.abort_clients()
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
+class Sink(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.received = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+
+
+async def test_acks_waiting_in_the_socket_are_read_before_due_timers_run() -> None:
+    """After a stall, the peer's ACK can be waiting in the socket when the loss-probe timer
+    of the data it acknowledges comes due, and libuv (uvloop) runs due timers before it
+    polls for I/O. The endpoint's timer reads the socket first: nothing is resent."""
+    loop = asyncio.get_running_loop()
+    sinks: list[Sink] = []
+
+    def sink() -> Sink:
+        sinks.append(Sink())
+        return sinks[-1]
+
+    server = await udptcp.create_server(sink, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await udptcp.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        assert isinstance(transport, Transport)
+        client = transport.endpoint
+        assert isinstance(client, Endpoint)
+        conn = transport.conn
+        # The client stops reading on its own: what the server answers stays queued.
+        loop.remove_reader(client._fd)
+        # Whole segments (a short last one would wait for the loop's next turn, and its ACK
+        # be delayed): more than one, so the server acknowledges them at once.
+        data = b"x" * (3 * conn._eff_mss)
+        transport.write(data)
+        assert conn.snd_nxt != conn.snd_una
+        # Its own timer too (the test calls it below, as the loop would after a stall).
+        assert client._timer is not None
+        client._timer.cancel()
+        deadline = transport.deadline
+        assert deadline is not None
+        await until(lambda: sinks and sinks[0].received == len(data))
+        queued = bytearray(4)
+        if _FIONREAD is not None:
+            await until(
+                lambda: fcntl.ioctl(client._fd, _FIONREAD, queued) == 0 and queued != bytearray(4)
+            )
+        await until(lambda: loop.time() > deadline)
+        taken = client.stats["datagrams_in"]
+        client._on_timer()
+        assert client.stats["datagrams_in"] > taken, "the queued ACK was not read"
+        assert conn.snd_una == conn.snd_nxt
+        assert _resent(transport) == 0, transport.get_extra_info("udptcp_stats")
+        loop.add_reader(client._fd, client._on_readable)
         transport.close()
     finally:
         server.close()

@@ -71,6 +71,15 @@ class Deadlines(SocketIO):
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_when = None
+        if not self._reading and not self._closed:
+            # What the socket holds first. After a stall (a busy machine, a long callback)
+            # the peer's ACKs can be waiting there while the timers they would have moved
+            # come due, and libuv (uvloop) runs due timers before it polls for I/O: fired
+            # first, a retransmission timer or loss probe resends data that is already
+            # acknowledged (RFC 8985 §7.3: a probe is for a flight with no ACK in sight).
+            self._read_queued()
+            if self._closed:
+                return
         now = self.loop.time()
         # Taken all at once, then run: a deadline a connection sets while running waits for
         # the next wake-up instead of spinning here.

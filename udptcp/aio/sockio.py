@@ -149,25 +149,34 @@ class SocketIO(EndpointBase):
     def _on_readable(self) -> None:
         """Read until the socket is empty (at most READ_BATCH reads), then hand each
         connection the train of segments it got, in arrival order."""
+        datagrams = self._read_queued()
+        if datagrams == 0 and not self._closed and not self.deferring:
+            self.stats["empty_wakeups"] += 1
+            # Woken with nothing to read: poll reported POLLERR for an error queue that
+            # holds something (a local error, or an ICMP error whose pending errno a
+            # send took). Left there it would wake us again at once, forever.
+            self._reading = True
+            try:
+                self._read_errors()
+                self._watch_again_soon()
+            finally:
+                self._reading = False
+
+    def _read_queued(self) -> int:
+        """Read what the socket holds and deliver it; return how many datagrams came. Also
+        called before due timers run (see ``Deadlines._on_timer``)."""
         trains: dict[Transport, list[Segment]] = {}
         self._reading = True
         self._writes_unread = 0
         self._last_read = self.loop.time()
         try:
+            return self._read(trains)
+        finally:
             try:
-                datagrams = self._read(trains)
-            finally:
                 if trains:
                     self._deliver_trains(trains)
-            if datagrams == 0 and not self._closed and not self.deferring:
-                self.stats["empty_wakeups"] += 1
-                # Woken with nothing to read: poll reported POLLERR for an error queue that
-                # holds something (a local error, or an ICMP error whose pending errno a
-                # send took). Left there it would wake us again at once, forever.
-                self._read_errors()
-                self._watch_again_soon()
-        finally:
-            self._reading = False
+            finally:
+                self._reading = False
 
     def _deliver_trains(self, trains: dict[Transport, list[Segment]]) -> None:
         # _deliver_train inlined: this runs once per wake-up, for every train.
