@@ -245,6 +245,9 @@ async def test_acks_waiting_in_the_socket_are_read_before_due_timers_run() -> No
         # Whole segments (a short last one would wait for the loop's next turn, and its ACK
         # be delayed): more than one, so the server acknowledges them at once.
         data = b"x" * (3 * conn._eff_mss)
+        # Nor from inside write() (the write path reads a socket the loop has not read
+        # for a millisecond, Endpoint.poll_from_write): as if it had just been read.
+        client._last_read, client._writes_unread = loop.time() + 3600.0, 0
         transport.write(data)
         assert conn.snd_nxt != conn.snd_una
         # Its own timer too (the test calls it below, as the loop would after a stall).
