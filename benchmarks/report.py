@@ -638,6 +638,8 @@ def _keep_sections(markdown: str, kept: dict[str, str]) -> str:
         fresh = lines[i + 1 : j]
         while fresh and not fresh[-1].strip():
             fresh.pop()
+        while fresh and not fresh[0].strip():
+            fresh.pop(0)
         out += [
             kept[line],
             "",
