@@ -65,6 +65,25 @@ async def test_one_megabyte_arrives_intact() -> None:
         await asyncio.wait_for(writer.wait_closed(), 5)
 
 
+async def test_any_bytes_like_object_is_sent_as_its_bytes() -> None:
+    # A memoryview of 4-byte items: len() counts items, the stream must carry its bytes.
+    from array import array
+
+    pieces = [memoryview(array("I", range(n))) for n in (3, 2000, 70_000)]
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        await client.made
+        for piece in pieces:
+            transport.write(piece)
+        transport.write(b"!")
+        transport.write_eof()
+        receiver = await accepted(made)
+        await asyncio.wait_for(receiver.eof, 20)
+        assert bytes(receiver.data) == b"".join(p.tobytes() for p in pieces) + b"!"
+        transport.close()
+
+
 async def test_write_eof_half_closes_while_the_other_direction_flows() -> None:
     made: list[Recorder] = []
 

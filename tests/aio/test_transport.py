@@ -85,6 +85,44 @@ async def test_write_rules() -> None:
         assert client.data == b"abcd"
 
 
+async def test_a_held_short_segment_goes_on_the_loops_next_turn() -> None:
+    # Autocorking: a write's short last segment waits while earlier data is in flight, but
+    # only until the event loop's next turn; nothing else (no ACK, no further write) is
+    # needed to send it.
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        await client.made
+        conn = transport.conn
+        transport.write(b"a" * 100)  # nothing in flight: out at once
+        assert transport.get_write_buffer_size() == 0 and not conn.tail_held
+        transport.write(b"b" * 100)  # the first is in flight: held
+        assert conn.tail_held and transport.get_write_buffer_size() == 100
+        await asyncio.sleep(0)  # one turn of the loop
+        assert transport.get_write_buffer_size() == 0 and not conn.tail_held
+        receiver = await accepted(made)
+        assert await receiver.received(200) == b"a" * 100 + b"b" * 100
+        transport.close()
+        await asyncio.wait_for(client.lost, 5)
+
+
+@pytest.mark.parametrize("end", ["close", "write_eof"])
+async def test_a_held_short_segment_goes_out_with_the_fin(end: str) -> None:
+    made, factory = recorders()
+    async with serving(factory) as (server, port):
+        transport, client = await udptcp.create_connection(Recorder, "127.0.0.1", port)
+        await client.made
+        transport.write(b"a" * 100)
+        transport.writelines([b"b" * 50, b"c" * 50])
+        assert transport.conn.tail_held
+        getattr(transport, end)()  # at once, in the same turn: data first, then the FIN
+        assert transport.get_write_buffer_size() == 0 and not transport.conn.tail_held
+        receiver = await accepted(made)
+        await asyncio.wait_for(receiver.eof, 5)
+        assert bytes(receiver.data) == b"a" * 100 + b"b" * 50 + b"c" * 50
+        transport.abort()
+
+
 async def test_writes_after_connection_lost_are_ignored_then_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -359,3 +359,27 @@ def test_the_window_clamp_bounds_receive_window_auto_tuning() -> None:
     assert _largest_window_offered(None) > 500_000  # it grows towards receive_buffer
     assert 65_536 < _largest_window_offered(200_000) <= 200_000
     assert _largest_window_offered(1000) <= 65_536  # never below 64 KiB (MIN_WINDOW_CLAMP)
+
+
+def test_a_window_clamp_set_late_never_moves_the_offered_right_edge_left() -> None:
+    # RFC 9293 §3.8.6.2.1: a receiver must not shrink the window. A clamp below the window
+    # already offered (with window scaling, RFC 7323) stops it growing; the edge stays.
+    a, b = connected_pair(Config(keepalive=False, receive_buffer=1 << 20))
+    assert b.rcv_wscale > 0
+    now, edges = 0.0, []
+    for round_ in range(60):
+        now += 0.01
+        if round_ == 30:
+            assert b.stats()["rcv_wnd"] > 200_000  # auto-tuning grew it
+            b.set_window_clamp(65_536)
+            b.send(b"x", now)  # a segment at once, its window offered before new data came
+        if a.unsent_bytes < 1 << 20:
+            a.send(bytes(1 << 20), now)
+        b.receive_many(a.take_segments(), now)
+        b.take_events()
+        for seg in b.take_segments():
+            edges.append((seg.ack + (seg.window << b.rcv_wscale)) & 0xFFFFFFFF)
+            a.receive(seg, now)
+    # (sequence space: later - earlier modulo 2**32 is below 2**31)
+    assert all((later - earlier) & 0xFFFFFFFF < 1 << 31 for earlier, later in zip(edges, edges[1:]))
+    assert b.stats()["rcv_wnd"] <= 65_536 + (1 << b.rcv_wscale)  # it came down as data did

@@ -262,8 +262,8 @@ def test_send_with_more_holds_only_a_short_last_segment_while_data_is_in_flight(
     # Nothing in flight: a short write goes out at once, more=True or not.
     conn.send(b"r", script.now, more=True)
     assert [s.payload for s in script.out()] == [b"r"] and not conn.tail_held
-    script.peer(PEER + 1, ISS + 2)
-    # A write of a segment and a bit: the segment goes, the bit waits for the next write.
+    # With that in flight, a write of a segment and a bit: the segment goes, the bit waits
+    # for the next write.
     conn.send(b"a" * (mss + 100), script.now, more=True)
     assert [len(s.payload) for s in script.out()] == [mss] and conn.tail_held
     assert conn.unsent_bytes == 100
@@ -282,9 +282,23 @@ def test_send_with_more_holds_only_a_short_last_segment_while_data_is_in_flight(
     assert not conn.tail_held
 
 
+def test_send_with_more_holds_nothing_of_a_write_made_with_nothing_in_flight(script):
+    # A response of a few segments to a request: nothing of ours is in flight, so the
+    # whole write goes at once, its short last segment too. Held until the driver's next
+    # turn, it would reach the peer in a second read of its own, after the rest was
+    # handled (a 4000-byte echo ping-pong took a third more CPU per round trip).
+    conn = script.established()
+    mss = conn.mss
+    conn.send(b"a" * (2 * mss + 100), script.now, more=True)
+    assert [len(s.payload) for s in script.out()] == [mss, mss, 100]
+    assert not conn.tail_held and conn.unsent_bytes == 0
+
+
 def test_a_held_short_segment_goes_with_the_fin_and_without_more_is_never_held(script):
     conn = script.established()
     mss = conn.mss
+    conn.send(b"w", script.now)
+    assert [s.payload for s in script.out()] == [b"w"]  # in flight
     conn.send(b"x" * (mss + 5), script.now, more=True)
     assert conn.tail_held
     conn.close(script.now)

@@ -82,3 +82,21 @@ def test_acknowledged_chunks_leave_the_lists_in_bulk() -> None:
         buf.acknowledge(k * len(piece))
         assert len(buf._chunks) - buf._first == 3 * buffers._COMPACT_AT - k
         assert buf._first < buffers._COMPACT_AT  # compacted: slots do not pile up
+
+
+@pytest.mark.parametrize("count", [3, 2000, 70_000])  # a small, a large and a split write
+def test_a_memoryview_of_wider_items_is_counted_in_bytes(count: int) -> None:
+    # asyncio's transports take any bytes-like object, a memoryview of an array of 4-byte
+    # integers included: its len() counts items, its buffer holds 4 bytes per item.
+    from array import array
+
+    wide = memoryview(array("I", range(count)))
+    buf = SendBuffer()
+    buf.append(b"head")
+    buf.append(wide)
+    buf.append(b"tail")
+    expected = b"head" + wide.tobytes() + b"tail"
+    assert len(buf) == buf.end == len(expected)
+    assert buf.get(0, len(expected) + 1) == expected
+    buf.acknowledge(len(expected) - 4)
+    assert buf.get(buf.start, 100) == b"tail"

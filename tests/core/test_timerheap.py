@@ -140,3 +140,18 @@ def test_a_record_cancelled_or_moved_leaves_nothing_due_and_the_heap_is_still_sw
     assert [k for _, k in due][:11] == [2000 + i for i in range(10)] + [1]
     assert sorted(k for _, k in due[11:]) == list(range(3, 1000, 2))
     assert len(timers) == 0 and timers.earliest() is None
+
+
+def test_the_queue_beside_the_heap_sweeps_its_stale_entries_too():
+    # A 4-tuple reopened while in TIME-WAIT (a new SYN), over and over: each record is
+    # dropped soon after it was queued, and the next one queued behind it. Only one is live
+    # at a time; the queue must not keep the dropped ones for their full 2 MSL (memory per
+    # endpoint would grow with the close rate, beyond max_time_wait).
+    timers: TimerHeap[int] = TimerHeap()
+    for key in range(10_000):
+        timers.set_fifo(key, 60.0 + key * 0.001)
+        timers.cancel(key)
+    timers.set_fifo(-1, 100.0)
+    assert len(timers) == 1
+    assert len(timers._fifo) <= 64 + 1
+    assert timers.earliest() == 100.0 and timers.pop_due(100.0) == [(100.0, -1)]

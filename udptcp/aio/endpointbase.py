@@ -117,6 +117,7 @@ class EndpointBase:
         #: for: 208 KiB by default on Linux). A window's datagrams then fit in the buffer
         #: with the kernel's per-datagram overhead (about 64% of a 1472-byte datagram's
         #: charge is data), as Linux TCP's tcp_adv_win_scale kept half its buffer for it.
+        #: (Connection.set_window_clamp takes no less than 64 KiB, whatever the buffer.)
         self.window_limit: int | None = None
         try:
             rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)

@@ -54,6 +54,9 @@ class SendBuffer:
         return self.end - self.start
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
+        if type(data) is memoryview and (data.itemsize != 1 or data.ndim != 1):
+            # len() of such a view counts items (of an array("I"), say), not bytes.
+            data = data.cast("B")
         n = len(data)
         if not n:
             return

@@ -50,6 +50,7 @@ class Config:
     #: asyncio the window also stays within half the UDP socket's receive buffer (udptcp
     #: asks for 2 MiB; Linux grants at most ``net.core.rmem_max``, 208 KiB unless raised,
     #: doubled), so a window of datagrams is never dropped there: raise rmem_max for more.
+    #: (It is never clamped below 64 KiB, though: a smaller socket buffer may drop some.)
     receive_buffer: int = 1024 * 1024
     #: Most out-of-order pieces held for reassembly per connection. Each held piece is also
     #: charged its bytes plus 256 bytes of bookkeeping against ``receive_buffer`` (as Linux

@@ -251,16 +251,20 @@ class Connection(Arrival):
         going out as a full and a short segment. :attr:`tail_held` is then True and the
         caller must call :meth:`push` soon (the asyncio adapter does so on the event loop's
         next turn); until then, as with Nagle's algorithm, the short segment goes out only
-        once nothing else is in flight. With nothing in flight it is sent at once.
+        once nothing else is in flight. A write made with nothing in flight is sent whole,
+        at once.
         """
         self._now = now
         if self.state not in _ACCEPTS_WRITES or self._fin_queued:
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
         if not data:
             return
-        self._sendbuf.append(data)
-        if more:
+        # Only while an earlier write's data is in flight: a write made with nothing in
+        # flight (a response, say) goes out whole, or its short last segment would reach the
+        # peer in a read of its own, one driver turn later.
+        if more and self.snd_una != self.snd_max:
             self._more = True
+        self._sendbuf.append(data)
         self._output(now)
         if not self.tail_held:
             self._more = False  # nothing held: no push owed

@@ -127,6 +127,11 @@ class TimerHeap(Generic[K]):
         entry = armed[key] = [deadline, next(self._counter), key, True]
         fifo.append(entry)
         self._fifo_live += 1
+        # Records dropped early (a 4-tuple reopened by a new SYN) leave stale entries that
+        # would wait for their 2 MSL: swept as the heap's are, so the queue stays within a
+        # few entries per live record (max_time_wait bounds those), however fast they churn.
+        if len(fifo) > _SWEEP_MIN and len(fifo) > _SWEEP_RATIO * self._fifo_live:
+            self._fifo = collections.deque([e for e in fifo if e[2] is not _STALE])
 
     def cancel(self, key: K) -> None:
         """Forget ``key``'s deadline (a connection closed or went away)."""
