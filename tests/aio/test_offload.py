@@ -435,9 +435,9 @@ async def test_a_train_of_data_and_fin_gives_one_data_received_then_eof() -> Non
 
 
 async def test_back_to_back_writes_leave_one_short_segment_not_one_per_write() -> None:
-    """Autocorking: each write's short last piece waits while data is in flight, for the
-    next write to fill it, and goes out on the loop's next turn; without it five writes of
-    a segment and a bit would be ten datagrams, five of them short."""
+    """Autocorking: each write's short last piece waits while an earlier write's data is in
+    flight, for the next write to fill it, and goes out on the loop's next turn; without it
+    five writes of a segment and a bit would be ten datagrams, five of them short."""
     made, factory = chunk_recorders()
     server_sock, client_sock = ProbeSocket(), ProbeSocket()
     server = await udptcp.create_server(factory, sock=server_sock)
@@ -450,9 +450,11 @@ async def test_back_to_back_writes_leave_one_short_segment_not_one_per_write() -
         for _ in range(5):
             transport.write(b"w" * (mss + 100))
         before_turn = [len(decode(d).payload) for d in written(client_sock)]
-        assert before_turn == [mss] * 5
+        # The first write finds nothing in flight and goes out whole; each later one's
+        # short piece joins the held tail.
+        assert before_turn == [mss, 100] + [mss] * 4
         await asyncio.sleep(0)  # the loop's next turn
-        assert [len(decode(d).payload) for d in written(client_sock)] == [500]
+        assert [len(decode(d).payload) for d in written(client_sock)] == [400]
         # A lone short write with nothing new after it still goes out without waiting
         # for an ACK of the flight.
         transport.write(b"z")
