@@ -14,6 +14,7 @@ from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
+from support.child import python_json
 
 import udptcp.core
 from udptcp.core import _pure
@@ -34,16 +35,7 @@ print(json.dumps({"compiled": udptcp.core.COMPILED, "files": files,
 
 
 def _probe(pure: str) -> dict[str, object]:
-    env = dict(os.environ, UDPTCP_PURE=pure)
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(udptcp.core.__file__).parents[2],
-    ).stdout
-    result: dict[str, object] = json.loads(out)
+    result: dict[str, object] = python_json(_PROBE, pure=pure)
     return result
 
 

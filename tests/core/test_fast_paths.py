@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.child import python_json
 
 import udptcp.core
 from udptcp.core.config import Config
@@ -167,8 +164,8 @@ def test_the_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyP
 
 
 _SOURCES_RUN = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
+import json, os, sys
+sys.path[:0] = [sys.argv[1], os.path.dirname(sys.argv[1])]  # the test and tests/support
 import udptcp.core
 import test_fast_paths as t
 assert not udptcp.core.COMPILED, "UDPTCP_PURE=1 did not load the sources"
@@ -189,16 +186,7 @@ def _digest(wire: list[bytes], events: list[Event]) -> str:
 @functools.cache
 def _sources_digests() -> dict[str, str]:
     """The exchanges below played by the Python sources (UDPTCP_PURE=1, another process)."""
-    env = {**os.environ, "UDPTCP_PURE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", _SOURCES_RUN, str(Path(__file__).parent)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(udptcp.core.__file__).parents[2],
-    ).stdout
-    result: dict[str, str] = json.loads(out)
+    result: dict[str, str] = python_json(_SOURCES_RUN, str(Path(__file__).parent), pure="1")
     return result
 
 

@@ -1,12 +1,17 @@
-"""A udptcp echo server in a process of its own, for tests that kill it."""
+"""Other processes for tests: a udptcp echo server of its own (for tests that kill it), and a
+Python snippet run under a chosen ``UDPTCP_PURE`` that answers in JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +45,18 @@ async def echo_server_process() -> AsyncIterator[int]:
     finally:
         child.kill()
         await child.wait()
+
+
+def python_json(code: str, *args: str, pure: str) -> Any:
+    """Run ``code`` (with ``args`` in ``sys.argv``) in a new interpreter from the repository
+    root, ``UDPTCP_PURE`` set to ``pure`` ("1": the pure-Python twins, "": what is built),
+    and return the JSON it prints."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, "UDPTCP_PURE": pure},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return json.loads(out)
