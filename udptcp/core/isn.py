@@ -21,8 +21,9 @@ class IsnGenerator:
     """Generate RFC 6528 initial sequence numbers from a secret key.
 
     ``local`` and ``remote`` identify the connection; any hashable value with a stable
-    ``repr`` works (the endpoint passes ``(host, udp_port, vport)`` tuples). ``key`` is
-    at most 32 bytes (BLAKE2s's limit); by default 16 random ones.
+    ``repr`` works (the simulator passes ``(host, port)`` tuples; the endpoint gives its
+    six values to :meth:`isn_for`). ``key`` is at most 32 bytes (BLAKE2s's limit); by
+    default 16 random ones.
     """
 
     def __init__(self, key: bytes | None = None) -> None:
@@ -31,11 +32,7 @@ class IsnGenerator:
 
     def isn(self, local: object, remote: object, now: float) -> int:
         """M + F(local, remote, key) modulo 2**32, with M the 4 µs clock at ``now``."""
-        digest = self._keyed.copy()
-        digest.update(repr((local, remote)).encode())
-        f = int.from_bytes(digest.digest(), "big")
-        m = int(now * _TICKS_PER_SECOND)
-        return (m + f) & 0xFFFFFFFF
+        return self._m_plus_f(repr((local, remote)), now)
 
     def isn_for(
         self,
@@ -51,9 +48,14 @@ class IsnGenerator:
         same function of the same six values, fed to F as one space-separated string (a
         host is an IP literal and a port a number, so no two identities read alike), which
         costs half what the ``repr`` of two tuples does. Every connection takes one."""
-        digest = self._keyed.copy()
-        digest.update(
-            f"{local_host} {local_port} {local_vport} {remote_host} {remote_port} {remote_vport}".encode()
+        return self._m_plus_f(
+            f"{local_host} {local_port} {local_vport} {remote_host} {remote_port} {remote_vport}",
+            now,
         )
+
+    def _m_plus_f(self, identity: str, now: float) -> int:
+        digest = self._keyed.copy()
+        digest.update(identity.encode())
         f = int.from_bytes(digest.digest(), "big")
-        return (int(now * _TICKS_PER_SECOND) + f) & 0xFFFFFFFF
+        m = int(now * _TICKS_PER_SECOND)
+        return (m + f) & 0xFFFFFFFF
